@@ -1,0 +1,73 @@
+"""Typed errors. Each carries a stable ``code`` that logs, metrics and scripts can rely on.
+
+Adapters catch these, never a database driver's exceptions.
+"""
+
+from __future__ import annotations
+
+
+class SessionKeeperError(Exception):
+    """Base class. ``code`` is stable across releases; the message is for people."""
+
+    code = "sessionkeeper_error"
+
+
+class ConfigurationError(SessionKeeperError, ValueError):
+    """A setting is missing, of the wrong type or out of range."""
+
+    code = "bad_configuration"
+
+
+class StoreError(SessionKeeperError):
+    """The store answered, but with an error that retrying will not fix."""
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached after every retry. Adapters answer 503 with Retry-After."""
+
+    code = "store_unavailable"
+
+
+class CorruptSessionData(SessionKeeperError):
+    """Stored bytes could not be turned back into values (truncated, tampered, wrong type)."""
+
+    code = "corrupt_session_data"
+
+
+class SerializationError(SessionKeeperError, TypeError):
+    """A value cannot be serialized. Raised when the value is set, naming the key."""
+
+    code = "unserializable_value"
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        self.key = key
+        super().__init__(
+            f"session attribute {key!r}: a value of type {type(value).__name__} "
+            f"cannot be serialized ({reason})"
+        )
+
+
+class CacheFull(SessionKeeperError):
+    """The cache is full and ``overflow=False``: a new session is refused."""
+
+    code = "cache_full"
+
+
+class AccessTimeout(SessionKeeperError):
+    """With ``serialize_access=True``, the session stayed busy longer than ``access_wait_s``."""
+
+    code = "access_timeout"
+
+
+class SessionInvalidated(SessionKeeperError):
+    """The session was invalidated; it can no longer be read or written."""
+
+    code = "session_invalidated"
+
+
+class InvalidSessionId(SessionKeeperError, ValueError):
+    """A session id that fails validation (length, alphabet)."""
+
+    code = "invalid_session_id"

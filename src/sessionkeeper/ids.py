@@ -1,0 +1,70 @@
+"""Session ids: ``<token>.<node>``.
+
+The token is 192 random bits from :mod:`secrets` (32 url-safe characters). The node suffix only
+routes: the store keys a session by ``(app, token)``. Validation happens before any store access,
+so a hostile value never reaches a database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+
+from .errors import InvalidSessionId
+
+TOKEN_BYTES = 24  # 192 bits; DESIGN asks for at least 128
+MIN_TOKEN_CHARS = 22  # 22 base64 characters carry 132 bits
+MAX_TOKEN_CHARS = 64
+MAX_NODE_CHARS = 64
+MAX_ID_CHARS = MAX_TOKEN_CHARS + 1 + MAX_NODE_CHARS
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{%d,%d}" % (MIN_TOKEN_CHARS, MAX_TOKEN_CHARS))
+_NODE_RE = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_NODE_CHARS)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def parse(session_id: str | None) -> tuple[str, str | None] | None:
+    """Split a presented id into ``(token, node)``; ``None`` when it is not a valid id.
+
+    Never raises: an invalid id is treated as absent.
+    """
+    if not session_id or len(session_id) > MAX_ID_CHARS:
+        return None
+    token, dot, node = session_id.partition(".")
+    if not _TOKEN_RE.fullmatch(token):
+        return None
+    if not dot:
+        return token, None
+    if not _NODE_RE.fullmatch(node):
+        return None
+    return token, node
+
+
+def join(token: str, node: str) -> str:
+    return f"{token}.{node}"
+
+
+def check_node_name(node: str) -> str:
+    if not _NODE_RE.fullmatch(node):
+        raise InvalidSessionId(
+            f"node name {node!r} must be 1 to {MAX_NODE_CHARS} characters of A-Z a-z 0-9 _ -"
+        )
+    return node
+
+
+def check_token(token: str) -> str:
+    if not _TOKEN_RE.fullmatch(token):
+        raise InvalidSessionId("not a session token")
+    return token
+
+
+def default_node_name() -> str:
+    """Host name and process id. Computed per process, so forked workers differ."""
+    host = _UNSAFE.sub("-", socket.gethostname()).strip("-")[:40] or "host"
+    return f"{host}-{os.getpid()}"

@@ -1,0 +1,196 @@
+"""Turning attribute values into bytes and back, one attribute at a time.
+
+JSON is the default. It round-trips the JSON types plus ``datetime``, ``date``, ``time``,
+``Decimal``, ``UUID``, ``bytes``, ``set``, ``frozenset`` and ``tuple`` through small tagged objects.
+msgpack is an option (``msgpack`` extra). Pickle is used only when chosen, and then every value is
+HMAC-SHA256 signed with a key the operator provides, so bytes written by anyone without the key
+are refused instead of executed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import pickle
+import uuid
+from decimal import Decimal
+from typing import Any, Protocol
+
+from .errors import ConfigurationError, CorruptSessionData
+
+_TAG = "$sk"
+
+
+class Serializer(Protocol):
+    """Converts one attribute value. ``dumps`` raises ``TypeError``/``ValueError`` on a value it
+    cannot represent; ``loads`` raises :class:`CorruptSessionData` on bytes it cannot read."""
+
+    name: str
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+def _encode(value: Any) -> Any:
+    # bool and int before the others: bool is an int, and both are plain JSON.
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return {_TAG: "float", "v": repr(value)}
+        return value
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value) and _TAG not in value:
+            return {k: _encode(v) for k, v in value.items()}
+        return {_TAG: "map", "v": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {_TAG: "tuple", "v": [_encode(v) for v in value]}
+    if isinstance(value, (set, frozenset)):
+        tag = "set" if isinstance(value, set) else "frozenset"
+        return {_TAG: tag, "v": [_encode(v) for v in value]}
+    if isinstance(value, dt.datetime):
+        return {_TAG: "datetime", "v": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {_TAG: "date", "v": value.isoformat()}
+    if isinstance(value, dt.time):
+        return {_TAG: "time", "v": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {_TAG: "decimal", "v": str(value)}
+    if isinstance(value, uuid.UUID):
+        return {_TAG: "uuid", "v": str(value)}
+    if isinstance(value, (bytes, bytearray)):
+        return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
+    raise TypeError(f"JSON cannot represent {type(value).__name__}")
+
+
+_DECODERS: dict[str, Any] = {
+    "float": float,
+    "tuple": lambda v: tuple(_decode(x) for x in v),
+    "set": lambda v: {_decode(x) for x in v},
+    "frozenset": lambda v: frozenset(_decode(x) for x in v),
+    "map": lambda v: {_decode(k): _decode(x) for k, x in v},
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "decimal": Decimal,
+    "uuid": uuid.UUID,
+    "bytes": lambda v: base64.b64decode(v, validate=True),
+}
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        tag = value.get(_TAG)
+        if tag is None:
+            return {k: _decode(v) for k, v in value.items()}
+        decoder = _DECODERS.get(tag)
+        if decoder is None or set(value) != {_TAG, "v"}:
+            raise ValueError(f"unknown tagged value {tag!r}")
+        return decoder(value["v"])
+    return value
+
+
+class JsonSerializer:
+    """The default. Human-readable in the store, safe to load from anyone."""
+
+    name = "json"
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(
+            _encode(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return _decode(json.loads(data))
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            raise CorruptSessionData(f"unreadable JSON value: {exc}") from exc
+
+
+class MsgpackSerializer:
+    """Compact binary encoding (needs the ``msgpack`` extra); same types as JSON."""
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        try:
+            import msgpack
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigurationError(
+                "serializer='msgpack' needs the msgpack package: pip install sessionkeeper[msgpack]"
+            ) from exc
+        self._msgpack = msgpack
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return bytes(self._msgpack.packb(_encode(value), use_bin_type=True))
+        except (OverflowError, self._msgpack.PackException) as exc:
+            raise ValueError(str(exc)) from exc
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return _decode(self._msgpack.unpackb(data, raw=False, strict_map_key=False))
+        except Exception as exc:  # msgpack raises many unrelated types on bad input
+            raise CorruptSessionData(f"unreadable msgpack value: {exc}") from exc
+
+
+class SignedPickleSerializer:
+    """Pickle, each value prefixed by an HMAC-SHA256 of the pickled bytes.
+
+    Only for applications that must store arbitrary objects and control who can write to the store.
+    Bytes whose signature does not match are refused before they are unpickled.
+    """
+
+    name = "pickle"
+    _DIGEST = 32
+
+    def __init__(self, key: bytes | str) -> None:
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        if len(key) < 16:
+            raise ConfigurationError("the pickle signing key must be at least 16 bytes")
+        self._key = key
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError) as exc:
+            raise TypeError(str(exc)) from exc
+        return self._sign(payload) + payload
+
+    def loads(self, data: bytes) -> Any:
+        signature, payload = data[: self._DIGEST], data[self._DIGEST :]
+        if len(signature) != self._DIGEST or not hmac.compare_digest(
+            signature, self._sign(payload)
+        ):
+            raise CorruptSessionData("pickled value has a bad signature: refused")
+        try:
+            return pickle.loads(payload)  # noqa: S301 - signed above
+        except Exception as exc:
+            raise CorruptSessionData(f"unreadable pickled value: {exc}") from exc
+
+
+def make_serializer(spec: str | Serializer, *, pickle_key: bytes | str | None = None) -> Serializer:
+    """``"json"`` (default), ``"msgpack"``, ``"pickle"`` (needs ``pickle_key``), or an object."""
+    if not isinstance(spec, str):
+        return spec
+    if spec == "json":
+        return JsonSerializer()
+    if spec == "msgpack":
+        return MsgpackSerializer()
+    if spec == "pickle":
+        if pickle_key is None:
+            raise ConfigurationError("serializer='pickle' needs pickle_key to sign values")
+        return SignedPickleSerializer(pickle_key)
+    raise ConfigurationError(f"unknown serializer {spec!r}: use 'json', 'msgpack' or 'pickle'")

@@ -1,0 +1,351 @@
+"""The store contract.
+
+A store only loads, saves, touches, deletes and lists sessions; it knows nothing of write policies or
+of the manager. :class:`Store`'s public methods apply the rules every backend shares (retries with
+backoff, turning driver errors into typed errors, the attribute-level merge after a version
+conflict, counters) and call a small backend hook (``_load``, ``_save_batch``...), as Jetty's
+``AbstractSessionDataStore.store()`` calls ``doStore()``.
+
+Every public method is safe to call from several threads at once.
+
+Backends must provide (the abstract section below):
+
+* ``_load(app, token)``: the live session, or ``None`` when absent or tombstoned.
+* ``_save_batch(requests)``: one result per request, in order. Each request is applied atomically and
+  only if the stored version equals ``expected_version`` (``0``: the session must not exist); the
+  stored version then becomes ``expected_version + 1``. A version mismatch returns ``CONFLICT`` with
+  the current stored session in ``merged_from``; a tombstoned session, or one expected to exist but
+  absent, returns ``GONE``. Attributes not named in ``changed`` or ``removed`` are left as stored,
+  unless ``full`` is set, when the stored attributes become exactly ``changed``.
+* ``_touch_batch(touches)``: raise ``last_access_at`` (never lower it) without changing the version.
+* ``_delete(app, token, tombstone_until)``: drop the data and leave a tombstone until that time.
+* ``_delete_expired(before, limit)``: delete at most ``limit`` live sessions whose ``expires_at`` is
+  before ``before`` and return them; the deletion and the return are one atomic step, so when several
+  nodes sweep at once each expired session is returned to exactly one of them. Tombstones whose time
+  has passed are purged too, and not returned.
+* ``_counts(now)``: live and expired-awaiting-sweep sessions per app.
+* ``_close()``.
+* ``transient_errors``: the driver exceptions that mean "try again" (connection lost, timeout).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
+
+from ..errors import StoreError, StoreUnavailable
+
+log = logging.getLogger("sessionkeeper.store")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session as the store holds it: serialized attributes plus metadata."""
+
+    app: str
+    token: str
+    attributes: Mapping[str, bytes]
+    version: int
+    created_at: float
+    last_access_at: float
+    timeout_s: float
+    owner: str | None = None
+    node: str | None = None
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_access_at + self.timeout_s
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRequest:
+    """Write one session: its metadata, plus ``changed`` and ``removed`` attributes (or, with
+    ``full``, the complete attribute set), checked against ``expected_version``."""
+
+    app: str
+    token: str
+    expected_version: int
+    created_at: float
+    last_access_at: float
+    timeout_s: float
+    changed: Mapping[str, bytes] = field(default_factory=dict)
+    removed: frozenset[str] = frozenset()
+    full: bool = False
+    owner: str | None = None
+    node: str | None = None
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_access_at + self.timeout_s
+
+
+class SaveStatus(enum.Enum):
+    SAVED = "saved"
+    CONFLICT = "conflict"  # the stored version moved on; see merged_from
+    GONE = "gone"  # invalidated (tombstoned) or deleted meanwhile: must not be brought back
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    status: SaveStatus
+    version: int = 0  # the stored version after the call
+    # Set when the write met another node's newer version. For CONFLICT it is that version; for
+    # SAVED it is the state this write was merged on top of (its other keys are still stored).
+    merged_from: StoredSession | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Access-time-only update: no attribute changed."""
+
+    app: str
+    token: str
+    last_access_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredSession:
+    app: str
+    token: str
+    last_access_at: float
+    timeout_s: float
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppCounts:
+    live: int
+    expired: int  # expired but not yet swept
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """``attempts`` tries in all; waits ``backoff_s``, doubling up to ``max_backoff_s``."""
+
+    attempts: int = 3
+    backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+
+
+@dataclass
+class StoreStats:
+    reads: int = 0
+    sessions_written: int = 0
+    write_batches: int = 0
+    touches: int = 0
+    deletes: int = 0
+    bytes_written: int = 0
+    conflicts_merged: int = 0
+    errors: int = 0
+    retries: int = 0
+    calls: int = 0
+    latency_total_s: float = 0.0
+    latency_max_s: float = 0.0
+    available: bool = True
+
+    def as_dict(self) -> dict[str, float | int | bool]:
+        return dataclasses.asdict(self)
+
+
+def _rebase(request: SaveRequest, current: StoredSession) -> SaveRequest:
+    """Our changed keys re-applied on top of another node's newer version.
+
+    A full write becomes a partial one: keys the other node added are kept, because dropping them
+    would lose a write we never saw. Keys both changed: ours, the later write, wins.
+    """
+    return dataclasses.replace(
+        request,
+        expected_version=current.version,
+        full=False,
+        created_at=min(request.created_at, current.created_at),
+        last_access_at=max(request.last_access_at, current.last_access_at),
+    )
+
+
+class Store(abc.ABC):
+    """Base of every store. Subclasses implement the hooks in the abstract section."""
+
+    #: Driver exceptions that mean "try again": connection refused or lost, timeouts.
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: How many times a conflicting write is rebased and retried within one ``save_many`` call.
+    max_merge_rounds: ClassVar[int] = 5
+    #: A short name for logs and stats (``"sqlite"``, ``"postgresql"``, ``"redis"``...).
+    kind: ClassVar[str] = "store"
+
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self.stats = StoreStats()
+        self._stats_lock = threading.Lock()
+
+    # -- the shared rules ---------------------------------------------------------------------
+
+    def _call(self, op: str, fn: Callable[[], T]) -> T:
+        delay = self.retry.backoff_s
+        for attempt in range(1, self.retry.attempts + 1):
+            started = time.perf_counter()
+            try:
+                result = fn()
+            except self.transient_errors as exc:
+                self._observe(time.perf_counter() - started, error=True)
+                if attempt == self.retry.attempts:
+                    with self._stats_lock:
+                        self.stats.available = False
+                    log.warning("store %s %s failed after %d attempts: %s",
+                                self.kind, op, attempt, exc)
+                    raise StoreUnavailable(
+                        f"{self.kind} store unavailable during {op} "
+                        f"after {attempt} attempts: {exc}"
+                    ) from exc
+                with self._stats_lock:
+                    self.stats.retries += 1
+                self._sleep(delay)
+                delay = min(delay * 2, self.retry.max_backoff_s)
+                continue
+            except StoreError:
+                self._observe(time.perf_counter() - started, error=True)
+                raise
+            except Exception as exc:
+                self._observe(time.perf_counter() - started, error=True)
+                raise StoreError(f"{self.kind} store error during {op}: {exc!r}") from exc
+            self._observe(time.perf_counter() - started, error=False)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _observe(self, elapsed_s: float, *, error: bool) -> None:
+        with self._stats_lock:
+            s = self.stats
+            s.calls += 1
+            s.latency_total_s += elapsed_s
+            s.latency_max_s = max(s.latency_max_s, elapsed_s)
+            if error:
+                s.errors += 1
+            else:
+                s.available = True
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def load(self, app: str, token: str) -> StoredSession | None:
+        """The live session, or ``None`` (never stored, deleted, or invalidated)."""
+        result = self._call("load", lambda: self._load(app, token))
+        with self._stats_lock:
+            self.stats.reads += 1
+        return result
+
+    def save_many(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+        """Write a batch. A version conflict is merged: the request is rebased on the newer stored
+        version (its changed and removed keys applied on top) and written again."""
+        if not requests:
+            return []
+        results = self._call("save", lambda: self._save_batch(requests))
+        if len(results) != len(requests):
+            raise StoreError(f"{self.kind}: save returned {len(results)} results "
+                             f"for {len(requests)} requests")
+        pending: dict[int, StoredSession] = {
+            i: r.merged_from
+            for i, r in enumerate(results)
+            if r.status is SaveStatus.CONFLICT and r.merged_from is not None
+        }
+        rounds = 0
+        while pending and rounds < self.max_merge_rounds:
+            rounds += 1
+            order = list(pending)
+            rebased = [_rebase(requests[i], pending[i]) for i in order]
+            again = self._call("save", lambda: self._save_batch(rebased))
+            retry: dict[int, StoredSession] = {}
+            for i, res in zip(order, again, strict=True):
+                if res.status is SaveStatus.SAVED:
+                    results[i] = dataclasses.replace(res, merged_from=pending[i])
+                    with self._stats_lock:
+                        self.stats.conflicts_merged += 1
+                elif res.status is SaveStatus.CONFLICT and res.merged_from is not None:
+                    retry[i] = res.merged_from
+                else:
+                    results[i] = res
+            pending = retry
+        with self._stats_lock:
+            self.stats.write_batches += 1
+            for req, res in zip(requests, results, strict=True):
+                if res.status is SaveStatus.SAVED:
+                    self.stats.sessions_written += 1
+                    self.stats.bytes_written += sum(len(v) for v in req.changed.values())
+        return results
+
+    def touch_many(self, touches: Sequence[Touch]) -> None:
+        """Raise the access time of sessions whose attributes did not change."""
+        if not touches:
+            return
+        self._call("touch", lambda: self._touch_batch(touches))
+        with self._stats_lock:
+            self.stats.touches += len(touches)
+
+    def delete(self, app: str, token: str, *, tombstone_until: float) -> bool:
+        """Delete a session, leaving a tombstone so that an in-flight write cannot bring it back.
+
+        Returns whether a live session was there."""
+        deleted = self._call("delete", lambda: self._delete(app, token, tombstone_until))
+        with self._stats_lock:
+            self.stats.deletes += 1
+        return deleted
+
+    def delete_expired(self, before: float, limit: int = 1000) -> list[ExpiredSession]:
+        """Delete up to ``limit`` sessions that expired before ``before``; each is returned to exactly
+        one caller, so exactly one node fires its destroyed event."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        return self._call("delete_expired", lambda: self._delete_expired(before, limit))
+
+    def count(self, app: str | None = None, *, now: float | None = None) -> int:
+        """Live (unexpired at ``now``, default: the wall clock) sessions, of one app or all."""
+        counts = self.counts_by_app(now if now is not None else time.time())
+        if app is not None:
+            c = counts.get(app)
+            return c.live if c else 0
+        return sum(c.live for c in counts.values())
+
+    def counts_by_app(self, now: float) -> dict[str, AppCounts]:
+        return self._call("count", lambda: self._counts(now))
+
+    def close(self) -> None:
+        self._close()
+
+    def describe(self) -> str:
+        """Where this store keeps its data, without credentials."""
+        return self.kind
+
+    # -- abstract section: what a backend provides ------------------------------------------
+
+    @abc.abstractmethod
+    def _load(self, app: str, token: str) -> StoredSession | None: ...
+
+    @abc.abstractmethod
+    def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]: ...
+
+    @abc.abstractmethod
+    def _touch_batch(self, touches: Sequence[Touch]) -> None: ...
+
+    @abc.abstractmethod
+    def _delete(self, app: str, token: str, tombstone_until: float) -> bool: ...
+
+    @abc.abstractmethod
+    def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]: ...
+
+    @abc.abstractmethod
+    def _counts(self, now: float) -> dict[str, AppCounts]: ...
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...

@@ -1,0 +1,139 @@
+"""``MemoryStore``: a dict in this process. For tests and single-process apps; nothing survives
+the process, and other processes cannot see it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .base import (
+    AppCounts,
+    ExpiredSession,
+    RetryPolicy,
+    SaveRequest,
+    SaveResult,
+    SaveStatus,
+    Store,
+    StoredSession,
+    Touch,
+)
+
+
+@dataclass
+class _Row:
+    attributes: dict[str, bytes]
+    version: int
+    created_at: float
+    last_access_at: float
+    timeout_s: float
+    owner: str | None
+    node: str | None
+    tombstone_until: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_access_at + self.timeout_s
+
+
+class MemoryStore(Store):
+    kind = "memory"
+
+    def __init__(
+        self, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        super().__init__(retry=retry, sleep=sleep)
+        self._rows: dict[tuple[str, str], _Row] = {}
+        self._lock = threading.Lock()
+
+    def _snapshot(self, app: str, token: str, row: _Row) -> StoredSession:
+        return StoredSession(
+            app=app, token=token, attributes=dict(row.attributes), version=row.version,
+            created_at=row.created_at, last_access_at=row.last_access_at,
+            timeout_s=row.timeout_s, owner=row.owner, node=row.node,
+        )
+
+    def _load(self, app: str, token: str) -> StoredSession | None:
+        with self._lock:
+            row = self._rows.get((app, token))
+            if row is None or row.tombstone_until is not None:
+                return None
+            return self._snapshot(app, token, row)
+
+    def _save_one(self, req: SaveRequest) -> SaveResult:
+        key = (req.app, req.token)
+        row = self._rows.get(key)
+        if row is not None and row.tombstone_until is not None:
+            return SaveResult(SaveStatus.GONE)
+        if row is None:
+            if req.expected_version != 0:
+                return SaveResult(SaveStatus.GONE)
+            self._rows[key] = _Row(
+                attributes=dict(req.changed), version=1, created_at=req.created_at,
+                last_access_at=req.last_access_at, timeout_s=req.timeout_s,
+                owner=req.owner, node=req.node,
+            )
+            return SaveResult(SaveStatus.SAVED, 1)
+        if row.version != req.expected_version:
+            return SaveResult(SaveStatus.CONFLICT, row.version,
+                              self._snapshot(req.app, req.token, row))
+        if req.full:
+            row.attributes = dict(req.changed)
+        else:
+            row.attributes.update(req.changed)
+            for name in req.removed:
+                row.attributes.pop(name, None)
+        row.version += 1
+        row.last_access_at = max(row.last_access_at, req.last_access_at)
+        row.timeout_s = req.timeout_s
+        row.owner = req.owner
+        row.node = req.node
+        return SaveResult(SaveStatus.SAVED, row.version)
+
+    def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+        with self._lock:
+            return [self._save_one(r) for r in requests]
+
+    def _touch_batch(self, touches: Sequence[Touch]) -> None:
+        with self._lock:
+            for t in touches:
+                row = self._rows.get((t.app, t.token))
+                if row is not None and row.tombstone_until is None:
+                    row.last_access_at = max(row.last_access_at, t.last_access_at)
+
+    def _delete(self, app: str, token: str, tombstone_until: float) -> bool:
+        with self._lock:
+            row = self._rows.get((app, token))
+            live = row is not None and row.tombstone_until is None
+            self._rows[(app, token)] = _Row({}, 0, 0.0, 0.0, 0.0, None, None, tombstone_until)
+            return live
+
+    def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
+        out: list[ExpiredSession] = []
+        with self._lock:
+            for key, row in list(self._rows.items()):
+                if row.tombstone_until is not None:
+                    if row.tombstone_until < before:
+                        del self._rows[key]
+                    continue
+                if row.expires_at < before and len(out) < limit:
+                    del self._rows[key]
+                    out.append(ExpiredSession(key[0], key[1], row.last_access_at,
+                                              row.timeout_s, row.owner))
+        return out
+
+    def _counts(self, now: float) -> dict[str, AppCounts]:
+        live: dict[str, int] = {}
+        expired: dict[str, int] = {}
+        with self._lock:
+            for (app, _), row in self._rows.items():
+                if row.tombstone_until is not None:
+                    continue
+                bucket = expired if row.expires_at < now else live
+                bucket[app] = bucket.get(app, 0) + 1
+        return {a: AppCounts(live.get(a, 0), expired.get(a, 0)) for a in live.keys() | expired}
+
+    def _close(self) -> None:
+        pass

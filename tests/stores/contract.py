@@ -1,0 +1,236 @@
+"""The store contract, as one suite every store must pass.
+
+A store's test module makes a ``store`` fixture and subclasses :class:`StoreContract`
+(as Django's ``SessionTestsMixin`` and Jetty's ``AbstractSessionDataStoreTest``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from sessionkeeper.stores import SaveRequest, SaveStatus, Store, Touch
+
+T0 = 1_700_000_000.0
+
+
+def req(
+    token: str,
+    version: int = 0,
+    changed: dict[str, bytes] | None = None,
+    removed: frozenset[str] = frozenset(),
+    *,
+    app: str = "shop",
+    full: bool = False,
+    last_access_at: float = T0,
+    timeout_s: float = 1800.0,
+    owner: str | None = None,
+) -> SaveRequest:
+    return SaveRequest(
+        app=app, token=token, expected_version=version, created_at=T0,
+        last_access_at=last_access_at, timeout_s=timeout_s, changed=changed or {},
+        removed=removed, full=full, owner=owner, node="n1",
+    )
+
+
+def tok(i: int) -> str:
+    return f"tok{i:029d}"
+
+
+class StoreContract:
+    def test_load_absent(self, store: Store) -> None:
+        assert store.load("shop", tok(1)) is None
+
+    def test_create_and_load(self, store: Store) -> None:
+        [res] = store.save_many([req(tok(1), 0, {"a": b"1", "b": b"\x00\xff"}, owner="alice")])
+        assert res.status is SaveStatus.SAVED and res.version == 1
+        s = store.load("shop", tok(1))
+        assert s is not None
+        assert dict(s.attributes) == {"a": b"1", "b": b"\x00\xff"}
+        assert s.version == 1 and s.owner == "alice" and s.node == "n1"
+        assert s.created_at == T0 and s.last_access_at == T0 and s.timeout_s == 1800.0
+        assert s.expires_at == T0 + 1800.0
+
+    def test_empty_session_is_stored(self, store: Store) -> None:
+        [res] = store.save_many([req(tok(1), 0, {})])
+        assert res.status is SaveStatus.SAVED
+        s = store.load("shop", tok(1))
+        assert s is not None and dict(s.attributes) == {}
+
+    def test_partial_update_keeps_other_keys(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"1", "b": b"2", "c": b"3"})])
+        [res] = store.save_many([req(tok(1), 1, {"a": b"10"}, frozenset({"c"}))])
+        assert res.status is SaveStatus.SAVED and res.version == 2
+        s = store.load("shop", tok(1))
+        assert s is not None and dict(s.attributes) == {"a": b"10", "b": b"2"}
+
+    def test_full_write_replaces_attributes(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"1", "b": b"2"})])
+        store.save_many([req(tok(1), 1, {"c": b"3"}, full=True)])
+        s = store.load("shop", tok(1))
+        assert s is not None and dict(s.attributes) == {"c": b"3"}
+
+    def test_apps_are_separate(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"shop"}, app="shop"),
+                         req(tok(1), 0, {"a": b"blog"}, app="blog")])
+        shop, blog = store.load("shop", tok(1)), store.load("blog", tok(1))
+        assert shop is not None and blog is not None
+        assert shop.attributes["a"] == b"shop" and blog.attributes["a"] == b"blog"
+        store.delete("shop", tok(1), tombstone_until=T0 + 60)
+        assert store.load("shop", tok(1)) is None
+        assert store.load("blog", tok(1)) is not None
+
+    def test_batch_of_many(self, store: Store) -> None:
+        results = store.save_many([req(tok(i), 0, {"k": str(i).encode()}) for i in range(250)])
+        assert all(r.status is SaveStatus.SAVED for r in results)
+        assert store.count("shop", now=T0) == 250
+        s = store.load("shop", tok(123))
+        assert s is not None and s.attributes["k"] == b"123"
+
+    def test_version_conflict_is_merged(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"1", "b": b"1"})])
+        # node X writes a at version 1 -> 2
+        store.save_many([req(tok(1), 1, {"a": b"x"})])
+        # node Y still believes version 1 and writes b: merged, both kept
+        [res] = store.save_many([req(tok(1), 1, {"b": b"y"})])
+        assert res.status is SaveStatus.SAVED and res.version == 3
+        assert res.merged_from is not None and res.merged_from.version == 2
+        assert res.merged_from.attributes["a"] == b"x"
+        s = store.load("shop", tok(1))
+        assert s is not None and dict(s.attributes) == {"a": b"x", "b": b"y"}
+        assert store.stats.conflicts_merged == 1
+
+    def test_conflicting_full_write_keeps_other_nodes_keys(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        store.save_many([req(tok(1), 1, {"other": b"o"})])
+        store.save_many([req(tok(1), 1, {"a": b"2"}, full=True)])
+        s = store.load("shop", tok(1))
+        assert s is not None and dict(s.attributes) == {"a": b"2", "other": b"o"}
+
+    def test_same_key_later_write_wins(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        store.save_many([req(tok(1), 1, {"a": b"first"})])
+        store.save_many([req(tok(1), 1, {"a": b"second"})])
+        s = store.load("shop", tok(1))
+        assert s is not None and s.attributes["a"] == b"second"
+
+    def test_tombstone_blocks_resurrection(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        assert store.delete("shop", tok(1), tombstone_until=T0 + 60) is True
+        assert store.load("shop", tok(1)) is None
+        [late] = store.save_many([req(tok(1), 1, {"a": b"late"})])
+        assert late.status is SaveStatus.GONE
+        [again] = store.save_many([req(tok(1), 0, {"a": b"new"})])
+        assert again.status is SaveStatus.GONE
+        assert store.load("shop", tok(1)) is None
+
+    def test_delete_absent(self, store: Store) -> None:
+        assert store.delete("shop", tok(9), tombstone_until=T0 + 60) is False
+        assert store.load("shop", tok(9)) is None
+
+    def test_write_to_absent_session_is_gone(self, store: Store) -> None:
+        [res] = store.save_many([req(tok(1), 3, {"a": b"1"})])
+        assert res.status is SaveStatus.GONE
+
+    def test_touch_raises_access_time_only(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        store.touch_many([Touch("shop", tok(1), T0 + 100)])
+        s = store.load("shop", tok(1))
+        assert s is not None and s.last_access_at == T0 + 100 and s.version == 1
+        store.touch_many([Touch("shop", tok(1), T0 + 50)])  # never moves back
+        s = store.load("shop", tok(1))
+        assert s is not None and s.last_access_at == T0 + 100
+        store.touch_many([Touch("shop", tok(404), T0)])  # absent: ignored
+
+    def test_delete_expired_returns_each_once(self, store: Store) -> None:
+        store.save_many([req(tok(i), 0, {"a": b"1"}, timeout_s=10, last_access_at=T0 + i)
+                         for i in range(20)])
+        store.save_many([req(tok(100), 0, {}, timeout_s=1000)])
+        # expires_at = T0 + i + 10; before T0 + 20 -> i in 0..9
+        first = store.delete_expired(T0 + 20, limit=4)
+        rest = store.delete_expired(T0 + 20, limit=100)
+        assert len(first) == 4 and len(rest) == 6
+        tokens = {e.token for e in first + rest}
+        assert tokens == {tok(i) for i in range(10)}
+        assert store.delete_expired(T0 + 20, limit=100) == []
+        assert store.load("shop", tok(3)) is None
+        assert store.load("shop", tok(15)) is not None
+        assert store.load("shop", tok(100)) is not None
+
+    def test_delete_expired_purges_old_tombstones(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {})])
+        store.delete("shop", tok(1), tombstone_until=T0 + 5)
+        assert store.delete_expired(T0 + 1, limit=10) == []
+        [res] = store.save_many([req(tok(1), 0, {})])
+        assert res.status is SaveStatus.GONE  # tombstone still there
+        assert store.delete_expired(T0 + 10, limit=10) == []  # purged, not reported
+
+    def test_concurrent_sweepers_each_session_once(self, store: Store) -> None:
+        store.save_many([req(tok(i), 0, {}, timeout_s=1) for i in range(200)])
+        found: list[str] = []
+        lock = threading.Lock()
+
+        def sweep() -> None:
+            while batch := store.delete_expired(T0 + 100, limit=7):
+                with lock:
+                    found.extend(e.token for e in batch)
+
+        threads = [threading.Thread(target=sweep) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(found) == sorted(tok(i) for i in range(200))
+
+    def test_counts(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {}, timeout_s=10), req(tok(2), 0, {}, timeout_s=1000),
+                         req(tok(3), 0, {}, app="blog", timeout_s=1000)])
+        counts = store.counts_by_app(T0 + 100)
+        assert counts["shop"].live == 1 and counts["shop"].expired == 1
+        assert counts["blog"].live == 1 and counts["blog"].expired == 0
+        assert store.count(now=T0 + 100) == 2
+
+    def test_concurrent_writers_different_keys(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {})])
+        errors: list[BaseException] = []
+
+        def writer(name: str) -> None:
+            try:
+                version = 1
+                for i in range(25):
+                    [res] = store.save_many([req(tok(1), version, {f"{name}{i}": b"v"})])
+                    assert res.status is SaveStatus.SAVED
+                    version = res.version
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in "abc"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        s = store.load("shop", tok(1))
+        assert s is not None
+        assert set(s.attributes) == {f"{n}{i}" for n in "abc" for i in range(25)}
+        assert s.version == 76
+
+    def test_binary_and_unicode_names(self, store: Store) -> None:
+        value = bytes(range(256)) * 4
+        store.save_many([req(tok(1), 0, {"naïve ключ ✓": value})])
+        s = store.load("shop", tok(1))
+        assert s is not None and s.attributes["naïve ключ ✓"] == value
+
+    def test_stats_count_reads_and_writes(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"12345"}), req(tok(2), 0, {"a": b"1"})])
+        store.load("shop", tok(1))
+        assert store.stats.sessions_written == 2
+        assert store.stats.write_batches == 1
+        assert store.stats.bytes_written == 6
+        assert store.stats.reads == 1
+
+
+@pytest.fixture
+def t0() -> float:
+    return T0
