@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
-from ..errors import StoreError, StoreUnavailable
+from ..errors import CorruptSessionData, StoreError, StoreUnavailable
 
 log = logging.getLogger("sessionkeeper.store")
 
@@ -216,7 +216,9 @@ class Store(abc.ABC):
                 self._sleep(delay)
                 delay = min(delay * 2, self.retry.max_backoff_s)
                 continue
-            except StoreError:
+            except (StoreError, CorruptSessionData):
+                # Corrupt data is the caller's to handle (report it, replace the session), not a
+                # store failure to wrap.
                 self._observe(time.perf_counter() - started, error=True)
                 raise
             except Exception as exc:
