@@ -1,5 +1,80 @@
-"""sessionkeeper: server-side HTTP sessions that survive the loss of the process that served them."""
+"""sessionkeeper: server-side HTTP sessions that survive the loss of the process that served them.
+
+import sessionkeeper as sk
+manager = sk.SessionManager(store="sqlite:///sessions.db", write=sk.TimeBased(interval_s=10))
+with manager.request(app="shop", session_id=cookie_value) as session:
+    session["cart"] = ["apple"]
+"""
 
 from __future__ import annotations
 
+from .clock import Clock, FakeClock, SystemClock
+from .errors import (
+    AccessTimeout,
+    CacheFull,
+    ConfigurationError,
+    CorruptSessionData,
+    InvalidSessionId,
+    SerializationError,
+    SessionInvalidated,
+    SessionKeeperError,
+    StoreError,
+    StoreUnavailable,
+)
+from .events import AttributeEvent, DestroyReason, SessionEvent, SessionListener
+from .manager import ActiveRequest, SessionManager, close_all
+from .policies import (
+    AfterRequests,
+    AfterUpdates,
+    EndOfRequest,
+    Manual,
+    OnAttribute,
+    TimeBased,
+    WritePolicy,
+    parse_policy,
+)
+from .session import Session
+from .stores import MemoryStore, RetryPolicy, Store, open_store
+from .tracking import Mode, Tracking, encode_url
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "AccessTimeout",
+    "ActiveRequest",
+    "AfterRequests",
+    "AfterUpdates",
+    "AttributeEvent",
+    "CacheFull",
+    "Clock",
+    "ConfigurationError",
+    "CorruptSessionData",
+    "DestroyReason",
+    "EndOfRequest",
+    "FakeClock",
+    "InvalidSessionId",
+    "Manual",
+    "MemoryStore",
+    "Mode",
+    "OnAttribute",
+    "RetryPolicy",
+    "SerializationError",
+    "Session",
+    "SessionEvent",
+    "SessionInvalidated",
+    "SessionKeeperError",
+    "SessionListener",
+    "SessionManager",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "SystemClock",
+    "TimeBased",
+    "Tracking",
+    "WritePolicy",
+    "__version__",
+    "close_all",
+    "encode_url",
+    "open_store",
+    "parse_policy",
+]

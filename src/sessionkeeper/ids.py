@@ -20,8 +20,8 @@ MAX_TOKEN_CHARS = 64
 MAX_NODE_CHARS = 64
 MAX_ID_CHARS = MAX_TOKEN_CHARS + 1 + MAX_NODE_CHARS
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{%d,%d}" % (MIN_TOKEN_CHARS, MAX_TOKEN_CHARS))
-_NODE_RE = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_NODE_CHARS)
+_TOKEN_RE = re.compile(rf"[A-Za-z0-9_-]{{{MIN_TOKEN_CHARS},{MAX_TOKEN_CHARS}}}")
+_NODE_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NODE_CHARS}}}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 

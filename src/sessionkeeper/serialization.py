@@ -176,7 +176,7 @@ class SignedPickleSerializer:
         ):
             raise CorruptSessionData("pickled value has a bad signature: refused")
         try:
-            return pickle.loads(payload)  # noqa: S301 - signed above
+            return pickle.loads(payload)
         except Exception as exc:
             raise CorruptSessionData(f"unreadable pickled value: {exc}") from exc
 

@@ -28,9 +28,17 @@ def req(
     owner: str | None = None,
 ) -> SaveRequest:
     return SaveRequest(
-        app=app, token=token, expected_version=version, created_at=T0,
-        last_access_at=last_access_at, timeout_s=timeout_s, changed=changed or {},
-        removed=removed, full=full, owner=owner, node="n1",
+        app=app,
+        token=token,
+        expected_version=version,
+        created_at=T0,
+        last_access_at=last_access_at,
+        timeout_s=timeout_s,
+        changed=changed or {},
+        removed=removed,
+        full=full,
+        owner=owner,
+        node="n1",
     )
 
 
@@ -72,8 +80,9 @@ class StoreContract:
         assert s is not None and dict(s.attributes) == {"c": b"3"}
 
     def test_apps_are_separate(self, store: Store) -> None:
-        store.save_many([req(tok(1), 0, {"a": b"shop"}, app="shop"),
-                         req(tok(1), 0, {"a": b"blog"}, app="blog")])
+        store.save_many(
+            [req(tok(1), 0, {"a": b"shop"}, app="shop"), req(tok(1), 0, {"a": b"blog"}, app="blog")]
+        )
         shop, blog = store.load("shop", tok(1)), store.load("blog", tok(1))
         assert shop is not None and blog is not None
         assert shop.attributes["a"] == b"shop" and blog.attributes["a"] == b"blog"
@@ -144,8 +153,9 @@ class StoreContract:
         store.touch_many([Touch("shop", tok(404), T0)])  # absent: ignored
 
     def test_delete_expired_returns_each_once(self, store: Store) -> None:
-        store.save_many([req(tok(i), 0, {"a": b"1"}, timeout_s=10, last_access_at=T0 + i)
-                         for i in range(20)])
+        store.save_many(
+            [req(tok(i), 0, {"a": b"1"}, timeout_s=10, last_access_at=T0 + i) for i in range(20)]
+        )
         store.save_many([req(tok(100), 0, {}, timeout_s=1000)])
         # expires_at = T0 + i + 10; before T0 + 20 -> i in 0..9
         first = store.delete_expired(T0 + 20, limit=4)
@@ -184,8 +194,13 @@ class StoreContract:
         assert sorted(found) == sorted(tok(i) for i in range(200))
 
     def test_counts(self, store: Store) -> None:
-        store.save_many([req(tok(1), 0, {}, timeout_s=10), req(tok(2), 0, {}, timeout_s=1000),
-                         req(tok(3), 0, {}, app="blog", timeout_s=1000)])
+        store.save_many(
+            [
+                req(tok(1), 0, {}, timeout_s=10),
+                req(tok(2), 0, {}, timeout_s=1000),
+                req(tok(3), 0, {}, app="blog", timeout_s=1000),
+            ]
+        )
         counts = store.counts_by_app(T0 + 100)
         assert counts["shop"].live == 1 and counts["shop"].expired == 1
         assert counts["blog"].live == 1 and counts["blog"].expired == 0

@@ -55,7 +55,7 @@ def open_store(target: str | Store, **options: Any) -> Store:
         if options:
             raise ConfigurationError("store options apply only when the store is given as a URL")
         return target
-    if not isinstance(target, str) or "://" not in target and target != "memory":
+    if not isinstance(target, str) or ("://" not in target and target != "memory"):
         raise ConfigurationError(
             f"store must be a Store or a URL such as sqlite:///sessions.db, got {target!r}"
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import functools
 import logging
 import threading
 import time
@@ -205,11 +206,11 @@ class Store(abc.ABC):
                 if attempt == self.retry.attempts:
                     with self._stats_lock:
                         self.stats.available = False
-                    log.warning("store %s %s failed after %d attempts: %s",
-                                self.kind, op, attempt, exc)
+                    log.warning(
+                        "store %s %s failed after %d attempts: %s", self.kind, op, attempt, exc
+                    )
                     raise StoreUnavailable(
-                        f"{self.kind} store unavailable during {op} "
-                        f"after {attempt} attempts: {exc}"
+                        f"{self.kind} store unavailable during {op} after {attempt} attempts: {exc}"
                     ) from exc
                 with self._stats_lock:
                     self.stats.retries += 1
@@ -255,8 +256,9 @@ class Store(abc.ABC):
             return []
         results = self._call("save", lambda: self._save_batch(requests))
         if len(results) != len(requests):
-            raise StoreError(f"{self.kind}: save returned {len(results)} results "
-                             f"for {len(requests)} requests")
+            raise StoreError(
+                f"{self.kind}: save returned {len(results)} results for {len(requests)} requests"
+            )
         pending: dict[int, StoredSession] = {
             i: r.merged_from
             for i, r in enumerate(results)
@@ -267,7 +269,7 @@ class Store(abc.ABC):
             rounds += 1
             order = list(pending)
             rebased = [_rebase(requests[i], pending[i]) for i in order]
-            again = self._call("save", lambda: self._save_batch(rebased))
+            again = self._call("save", functools.partial(self._save_batch, rebased))
             retry: dict[int, StoredSession] = {}
             for i, res in zip(order, again, strict=True):
                 if res.status is SaveStatus.SAVED:

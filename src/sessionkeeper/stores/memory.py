@@ -50,9 +50,15 @@ class MemoryStore(Store):
 
     def _snapshot(self, app: str, token: str, row: _Row) -> StoredSession:
         return StoredSession(
-            app=app, token=token, attributes=dict(row.attributes), version=row.version,
-            created_at=row.created_at, last_access_at=row.last_access_at,
-            timeout_s=row.timeout_s, owner=row.owner, node=row.node,
+            app=app,
+            token=token,
+            attributes=dict(row.attributes),
+            version=row.version,
+            created_at=row.created_at,
+            last_access_at=row.last_access_at,
+            timeout_s=row.timeout_s,
+            owner=row.owner,
+            node=row.node,
         )
 
     def _load(self, app: str, token: str) -> StoredSession | None:
@@ -71,14 +77,19 @@ class MemoryStore(Store):
             if req.expected_version != 0:
                 return SaveResult(SaveStatus.GONE)
             self._rows[key] = _Row(
-                attributes=dict(req.changed), version=1, created_at=req.created_at,
-                last_access_at=req.last_access_at, timeout_s=req.timeout_s,
-                owner=req.owner, node=req.node,
+                attributes=dict(req.changed),
+                version=1,
+                created_at=req.created_at,
+                last_access_at=req.last_access_at,
+                timeout_s=req.timeout_s,
+                owner=req.owner,
+                node=req.node,
             )
             return SaveResult(SaveStatus.SAVED, 1)
         if row.version != req.expected_version:
-            return SaveResult(SaveStatus.CONFLICT, row.version,
-                              self._snapshot(req.app, req.token, row))
+            return SaveResult(
+                SaveStatus.CONFLICT, row.version, self._snapshot(req.app, req.token, row)
+            )
         if req.full:
             row.attributes = dict(req.changed)
         else:
@@ -120,8 +131,9 @@ class MemoryStore(Store):
                     continue
                 if row.expires_at < before and len(out) < limit:
                     del self._rows[key]
-                    out.append(ExpiredSession(key[0], key[1], row.last_access_at,
-                                              row.timeout_s, row.owner))
+                    out.append(
+                        ExpiredSession(key[0], key[1], row.last_access_at, row.timeout_s, row.owner)
+                    )
         return out
 
     def _counts(self, now: float) -> dict[str, AppCounts]:

@@ -1,0 +1,72 @@
+"""A node's local sessions: an LRU map of ``(app, token)`` to :class:`Session`. Thread safe.
+
+The cache only orders and bounds; the manager decides what to write before an eviction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from .session import Session
+
+Key = tuple[str, str]
+
+
+class SessionCache:
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("cache_size must be at least 1")
+        self.capacity = capacity
+        self._items: OrderedDict[Key, Session] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Key) -> Session | None:
+        with self._lock:
+            s = self._items.get(key)
+            if s is not None:
+                self._items.move_to_end(key)
+            return s
+
+    def add(self, key: Key, session: Session) -> Session:
+        """Insert unless present; return the cached object (so concurrent loads share one)."""
+        with self._lock:
+            existing = self._items.get(key)
+            if existing is not None:
+                self._items.move_to_end(key)
+                return existing
+            self._items[key] = session
+            return session
+
+    def remove(self, key: Key, session: Session | None = None) -> bool:
+        with self._lock:
+            current = self._items.get(key)
+            if current is None or (session is not None and current is not session):
+                return False
+            del self._items[key]
+            return True
+
+    def over_capacity(self) -> int:
+        return len(self._items) - self.capacity
+
+    def eviction_candidates(self, n: int) -> list[Session]:
+        """Up to ``n`` least recently used sessions that no request is using."""
+        out: list[Session] = []
+        with self._lock:
+            for s in self._items.values():
+                if len(out) >= n:
+                    break
+                if not s.in_use:
+                    out.append(s)
+        return out
+
+    def snapshot(self) -> list[Session]:
+        with self._lock:
+            return list(self._items.values())
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(self.snapshot())

@@ -1,0 +1,205 @@
+"""Write policies: *when* a node copies a session to the store.
+
+| policy | the store is written | a crash of the node may lose |
+|---|---|---|
+| ``EndOfRequest()`` | at the end of each request that changed the session, after a successful response, before it is sent | nothing acknowledged |
+| ``TimeBased(interval_s=10)`` | when ``interval_s`` has passed since the session's last write: by the housekeeping thread, and at the end of the first request after it is due | at most ``interval_s`` (+ the flusher's poll) of changes |
+| ``AfterUpdates(n)`` | inside the attribute set or delete that makes n updates since the last write | fewer than n updates |
+| ``AfterRequests(n)`` | at the end of every n-th request that used the session (if it changed) | fewer than n requests |
+| ``OnAttribute()`` | inside every set and delete | nothing |
+| ``Manual()`` | only on ``session.sync()``, ``manager.flush()`` and at shutdown | whatever was not synced |
+
+Common to all (the manager applies them): a new session is written at the end of its first request
+(``save_on_create``); ``sync()`` writes now; a clean shutdown and a cache eviction write every dirty
+session; a write that fails is retried later, never dropped.
+
+A policy only answers questions about one session's counters; it does no I/O and keeps no state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import ConfigurationError
+
+
+class Tracked(Protocol):
+    """What a policy may look at: a session's counters since its last store write."""
+
+    @property
+    def updates_since_write(self) -> int: ...
+
+    @property
+    def requests_since_write(self) -> int: ...
+
+    @property
+    def last_write_at(self) -> float: ...
+
+    def has_changes(self) -> bool: ...
+
+
+class WritePolicy:
+    """Base: never writes on its own. Subclasses override the moments they write at."""
+
+    #: Changes may wait in memory after the request ends: correct only with a sticky load balancer.
+    deferred: bool = True
+
+    @property
+    def max_delay_s(self) -> float:
+        """The longest a change may wait for the housekeeping thread (for the sweep's grace)."""
+        return 0.0
+
+    def at_attribute_change(self, s: Tracked) -> bool:
+        """Write inside the set/delete call?"""
+        return False
+
+    def at_request_end(self, s: Tracked, now: float) -> bool:
+        """Write at the end of a successful request that used the session?"""
+        return False
+
+    def due_for_flush(self, s: Tracked, now: float) -> bool:
+        """Should the housekeeping thread write this dirty session now?"""
+        return False
+
+    def crash_window(self) -> str:
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """The ``--write`` form (``time-based:10``), parsed back by :func:`parse_policy`."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class EndOfRequest(WritePolicy):
+    deferred = False
+
+    def at_request_end(self, s: Tracked, now: float) -> bool:
+        return s.has_changes()
+
+    def crash_window(self) -> str:
+        return "nothing acknowledged"
+
+    def spec(self) -> str:
+        return "end-of-request"
+
+
+@dataclass(frozen=True)
+class TimeBased(WritePolicy):
+    interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.interval_s > 0:
+            raise ConfigurationError("TimeBased(interval_s) must be positive")
+
+    @property
+    def max_delay_s(self) -> float:
+        return self.interval_s
+
+    def _due(self, s: Tracked, now: float) -> bool:
+        return s.has_changes() and now - s.last_write_at >= self.interval_s
+
+    def at_request_end(self, s: Tracked, now: float) -> bool:
+        return self._due(s, now)
+
+    def due_for_flush(self, s: Tracked, now: float) -> bool:
+        return self._due(s, now)
+
+    def crash_window(self) -> str:
+        return f"at most {self.interval_s:g} s of changes"
+
+    def spec(self) -> str:
+        return f"time-based:{self.interval_s:g}"
+
+
+@dataclass(frozen=True)
+class AfterUpdates(WritePolicy):
+    n: int = 10
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigurationError("AfterUpdates(n) needs n >= 1")
+
+    def at_attribute_change(self, s: Tracked) -> bool:
+        return s.updates_since_write >= self.n
+
+    def at_request_end(self, s: Tracked, now: float) -> bool:
+        # Catches up after a write that failed during the attribute call.
+        return s.has_changes() and s.updates_since_write >= self.n
+
+    def crash_window(self) -> str:
+        return f"fewer than {self.n} updates"
+
+    def spec(self) -> str:
+        return f"after-updates:{self.n}"
+
+
+@dataclass(frozen=True)
+class AfterRequests(WritePolicy):
+    n: int = 10
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigurationError("AfterRequests(n) needs n >= 1")
+
+    def at_request_end(self, s: Tracked, now: float) -> bool:
+        return s.has_changes() and s.requests_since_write >= self.n
+
+    def crash_window(self) -> str:
+        return f"fewer than {self.n} requests"
+
+    def spec(self) -> str:
+        return f"after-requests:{self.n}"
+
+
+@dataclass(frozen=True)
+class OnAttribute(WritePolicy):
+    deferred = False
+
+    def at_attribute_change(self, s: Tracked) -> bool:
+        return True
+
+    def at_request_end(self, s: Tracked, now: float) -> bool:
+        return s.has_changes()  # a write that failed inside the call is retried here
+
+    def crash_window(self) -> str:
+        return "nothing"
+
+    def spec(self) -> str:
+        return "on-attribute"
+
+
+@dataclass(frozen=True)
+class Manual(WritePolicy):
+    def crash_window(self) -> str:
+        return "whatever was not synced"
+
+    def spec(self) -> str:
+        return "manual"
+
+
+def parse_policy(spec: str | WritePolicy) -> WritePolicy:
+    """``end-of-request``, ``time-based:SECONDS``, ``after-updates:N``, ``after-requests:N``,
+    ``on-attribute`` or ``manual``."""
+    if isinstance(spec, WritePolicy):
+        return spec
+    name, _, arg = spec.strip().lower().partition(":")
+    try:
+        if name == "end-of-request" and not arg:
+            return EndOfRequest()
+        if name == "time-based":
+            return TimeBased(float(arg) if arg else 10.0)
+        if name == "after-updates" and arg:
+            return AfterUpdates(int(arg))
+        if name == "after-requests" and arg:
+            return AfterRequests(int(arg))
+        if name == "on-attribute" and not arg:
+            return OnAttribute()
+        if name == "manual" and not arg:
+            return Manual()
+    except ValueError as exc:
+        raise ConfigurationError(f"bad write policy {spec!r}: {exc}") from exc
+    raise ConfigurationError(
+        f"unknown write policy {spec!r}: use end-of-request, time-based:SECONDS, "
+        "after-updates:N, after-requests:N, on-attribute or manual"
+    )

@@ -1,0 +1,234 @@
+"""``Session``: a mapping of attribute names to values, plus metadata and change tracking.
+
+Thread safety: each set and delete is atomic (a per-session lock). Concurrent requests of one session
+in one process share one ``Session`` object. With ``serialize_access`` the manager also holds the
+session's access lock for a whole request, so read-modify-write sequences do not interleave.
+
+The session never does I/O itself: writes, invalidation and id rotation are delegated to its host
+(the manager) through the :class:`SessionHost` protocol.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+_MISSING: Any = object()
+
+#: The request (an opaque int) the current thread or task is serving, for the per-request undo log.
+current_request: ContextVar[int | None] = ContextVar("sessionkeeper_request", default=None)
+
+
+class SessionHost(Protocol):
+    @property
+    def node(self) -> str: ...
+
+    def _validate_value(self, session: Session, key: str, value: Any) -> None: ...
+
+    def _attribute_changed(self, session: Session, key: str, old: Any, new: Any) -> None: ...
+
+    def _metadata_changed(self, session: Session) -> None: ...
+
+    def sync_session(self, session: Session) -> None: ...
+
+    def invalidate_session(self, session: Session) -> None: ...
+
+    def rotate_session_id(self, session: Session) -> None: ...
+
+
+class Session(MutableMapping[str, Any]):
+    """One session. Attribute names are ``str``; values must be serializable by the manager's
+    serializer (checked when set: a bad value raises :class:`SerializationError` naming the key,
+    and nothing changes)."""
+
+    def __init__(
+        self,
+        host: SessionHost,
+        app: str,
+        token: str,
+        *,
+        created_at: float,
+        timeout_s: float,
+        last_access_at: float | None = None,
+        version: int = 0,
+        owner: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self._host = host
+        self.app = app
+        self.token = token
+        self.created_at = created_at
+        self.last_access_at = created_at if last_access_at is None else last_access_at
+        self.timeout_s = timeout_s
+        self.version = version  # the store version this copy was read at or last wrote
+        self._owner = owner
+        self._data: dict[str, Any] = data if data is not None else {}
+        self._lock = threading.RLock()
+        self.access_lock = threading.Lock()  # held for a whole request with serialize_access
+        self.write_lock = threading.Lock()  # one store write of this session at a time
+        # -- change tracking since the last successful store write --
+        self.set_keys: set[str] = set()
+        self.deleted_keys: set[str] = set()
+        self.read_keys: set[str] = set()
+        self.meta_changed = False  # owner or timeout changed
+        self.updates_since_write = 0
+        self.requests_since_write = 0
+        self.changed_requests_since_write = 0
+        self.last_write_at = self.last_access_at  # last time data reached the store
+        self.last_store_access_at = self.last_access_at  # access time the store has
+        self.stored_hashes: dict[str, int] = {}  # hash of each key's stored bytes ("accessed")
+        # -- lifecycle --
+        self.in_store = version > 0  # written at least once
+        self.created = version > 0  # has become a real session (first write or loaded)
+        self.is_new = version == 0  # created during the current request
+        self.presented_id: str | None = None
+        self.active_requests = 0
+        self._undo: dict[int, dict[str, Any]] = {}
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """``<token>.<node>``: the value for the cookie, naming the node that serves it now."""
+        return f"{self.token}.{self._host.node}"
+
+    @property
+    def owner(self) -> str | None:
+        return self._owner
+
+    @owner.setter
+    def owner(self, principal: str | None) -> None:
+        """Bind the session to a principal (at login). A request presenting it under another
+        principal then gets a new session instead."""
+        with self._lock:
+            self._owner = principal
+            self.meta_changed = True
+        self._host._metadata_changed(self)
+
+    @property
+    def in_use(self) -> bool:
+        return self.active_requests > 0
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_access_at + self.timeout_s
+
+    def expired(self, now: float) -> bool:
+        return now - self.last_access_at > self.timeout_s
+
+    @property
+    def new(self) -> bool:
+        """True while the request that created this session runs (Flask's ``session.new``)."""
+        return self.is_new
+
+    # -- mapping ----------------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
+        self.read_keys.add(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"session attribute names are str, not {type(key).__name__}")
+        self._host._validate_value(self, key, value)
+        with self._lock:
+            old = self._data.get(key, _MISSING)
+            self._record_undo(key, old)
+            self._data[key] = value
+            self.set_keys.add(key)
+            self.deleted_keys.discard(key)
+            self.updates_since_write += 1
+        self._host._attribute_changed(self, key, old, value)
+
+    def __delitem__(self, key: str) -> None:
+        with self._lock:
+            old = self._data.pop(key)  # KeyError when absent, as a dict
+            self._record_undo(key, old)
+            self.set_keys.discard(key)
+            self.deleted_keys.add(key)
+            self.updates_since_write += 1
+        self._host._attribute_changed(self, key, old, _MISSING)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        for key in list(self._data):
+            self.pop(key, None)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.app}:{self.token[:6]}… keys={sorted(self._data)!r}>"
+
+    # -- operations that reach the store ----------------------------------------------------
+
+    def sync(self) -> None:
+        """Write this session to the store now, under every write policy."""
+        self._host.sync_session(self)
+
+    def invalidate(self) -> None:
+        """End this session: delete it from the store (leaving a tombstone) and fire the destroyed
+        event. This object then becomes a new, empty session with a new id, created only if
+        something is written to it, so code that goes on using it after a logout is safe."""
+        self._host.invalidate_session(self)
+
+    def rotate_id(self) -> None:
+        """Give the session a new id, keeping its data (call it at login, against fixation).
+        The old id is tombstoned; the cookie is rewritten."""
+        self._host.rotate_session_id(self)
+
+    # -- used by the manager ----------------------------------------------------------------
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    def data_view(self) -> dict[str, Any]:
+        """The attribute dict itself (no read tracking). Callers hold ``lock`` to iterate."""
+        return self._data
+
+    def has_changes(self) -> bool:
+        return bool(self.set_keys or self.deleted_keys or self.meta_changed)
+
+    def _record_undo(self, key: str, old: Any) -> None:
+        rid = current_request.get()
+        if rid is None:
+            return
+        log = self._undo.get(rid)
+        if log is not None and key not in log:
+            log[key] = old
+
+    def begin_undo(self, rid: int) -> None:
+        with self._lock:
+            self._undo[rid] = {}
+
+    def end_undo(self, rid: int, *, revert: bool) -> bool:
+        """Forget (or, with ``revert``, roll back) what request ``rid`` changed. Returns whether
+        anything was rolled back. Rolled-back keys stay marked changed, so a later write restores
+        the stored value if it had already been written."""
+        with self._lock:
+            log = self._undo.pop(rid, None)
+            if not revert or not log:
+                return False
+            for key, old in log.items():
+                if old is _MISSING:
+                    self._data.pop(key, None)
+                    self.deleted_keys.add(key)
+                    self.set_keys.discard(key)
+                else:
+                    self._data[key] = old
+                    self.set_keys.add(key)
+                    self.deleted_keys.discard(key)
+            return True
+
+    def replace_data(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._data = data

@@ -1,0 +1,49 @@
+"""Counters a manager keeps. Increments take a lock; reading returns a plain dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+
+
+@dataclass
+class Counters:
+    created: int = 0
+    invalidated: int = 0
+    timed_out: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    failovers: int = 0  # sessions served after loading them from the store
+    affinity_breaks: int = 0  # ids naming another node
+    writes_immediate: int = 0  # sessions written inside a request or attribute call
+    writes_flushed: int = 0  # sessions written by the flusher, flush() or close()
+    writes_saved: int = 0  # changed requests whose write was coalesced into a later one
+    touches: int = 0
+    conflicts_merged: int = 0
+    conflict_overwrites: int = 0  # same key changed on two nodes: the later write won
+    write_failures: int = 0  # writes that failed and were kept dirty for a retry
+    gone_on_write: int = 0  # written after another node invalidated it: dropped
+    evictions: int = 0
+    refusals: int = 0  # new sessions refused by a full cache with overflow=False
+    owner_mismatches: int = 0
+    invalid_ids: int = 0
+    corrupt_sessions: int = 0
+    unavailable: int = 0  # requests answered 503 because the store was down
+    access_timeouts: int = 0
+    sweeps: int = 0
+    reverted_requests: int = 0  # failed requests whose changes were rolled back
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.c = Counters()
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self.c, name, getattr(self.c, name) + n)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dataclasses.asdict(self.c)

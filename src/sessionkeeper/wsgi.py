@@ -1,0 +1,161 @@
+"""WSGI middleware: ``environ["sessionkeeper.session"]`` for any WSGI app.
+
+Ordering: the session is written (when the policy says so) after the application has chosen a
+status and before the first byte of the body goes to the server, so under ``EndOfRequest`` every
+response the client sees is already in the store. A status of 500 or more, or an exception, rolls
+the request's changes back and writes nothing. A request whose session is not cached while the
+store is down gets ``503`` with ``Retry-After``, never a silently empty session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .errors import AccessTimeout, StoreUnavailable
+from .manager import ActiveRequest, SessionManager
+from .session import Session
+from .tracking import Mode, encode_url, split_path_param
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+ENVIRON_KEY = "sessionkeeper.session"
+
+
+class SessionMiddleware:
+    """Wrap ``app``; sessions of ``app_name`` are kept by ``manager``.
+
+    ``owner``, if given, returns the principal of a request (say, from ``REMOTE_USER``): a session
+    bound to another principal is then not served to it.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        manager: SessionManager,
+        app_name: str = "default",
+        *,
+        environ_key: str = ENVIRON_KEY,
+        owner: Callable[[Environ], str | None] | None = None,
+    ) -> None:
+        self.app = app
+        self.manager = manager
+        self.app_name = app_name
+        self.environ_key = environ_key
+        self.owner = owner
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        tracking = self.manager.tracking
+        path_id = None
+        if tracking.uses_url:
+            path, path_id = split_path_param(environ.get("PATH_INFO", ""), tracking.url_param)
+            environ["PATH_INFO"] = path
+        session_id = tracking.read(
+            cookie_header=environ.get("HTTP_COOKIE"),
+            path_param=path_id,
+            header_value=environ.get(tracking.header_key_wsgi),
+        )
+        try:
+            active = self.manager.begin_request(
+                self.app_name, session_id, owner=self.owner(environ) if self.owner else None
+            )
+        except (StoreUnavailable, AccessTimeout):
+            self.manager.stats_counters.add("unavailable")
+            return _unavailable(start_response, self.manager.retry_after_s)
+        session = active.session
+        environ[self.environ_key] = session
+        environ["sessionkeeper.encode_url"] = lambda url: encode_url(
+            url, session.id, tracking.url_param
+        )
+        https = environ.get("wsgi.url_scheme") == "https"
+        status: list[int] = []
+
+        def session_start_response(
+            status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            status[:] = [int(status_line[:3])]
+            return start_response(status_line, headers + self._headers(session, https), exc_info)
+
+        try:
+            body = self.app(environ, session_start_response)
+        except BaseException:
+            self.manager.end_request(active, ok=False)
+            raise
+        return _Body(body, self.manager, active, status)
+
+    def _headers(self, session: Session, https: bool) -> list[tuple[str, str]]:
+        action = self.manager.cookie_action(session)
+        if action is None:
+            return []
+        tracking = self.manager.tracking
+        out: list[tuple[str, str]] = []
+        if tracking.uses_cookie:
+            out.append(
+                (
+                    "Set-Cookie",
+                    tracking.set_cookie(session.id, https=https)
+                    if action == "set"
+                    else tracking.delete_cookie(https=https),
+                )
+            )
+        if Mode.HEADER in tracking.modes and action == "set":
+            out.append((tracking.header_name, session.id))
+        return out
+
+
+class _Body:
+    """The response body, finishing the session's request before the first chunk is handed on."""
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        manager: SessionManager,
+        active: ActiveRequest,
+        status: list[int],
+    ) -> None:
+        self._body = body
+        self._manager = manager
+        self._active = active
+        self._status = status
+
+    def _finish(self) -> None:
+        ok = bool(self._status) and self._status[0] < 500
+        self._manager.end_request(self._active, ok=ok)
+
+    def __iter__(self) -> Iterator[bytes]:
+        it = iter(self._body)
+        chunks: list[bytes] = []
+        if not self._status:  # a lazy app calls start_response when first iterated
+            try:
+                chunks.append(next(it))
+            except StopIteration:
+                pass
+            except BaseException:
+                self._manager.end_request(self._active, ok=False)
+                raise
+        self._finish()
+        yield from chunks
+        yield from it
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._finish()  # no-op when already finished
+
+
+def _unavailable(start_response: StartResponse, retry_after_s: int) -> list[bytes]:
+    body = b"Session store unavailable, please retry.\n"
+    start_response(
+        "503 Service Unavailable",
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Retry-After", str(retry_after_s)),
+        ],
+    )
+    return [body]
