@@ -1,0 +1,366 @@
+"""RedisStore: the store contract on a real Redis, plus what is particular to Redis (TTLs, expiry by
+Redis itself, bad data, outages, pipelining, URLs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+redis = pytest.importorskip("redis")
+
+from sessionkeeper.errors import (  # noqa: E402
+    ConfigurationError,
+    CorruptSessionData,
+    StoreError,
+    StoreUnavailable,
+)
+from sessionkeeper.stores import RetryPolicy, SaveStatus, Touch, open_store  # noqa: E402
+from sessionkeeper.stores.redis import RedisStore  # noqa: E402
+
+from .contract import T0, StoreContract, req, tok  # noqa: E402
+
+GRACE_S = 600.0
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Local stand-in for the shared fixture: skip when Redis is unreachable, unless services are
+    required (SESSIONKEEPER_REQUIRE_SERVICES=1), then fail."""
+    url = os.environ.get("SESSIONKEEPER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        reason = f"Redis not reachable at {url}: {exc}"
+        if os.environ.get("SESSIONKEEPER_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone; its keys are deleted afterwards."""
+    p = f"sktest:{uuid.uuid4().hex[:12]}:"
+    yield p
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{p}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[Any]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(redis_url: str, prefix: str) -> Iterator[RedisStore]:
+    s = RedisStore(redis_url, key_prefix=prefix, grace_s=GRACE_S)
+    yield s
+    s.close()
+
+
+class TestRedisStore(StoreContract):
+    pass
+
+
+# -- TTLs ---------------------------------------------------------------------------------------
+
+
+def ttl_s(raw: Any, key: str) -> float:
+    return float(raw.pttl(key)) / 1000
+
+
+def test_ttl_is_timeout_plus_grace_and_refreshed(store: RedisStore, raw: Any) -> None:
+    store.save_many([req(tok(1), 0, {"a": b"1"}, timeout_s=100)])
+    a, m, _ = store._session_keys("shop", tok(1))
+    assert 100 + GRACE_S - 5 < ttl_s(raw, m) <= 100 + GRACE_S
+    assert 100 + GRACE_S - 5 < ttl_s(raw, a) <= 100 + GRACE_S
+    raw.pexpire(m, 10_000)
+    raw.pexpire(a, 10_000)
+    store.touch_many([Touch("shop", tok(1), T0 + 1)])
+    assert ttl_s(raw, m) > 100 + GRACE_S - 5 and ttl_s(raw, a) > 100 + GRACE_S - 5
+    raw.pexpire(m, 10_000)
+    store.save_many([req(tok(1), 1, {"b": b"2"}, timeout_s=200)])
+    assert 200 + GRACE_S - 5 < ttl_s(raw, m) <= 200 + GRACE_S
+
+
+def test_tombstone_is_a_key_with_ttl(store: RedisStore, raw: Any) -> None:
+    store.save_many([req(tok(1), 0, {"a": b"1"})])
+    store.delete("shop", tok(1), tombstone_until=time.time() + 300)
+    a, m, x = store._session_keys("shop", tok(1))
+    assert raw.exists(a, m) == 0
+    assert 300 + GRACE_S - 5 < ttl_s(raw, x) <= 300 + GRACE_S
+
+
+def expire_now(raw: Any, keys: list[str]) -> None:
+    """Let Redis's own TTL end these keys, as it would after timeout + grace."""
+    for k in keys:
+        raw.pexpire(k, 1)
+    deadline = time.monotonic() + 5
+    while raw.exists(*keys) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert raw.exists(*keys) == 0
+
+
+def test_session_expired_by_redis_is_still_swept_once(store: RedisStore, raw: Any) -> None:
+    store.save_many(
+        [
+            req(tok(1), 0, {"a": b"1"}, timeout_s=10, owner="alice"),
+            req(tok(2), 0, {}, timeout_s=10_000),
+        ]
+    )
+    expire_now(raw, store._session_keys("shop", tok(1))[:2])
+    assert store.load("shop", tok(1)) is None
+    assert store.counts_by_app(T0 + 100)["shop"].expired == 1
+    [gone] = store.delete_expired(T0 + 100, limit=10)
+    assert (gone.app, gone.token, gone.owner) == ("shop", tok(1), "alice")
+    assert gone.last_access_at == T0 and gone.timeout_s == 10
+    assert store.delete_expired(T0 + 100, limit=10) == []
+    other = RedisStore(raw, key_prefix=store.key_prefix)
+    assert other.delete_expired(T0 + 100, limit=10) == []
+
+
+def test_precise_times_round_trip(store: RedisStore) -> None:
+    la = 1_700_000_123.123_456_7
+    store.save_many([req(tok(1), 0, {}, last_access_at=la, timeout_s=0.1)])
+    s = store.load("shop", tok(1))
+    assert s is not None and s.last_access_at == la and s.timeout_s == 0.1
+    assert store.delete_expired(la + 0.1, limit=1) == []
+    [gone] = store.delete_expired(la + 0.100_001, limit=1)
+    assert gone.last_access_at == la
+
+
+# -- bad data -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["version", "missing_meta_field", "meta_wrong_type", "attrs_wrong_type", "bad_name"],
+)
+def test_bad_data_is_reported_typed(store: RedisStore, raw: Any, damage: str) -> None:
+    store.save_many([req(tok(1), 0, {"a": b"1"})])
+    a, m, _ = store._session_keys("shop", tok(1))
+    if damage == "version":
+        raw.hset(m, "v", "garbage")
+    elif damage == "missing_meta_field":
+        raw.hdel(m, "c")
+    elif damage == "meta_wrong_type":
+        raw.delete(m)
+        raw.set(m, "not a hash")
+    elif damage == "attrs_wrong_type":
+        raw.delete(a)
+        raw.rpush(a, "x")
+    else:
+        raw.hset(a, b"\xff\xfe", b"1")
+    with pytest.raises(CorruptSessionData):
+        store.load("shop", tok(1))
+    if damage in ("missing_meta_field", "bad_name"):
+        return  # a partial write does not read what is damaged; the next load reports it again
+    with pytest.raises((CorruptSessionData, StoreError)) as info:
+        store.save_many([req(tok(1), 1, {"b": b"2"})])
+    assert "SKCORRUPT" in str(info.value) or "unreadable" in str(info.value)
+    if damage == "version":  # a failed script wrote nothing
+        assert raw.hget(m, "v") == b"garbage" and raw.hget(a, "b") is None
+
+
+# -- pipelining ---------------------------------------------------------------------------------
+
+
+class CountingConnection(redis.Connection):  # type: ignore[misc,name-defined]
+    sends = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).sends += 1
+        super().send_packed_command(command, check_health)
+
+
+def test_batch_of_1000_is_one_round_trip(redis_url: str, prefix: str) -> None:
+    kwargs = redis.Redis.from_url(redis_url).get_connection_kwargs()
+    pool = redis.ConnectionPool(
+        connection_class=CountingConnection,
+        **{k: v for k, v in kwargs.items() if k in ("host", "port", "db", "username", "password")},
+    )
+    client = redis.Redis(connection_pool=pool)
+    store = RedisStore(client, key_prefix=prefix)
+    store.save_many([req(tok(0), 0, {})])  # connects, loads the script
+    CountingConnection.sends = 0
+    results = store.save_many([req(tok(i), 0, {"k": b"v" * 10}) for i in range(1, 1001)])
+    assert CountingConnection.sends == 1
+    assert all(r.status is SaveStatus.SAVED for r in results)
+    CountingConnection.sends = 0
+    store.touch_many([Touch("shop", tok(i), T0 + 5) for i in range(1, 1001)])
+    assert CountingConnection.sends == 1
+    client.close()
+
+
+def test_script_cache_loss_is_survived(store: RedisStore, raw: Any) -> None:
+    store.save_many([req(tok(1), 0, {})])
+    raw.script_flush()
+    results = store.save_many([req(tok(i), 0, {}) for i in range(2, 12)])
+    assert all(r.status is SaveStatus.SAVED for r in results)
+    raw.script_flush()
+    assert store.load("shop", tok(5)) is not None
+
+
+# -- URLs and configuration ---------------------------------------------------------------------
+
+
+def test_url_parsing() -> None:
+    s = RedisStore("rediss://bob:s3cr%40t@cache.example:6380/2", socket_timeout_s=1.5)
+    assert isinstance(s.client, redis.Redis)
+    kw = s.client.get_connection_kwargs()
+    assert (kw["host"], kw["port"], kw["db"]) == ("cache.example", 6380, 2)
+    assert (kw["username"], kw["password"]) == ("bob", "s3cr@t")
+    assert kw["socket_timeout"] == 1.5 and kw["socket_connect_timeout"] == 1.5
+    assert issubclass(s.client.connection_pool.connection_class, redis.SSLConnection)
+    assert "s3cr" not in s.describe() and "bob@cache.example:6380/2" in s.describe()
+    u = RedisStore("unix:///run/redis.sock?db=3")
+    assert isinstance(u.client, redis.Redis)
+    kw = u.client.get_connection_kwargs()
+    assert kw["path"] == "/run/redis.sock" and kw["db"] == 3
+    assert issubclass(u.client.connection_pool.connection_class, redis.UnixDomainSocketConnection)
+    assert isinstance(open_store("redis://localhost:6379/0"), RedisStore)
+
+
+def test_bad_configuration(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisStore(redis_url, key_prefix="sk{x}:")
+    with pytest.raises(ConfigurationError):
+        RedisStore(redis.Redis.from_url(redis_url, decode_responses=True))
+    with pytest.raises(ConfigurationError):
+        RedisStore(42)  # type: ignore[arg-type]
+
+
+def test_keys_of_one_session_share_a_slot(store: RedisStore) -> None:
+    from redis.crc import key_slot
+
+    for app in ("shop", "we:ird{app}", "ключ"):
+        keys = store._session_keys(app, tok(1))
+        assert len({key_slot(k.encode()) for k in keys}) == 1
+        index = store._index_keys(app)
+        assert len({key_slot(k.encode()) for k in index}) == 1
+    assert store._session_keys("a:b", "c") != store._session_keys("a", "b:c")
+
+
+# -- outages ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_port_is_unavailable_quickly() -> None:
+    s = RedisStore(
+        f"redis://127.0.0.1:{free_port()}/0",
+        socket_timeout_s=0.5,
+        retry=RetryPolicy(attempts=2, backoff_s=0),
+    )
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        s.load("shop", tok(1))
+    with pytest.raises(StoreUnavailable):
+        s.save_many([req(tok(1))])
+    assert time.monotonic() - started < 3
+    assert s.stats.available is False and s.stats.retries == 2
+
+
+class RedisServer:
+    """A redis-server of our own, so the test can kill and restart it."""
+
+    def __init__(self, port: int, data_dir: Path) -> None:
+        self.port, self.dir = port, data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not found")
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.slow
+def test_outage_and_recovery_without_recreating_the_store(own_server: RedisServer) -> None:
+    store = RedisStore(
+        f"redis://127.0.0.1:{own_server.port}/0",
+        socket_timeout_s=0.5,
+        retry=RetryPolicy(attempts=2, backoff_s=0.01),
+    )
+    store.save_many([req(tok(i), 0, {"a": str(i).encode()}) for i in range(10)])
+    own_server.kill()
+    for call in (
+        lambda: store.load("shop", tok(1)),
+        lambda: store.save_many([req(tok(1), 1, {"a": b"x"})]),
+        lambda: store.touch_many([Touch("shop", tok(1), T0 + 1)]),
+        lambda: store.delete_expired(T0 + 10_000),
+        lambda: store.counts_by_app(T0),
+    ):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            call()
+        assert time.monotonic() - started < 3
+    assert store.stats.available is False
+    own_server.start()  # same port; the append-only file brings the sessions back
+    s = store.load("shop", tok(1))
+    assert s is not None and s.attributes["a"] == b"1"
+    [res] = store.save_many([req(tok(1), 1, {"a": b"after"})])
+    assert res.status is SaveStatus.SAVED and res.version == 2
+    assert store.stats.available is True
+    store.close()
