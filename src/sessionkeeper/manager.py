@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -258,7 +259,9 @@ class SessionManager:
                 s.end_undo(active.rid, revert=False)
                 if s.created:
                     now = self.clock.time()
-                    if (not s.in_store and self.save_on_create) or self.policy.at_request_end(s, now):
+                    if (not s.in_store and self.save_on_create) or self.policy.at_request_end(
+                        s, now
+                    ):
                         write = True
                     elif s.updates_since_write > active.updates_at_start:
                         self.stats_counters.add("writes_saved")
@@ -331,6 +334,7 @@ class SessionManager:
             self, app, ids.new_token(), created_at=now, timeout_s=self.timeout_for(app), owner=owner
         )
         s.presented_id = session_id
+        s.track_reads = self.contents == "accessed"
         return s
 
     def _owner_ok(self, presented: str | None, bound: str | None) -> bool:
@@ -384,6 +388,7 @@ class SessionManager:
             data=data,
         )
         s.is_new = False
+        s.track_reads = self.contents == "accessed"
         self._remember_stored(s, stored)
         shared = self._cache.add((app, token), s)
         if shared is s:
@@ -465,19 +470,8 @@ class SessionManager:
                 )
             self._cache.remove((s.app, s.token), s)
         was_created = s.created
-        with s.lock:
-            values = dict(s.data_view())
-            old_token = s.token
-            s.token = ids.new_token()
-            s.replace_data({})
-            s.version = 0
-            s.in_store = s.created = False
-            s.is_new = True
-            s.set_keys, s.deleted_keys, s.read_keys = set(), set(), set()
-            s.meta_changed = False
-            s.stored_hashes = {}
-            s.created_at = s.last_access_at = s.last_write_at = s.last_store_access_at = now
-            s._undo = {rid: {} for rid in s._undo}
+        old_token = s.token
+        values = s.reset_as_new(ids.new_token(), now)
         if not was_created:
             return
         self.stats_counters.add("invalidated")
@@ -521,11 +515,9 @@ class SessionManager:
             return 0
         written, gone = self._writer.write(sessions, self.clock.time(), raise_errors=raise_errors)
         self.stats_counters.add("writes_immediate" if immediate else "writes_flushed", len(written))
-        for s in gone:
+        for s in gone:  # invalidated on another node meanwhile: its changes must not return
             self._cache.remove((s.app, s.token), s)
-            with s.lock:
-                s.created = s.in_store = False
-                s.replace_data({})
+            s.reset_as_new(ids.new_token(), self.clock.time())
         return len(written)
 
     def _dirty(self) -> list[Session]:
@@ -656,7 +648,8 @@ class SessionManager:
                 return []
             self._closed = True
         self._housekeeper.stop()
-        deadline = self.clock.monotonic() + (
+        # Real time, not self.clock: this bounds how long a process really waits to exit.
+        deadline = time.monotonic() + (
             self.shutdown_deadline_s if deadline_s is None else deadline_s
         )
         wait = threading.Event()
@@ -666,7 +659,7 @@ class SessionManager:
             except StoreError as exc:
                 log.warning("flush at shutdown failed: %s", exc)
             left = self._dirty()
-            if not left or self.clock.monotonic() >= deadline:
+            if not left or time.monotonic() >= deadline:
                 break
             wait.wait(0.2)
         unwritten = [f"{s.app}:{s.token}" for s in left]

@@ -72,6 +72,7 @@ class Session(MutableMapping[str, Any]):
         self.set_keys: set[str] = set()
         self.deleted_keys: set[str] = set()
         self.read_keys: set[str] = set()
+        self.track_reads = False  # set by the manager when contents="accessed"
         self.meta_changed = False  # owner or timeout changed
         self.updates_since_write = 0
         self.requests_since_write = 0
@@ -196,7 +197,14 @@ class Session(MutableMapping[str, Any]):
         return self._data
 
     def has_changes(self) -> bool:
-        return bool(self.set_keys or self.deleted_keys or self.meta_changed)
+        """Anything the next write would carry. With ``track_reads`` (contents="accessed") a
+        read key counts: it may have been mutated in place, which only its bytes can tell."""
+        return bool(
+            self.set_keys
+            or self.deleted_keys
+            or self.meta_changed
+            or (self.track_reads and self.read_keys)
+        )
 
     def _record_undo(self, key: str, old: Any) -> None:
         rid = current_request.get()
@@ -228,6 +236,25 @@ class Session(MutableMapping[str, Any]):
                     self.set_keys.add(key)
                     self.deleted_keys.discard(key)
             return True
+
+    def reset_as_new(self, token: str, now: float) -> dict[str, Any]:
+        """Become a new, empty, not yet created session under ``token`` (after an invalidation);
+        returns the attributes it had. Requests still holding this object keep working."""
+        with self._lock:
+            values = self._data
+            self._data = {}
+            self.token = token
+            self.version = 0
+            self.in_store = self.created = False
+            self.is_new = True
+            self.set_keys, self.deleted_keys, self.read_keys = set(), set(), set()
+            self.meta_changed = False
+            self.stored_hashes = {}
+            self.updates_since_write = self.requests_since_write = 0
+            self.created_at = self.last_access_at = now
+            self.last_write_at = self.last_store_access_at = now
+            self._undo = {rid: {} for rid in self._undo}
+            return values
 
     def replace_data(self, data: dict[str, Any]) -> None:
         with self._lock:

@@ -89,6 +89,7 @@ class Writer:
                 changed[key] = blob
             removed = frozenset(s.deleted_keys)
             if s.in_store and not changed and not removed and not s.meta_changed:
+                s.read_keys = set()  # read, compared, unchanged: nothing to write
                 return None
             taken = _Taken(
                 session=s,
