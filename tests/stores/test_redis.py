@@ -3,13 +3,11 @@ Redis itself, bad data, outages, pipelining, URLs)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,31 +24,18 @@ from sessionkeeper.errors import (  # noqa: E402
 )
 from sessionkeeper.stores import RetryPolicy, SaveStatus, Touch, open_store  # noqa: E402
 from sessionkeeper.stores.redis import RedisStore  # noqa: E402
+from tests import services  # noqa: E402
 
 from .contract import T0, StoreContract, req, tok  # noqa: E402
 
 GRACE_S = 600.0
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """Local stand-in for the shared fixture: skip when Redis is unreachable, unless services are
-    required (SESSIONKEEPER_REQUIRE_SERVICES=1), then fail."""
-    url = os.environ.get("SESSIONKEEPER_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        reason = f"Redis not reachable at {url}: {exc}"
-        if os.environ.get("SESSIONKEEPER_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return url
-
-
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test alone; its keys are deleted afterwards."""
-    p = f"sktest:{uuid.uuid4().hex[:12]}:"
+    """A key prefix of this test alone (``redis_url`` is the shared fixture of tests/conftest.py);
+    its keys are deleted afterwards."""
+    p = services.unique_name("skredis")
     yield p
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"{p}*", count=1000))
@@ -75,6 +60,18 @@ def store(redis_url: str, prefix: str) -> Iterator[RedisStore]:
 
 class TestRedisStore(StoreContract):
     pass
+
+
+class TestRedisStoreSplitIndex(StoreContract):
+    """The cluster code path (index updated in its own calls, sweep claims in the index and then
+    deletes in the session's slot), run on one server: its logic, not cluster routing."""
+
+    @pytest.fixture
+    def store(self, redis_url: str, prefix: str) -> Iterator[RedisStore]:
+        s = RedisStore(redis_url, key_prefix=prefix, grace_s=GRACE_S)
+        s.split_index = True
+        yield s
+        s.close()
 
 
 # -- TTLs ---------------------------------------------------------------------------------------
@@ -116,7 +113,11 @@ def expire_now(raw: Any, keys: list[str]) -> None:
     assert raw.exists(*keys) == 0
 
 
-def test_session_expired_by_redis_is_still_swept_once(store: RedisStore, raw: Any) -> None:
+@pytest.mark.parametrize("split", [False, True])
+def test_session_expired_by_redis_is_still_swept_once(
+    store: RedisStore, raw: Any, split: bool
+) -> None:
+    store.split_index = split
     store.save_many(
         [
             req(tok(1), 0, {"a": b"1"}, timeout_s=10, owner="alice"),
@@ -132,6 +133,22 @@ def test_session_expired_by_redis_is_still_swept_once(store: RedisStore, raw: An
     assert store.delete_expired(T0 + 100, limit=10) == []
     other = RedisStore(raw, key_prefix=store.key_prefix)
     assert other.delete_expired(T0 + 100, limit=10) == []
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_stale_index_entry_of_a_live_session_is_reindexed(
+    store: RedisStore, raw: Any, split: bool
+) -> None:
+    """A node that died between its session write and its index write (split index) leaves a too
+    early index entry: the sweep must check the session itself, keep it, and index it again."""
+    store.split_index = split
+    store.save_many([req(tok(1), 0, {"a": b"1"}, timeout_s=1000)])
+    e, _, _ = store._index_keys("shop")
+    raw.zadd(e, {tok(1): T0 + 1})
+    raw.hset(store._session_keys("shop", tok(1))[1], "l", repr(T0 + 500))
+    assert store.delete_expired(T0 + 100, limit=10) == []
+    assert store.load("shop", tok(1)) is not None
+    assert raw.zscore(e, tok(1)) == T0 + 1500  # from the session, not the stale entry
 
 
 def test_precise_times_round_trip(store: RedisStore) -> None:
@@ -364,3 +381,11 @@ def test_outage_and_recovery_without_recreating_the_store(own_server: RedisServe
     assert res.status is SaveStatus.SAVED and res.version == 2
     assert store.stats.available is True
     store.close()
+
+
+def test_script_error_is_a_store_error_not_a_retry(store: RedisStore) -> None:
+    store._load_s = store.client.register_script("return redis.call('NO_SUCH_COMMAND')")
+    with pytest.raises(StoreError) as info:
+        store.load("shop", tok(1))
+    assert not isinstance(info.value, StoreUnavailable)
+    assert store.stats.retries == 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, NoReturn, TypeAlias
 from urllib.parse import quote, urlsplit
 
 import redis
@@ -124,8 +124,9 @@ class RedisStore(Store):
             )
         if self.client.get_encoder().decode_responses:
             raise ConfigurationError("the redis client must use decode_responses=False")
-        #: On a cluster the index is updated in separate calls (it lives in another slot).
-        self.cluster = isinstance(self.client, RedisCluster)
+        #: Update the expiry index in separate calls: needed on a cluster, where the index lives in
+        #: another slot than the session; on one server everything is one atomic script.
+        self.split_index = isinstance(self.client, RedisCluster)
         register = self.client.register_script
         self._load_s, self._save_s, self._touch_s = (
             register(lua.LOAD),
@@ -175,10 +176,7 @@ class RedisStore(Store):
                 if isinstance(reply, rex.NoScriptError) and attempt == 0:
                     missing.append(i)
                 elif isinstance(reply, Exception):
-                    err = self._translate(reply)
-                    if err is reply:
-                        raise err
-                    raise err from reply
+                    self._raise(reply)
                 else:
                     results[i] = reply
             if not missing:
@@ -191,15 +189,16 @@ class RedisStore(Store):
         try:
             return script(keys=keys, args=args)
         except rex.ResponseError as exc:
-            raise self._translate(exc) from exc
+            self._raise(exc)
 
-    def _translate(self, exc: Exception) -> Exception:
+    def _raise(self, exc: Exception) -> NoReturn:
+        """A script's error reply as a typed error; transient ones as they are, for the retries."""
         text = str(exc)
         if "SKCORRUPT" in text or "WRONGTYPE" in text:
-            return CorruptSessionData(f"redis: unreadable session data: {text}")
+            raise CorruptSessionData(f"redis: unreadable session data: {text}") from exc
         if isinstance(exc, self.transient_errors):
-            return exc
-        return StoreError(f"redis: {text}")
+            raise exc
+        raise StoreError(f"redis: {text}") from exc
 
     # -- decoding -----------------------------------------------------------------------------
 
@@ -252,7 +251,7 @@ class RedisStore(Store):
 
     def _save_call(self, r: SaveRequest) -> Call:
         keys = self._session_keys(r.app, r.token)
-        if not self.cluster:
+        if not self.split_index:
             keys += [*self._index_keys(r.app)[:2], self._apps_key]
         args: list[str | bytes] = [
             str(r.expected_version),
@@ -286,7 +285,7 @@ class RedisStore(Store):
                 out.append(SaveResult(SaveStatus.CONFLICT, int(reply[1]), current))
             else:
                 out.append(SaveResult(SaveStatus.GONE))
-        if self.cluster and index:
+        if self.split_index and index:
             self._index_put(index, add_apps=True)
         return out
 
@@ -309,11 +308,11 @@ class RedisStore(Store):
         calls: list[Call] = []
         for t in touches:
             keys = self._session_keys(t.app, t.token)
-            if not self.cluster:
+            if not self.split_index:
                 keys += self._index_keys(t.app)[:2]
             calls.append((keys, [repr(t.last_access_at), grace_ms, t.token]))
         replies = self._eval_many(self._touch_s, calls)
-        if self.cluster:
+        if self.split_index:
             self._index_put(
                 [
                     (t.app, t.token, reply[0], reply[1])
@@ -326,7 +325,7 @@ class RedisStore(Store):
         keys = self._session_keys(app, token)
         index = self._index_keys(app)
         args: list[str | bytes] = [repr(tombstone_until), str(int(self.grace_s * 1000)), token, app]
-        if not self.cluster:
+        if not self.split_index:
             return bool(self._eval(self._delete_s, [*keys, *index, self._apps_key], args))
         live = self._eval(self._delete_s, keys, args)
         self._eval(self._index_s, index, ["tomb", token, repr(tombstone_until)])
@@ -359,7 +358,7 @@ class RedisStore(Store):
         e, d, _ = self._index_keys(app)
         args = [repr(before)]
         claimed: list[ExpiredSession] = []
-        if not self.cluster:
+        if not self.split_index:
             replies = self._eval_many(
                 self._sweep_s,
                 [([e, d, *self._session_keys(app, tok)], [*args, tok]) for tok in tokens],
@@ -422,7 +421,7 @@ class RedisStore(Store):
             user = f"{u.username}@" if u.username else ""
             where = f"{u.scheme}://{user}{u.hostname or ''}{':' + str(u.port) if u.port else ''}"
             return f"redis {where}{u.path} prefix={self.key_prefix}"
-        if self.cluster:
+        if isinstance(self.client, RedisCluster):
             return f"redis cluster prefix={self.key_prefix}"
         kw: Mapping[str, Any] = self.client.get_connection_kwargs()
         where = kw.get("path") or f"{kw.get('host')}:{kw.get('port')}/{kw.get('db', 0)}"
