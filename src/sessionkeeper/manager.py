@@ -292,6 +292,26 @@ class SessionManager:
 
         return pending
 
+    def bind(self, active: ActiveRequest) -> None:
+        """Make the calling thread or task the one serving ``active``, so that its changes are
+        undone when the request fails. Async adapters call it on the event loop after
+        ``begin_request`` ran in a worker thread (a context variable does not flow back)."""
+        if not active.ended:
+            current_request.set(active.rid)
+
+    def exists(self, app: str, session_id: str | None) -> bool:
+        """Whether ``session_id`` names a live session of ``app``, here or in the store. Touches
+        nothing: neither the access time nor the cache."""
+        parsed = ids.parse(session_id) if session_id else None
+        if parsed is None:
+            return False
+        now = self.clock.time()
+        cached = self._cache.get((app, parsed[0]))
+        if cached is not None and cached.created and not cached.expired(now):
+            return True
+        stored = self.store.load(app, parsed[0])
+        return stored is not None and now - stored.last_access_at <= stored.timeout_s
+
     def cookie_action(self, session: Session) -> str | None:
         """What the response must do with the id: ``"set"`` (new or changed id), ``"delete"``
         (the presented session no longer exists and none was created), or ``None``."""

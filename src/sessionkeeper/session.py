@@ -108,6 +108,28 @@ class Session(MutableMapping[str, Any]):
             self.meta_changed = True
         self._host._metadata_changed(self)
 
+    def set_timeout(self, timeout_s: float) -> None:
+        """Give this session its own idle timeout (Django's ``set_expiry(seconds)``, Flask's
+        permanent sessions). Written with the session's next write."""
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        with self._lock:
+            if self.timeout_s == timeout_s:
+                return
+            self.timeout_s = float(timeout_s)
+            self.meta_changed = True
+        self._host._metadata_changed(self)
+
+    def mark_modified(self) -> None:
+        """Treat every key read since the last write as changed, so values mutated in place are
+        written under ``contents="updated"`` too (Flask's and Django's ``session.modified = True``)."""
+        with self._lock:
+            keys = (self.read_keys & self._data.keys()) - self.set_keys
+            if not keys:
+                return
+            self.set_keys |= keys
+            self.updates_since_write += 1
+
     @property
     def in_use(self) -> bool:
         return self.active_requests > 0
