@@ -596,6 +596,11 @@ class SessionManager:
 
     # -- housekeeping --------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the housekeeping thread in this process now (an ASGI lifespan startup); the
+        first request of a process starts it anyway."""
+        self._ensure_started()
+
     def _ensure_started(self) -> None:
         if self._housekeeping and not self._closed:
             self._housekeeper.ensure_started()
