@@ -565,7 +565,11 @@ class SessionManager:
         """What the housekeeping thread does each poll: write the sessions the policy says are
         due, and the access time of those whose store copy is older than ``save_period_s``."""
         now = self.clock.time()
-        due = [s for s in self._dirty() if not s.in_store or self.policy.due_for_flush(s, now)]
+        due = [
+            s
+            for s in self._dirty()
+            if (not s.in_store and self.save_on_create) or self.policy.due_for_flush(s, now)
+        ]
         written = self._write(due, immediate=False)
         stale = [
             s
