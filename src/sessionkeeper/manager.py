@@ -571,11 +571,12 @@ class SessionManager:
             if (not s.in_store and self.save_on_create) or self.policy.due_for_flush(s, now)
         ]
         written = self._write(due, immediate=False)
+        # Dirty sessions the policy keeps back are touched too: other nodes' sweeps must see
+        # that a session in use is alive while its changes wait.
         stale = [
             s
             for s in self._cache
             if s.in_store
-            and not s.has_changes()
             and s.last_access_at > s.last_store_access_at
             and now - s.last_store_access_at >= self.save_period_s
         ]

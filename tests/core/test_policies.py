@@ -331,3 +331,22 @@ def test_access_only_changes_touch_at_most_once_per_save_period(
     m.housekeep()
     assert store.stats.touches == 1 and store.written == 1
     assert store.raw("shop", s.token).last_access_at == clock.time()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("policy", DEFERRED, ids=ids_)
+def test_dirty_session_not_yet_due_still_has_its_access_time_touched(
+    make: MakeManager, store: RecordingStore, clock: sk.FakeClock, policy: sk.WritePolicy
+) -> None:
+    """Another node's sweep must see a session in use as alive even while its changes wait."""
+    m = make(write=policy, save_period_s=60, timeout_s=300)
+    other = make(node="b", write=policy, save_period_s=60, timeout_s=300)
+    sid = new_session(m, n=0)
+    for i in range(20):  # 2000 s of activity, far beyond timeout + grace
+        clock.advance(100)
+        with m.request(app="shop", session_id=sid) as s:
+            if i == 0 or isinstance(policy, sk.Manual):
+                s["n"] = s["n"] + 1  # a change the policy keeps back
+        m.housekeep()
+        other.sweep()
+    assert store.raw("shop", sid.split(".")[0]) is not None
+    assert other.stats()["timed_out"] == 0
