@@ -16,7 +16,11 @@ Backends must provide (the abstract section below):
   stored version then becomes ``expected_version + 1``. A version mismatch returns ``CONFLICT`` with
   the current stored session in ``merged_from``; a tombstoned session, or one expected to exist but
   absent, returns ``GONE``. Attributes not named in ``changed`` or ``removed`` are left as stored,
-  unless ``full`` is set, when the stored attributes become exactly ``changed``.
+  unless ``full`` is set, when the stored attributes become exactly ``changed``. A backend that
+  holds a lock on the row may instead merge at once, under that lock: write ``_rebase(request,
+  current)`` and return ``SAVED`` with ``merged_from=current``. Returning ``CONFLICT`` releases the
+  row before the retry, so a session that other writers keep changing may never be merged within
+  ``max_merge_rounds``; merging under the lock always converges.
 * ``_touch_batch(touches)``: raise ``last_access_at`` (never lower it) without changing the version.
 * ``_delete(app, token, tombstone_until)``: drop the data and leave a tombstone until that time.
 * ``_delete_expired(before, limit)``: delete at most ``limit`` live sessions whose ``expires_at`` is
@@ -274,8 +278,6 @@ class Store(abc.ABC):
             for i, res in zip(order, again, strict=True):
                 if res.status is SaveStatus.SAVED:
                     results[i] = dataclasses.replace(res, merged_from=pending[i])
-                    with self._stats_lock:
-                        self.stats.conflicts_merged += 1
                 elif res.status is SaveStatus.CONFLICT and res.merged_from is not None:
                     retry[i] = res.merged_from
                 else:
@@ -287,6 +289,8 @@ class Store(abc.ABC):
                 if res.status is SaveStatus.SAVED:
                     self.stats.sessions_written += 1
                     self.stats.bytes_written += sum(len(v) for v in req.changed.values())
+                    if res.merged_from is not None:  # merged here or by the backend
+                        self.stats.conflicts_merged += 1
         return results
 
     def touch_many(self, touches: Sequence[Touch]) -> None:
