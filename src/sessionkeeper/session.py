@@ -86,7 +86,10 @@ class Session(MutableMapping[str, Any]):
         self.is_new = version == 0  # created during the current request
         self.presented_id: str | None = None
         self.active_requests = 0
-        self._undo: dict[int, dict[str, Any]] = {}
+        # Per request: each key's value and change tracking before the request first changed it,
+        # and the store version the request started at.
+        self._undo: dict[int, dict[str, tuple[Any, bool, bool]]] = {}
+        self._undo_version: dict[int, int] = {}
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -234,29 +237,33 @@ class Session(MutableMapping[str, Any]):
             return
         log = self._undo.get(rid)
         if log is not None and key not in log:
-            log[key] = old
+            log[key] = (old, key in self.set_keys, key in self.deleted_keys)
 
     def begin_undo(self, rid: int) -> None:
         with self._lock:
             self._undo[rid] = {}
+            self._undo_version[rid] = self.version
 
     def end_undo(self, rid: int, *, revert: bool) -> bool:
         """Forget (or, with ``revert``, roll back) what request ``rid`` changed. Returns whether
-        anything was rolled back. Rolled-back keys stay marked changed, so a later write restores
-        the stored value if it had already been written."""
+        anything was rolled back. When nothing was written during the request, rolled-back keys
+        get their change tracking back as it was, so the rollback itself writes nothing; when
+        something was (``sync()``, an immediate policy), they stay marked changed, so a later
+        write restores the stored value."""
         with self._lock:
             log = self._undo.pop(rid, None)
+            written = self._undo_version.pop(rid, self.version) != self.version
             if not revert or not log:
                 return False
-            for key, old in log.items():
+            for key, (old, was_set, was_deleted) in log.items():
                 if old is _MISSING:
                     self._data.pop(key, None)
-                    self.deleted_keys.add(key)
-                    self.set_keys.discard(key)
                 else:
                     self._data[key] = old
-                    self.set_keys.add(key)
-                    self.deleted_keys.discard(key)
+                if written:
+                    was_set, was_deleted = old is not _MISSING, old is _MISSING
+                _mark(self.set_keys, key, was_set)
+                _mark(self.deleted_keys, key, was_deleted)
             return True
 
     def reset_as_new(self, token: str, now: float) -> dict[str, Any]:
@@ -281,3 +288,10 @@ class Session(MutableMapping[str, Any]):
     def replace_data(self, data: dict[str, Any]) -> None:
         with self._lock:
             self._data = data
+
+
+def _mark(keys: set[str], key: str, present: bool) -> None:
+    if present:
+        keys.add(key)
+    else:
+        keys.discard(key)
