@@ -1,0 +1,217 @@
+"""ASGI middleware: ``scope["session"]``, so Starlette's and FastAPI's ``request.session`` work.
+
+A drop-in for ``starlette.middleware.sessions.SessionMiddleware``::
+
+    app.add_middleware(SessionMiddleware, manager=manager, app_name="shop")
+
+Ordering, as in :mod:`sessionkeeper.wsgi`: the session is written (when the policy says so) when the
+application sends ``http.response.start``, before that message goes on, so under ``EndOfRequest``
+every response the client sees is already in the store. A status of 500 or more, or an exception,
+rolls the request's changes back. A request whose session is not cached while the store is down
+gets ``503`` with ``Retry-After``.
+
+The event loop never blocks: a cached session is resolved on the loop (``begin_cached``); a miss,
+a busy session (``serialize_access``) and every store write run in a worker thread.
+
+Lifespan: housekeeping starts at ``lifespan.startup``; at ``lifespan.shutdown`` the manager is
+closed (every dirty session written) before the server is told that shutdown is complete.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .errors import AccessTimeout, StoreUnavailable
+from .manager import ActiveRequest, SessionManager
+from .session import Session
+from .tracking import Mode, split_path_param
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SessionMiddleware:
+    """Wrap ``app``; sessions of ``app_name`` are kept by ``manager``.
+
+    ``owner``, if given, returns the principal of a request from its scope: a session bound to
+    another principal is then not served to it. ``close_on_shutdown=False`` leaves closing the
+    manager to the caller (when it is shared by several apps).
+
+    ``begin_threads`` bounds the worker threads that load sessions and wait for busy ones
+    (``serialize_access``). They are kept apart from anyio's default pool, which runs the store
+    writes: requests waiting for a session can then never starve the write that would free it.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        manager: SessionManager,
+        app_name: str = "default",
+        *,
+        scope_key: str = "session",
+        owner: Callable[[Scope], str | None] | None = None,
+        close_on_shutdown: bool = True,
+        begin_threads: int = 100,
+    ) -> None:
+        self.app = app
+        self.manager = manager
+        self.app_name = app_name
+        self.scope_key = scope_key
+        self.owner = owner
+        self.close_on_shutdown = close_on_shutdown
+        self.begin_threads = begin_threads
+        self._begin_limiter: anyio.CapacityLimiter | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+        elif scope["type"] in ("http", "websocket"):
+            await self._request(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracking = self.manager.tracking
+        path_id = None
+        if tracking.uses_url:
+            scope = dict(scope)
+            scope["path"], path_id = split_path_param(scope.get("path", ""), tracking.url_param)
+        headers = _headers(scope)
+        session_id = tracking.read(
+            cookie_header=headers.get("cookie"),
+            path_param=path_id,
+            header_value=headers.get(tracking.header_name.lower()),
+        )
+        owner = self.owner(scope) if self.owner else None
+        try:
+            active = await self._begin(session_id, owner)
+        except (StoreUnavailable, AccessTimeout):
+            self.manager.stats_counters.add("unavailable")
+            if scope["type"] == "http":
+                await _unavailable(send, self.manager.retry_after_s)
+            else:
+                await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
+        scope[self.scope_key] = active.session
+        https = scope.get("scheme") in ("https", "wss")
+
+        async def session_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await self._finish(active, ok=message["status"] < 500)
+                message = dict(message)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *self._cookie_headers(active.session, https),
+                ]
+            elif message["type"] == "websocket.accept":
+                message = dict(message)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *self._cookie_headers(active.session, https),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, session_send)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._finish(active, ok=False)
+            raise
+        # A websocket ends here; an http app that never started a response failed.
+        await self._finish(active, ok=scope["type"] == "websocket")
+
+    async def _begin(self, session_id: str | None, owner: str | None) -> ActiveRequest:
+        active = self.manager.begin_cached(self.app_name, session_id, owner=owner)
+        if active is not None:
+            return active
+        if self._begin_limiter is None:
+            self._begin_limiter = anyio.CapacityLimiter(self.begin_threads)
+        begin = functools.partial(
+            self.manager.begin_request, self.app_name, session_id, owner=owner
+        )
+        # Shielded: a request cancelled while its session loads must still end it, later.
+        with anyio.CancelScope(shield=True):
+            begun: ActiveRequest = await anyio.to_thread.run_sync(
+                begin, limiter=self._begin_limiter
+            )
+        self.manager.bind(begun)
+        return begun
+
+    async def _finish(self, active: ActiveRequest, *, ok: bool) -> None:
+        pending = self.manager.finish_request(active, ok=ok)
+        if pending is not None:
+            await anyio.to_thread.run_sync(pending)
+
+    def _cookie_headers(self, session: Session, https: bool) -> list[tuple[bytes, bytes]]:
+        action = self.manager.cookie_action(session)
+        if action is None:
+            return []
+        tracking = self.manager.tracking
+        out: list[tuple[bytes, bytes]] = []
+        if tracking.uses_cookie:
+            value = (
+                tracking.set_cookie(session.id, https=https)
+                if action == "set"
+                else tracking.delete_cookie(https=https)
+            )
+            out.append((b"set-cookie", value.encode("latin-1")))
+        if Mode.HEADER in tracking.modes and action == "set":
+            out.append((tracking.header_name.lower().encode("latin-1"), session.id.encode()))
+        return out
+
+    # -- lifespan -------------------------------------------------------------------------------
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.manager.start()
+            return message
+
+        return lifespan_receive
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and self.close_on_shutdown:
+                await anyio.to_thread.run_sync(self.manager.close)
+            await send(message)
+
+        return lifespan_send
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name; repeated ``Cookie`` headers are joined (HTTP/2)."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name in out and name == "cookie":
+            out[name] = f"{out[name]}; {value}"
+        else:
+            out.setdefault(name, value)
+    return out
+
+
+async def _unavailable(send: Send, retry_after_s: int) -> None:
+    body = b"Session store unavailable, please retry.\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after_s).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,226 @@
+"""The ASGI middleware under Starlette, driven in process by httpx's ASGITransport."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+import sessionkeeper as sk
+from sessionkeeper.asgi import SessionMiddleware
+from sessionkeeper.stores.memory import MemoryStore
+from tests.adapters.helpers import FlakyStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_app(manager: sk.SessionManager) -> Starlette:
+    async def incr(request: Request) -> Response:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return JSONResponse({"n": request.session["n"]})
+
+    def incr_sync(request: Request) -> Response:  # runs in Starlette's thread pool
+        request.session["n"] = request.session.get("n", 0) + 1
+        return JSONResponse({"n": request.session["n"]})
+
+    async def read(request: Request) -> Response:
+        return JSONResponse({"n": request.session.get("n")})
+
+    async def fail(request: Request) -> Response:
+        request.session["n"] = -1
+        return PlainTextResponse("no", status_code=500)
+
+    async def boom(request: Request) -> Response:
+        request.session["n"] = -2
+        raise RuntimeError("boom")
+
+    async def logout(request: Request) -> Response:
+        request.session.invalidate()
+        return PlainTextResponse("bye")
+
+    async def login(request: Request) -> Response:
+        request.session.rotate_id()
+        return PlainTextResponse("hi")
+
+    routes = [
+        Route("/incr", incr, methods=["POST"]),
+        Route("/incr-sync", incr_sync, methods=["POST"]),
+        Route("/read", read),
+        Route("/fail", fail, methods=["POST"]),
+        Route("/boom", boom, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/login", login, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(SessionMiddleware, manager=manager, app_name="shop")
+    return app
+
+
+@pytest.fixture
+def manager() -> Iterator[sk.SessionManager]:
+    m = sk.SessionManager("memory://", node="a", housekeeping=False, clock=sk.FakeClock())
+    yield m
+    m.close()
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_session_round_trip_sets_cookie_once(manager: sk.SessionManager) -> None:
+    async with client(make_app(manager)) as c:
+        r = await c.post("/incr")
+        assert r.json() == {"n": 1}
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith("sessionid=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert ".a;" in cookie.split(" ")[0] + ";"  # the id names this node
+        r = await c.post("/incr")
+        assert r.json() == {"n": 2}
+        assert "set-cookie" not in r.headers
+        assert (await c.post("/incr-sync")).json() == {"n": 3}
+    assert manager.store.count("shop", now=manager.clock.time()) == 1
+
+
+async def test_read_only_request_creates_nothing(manager: sk.SessionManager) -> None:
+    async with client(make_app(manager)) as c:
+        r = await c.get("/read")
+    assert r.json() == {"n": None}
+    assert "set-cookie" not in r.headers
+    assert manager.store.count("shop", now=manager.clock.time()) == 0
+
+
+async def test_write_happens_before_the_response_is_sent(manager: sk.SessionManager) -> None:
+    seen: list[int] = []
+
+    async def spy_send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            seen.append(manager.store.count("shop", now=manager.clock.time()))
+
+    app = make_app(manager)
+    scope = {
+        "type": "http", "method": "POST", "path": "/incr", "headers": [], "query_string": b"",
+        "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": "",
+        "http_version": "1.1", "asgi": {"version": "3.0"},
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await app(scope, receive, spy_send)
+    assert seen == [1]
+
+
+@pytest.mark.parametrize("path", ["/fail", "/boom"])
+async def test_5xx_and_exceptions_roll_back(manager: sk.SessionManager, path: str) -> None:
+    async with client(make_app(manager)) as c:
+        await c.post("/incr")
+        r = await c.post(path)
+        assert r.status_code == 500
+        assert (await c.get("/read")).json() == {"n": 1}
+
+
+async def test_failover_to_another_node_reads_the_store() -> None:
+    store = MemoryStore()
+    a = sk.SessionManager(store, node="a", housekeeping=False)
+    b = sk.SessionManager(store, node="b", housekeeping=False)
+    async with client(make_app(a)) as ca:
+        await ca.post("/incr")
+        await ca.post("/incr")
+        cookie = ca.cookies["sessionid"]
+    async with client(make_app(b)) as cb:
+        cb.cookies.set("sessionid", cookie)
+        r = await cb.post("/incr")
+        assert r.json() == {"n": 3}
+        assert r.headers["set-cookie"].split(";")[0].endswith(".b")  # affinity moves to b
+    assert b.stats()["failovers"] == 1
+
+
+async def test_cache_hit_stays_on_the_loop(manager: sk.SessionManager) -> None:
+    threads: set[str] = set()
+    original = manager.begin_request
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    manager.begin_request = spy  # type: ignore[method-assign]
+    async with client(make_app(manager)) as c:
+        await c.post("/incr")  # new session: no id, a cache miss path is never needed either
+        before = len(threads)
+        for _ in range(5):
+            await c.get("/read")
+        assert len(threads) == before  # every later request was a cache hit on the loop
+
+
+async def test_store_down_for_an_uncached_session_is_503() -> None:
+    store = FlakyStore()
+    m = sk.SessionManager(store, node="a", housekeeping=False)
+    async with client(make_app(m)) as c:
+        await c.post("/incr")
+        cookie = c.cookies["sessionid"]
+    other = sk.SessionManager(store, node="b", housekeeping=False)
+    store.down = True
+    async with client(make_app(other)) as c:
+        c.cookies.set("sessionid", cookie)
+        r = await c.get("/read")
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == str(other.retry_after_s)
+
+
+async def test_logout_deletes_the_cookie_and_login_rotates(manager: sk.SessionManager) -> None:
+    async with client(make_app(manager)) as c:
+        await c.post("/incr")
+        first = c.cookies["sessionid"]
+        r = await c.post("/login")
+        assert c.cookies["sessionid"] != first
+        assert (await c.get("/read")).json() == {"n": 1}
+        r = await c.post("/logout")
+        assert 'sessionid=""' in r.headers["set-cookie"] and "Max-Age=0" in r.headers["set-cookie"]
+    assert manager.store.count("shop", now=manager.clock.time()) == 0
+
+
+async def test_lifespan_starts_housekeeping_and_shutdown_flushes() -> None:
+    m = sk.SessionManager("memory://", node="a", write="manual")
+    app = make_app(m)
+    async with client(app) as c:
+        await c.post("/incr")
+        await c.post("/incr")
+    stored_before = m.store.load("shop", next(iter(m._cache)).token)
+    assert stored_before is not None  # written at creation
+    sent: list[str] = []
+    inbox = asyncio.Queue[dict[str, Any]]()
+    await inbox.put({"type": "lifespan.startup"})
+    await inbox.put({"type": "lifespan.shutdown"})
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert m._closed
+    stored = m.store.load("shop", stored_before.token)
+    assert stored is not None and stored.attributes["n"] == b"2"
+
+
+async def test_concurrent_increments_lose_nothing_with_serialize_access() -> None:
+    m = sk.SessionManager("memory://", node="a", serialize_access=True, housekeeping=False)
+    async with client(make_app(m)) as c:
+        await c.post("/incr")
+        await asyncio.gather(*(c.post("/incr") for _ in range(50)))
+        await asyncio.gather(*(c.post("/incr-sync") for _ in range(50)))
+        assert (await c.get("/read")).json() == {"n": 101}
+    m.close()
