@@ -39,7 +39,9 @@ def test_new_session_written_at_end_of_its_first_request(
     assert stored is not None and set(stored.attributes) == {"a"}
 
 
-def test_request_that_never_writes_creates_nothing(make: MakeManager, store: RecordingStore) -> None:
+def test_request_that_never_writes_creates_nothing(
+    make: MakeManager, store: RecordingStore
+) -> None:
     m = make()
     with m.request(app="shop") as s:
         assert "x" not in s and s.get("y") is None and len(s) == 0
@@ -276,7 +278,9 @@ def test_contents_all_writes_every_attribute(make: MakeManager, store: Recording
     assert last.full and dict(last.changed) == {"a": b"5", "b": b"2"}
 
 
-def test_contents_updated_misses_in_place_mutation(make: MakeManager, store: RecordingStore) -> None:
+def test_contents_updated_misses_in_place_mutation(
+    make: MakeManager, store: RecordingStore
+) -> None:
     m = make(contents="updated")
     sid = new_session(m, cart=[])
     with m.request(app="shop", session_id=sid) as s:
