@@ -50,6 +50,11 @@ class SessionCache:
             del self._items[key]
             return True
 
+    def other_app_holds(self, app: str, token: str) -> bool:
+        """Whether a created session of another app uses ``token`` (apps may share an id)."""
+        with self._lock:
+            return any(t == token and a != app and s.created for (a, t), s in self._items.items())
+
     def over_capacity(self) -> int:
         return len(self._items) - self.capacity
 

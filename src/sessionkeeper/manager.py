@@ -317,6 +317,9 @@ class SessionManager:
         (the presented session no longer exists and none was created), or ``None``."""
         if session.created:
             return "set" if session.presented_id != session.id else None
+        presented = ids.parse(session.presented_id) if session.presented_id else None
+        if presented is not None and self._cache.other_app_holds(session.app, presented[0]):
+            return None  # the id still names another app's session
         return "delete" if session.presented_id else None
 
     # -- resolving a session ------------------------------------------------------------------
@@ -350,8 +353,16 @@ class SessionManager:
                     return found
             if cached is not None and cached.expired(now) and not cached.in_use:
                 self._cache.remove(key, cached)
+        # A browser carries one id for every app: a new session of this app takes the id its
+        # other apps' sessions use here, so that their shared cookie keeps working for all.
+        shared = parsed is not None and self._cache.other_app_holds(app, parsed[0])
         s = Session(
-            self, app, ids.new_token(), created_at=now, timeout_s=self.timeout_for(app), owner=owner
+            self,
+            app,
+            parsed[0] if parsed is not None and shared else ids.new_token(),
+            created_at=now,
+            timeout_s=self.timeout_for(app),
+            owner=owner,
         )
         s.presented_id = session_id
         s.track_reads = self.contents == "accessed"

@@ -91,13 +91,27 @@ def test_end_of_request_does_not_warn_on_affinity_break(
 ) -> None:
     a, b = make(node="a"), make(node="b")
     sid = new_session(a)
-    with caplog.at_level(logging.WARNING, logger="sessionkeeper"):
-        with b.request(app="shop", session_id=sid):
-            pass
+    with (
+        caplog.at_level(logging.WARNING, logger="sessionkeeper"),
+        b.request(app="shop", session_id=sid),
+    ):
+        pass
     assert not [r for r in caplog.records if "sticky" in r.getMessage()]
 
 
 # -- apps -------------------------------------------------------------------------------------
+
+
+def test_apps_share_an_id_but_not_data(make: MakeManager, store: RecordingStore) -> None:
+    m = make()
+    sid = new_session(m, app="shop", cart=["apple"])
+    with m.request(app="blog", session_id=sid) as s:
+        assert "cart" not in s
+        s["draft"] = "hello"
+    assert s.id == sid and m.cookie_action(s) is None  # one cookie serves both apps
+    with m.request(app="shop", session_id=sid) as s:
+        assert dict(s) == {"cart": ["apple"]}
+    assert set(store.raw("blog", token(sid)).attributes) == {"draft"}  # type: ignore[union-attr]
 
 
 def test_app_timeouts(make: MakeManager, clock: sk.FakeClock) -> None:
@@ -111,6 +125,21 @@ def test_app_timeouts(make: MakeManager, clock: sk.FakeClock) -> None:
     for app, sid in (("blog", blog), ("other", other)):  # 0 and absent: the manager's 1000 s
         with m.request(app=app, session_id=sid) as s:
             assert s["k"] == 0
+
+
+def test_invalidating_one_app_leaves_the_others(make: MakeManager, store: RecordingStore) -> None:
+    m = make()
+    sid = new_session(m, app="shop", a=1)
+    with m.request(app="blog", session_id=sid) as s:
+        s["b"] = 2
+    with m.request(app="shop", session_id=sid) as s:
+        s.invalidate()
+    assert store.raw("shop", token(sid)) is None
+    with m.request(app="blog", session_id=sid) as s:
+        assert s["b"] == 2
+
+
+# -- rotate and invalidate --------------------------------------------------------------------
 
 
 def test_rotate_id_keeps_data_and_tombstones_the_old_id(
@@ -217,7 +246,8 @@ def test_owner_set_at_login_is_stored(make: MakeManager, store: RecordingStore) 
 
 
 @pytest.mark.parametrize(
-    "policy", [sk.EndOfRequest(), sk.TimeBased(10), sk.AfterRequests(1), sk.Manual()],
+    "policy",
+    [sk.EndOfRequest(), sk.TimeBased(10), sk.AfterRequests(1), sk.Manual()],
     ids=lambda p: p.spec(),
 )
 def test_failed_request_rolls_back_and_writes_nothing(
