@@ -460,6 +460,8 @@ class SessionManager:
 
     def _create(self, s: Session) -> None:
         if not self.overflow and self._cache.over_capacity() >= 0:
+            self._evict_over_capacity(room=1)  # idle sessions make room before a refusal
+        if not self.overflow and self._cache.over_capacity() >= 0:
             self.stats_counters.add("refusals")
             raise CacheFull(
                 f"the session cache is full ({self._cache.capacity} sessions) and overflow=False"
@@ -594,8 +596,8 @@ class SessionManager:
         self._writer.touch(stale)
         return written
 
-    def _evict_over_capacity(self) -> None:
-        excess = self._cache.over_capacity()
+    def _evict_over_capacity(self, room: int = 0) -> None:
+        excess = self._cache.over_capacity() + room
         if excess <= 0:
             return
         for s in self._cache.eviction_candidates(excess):
