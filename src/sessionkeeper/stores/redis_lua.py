@@ -139,7 +139,9 @@ local live = redis.call('EXISTS', m) == 1 and redis.call('EXISTS', x) == 0
 redis.call('DEL', a, m)
 local now = redis.call('TIME')
 local now_s = tonumber(now[1]) + tonumber(now[2]) / 1e6
-local ttl = math.max(1, math.floor((tonumber(ARGV[1]) - now_s) * 1000 + tonumber(ARGV[2])))
+-- Never shorter than the grace, even if the caller's clock is behind the server's.
+local left_ms = math.max(0, tonumber(ARGV[1]) - now_s) * 1000
+local ttl = math.max(1, math.floor(left_ms + tonumber(ARGV[2])))
 redis.call('SET', x, ARGV[1], 'PX', string.format('%d', ttl))
 if #KEYS > 3 then
   index_drop(KEYS[4], KEYS[5], ARGV[3])
