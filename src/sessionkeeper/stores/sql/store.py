@@ -1,81 +1,46 @@
 """``SqlStore``: sessions in SQLite, PostgreSQL or MySQL/MariaDB, through SQLAlchemy Core.
 
-Every write is one transaction that first locks the session rows it is about to change, in key
-order, with a single ``SELECT ... FOR UPDATE`` (SQLite: ``BEGIN IMMEDIATE``), so version checks
-are decided on rows nobody else can change meanwhile, and then writes with a constant number of
-bulk statements whatever the batch size. A concurrent creator of the same new row makes our
-INSERT fail on the primary key; the whole transaction is then run again and sees that row.
+This module holds the engine: URLs, pools, transactions, fork safety, the schema check on first
+use, and which driver errors are worth a retry. The statements themselves are in :mod:`.ops`,
+the differences between databases in :mod:`.dialects`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
-from ...errors import ConfigurationError, CorruptSessionData
+from ...errors import ConfigurationError
 from ..base import (
     AppCounts,
     ExpiredSession,
     RetryPolicy,
     SaveRequest,
     SaveResult,
-    SaveStatus,
     Store,
     StoredSession,
     Touch,
-    _rebase,
 )
 from . import schema as sch
 from .dialects import dialect_for, normalize_url
+from .ops import SqlOps
 from .schema import Layout
 
-log = logging.getLogger("sessionkeeper.store.sql")
-
 T = TypeVar("T")
-Key = tuple[str, str]
 
-#: Sessions per statement when a batch names its keys in a WHERE clause (bounded parameters).
-_CHUNK = 500
 _TABLE_PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 class TransientSqlError(Exception):
     """A driver error that retrying may fix (connection lost or refused, lock timeout,
     deadlock). The base class retries it and then raises ``StoreUnavailable``."""
-
-
-def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _keys_clause(table: sa.Table, keys: Iterable[Key]) -> sa.ColumnElement[bool]:
-    """``(app = a AND token IN (...)) OR ...``: uses the primary key on every database."""
-    by_app: dict[str, list[str]] = {}
-    for app, token in keys:
-        by_app.setdefault(app, []).append(token)
-    return sa.or_(*(sa.and_(table.c.app == a, table.c.token.in_(t)) for a, t in by_app.items()))
-
-
-def _rounds(requests: Sequence[SaveRequest]) -> list[list[int]]:
-    """Request indexes split so that no key appears twice in one round, order kept per key."""
-    rounds: list[list[int]] = []
-    seen: dict[Key, int] = {}
-    for i, r in enumerate(requests):
-        n = seen.get((r.app, r.token), 0)
-        seen[(r.app, r.token)] = n + 1
-        if n == len(rounds):
-            rounds.append([])
-        rounds[n].append(i)
-    return rounds
 
 
 class SqlStore(Store):
@@ -127,7 +92,7 @@ class SqlStore(Store):
             self._dialect = dialect_for(self.engine.dialect.name)
         self._dialect.prepare_engine(self.engine, owned=self._owns_engine)
         self.tables = sch.make_tables(table_prefix, schema)
-        self._upsert_attributes = self._dialect.upsert_attributes(self.tables.attributes)
+        self._ops = SqlOps(self.tables, self.layout, self._dialect)
         self._create_schema = create_schema
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -232,340 +197,31 @@ class SqlStore(Store):
 
         return self._guard(attempt)
 
-    # -- reading ---------------------------------------------------------------------------------
-
-    def _session_columns(self, *, data: bool) -> list[sa.Column[Any]]:
-        s = self.tables.sessions
-        cols = [
-            s.c.app,
-            s.c.token,
-            s.c.version,
-            s.c.created_at,
-            s.c.last_access_at,
-            s.c.timeout_s,
-            s.c.expires_at,
-            s.c.owner,
-            s.c.node,
-            s.c.tombstone_until,
-        ]
-        return [*cols, s.c.data] if data else cols
-
-    def _lock_rows(
-        self, conn: Connection, keys: Sequence[Key], *, data: bool
-    ) -> dict[Key, RowMapping]:
-        """The stored session rows (live or tombstone) of ``keys``, locked until commit."""
-        s = self.tables.sessions
-        out: dict[Key, RowMapping] = {}
-        for chunk in _chunks(sorted(set(keys))):
-            stmt = (
-                sa.select(*self._session_columns(data=data))
-                .where(_keys_clause(s, chunk))
-                .order_by(s.c.app, s.c.token)
-                .with_for_update()
-            )
-            for row in conn.execute(stmt).mappings():
-                out[(row["app"], row["token"])] = row
-        return out
-
-    def _attributes_of(self, conn: Connection, keys: Sequence[Key]) -> dict[Key, dict[str, bytes]]:
-        a = self.tables.attributes
-        out: dict[Key, dict[str, bytes]] = {k: {} for k in keys}
-        for chunk in _chunks(sorted(set(keys))):
-            stmt = sa.select(a.c.app, a.c.token, a.c.name, a.c.value).where(_keys_clause(a, chunk))
-            for app, token, name, value in conn.execute(stmt):
-                out.setdefault((app, token), {})[name] = sch.as_bytes(value, f"attribute {name!r}")
-        return out
+    # -- the hooks: each one transaction -------------------------------------------------------
 
     def _load(self, app: str, token: str) -> StoredSession | None:
-        return self._run(lambda conn: self._load_in(conn, app, token), write=False)
-
-    def _load_in(self, conn: Connection, app: str, token: str) -> StoredSession | None:
-        s, a = self.tables.sessions, self.tables.attributes
-        single = self.layout is Layout.SINGLE_ROW
-        cols = self._session_columns(data=single)
-        where = sa.and_(s.c.app == app, s.c.token == token)
-        if single:
-            row = conn.execute(sa.select(*cols).where(where)).mappings().first()
-            if row is None or row["tombstone_until"] is not None:
-                return None
-            return sch.stored_session(app, token, row, self._decode(app, token, row["data"]))
-        # One statement, so the metadata and the attributes come from one snapshot.
-        join = s.outerjoin(a, sa.and_(a.c.app == s.c.app, a.c.token == s.c.token))
-        stmt = sa.select(*cols, a.c.name, a.c.value).select_from(join).where(where)
-        rows = conn.execute(stmt).mappings().all()
-        if not rows or rows[0]["tombstone_until"] is not None:
-            return None
-        attrs = {
-            r["name"]: sch.as_bytes(r["value"], f"attribute {r['name']!r}")
-            for r in rows
-            if r["name"] is not None
-        }
-        return sch.stored_session(app, token, rows[0], attrs)
-
-    def _decode(self, app: str, token: str, blob: object) -> dict[str, bytes]:
-        try:
-            return sch.decode_blob(blob)
-        except CorruptSessionData as exc:
-            raise CorruptSessionData(f"session {app}/{token[:8]}…: {exc}") from exc
-
-    # -- writing ---------------------------------------------------------------------------------
+        return self._run(lambda conn: self._ops.load(conn, app, token), write=False)
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
-        def run(conn: Connection) -> list[SaveResult]:
-            results: list[SaveResult | None] = [None] * len(requests)
-            for indexes in _rounds(requests):
-                self._save_round(conn, [(i, requests[i]) for i in indexes], results)
-            return [r for r in results if r is not None]
-
-        return self._run(run, write=True)
-
-    def _save_round(
-        self,
-        conn: Connection,
-        batch: list[tuple[int, SaveRequest]],
-        results: list[SaveResult | None],
-    ) -> None:
-        single = self.layout is Layout.SINGLE_ROW
-        current = self._lock_rows(conn, [(r.app, r.token) for _, r in batch], data=single)
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        saved: list[tuple[SaveRequest, bool]] = []  # (request, existed before)
-        conflicts: list[tuple[int, SaveRequest, RowMapping]] = []
-        for i, req in batch:
-            row = current.get((req.app, req.token))
-            if row is None:
-                if req.expected_version != 0:
-                    results[i] = SaveResult(SaveStatus.GONE)
-                    continue
-                inserts.append(self._new_row(req))
-                saved.append((req, False))
-                results[i] = SaveResult(SaveStatus.SAVED, 1)
-            elif row["tombstone_until"] is not None or not sch.is_valid_row(row):
-                results[i] = SaveResult(SaveStatus.GONE)
-            elif row["version"] != req.expected_version:
-                conflicts.append((i, req, row))
-            else:
-                updates.append(self._updated_row(req, row))
-                saved.append((req, True))
-                results[i] = SaveResult(SaveStatus.SAVED, row["version"] + 1)
-        for i, rebased, row, stored in self._merge_conflicts(conn, conflicts):
-            updates.append(self._updated_row(rebased, row))
-            saved.append((rebased, True))
-            results[i] = SaveResult(SaveStatus.SAVED, row["version"] + 1, stored)
-        if inserts:
-            conn.execute(sa.insert(self.tables.sessions), inserts)
-        columns = [c for c in updates[0] if c not in ("app", "token")] if updates else []
-        self._dialect.bulk_update(conn, self.tables.sessions, updates, columns)
-        if not single:
-            self._write_attributes(conn, saved)
-
-    def _merge_conflicts(
-        self, conn: Connection, conflicts: list[tuple[int, SaveRequest, RowMapping]]
-    ) -> Iterator[tuple[int, SaveRequest, RowMapping, StoredSession]]:
-        """Each conflicting request rebased on the stored session, which we hold locked: merging
-        here, rather than answering CONFLICT and letting the base retry after our lock is gone,
-        cannot be starved by other writers of the same session (see ``stores.base``)."""
-        if not conflicts:
-            return
-        multi = self.layout is Layout.MULTI_ROW
-        attrs = (
-            self._attributes_of(conn, [(r.app, r.token) for _, r, _ in conflicts]) if multi else {}
-        )
-        for i, req, row in conflicts:
-            key = (req.app, req.token)
-            current = attrs[key] if multi else self._decode_for_write(req, row["data"])
-            stored = sch.stored_session(req.app, req.token, row, current)
-            yield i, _rebase(req, stored), row, stored
-
-    def _new_row(self, req: SaveRequest) -> dict[str, Any]:
-        row = {
-            "app": req.app,
-            "token": req.token,
-            "version": 1,
-            "created_at": req.created_at,
-            "last_access_at": req.last_access_at,
-            "timeout_s": req.timeout_s,
-            "expires_at": req.expires_at,
-            "owner": req.owner,
-            "node": req.node,
-            "tombstone_until": None,
-            "data": None,
-        }
-        if self.layout is Layout.SINGLE_ROW:
-            row["data"] = sch.encode_blob(req.changed)
-        return row
-
-    def _updated_row(self, req: SaveRequest, row: RowMapping) -> dict[str, Any]:
-        last_access_at = max(float(row["last_access_at"]), req.last_access_at)
-        new = {
-            "app": req.app,
-            "token": req.token,
-            "version": row["version"] + 1,
-            "created_at": row["created_at"],
-            "last_access_at": last_access_at,
-            "timeout_s": req.timeout_s,
-            "expires_at": last_access_at + req.timeout_s,
-            "owner": req.owner,
-            "node": req.node,
-            "tombstone_until": None,
-        }
-        if self.layout is Layout.SINGLE_ROW:
-            attrs = {} if req.full else self._decode_for_write(req, row["data"])
-            attrs.update(req.changed)
-            for name in () if req.full else req.removed:
-                attrs.pop(name, None)
-            new["data"] = sch.encode_blob(attrs)
-        return new
-
-    def _decode_for_write(self, req: SaveRequest, blob: object) -> dict[str, bytes]:
-        # Stored data nobody can read is already lost; refusing the write would only block
-        # every other session in the batch too. Log it and write on top of nothing.
-        try:
-            return sch.decode_blob(blob)
-        except CorruptSessionData as exc:
-            log.warning(
-                "session %s/%s…: unreadable stored data replaced by a write: %s",
-                req.app,
-                req.token[:8],
-                exc,
-            )
-            return {}
-
-    def _write_attributes(self, conn: Connection, saved: list[tuple[SaveRequest, bool]]) -> None:
-        a = self.tables.attributes
-        replaced = [(r.app, r.token) for r, existed in saved if existed and r.full]
-        for chunk in _chunks(replaced):
-            conn.execute(sa.delete(a).where(_keys_clause(a, chunk)))
-        values = [
-            {"app": r.app, "token": r.token, "name": n, "value": bytes(v)}
-            for r, _ in saved
-            for n, v in r.changed.items()
-        ]
-        if values:
-            conn.execute(self._upsert_attributes, values)
-        removed = [r for r, existed in saved if existed and not r.full and r.removed]
-        for requests in _chunks(removed, 200):
-            where = sa.or_(
-                *(
-                    sa.and_(a.c.app == r.app, a.c.token == r.token, a.c.name.in_(sorted(r.removed)))
-                    for r in requests
-                )
-            )
-            conn.execute(sa.delete(a).where(where))
+        return self._run(lambda conn: self._ops.save(conn, requests), write=True)
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:
-        latest: dict[Key, float] = {}
+        latest: dict[tuple[str, str], float] = {}
         for t in touches:
             key = (t.app, t.token)
             latest[key] = max(latest.get(key, t.last_access_at), t.last_access_at)
-
-        def run(conn: Connection) -> None:
-            rows = self._lock_rows(conn, list(latest), data=False)
-            updates = []
-            for key, row in rows.items():
-                live = row["tombstone_until"] is None and sch.is_valid_row(row)
-                if live and latest[key] > row["last_access_at"]:
-                    updates.append(
-                        {
-                            **row,
-                            "last_access_at": latest[key],
-                            "expires_at": latest[key] + row["timeout_s"],
-                        }
-                    )
-            self._dialect.bulk_update(
-                conn, self.tables.sessions, updates, ["last_access_at", "expires_at"]
-            )
-
-        self._run(run, write=True)
-
-    # -- deleting --------------------------------------------------------------------------------
+        self._run(lambda conn: self._ops.touch(conn, latest), write=True)
 
     def _delete(self, app: str, token: str, tombstone_until: float) -> bool:
-        def run(conn: Connection) -> bool:
-            s, a = self.tables.sessions, self.tables.attributes
-            row = self._lock_rows(conn, [(app, token)], data=False).get((app, token))
-            tombstone = {
-                "version": 0,
-                "created_at": 0.0,
-                "last_access_at": 0.0,
-                "timeout_s": 0.0,
-                "expires_at": tombstone_until,
-                "owner": None,
-                "node": None,
-                "tombstone_until": tombstone_until,
-                "data": None,
-            }
-            where = sa.and_(s.c.app == app, s.c.token == token)
-            if row is None:
-                conn.execute(sa.insert(s).values(app=app, token=token, **tombstone))
-            else:
-                conn.execute(sa.update(s).where(where).values(**tombstone))
-            if self.layout is Layout.MULTI_ROW:
-                conn.execute(sa.delete(a).where(a.c.app == app, a.c.token == token))
-            return row is not None and row["tombstone_until"] is None
-
-        return self._run(run, write=True)
+        return self._run(
+            lambda conn: self._ops.delete(conn, app, token, tombstone_until), write=True
+        )
 
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
-        def run(conn: Connection) -> list[ExpiredSession]:
-            s = self.tables.sessions
-            expired = self._claim(conn, s.c.tombstone_until.is_(None), before, limit)
-            self._purge(conn, [(r["app"], r["token"]) for r in expired])
-            done = self._claim(conn, s.c.tombstone_until.is_not(None), before, limit)
-            self._purge(conn, [(r["app"], r["token"]) for r in done])
-            return [
-                ExpiredSession(
-                    r["app"],
-                    r["token"],
-                    sch.lenient_float(r["last_access_at"]),
-                    sch.lenient_float(r["timeout_s"]),
-                    sch.lenient_owner(r["owner"]),
-                )
-                for r in expired
-            ]
-
-        return self._run(run, write=True)
-
-    def _claim(
-        self, conn: Connection, which: sa.ColumnElement[bool], before: float, limit: int
-    ) -> Sequence[RowMapping]:
-        """Lock up to ``limit`` rows with ``expires_at < before``, skipping rows another sweeper
-        has locked (where the database can), so concurrent sweepers share the work."""
-        s = self.tables.sessions
-        stmt = (
-            sa.select(s.c.app, s.c.token, s.c.last_access_at, s.c.timeout_s, s.c.owner)
-            .where(which, s.c.expires_at < before)
-            .order_by(s.c.expires_at)
-            .limit(limit)
-            .with_for_update(skip_locked=self._dialect.skip_locked(conn.dialect))
-        )
-        return conn.execute(stmt).mappings().all()
-
-    def _purge(self, conn: Connection, keys: Sequence[Key]) -> None:
-        s, a = self.tables.sessions, self.tables.attributes
-        for chunk in _chunks(keys):
-            conn.execute(sa.delete(s).where(_keys_clause(s, chunk)))
-            if self.layout is Layout.MULTI_ROW:
-                conn.execute(sa.delete(a).where(_keys_clause(a, chunk)))
-
-    # -- the rest --------------------------------------------------------------------------------
+        return self._run(lambda conn: self._ops.delete_expired(conn, before, limit), write=True)
 
     def _counts(self, now: float) -> dict[str, AppCounts]:
-        s = self.tables.sessions
-        expired = sa.func.sum(sa.case((s.c.expires_at < now, 1), else_=0))
-        stmt = (
-            sa.select(s.c.app, sa.func.count(), expired)
-            .where(s.c.tombstone_until.is_(None))
-            .group_by(s.c.app)
-        )
-
-        def run(conn: Connection) -> dict[str, AppCounts]:
-            out = {}
-            for app, total, n_expired in conn.execute(stmt):
-                out[app] = AppCounts(int(total) - int(n_expired or 0), int(n_expired or 0))
-            return out
-
-        return self._run(run, write=False)
+        return self._run(lambda conn: self._ops.counts(conn, now), write=False)
 
     def _close(self) -> None:
         if self._owns_engine:
