@@ -1,0 +1,259 @@
+"""Flask: ``flask.session`` kept by a :class:`~sessionkeeper.SessionManager`.
+
+    app = Flask(__name__)
+    app.config["SESSIONKEEPER_STORE"] = "sqlite:///sessions.db"
+    app.config["SESSIONKEEPER_WRITE"] = "time-based:10"
+    SessionKeeper(app)  # or SessionKeeper() then .init_app(app)
+
+Every ``SESSIONKEEPER_<NAME>`` key of ``app.config`` is passed to ``SessionManager`` as the keyword
+``<name>`` (``SESSIONKEEPER_TIMEOUT_S`` -> ``timeout_s``); ``SESSIONKEEPER_APP_NAME`` names the
+app scope (default: ``app.name``). The cookie follows Flask's ``SESSION_COOKIE_*`` settings.
+
+Ordering: Flask calls ``save_session`` after the view and the ``after_request`` functions and before
+the response is sent; the session's request ends there, so under ``EndOfRequest`` a response the
+client sees is already in the store. A status of 500 or more rolls the request's changes back; so
+does an exception that Flask propagates (testing, debug), through ``teardown_request``. Each request
+is ended exactly once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import flask
+from flask.sessions import NullSession, SessionInterface, SessionMixin
+from flask.wrappers import Request, Response
+
+from .errors import AccessTimeout, ConfigurationError, StoreUnavailable
+from .manager import ActiveRequest, SessionManager
+from .session import Session
+
+CONFIG_PREFIX = "SESSIONKEEPER_"
+_ACTIVE = "sessionkeeper.flask.active"
+_UNAVAILABLE = "sessionkeeper.flask.unavailable"
+_MANAGER_OPTIONS = frozenset(inspect.signature(SessionManager.__init__).parameters) - {"self"}
+
+
+class FlaskSession(SessionMixin):
+    """What ``flask.session`` is: a ``SessionMixin`` over a sessionkeeper :class:`Session`.
+
+    ``modified`` is true once the request sets or deletes a key; setting it to ``True`` after an
+    in-place change (``session["cart"].append(x)``) marks the keys read in this request as changed,
+    so they are written under ``contents="updated"`` too (``"accessed"`` catches them anyway).
+    ``permanent`` also gives the session ``PERMANENT_SESSION_LIFETIME`` as its idle timeout.
+    """
+
+    def __init__(
+        self, active: ActiveRequest, *, permanent_timeout_s: float, default_timeout_s: float
+    ) -> None:
+        self.session: Session = active.session
+        self.active = active
+        self._timeouts_s = (default_timeout_s, permanent_timeout_s)
+        self._modified = False
+        self.accessed = False
+        self.permanent_changed = False  # the cookie's lifetime must be rewritten
+
+    # -- the mapping, delegated ----------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.session[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.session[key] = value
+        self._modified = True
+
+    def __delitem__(self, key: str) -> None:
+        del self.session[key]
+        self._modified = True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.session)
+
+    def __len__(self) -> int:
+        return len(self.session)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.session
+
+    def clear(self) -> None:
+        if len(self.session):
+            self.session.clear()
+            self._modified = True
+
+    def __repr__(self) -> str:
+        return f"<FlaskSession {self.session!r}>"
+
+    # -- Flask's attributes -----------------------------------------------------------------
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]
+        return self.session.new
+
+    @property
+    def modified(self) -> bool:
+        return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        if value:
+            self.session.mark_modified()
+        self._modified = value
+
+    @property
+    def permanent(self) -> bool:
+        return bool(self.session.get("_permanent", False))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        if value == self.permanent:
+            return
+        self["_permanent"] = bool(value)
+        self.permanent_changed = True
+        self.session.set_timeout(self._timeouts_s[bool(value)])
+
+    # -- sessionkeeper's operations ---------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.session.id
+
+    def sync(self) -> None:
+        self.session.sync()
+
+    def rotate_id(self) -> None:
+        """A new id for the same data: call it at login, against session fixation."""
+        self.session.rotate_id()
+        self._modified = True
+
+    def invalidate(self) -> None:
+        """End the session (logout); the cookie is deleted unless something is set again."""
+        self.session.invalidate()
+        self._modified = True
+
+
+class UnavailableSession(NullSession):
+    """Stands for a session that could not be loaded (store down): the request gets a 503."""
+
+
+class SessionKeeperInterface(SessionInterface):
+    """The ``SessionInterface`` that :class:`SessionKeeper` installs.
+
+    The cookie carries only the id, so it is written when the id is new or changed, when
+    ``permanent`` changed, and, for permanent sessions with ``SESSION_REFRESH_EACH_REQUEST``, on
+    every response (to push its expiry forward); not on every modification as Flask's cookie
+    sessions do.
+    """
+
+    null_session_class = NullSession
+
+    def __init__(self, manager: SessionManager, app_name: str) -> None:
+        self.manager = manager
+        self.app_name = app_name
+
+    def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
+        session_id = request.cookies.get(self.get_cookie_name(app))
+        try:
+            active = self.manager.begin_request(self.app_name, session_id)
+        except (StoreUnavailable, AccessTimeout):
+            self.manager.stats_counters.add("unavailable")
+            request.environ[_UNAVAILABLE] = True
+            return UnavailableSession()
+        request.environ[_ACTIVE] = active
+        return FlaskSession(
+            active,
+            permanent_timeout_s=app.permanent_session_lifetime.total_seconds(),
+            default_timeout_s=self.manager.timeout_for(self.app_name),
+        )
+
+    def should_set_cookie(self, app: flask.Flask, session: SessionMixin) -> bool:
+        return session.permanent and bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
+
+    def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
+        if not isinstance(session, FlaskSession):
+            return
+        self.manager.end_request(session.active, ok=response.status_code < 500)
+        if session.accessed:
+            response.vary.add("Cookie")
+        action = self.manager.cookie_action(session.session)
+        options: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app) or flask.request.is_secure,
+            "partitioned": self.get_cookie_partitioned(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+        }
+        name = self.get_cookie_name(app)
+        if action == "delete":
+            response.delete_cookie(name, **options)
+            response.vary.add("Cookie")
+        elif session.session.created and (
+            action == "set" or session.permanent_changed or self.should_set_cookie(app, session)
+        ):
+            max_age = app.permanent_session_lifetime if session.permanent else None
+            response.set_cookie(name, session.id, max_age=max_age, **options)
+            response.vary.add("Cookie")
+
+
+class SessionKeeper:
+    """The Flask extension. ``manager`` (built from ``app.config`` when not given) keeps the
+    sessions; one ``SessionKeeper`` may serve several apps, each with its own manager."""
+
+    def __init__(
+        self,
+        app: flask.Flask | None = None,
+        *,
+        manager: SessionManager | None = None,
+        app_name: str | None = None,
+    ) -> None:
+        self.manager = manager
+        self.app_name = app_name
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: flask.Flask) -> None:
+        manager = self.manager or manager_from_config(app.config)
+        app_name = self.app_name or app.config.get(f"{CONFIG_PREFIX}APP_NAME") or app.name
+        interface = SessionKeeperInterface(manager, app_name)
+        app.session_interface = interface
+        app.extensions["sessionkeeper"] = interface
+        # First of all before_request functions: nothing should run on a session that is not there.
+        app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
+        app.teardown_request(_end_failed_request)
+
+
+def manager_from_config(config: flask.Config) -> SessionManager:
+    """A ``SessionManager`` from the ``SESSIONKEEPER_*`` keys of a Flask config."""
+    options: dict[str, Any] = {}
+    for key, value in config.items():
+        if not key.startswith(CONFIG_PREFIX) or key == f"{CONFIG_PREFIX}APP_NAME":
+            continue
+        name = key[len(CONFIG_PREFIX) :].lower()
+        if name not in _MANAGER_OPTIONS:
+            raise ConfigurationError(
+                f"{key}: not a SessionManager option (known: {', '.join(sorted(_MANAGER_OPTIONS))})"
+            )
+        options[name] = value
+    return SessionManager(**options)
+
+
+def _refuse_unavailable() -> Response | None:
+    if not flask.request.environ.get(_UNAVAILABLE):
+        return None
+    interface = flask.current_app.session_interface
+    assert isinstance(interface, SessionKeeperInterface)
+    response = flask.current_app.response_class(
+        "Session store unavailable, please retry.\n", status=503, mimetype="text/plain"
+    )
+    response.headers["Retry-After"] = str(interface.manager.retry_after_s)
+    return response
+
+
+def _end_failed_request(exc: BaseException | None) -> None:
+    """A request whose ``save_session`` never ran (an exception Flask propagated) failed."""
+    active = flask.request.environ.get(_ACTIVE)
+    interface = flask.current_app.session_interface
+    if isinstance(active, ActiveRequest) and isinstance(interface, SessionKeeperInterface):
+        interface.manager.end_request(active, ok=False)  # a no-op when save_session ended it
