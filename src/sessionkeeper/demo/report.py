@@ -1,0 +1,160 @@
+"""The demo's verdict: what the store holds at the end, what the policy allows to be lost, and the
+final table.
+
+*Updates found* are read straight from the store after every node has stopped gracefully, so
+only a crash can have lost anything. *Store writes* are the sum of the final version of every
+user's session: each successful save raises a session's version by exactly one, whichever node
+made it (the SIGKILLed one included, whose own counters died with it) and whenever (inside a
+request, by the flusher, or in the shutdown flush). Access-time-only touches leave the version
+alone and are not counted.
+
+*Allowed losses* follow each policy's crash window (``policies.py``), counting only updates the
+SIGKILLed node acknowledged before it died (the SIGTERMed node flushes, so it may lose nothing):
+
+| policy | allowed |
+|---|---|
+| end-of-request, on-attribute | 0 |
+| time-based:T | updates it acknowledged in the last T + 2 x flush poll seconds before the kill |
+| after-updates:N, after-requests:N | per session, at most N - 1 of the updates it acknowledged |
+| manual | every update it acknowledged (the demo never calls ``sync()``) |
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..policies import (
+    AfterRequests,
+    AfterUpdates,
+    EndOfRequest,
+    Manual,
+    OnAttribute,
+    TimeBased,
+    WritePolicy,
+)
+from ..serialization import make_serializer
+from ..stores import Store
+from .app import APP_NAME, seqs_of
+from .driver import Ack, Counters, User
+
+#: The manager's default ``flush_poll_s``: the housekeeping thread's period.
+FLUSH_POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Crash:
+    node: str
+    at_s: float  # seconds since the run started
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the store holds for the demo's users at the end."""
+
+    sessions: int  # live sessions of the shop in the store
+    writes: int  # sum of the final versions of the users' sessions
+    seqs: dict[int, set[int]]  # user index -> cart sequence numbers found
+
+
+def read_store(store: Store, users: Sequence[User], now: float) -> Found:
+    serializer = make_serializer("json")
+    seqs: dict[int, set[int]] = {}
+    writes = 0
+    for user in users:
+        stored = store.load(APP_NAME, user.token) if user.token else None
+        if stored is None:
+            seqs[user.index] = set()
+            continue
+        writes += stored.version
+        attributes = {k: serializer.loads(v) for k, v in stored.attributes.items()}
+        seqs[user.index] = seqs_of(attributes)
+    counts = store.counts_by_app(now).get(APP_NAME)
+    return Found(counts.live if counts else 0, writes, seqs)
+
+
+def allowed_losses(policy: WritePolicy, acks: Sequence[Ack], crash: Crash | None) -> int:
+    """How many acknowledged updates the policy's crash window may lose to the SIGKILL."""
+    if crash is None or isinstance(policy, EndOfRequest | OnAttribute):
+        return 0
+    before = [a for a in acks if a.node == crash.node and a.at_s < crash.at_s]
+    if isinstance(policy, TimeBased):
+        window_s = policy.interval_s + 2 * FLUSH_POLL_S
+        return sum(1 for a in before if a.at_s >= crash.at_s - window_s)
+    if isinstance(policy, AfterUpdates | AfterRequests):
+        per_user = Counter(a.user for a in before)
+        return sum(min(policy.n - 1, n) for n in per_user.values())
+    if isinstance(policy, Manual):
+        return len(before)
+    return len(before)  # an unknown policy: anything the crashed node held
+
+
+@dataclass(frozen=True)
+class Outcome:
+    requests: int
+    sessions: int
+    writes: int
+    changed: int
+    failovers: int
+    rerouted: int
+    errors: int
+    acknowledged: int
+    found: int
+    lost: int
+    allowed: int
+    policy: WritePolicy
+
+    @property
+    def ok(self) -> bool:
+        return self.lost <= self.allowed
+
+
+def outcome(
+    policy: WritePolicy,
+    counters: Counters,
+    acks: Sequence[Ack],
+    found: Found,
+    crash: Crash | None,
+) -> Outcome:
+    lost = sum(1 for a in acks if a.seq not in found.seqs.get(a.user, set()))
+    return Outcome(
+        requests=counters.requests,
+        sessions=found.sessions,
+        writes=found.writes,
+        changed=counters.changed,
+        failovers=counters.failovers,
+        rerouted=counters.rerouted,
+        errors=counters.errors,
+        acknowledged=len(acks),
+        found=len(acks) - lost,
+        lost=lost,
+        allowed=allowed_losses(policy, acks, crash),
+        policy=policy,
+    )
+
+
+def table(o: Outcome) -> str:
+    per_request = o.writes / o.requests if o.requests else 0.0
+    saved = o.changed - o.writes
+    saved_pct = f"{100 * saved / o.changed:.0f}% of" if o.changed else "of"
+    rows = [
+        ("requests", f"{o.requests}", f"{o.errors} unanswered (node down)"),
+        ("sessions", f"{o.sessions}", "live in the store"),
+        ("store writes", f"{o.writes}", f"{per_request:.2f} per request"),
+        ("writes saved", f"{saved}", f"{saved_pct} {o.changed} changing requests"),
+        ("failovers", f"{o.failovers}", f"{o.rerouted} requests rerouted from a down node"),
+        ("updates acknowledged", f"{o.acknowledged}", ""),
+        ("updates in the store", f"{o.found}", "after a graceful stop of every node"),
+        ("lost updates", f"{o.lost}", ""),
+        (
+            "allowed by the policy",
+            f"{o.allowed}",
+            f"{o.policy.spec()} may lose {o.policy.crash_window()}",
+        ),
+        ("result", "OK" if o.ok else "FAIL", "" if o.ok else "more updates lost than allowed"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    num = max(len(r[1]) for r in rows)
+    lines = [f"  {k:<{width}}  {v:>{num}}  {note}".rstrip() for k, v, note in rows]
+    return "\n".join(lines)
