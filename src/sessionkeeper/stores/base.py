@@ -39,6 +39,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -182,7 +183,7 @@ class Store(abc.ABC):
     #: Driver exceptions that mean "try again": connection refused or lost, timeouts.
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: How many times a conflicting write is rebased and retried within one ``save_many`` call.
-    max_merge_rounds: ClassVar[int] = 5
+    max_merge_rounds: ClassVar[int] = 16
     #: A short name for logs and stats (``"sqlite"``, ``"postgresql"``, ``"redis"``...).
     kind: ClassVar[str] = "store"
 
@@ -271,6 +272,10 @@ class Store(abc.ABC):
         rounds = 0
         while pending and rounds < self.max_merge_rounds:
             rounds += 1
+            if rounds > 1:
+                # Writers racing on one session would collide again in lockstep: back off a
+                # little, at random, so one of them gets through.
+                self._sleep(random.uniform(0, min(0.001 * 2**rounds, 0.05)))
             order = list(pending)
             rebased = [_rebase(requests[i], pending[i]) for i in order]
             again = self._call("save", functools.partial(self._save_batch, rebased))
