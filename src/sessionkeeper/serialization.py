@@ -111,7 +111,7 @@ class JsonSerializer:
     def loads(self, data: bytes) -> Any:
         try:
             return _decode(json.loads(data))
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # decimal.InvalidOperation, RecursionError... on stored junk
             raise CorruptSessionData(f"unreadable JSON value: {exc}") from exc
 
 
