@@ -388,12 +388,12 @@ class SessionManager:
     def _load(self, app: str, token: str, cached: Session | None, now: float) -> Session | None:
         if cached is not None and cached.has_changes():
             self._write([cached], immediate=True)  # ours first, so the load merges it
-        stored = self.store.load(app, token)
-        if stored is None or now - stored.last_access_at > stored.timeout_s:
-            if cached is not None:
-                self._cache.remove((app, token), cached)
-            return None
         try:
+            stored = self.store.load(app, token)  # a store may find the row itself unreadable
+            if stored is None or now - stored.last_access_at > stored.timeout_s:
+                if cached is not None:
+                    self._cache.remove((app, token), cached)
+                return None
             data = {k: self.serializer.loads(v) for k, v in stored.attributes.items()}
         except CorruptSessionData as exc:
             self.stats_counters.add("corrupt_sessions")

@@ -228,3 +228,18 @@ def test_unreadable_stored_data_is_reported_and_the_session_replaced(
     assert resp.status == 200
     assert resp.session_id is not None and not resp.session_id.startswith(tok)
     assert b.stats()["corrupt_sessions"] == 1
+
+
+def test_store_reporting_corrupt_data_replaces_the_session(make: Any) -> None:
+    """A store may itself find a row unreadable (a truncated single-row blob)."""
+
+    class CorruptingStore(RecordingStore):
+        def _load(self, app: str, token: str) -> Any:
+            raise sk.CorruptSessionData("truncated blob")
+
+    store = CorruptingStore()
+    a, b = make(node="a", store=store), make(node="b", store=store)
+    sid = new_session(a, x=1)
+    resp = call(SessionMiddleware(app, b, "shop"), environ(cookie=f"sessionid={sid}"))
+    assert resp.status == 200 and not resp.session_id.startswith(sid.split(".")[0])  # type: ignore[union-attr]
+    assert b.stats()["corrupt_sessions"] == 1
