@@ -1,0 +1,89 @@
+"""A store that fails for a while: cached sessions keep working, nothing dirty is lost,
+uncached sessions get 503 with Retry-After."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import sessionkeeper as sk
+from sessionkeeper.wsgi import SessionMiddleware
+
+from .conftest import MakeManager, RecordingStore, new_session
+from .wsgi_util import call, environ
+
+
+def token(sid: str) -> str:
+    return sid.split(".")[0]
+
+
+def counter_app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+    s = env["sessionkeeper.session"]
+    s["n"] = s.get("n", 0) + 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(s["n"]).encode()]
+
+
+@pytest.mark.parametrize(
+    "policy", [sk.EndOfRequest(), sk.TimeBased(10), sk.OnAttribute()], ids=lambda p: p.spec()
+)
+def test_cached_sessions_keep_working_and_nothing_dirty_is_lost(
+    make: MakeManager, store: RecordingStore, clock: sk.FakeClock, policy: sk.WritePolicy
+) -> None:
+    m = make(write=policy)
+    sids = [new_session(m, n=0) for _ in range(4)]
+    store.down = True
+    for _round in range(3):
+        clock.advance(11)
+        for sid in sids:
+            with m.request(app="shop", session_id=sid) as s:
+                s["n"] = s["n"] + 1
+        m.housekeep()  # fails, logs, keeps everything dirty
+    with m.request(app="shop") as s:
+        s["born"] = "during the outage"
+    fresh = s.token
+    st = m.stats()
+    assert st["write_failures"] > 0 and st["dirty"] == 5
+    assert store.stats.available is False
+    store.down = False
+    m.flush()
+    assert m.stats()["dirty"] == 0 and store.stats.available is True
+    for sid in sids:
+        assert store.raw("shop", token(sid)).attributes["n"] == b"3"  # type: ignore[union-attr]
+    assert store.raw("shop", fresh).attributes["born"] == b'"during the outage"'  # type: ignore[union-attr]
+
+
+def test_sync_during_an_outage_raises_and_keeps_the_change(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    m = make(write=sk.Manual())
+    sid = new_session(m, n=0)
+    store.down = True
+    with m.request(app="shop", session_id=sid) as s:
+        s["n"] = 1
+        with pytest.raises(sk.StoreUnavailable):
+            s.sync()
+    store.down = False
+    m.flush()
+    assert store.raw("shop", token(sid)).attributes["n"] == b"1"  # type: ignore[union-attr]
+
+
+def test_uncached_session_gets_503_with_retry_after(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    a, b = make(node="a"), make(node="b", retry_after_s=7)
+    sid = new_session(a, n=1)
+    app = SessionMiddleware(counter_app, b, "shop")
+    store.down = True
+    resp = call(app, environ(cookie=f"sessionid={sid}"))
+    assert resp.status == 503 and resp.header("Retry-After") == ["7"]
+    assert resp.cookie is None
+    assert b.stats()["unavailable"] == 1
+    # a cached session on a still works through the middleware
+    resp = call(SessionMiddleware(counter_app, a, "shop"), environ(cookie=f"sessionid={sid}"))
+    assert resp.status == 200 and resp.body == b"2"
+    store.down = False
+    a.flush()  # a's write failed during the outage; it goes out now
+    resp = call(app, environ(cookie=f"sessionid={sid}"))
+    assert resp.status == 200 and resp.body == b"3"
