@@ -1,0 +1,474 @@
+"""Django: ``SESSION_ENGINE = "sessionkeeper.django"``, so ``request.session`` is kept by a manager.
+
+    SESSION_ENGINE = "sessionkeeper.django"
+    SESSIONKEEPER = {"STORE": "sqlite:///sessions.db", "WRITE": "time-based:10", "NODE": "a"}
+    INSTALLED_APPS += ["sessionkeeper.django.SessionKeeperConfig"]   # system checks
+    MIDDLEWARE += ["sessionkeeper.django.SessionUnavailableMiddleware"]  # 503 on store outage
+
+Every key of ``SESSIONKEEPER`` but ``APP_NAME`` is a ``SessionManager`` keyword (case-insensitive:
+``"TIMEOUT_S"`` -> ``timeout_s``); ``timeout_s`` defaults to ``SESSION_COOKIE_AGE``. One manager
+is built per process, on first use. Django's ``SessionMiddleware`` sets the cookie and honours
+``SESSION_COOKIE_*``, ``SESSION_SAVE_EVERY_REQUEST`` and ``SESSION_EXPIRE_AT_BROWSER_CLOSE``;
+the cookie value is the session id, ``<token>.<node>``, so it carries affinity.
+
+The request lifecycle: loading the session begins the manager's request; ``save()`` (which the
+middleware calls before the response is sent, when the session was modified and the status is
+below 500) ends it, and the write policy decides. A request that never saved is ended when Django
+sends ``request_finished``: rolled back if it modified the session (the middleware skipped the save:
+a 5xx, or a session emptied without ``flush()``) or raised, else ended normally. Outside a request
+(a shell, a management command) nothing is held between calls: each ``save()`` is a request.
+
+``set_expiry(seconds)`` also sets the session's server-side idle timeout; a ``datetime`` becomes an
+idle timeout of the time left. Async methods (``aget``, ``asave``...) resolve a cached session on
+the event loop; store reads and writes run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.contrib.sessions.backends.base import CreateError, SessionBase
+from django.core import checks, signals
+from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse
+
+from . import ids
+from .errors import AccessTimeout, ConfigurationError, StoreUnavailable
+from .manager import ActiveRequest, SessionManager
+from .policies import parse_policy
+from .session import Session
+
+_MANAGER_OPTIONS = frozenset(inspect.signature(SessionManager.__init__).parameters) - {"self"}
+
+# -- the manager: one per process ----------------------------------------------------------------
+
+_manager: SessionManager | None = None
+_manager_lock = threading.Lock()
+
+
+def _options() -> tuple[str, dict[str, Any]]:
+    raw: Mapping[str, Any] = getattr(settings, "SESSIONKEEPER", None) or {}
+    options = {str(k).lower(): v for k, v in raw.items()}
+    app_name = str(options.pop("app_name", "default"))
+    unknown = sorted(set(options) - _MANAGER_OPTIONS)
+    if unknown:
+        raise ConfigurationError(f"SESSIONKEEPER: unknown keys {', '.join(unknown)}")
+    options.setdefault("timeout_s", float(settings.SESSION_COOKIE_AGE))
+    return app_name, options
+
+
+def get_manager() -> SessionManager:
+    """This process's manager, built from ``settings.SESSIONKEEPER`` on first use."""
+    global _manager
+    if _manager is None:
+        with _manager_lock:
+            if _manager is None:
+                _manager = SessionManager(**_options()[1])
+    return _manager
+
+
+def app_name() -> str:
+    return _options()[0]
+
+
+def reset_manager(**kwargs: Any) -> None:
+    """Close the manager; the next use builds one from the settings (on ``SESSIONKEEPER``
+    changes, e.g. ``override_settings`` in tests)."""
+    global _manager
+    if kwargs.get("setting") not in (None, "SESSIONKEEPER", "SESSION_COOKIE_AGE"):
+        return
+    with _manager_lock:
+        old, _manager = _manager, None
+    if old is not None:
+        old.close()
+
+
+setting_changed.connect(reset_manager, dispatch_uid="sessionkeeper.django.reset_manager")
+
+# -- which sessions the current request holds ----------------------------------------------------
+
+
+@dataclass(eq=False)
+class _RequestState:
+    stores: list[SessionStore] = field(default_factory=list)
+    failed: bool = False
+
+
+_request: ContextVar[_RequestState | None] = ContextVar("sessionkeeper_django", default=None)
+
+
+def _request_started(**kwargs: Any) -> None:
+    _request_finished()  # a server that never sent request_finished: end what was left
+    _request.set(_RequestState())
+
+
+def _request_failed(**kwargs: Any) -> None:
+    state = _request.get()
+    if state is not None:
+        state.failed = True
+
+
+def _request_finished(**kwargs: Any) -> None:
+    state = _request.get()
+    if state is None:
+        return
+    _request.set(None)
+    for store in state.stores:
+        store._end(ok=not (store.modified or state.failed))
+
+
+signals.request_started.connect(_request_started, dispatch_uid="sessionkeeper.django.started")
+signals.request_finished.connect(_request_finished, dispatch_uid="sessionkeeper.django.finished")
+signals.got_request_exception.connect(_request_failed, dispatch_uid="sessionkeeper.django.failed")
+
+
+# -- the session engine -----------------------------------------------------------------------
+
+
+class SessionStore(SessionBase):
+    """Django's ``SessionBase`` over a sessionkeeper :class:`Session`. Not thread safe, as every
+    Django session object: one per request."""
+
+    def __init__(self, session_key: str | None = None) -> None:
+        self._presented_key: str | None = None
+        super().__init__(session_key)
+        self._manager = get_manager()
+        self._app = app_name()
+        self._active: ActiveRequest | None = None
+
+    # -- the key: the session's id once loaded ------------------------------------------------
+
+    def _loaded(self) -> Session | None:
+        s = self.__dict__.get("_session_cache")
+        return s if isinstance(s, Session) else None
+
+    def _get_key(self) -> str | None:
+        s = self._loaded()
+        if s is not None:
+            return s.id if s.created else None
+        return self._presented_key
+
+    def _set_key(self, value: str | None) -> None:
+        self._presented_key = value if self._validate_session_key(value) else None
+
+    session_key = property(_get_key)
+    _session_key = property(_get_key, _set_key)
+
+    @property
+    def modified(self) -> bool:
+        return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        """``request.session.modified = True`` after an in-place change (``session["cart"]
+        .append(x)``) also marks the keys read as changed, so ``contents="updated"`` writes them."""
+        s = self._loaded() if value else None
+        if s is not None:
+            s.mark_modified()
+        self._modified = value
+
+    # Django's own mutators set ``modified`` too; they must not mark every key read as changed.
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._session[key] = value
+        self._modified = True
+
+    def __delitem__(self, key: str) -> None:
+        del self._session[key]
+        self._modified = True
+
+    def pop(self, key: str, *default: Any) -> Any:
+        s = self._session
+        self._modified = self._modified or key in s
+        return s.pop(key, *default)
+
+    def update(self, dict_: Mapping[str, Any]) -> None:
+        self._session.update(dict_)
+        self._modified = True
+
+    async def aset(self, key: str, value: Any) -> None:
+        (await self._aget_session())[key] = value
+        self._modified = True
+
+    async def apop(self, key: str, *default: Any) -> Any:
+        s = await self._aget_session()
+        self._modified = self._modified or key in s
+        return s.pop(key, *default)
+
+    async def aupdate(self, dict_: Mapping[str, Any]) -> None:
+        (await self._aget_session()).update(dict_)
+        self._modified = True
+
+    # -- holding the session for a request -------------------------------------------------------
+
+    def _get_session(self, no_load: bool = False) -> Session:
+        self.accessed = True
+        s = self._loaded()
+        if s is None:
+            active = self._manager.begin_request(self._app, self._presented_key)
+            s = self._adopt(active)
+        return s
+
+    _session = property(_get_session)
+
+    async def _aget_session(self, no_load: bool = False) -> Session:
+        self.accessed = True
+        s = self._loaded()
+        if s is None:
+            active = self._manager.begin_cached(self._app, self._presented_key)
+            if active is None:
+                active = await asyncio.to_thread(
+                    self._manager.begin_request, self._app, self._presented_key
+                )
+                self._manager.bind(active)
+            s = self._adopt(active)
+        return s
+
+    def _adopt(self, active: ActiveRequest) -> Session:
+        s = active.session
+        self._session_cache = s
+        if self._manager.cookie_action(s) == "set" and s.presented_id:
+            self._modified = True  # served by another node now: the cookie must name this one
+        state = _request.get()
+        if state is None:
+            self._manager.end_request(active, ok=True)  # outside a request nothing is held
+        else:
+            self._active = active
+            state.stores.append(self)
+        return s
+
+    def _end(self, *, ok: bool) -> None:
+        active, self._active = self._active, None
+        if active is not None:
+            self._manager.end_request(active, ok=ok)
+
+    def _take_hold(self, s: Session) -> ActiveRequest:
+        active, self._active = self._active, None
+        if active is None:
+            active = self._manager.enter(s, wait=True)
+            assert active is not None
+        return active
+
+    # -- SessionBase's storage methods ----------------------------------------------------------
+
+    def load(self) -> Session:
+        return self._get_session()
+
+    async def aload(self) -> Session:
+        return await self._aget_session()
+
+    def exists(self, session_key: str | None) -> bool:
+        return self._manager.exists(self._app, session_key)
+
+    async def aexists(self, session_key: str | None) -> bool:
+        return await asyncio.to_thread(self.exists, session_key)
+
+    def create(self) -> None:
+        """A session with a new key, stored now: the current data under a new id if the session
+        exists, else an empty session."""
+        s = self._session
+        if s.created:
+            s.rotate_id()
+        else:
+            s.sync()
+        self._modified = True
+
+    async def acreate(self) -> None:
+        await self._aget_session()
+        await asyncio.to_thread(self.create)
+
+    def save(self, must_create: bool = False) -> None:
+        """End the request's hold on the session: the write policy decides whether to write
+        now. A session that does not exist yet is created (and stored) first."""
+        s = self._session
+        if must_create and s.in_store:
+            raise CreateError
+        if not s.created:
+            s.sync()
+        self._manager.end_request(self._take_hold(s), ok=True)
+
+    async def asave(self, must_create: bool = False) -> None:
+        s = await self._aget_session()
+        if must_create and s.in_store:
+            raise CreateError
+        if not s.created:
+            await asyncio.to_thread(s.sync)
+        active = self._active or self._manager.enter(s, wait=False)
+        if active is None:
+            active = await asyncio.to_thread(self._take_hold, s)
+        self._active = None
+        pending = self._manager.finish_request(active, ok=True)
+        if pending is not None:
+            await asyncio.to_thread(pending)
+
+    def delete(self, session_key: str | None = None) -> None:
+        """End a session: this one (``session_key`` None or its own id), or another."""
+        s = self._loaded()
+        if session_key is None or (s is not None and _token(session_key) == s.token):
+            if session_key is None and self._presented_key is None and s is None:
+                return
+            self._session.invalidate()
+            return
+        with self._manager.request(self._app, session_key) as other:
+            if other.created:
+                other.invalidate()
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        if session_key is None or session_key == self.session_key:
+            await self._aget_session()
+        await asyncio.to_thread(self.delete, session_key)
+
+    def clear(self) -> None:
+        self._session.clear()
+        self.accessed = self._modified = True
+
+    def is_empty(self) -> bool:
+        s = self._loaded()
+        if s is None:
+            return not self._presented_key
+        return not s.created and not len(s)
+
+    def cycle_key(self) -> None:
+        """A new id for the same data (``login()`` calls it, against fixation)."""
+        self._session.rotate_id()
+        self._modified = True
+
+    async def acycle_key(self) -> None:
+        s = await self._aget_session()
+        await asyncio.to_thread(s.rotate_id)
+        self._modified = True
+
+    def flush(self) -> None:
+        """End the session (``logout()`` calls it): deleted from the store, tombstoned, and
+        replaced by a new empty one that exists only if something is set."""
+        self._session.invalidate()
+        self._modified = True
+
+    async def aflush(self) -> None:
+        s = await self._aget_session()
+        await asyncio.to_thread(s.invalidate)
+        self._modified = True
+
+    def set_expiry(self, value: Any) -> None:
+        super().set_expiry(value)
+        self._apply_expiry()
+
+    async def aset_expiry(self, value: Any) -> None:
+        await super().aset_expiry(value)
+        self._apply_expiry()
+
+    def _apply_expiry(self) -> None:
+        s = self._session
+        if not s.created:
+            return
+        if self.get("_session_expiry"):
+            s.set_timeout(max(1, self.get_expiry_age()))
+        else:
+            s.set_timeout(self._manager.timeout_for(self._app))
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Sweep: what ``manage.py clearsessions`` runs."""
+        get_manager().sweep()
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        await asyncio.to_thread(get_manager().sweep)
+
+
+def _token(session_id: str) -> str | None:
+    parsed = ids.parse(session_id)
+    return parsed[0] if parsed else None
+
+
+# -- 503 on a store outage, system checks, the app config -------------------------------------
+
+
+class SessionUnavailableMiddleware:
+    """Turns a session that cannot be loaded (the store is down and the session is not cached,
+    or it stayed busy past ``access_wait_s``) into ``503`` with ``Retry-After``."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
+        if not isinstance(exception, (StoreUnavailable, AccessTimeout)):
+            return None
+        response = HttpResponse(
+            "Session store unavailable, please retry.\n", status=503, content_type="text/plain"
+        )
+        response["Retry-After"] = str(get_manager().retry_after_s)
+        return response
+
+
+@checks.register("sessionkeeper")
+def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    """``manage.py check``: a bad ``SESSIONKEEPER`` setting, caught without touching the store."""
+    errors: list[checks.CheckMessage] = []
+    raw = getattr(settings, "SESSIONKEEPER", None)
+    if raw is not None and not isinstance(raw, Mapping):
+        return [checks.Error("SESSIONKEEPER must be a dict", id="sessionkeeper.E001")]
+    options = {str(k).lower(): v for k, v in (raw or {}).items()}
+    for key in sorted(set(options) - _MANAGER_OPTIONS - {"app_name"}):
+        errors.append(
+            checks.Error(
+                f"SESSIONKEEPER has an unknown key {key.upper()!r}",
+                hint=f"known: {', '.join(sorted(k.upper() for k in _MANAGER_OPTIONS))}",
+                id="sessionkeeper.E002",
+            )
+        )
+    try:
+        if "write" in options:
+            parse_policy(options["write"])
+        if options.get("contents", "updated") not in ("updated", "accessed", "all"):
+            raise ConfigurationError("CONTENTS must be 'updated', 'accessed' or 'all'")
+        if options.get("node"):
+            ids.check_node_name(str(options["node"]))
+        for name in ("timeout_s", "cache_size", "access_wait_s", "save_period_s"):
+            if name in options and not (
+                isinstance(options[name], int | float) and options[name] > 0
+            ):
+                raise ConfigurationError(f"{name.upper()} must be a positive number")
+    except (ConfigurationError, ValueError) as exc:
+        errors.append(checks.Error(f"SESSIONKEEPER: {exc}", id="sessionkeeper.E003"))
+    store = options.get("store")
+    if isinstance(store, str) and store.startswith("memory:"):
+        errors.append(
+            checks.Warning(
+                "SESSIONKEEPER STORE is memory://: sessions do not survive the process and are "
+                "not shared between workers",
+                id="sessionkeeper.W001",
+            )
+        )
+    if getattr(settings, "SESSION_ENGINE", "") == __name__ and (
+        "django.contrib.sessions.middleware.SessionMiddleware"
+        not in getattr(settings, "MIDDLEWARE", [])
+    ):
+        errors.append(
+            checks.Warning(
+                "SESSION_ENGINE is sessionkeeper.django but Django's SessionMiddleware is not in "
+                "MIDDLEWARE: request.session will not exist",
+                id="sessionkeeper.W002",
+            )
+        )
+    return errors
+
+
+class SessionKeeperConfig(AppConfig):
+    """Add ``"sessionkeeper.django.SessionKeeperConfig"`` to ``INSTALLED_APPS`` for the checks."""
+
+    name = "sessionkeeper"
+    label = "sessionkeeper"
+    verbose_name = "sessionkeeper"
+    default_auto_field = "django.db.models.AutoField"

@@ -1,0 +1,334 @@
+"""``SESSION_ENGINE = "sessionkeeper.django"`` under Django's test client (no pytest-django)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="test",
+        ALLOWED_HOSTS=["testserver", "127.0.0.1", "localhost"],
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=["django.contrib.sessions", "sessionkeeper.django.SessionKeeperConfig"],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "sessionkeeper.django.SessionUnavailableMiddleware",
+        ],
+        SESSION_ENGINE="sessionkeeper.django",
+        SESSIONKEEPER={"STORE": "memory://", "NODE": "a", "HOUSEKEEPING": False},
+        DATABASES={},
+        USE_TZ=True,
+    )
+    django.setup()
+
+from django.core import checks
+from django.core.management import call_command
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.test import Client, override_settings
+from django.urls import path
+
+import sessionkeeper as sk
+from sessionkeeper import django as skd
+from sessionkeeper.stores.memory import MemoryStore
+from tests.adapters.helpers import FlakyStore
+
+
+def incr(request: HttpRequest) -> HttpResponse:
+    request.session["n"] = request.session.get("n", 0) + 1
+    return JsonResponse({"n": request.session["n"]})
+
+
+def read(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"n": request.session.get("n"), "key": request.session.session_key})
+
+
+def fail(request: HttpRequest) -> HttpResponse:
+    request.session["n"] = -1
+    return HttpResponse("no", status=500)
+
+
+def boom(request: HttpRequest) -> HttpResponse:
+    request.session["n"] = -2
+    raise RuntimeError("boom")
+
+
+def login(request: HttpRequest) -> HttpResponse:
+    request.session.cycle_key()
+    return HttpResponse("hi")
+
+
+def logout(request: HttpRequest) -> HttpResponse:
+    request.session.flush()
+    return HttpResponse("bye")
+
+
+def expiry(request: HttpRequest) -> HttpResponse:
+    request.session.set_expiry(int(request.GET["s"]))
+    return HttpResponse("ok")
+
+
+def cart(request: HttpRequest) -> HttpResponse:
+    request.session.setdefault("cart", []).append("apple")
+    if request.GET.get("mark"):
+        request.session.modified = True
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    path("incr", incr), path("read", read), path("fail", fail), path("boom", boom),
+    path("login", login), path("logout", logout), path("expiry", expiry), path("cart", cart),
+]  # fmt: skip
+
+
+def config(**extra: Any) -> dict[str, Any]:
+    return {"STORE": MemoryStore(), "NODE": "a", "HOUSEKEEPING": False, **extra}
+
+
+@pytest.fixture(autouse=True)
+def fresh_manager() -> Iterator[None]:
+    with override_settings(SESSIONKEEPER=config()):
+        yield
+
+
+def manager() -> sk.SessionManager:
+    return skd.get_manager()
+
+
+def stored_count() -> int:
+    m = manager()
+    return m.store.count("default", now=m.clock.time())
+
+
+def test_round_trip_and_cookie() -> None:
+    c = Client()
+    r = c.post("/incr")
+    assert r.json() == {"n": 1}
+    morsel = r.cookies["sessionid"]
+    assert morsel.value.endswith(".a") and morsel["httponly"] and morsel["samesite"] == "Lax"
+    assert int(morsel["max-age"]) == settings.SESSION_COOKIE_AGE
+    assert c.post("/incr").json() == {"n": 2}
+    assert c.get("/read").json() == {"n": 2, "key": morsel.value}
+    assert stored_count() == 1
+    assert manager().timeout_s == settings.SESSION_COOKIE_AGE
+
+
+def test_read_only_request_creates_nothing_and_releases() -> None:
+    with override_settings(SESSIONKEEPER=config(SERIALIZE_ACCESS=True, ACCESS_WAIT_S=0.5)):
+        c = Client()
+        c.post("/incr")
+        r = c.get("/read")
+        assert "sessionid" not in r.cookies
+        assert c.post("/incr").json() == {"n": 2}  # the read-only request released the session
+        assert Client().get("/read").json() == {"n": None, "key": None}
+        assert stored_count() == 1
+
+
+@pytest.mark.parametrize("url", ["/fail", "/boom"])
+def test_5xx_and_exceptions_roll_back(url: str) -> None:
+    with override_settings(SESSIONKEEPER=config(SERIALIZE_ACCESS=True, ACCESS_WAIT_S=0.5)):
+        c = Client(raise_request_exception=False)
+        c.post("/incr")
+        assert c.post(url).status_code == 500
+        assert c.get("/read").json()["n"] == 1
+        assert manager().stats()["reverted_requests"] == 1
+
+
+def test_expire_at_browser_close_and_set_expiry() -> None:
+    with override_settings(SESSION_EXPIRE_AT_BROWSER_CLOSE=True):
+        r = Client().post("/incr")
+        assert not r.cookies["sessionid"]["max-age"]
+    c = Client()
+    c.post("/incr")
+    r = c.post("/expiry?s=120")
+    assert int(r.cookies["sessionid"]["max-age"]) == 120
+    token = r.cookies["sessionid"].value.split(".")[0]
+    stored = manager().store.load("default", token)
+    assert stored is not None and stored.timeout_s == 120
+
+
+def test_login_cycles_key_and_logout_flushes() -> None:
+    c = Client()
+    c.post("/incr")
+    first = c.cookies["sessionid"].value
+    c.post("/login")
+    second = c.cookies["sessionid"].value
+    assert second != first
+    assert c.get("/read").json()["n"] == 1
+    assert not manager().exists("default", first)
+    r = c.post("/logout")
+    assert r.cookies["sessionid"].value == "" and r.cookies["sessionid"]["max-age"] == 0
+    assert not manager().exists("default", second)
+    assert stored_count() == 0
+
+
+@pytest.mark.parametrize("contents,mark,expected", [
+    ("updated", False, ["apple"]), ("updated", True, ["apple", "apple"]),
+    ("accessed", False, ["apple", "apple"]),
+])  # fmt: skip
+def test_nested_mutation(contents: str, mark: bool, expected: list[str]) -> None:
+    store = MemoryStore()
+    with override_settings(SESSIONKEEPER=config(STORE=store, CONTENTS=contents)):
+        c = Client()
+        c.post("/cart")
+        c.post("/cart?mark=1" if mark else "/cart")
+        b = sk.SessionManager(store, node="b", housekeeping=False)
+        with b.request("default", c.cookies["sessionid"].value) as s:
+            assert s["cart"] == expected
+
+
+def test_failover_rewrites_the_cookie_to_this_node() -> None:
+    store = MemoryStore()
+    with override_settings(SESSIONKEEPER=config(STORE=store)):
+        c = Client()
+        c.post("/incr")
+        cookie = c.cookies["sessionid"].value
+    with override_settings(SESSIONKEEPER=config(STORE=store, NODE="b")):
+        c = Client()
+        c.cookies["sessionid"] = cookie
+        r = c.get("/read")  # read-only, but the affinity moved: the cookie is rewritten
+        assert r.json()["n"] == 1
+        assert r.cookies["sessionid"].value.endswith(".b")
+        assert manager().stats()["failovers"] == 1
+
+
+def test_store_down_for_an_uncached_session_is_503() -> None:
+    store = FlakyStore()
+    with override_settings(SESSIONKEEPER=config(STORE=store)):
+        c = Client()
+        c.post("/incr")
+        cookie = c.cookies["sessionid"].value
+    with override_settings(SESSIONKEEPER=config(STORE=store, NODE="b")):
+        store.down = True
+        c = Client()
+        c.cookies["sessionid"] = cookie
+        r = c.post("/incr")
+        assert r.status_code == 503 and r["Retry-After"] == "5"
+
+
+def test_clearsessions_sweeps_expired_sessions() -> None:
+    clock = sk.FakeClock()
+    with override_settings(SESSIONKEEPER=config(CLOCK=clock, TIMEOUT_S=60)):
+        Client().post("/incr")
+        assert stored_count() == 1
+        clock.advance(3600)
+        call_command("clearsessions")
+        assert manager().store.count("default", now=0) == 0
+
+
+def test_sessionbase_methods_outside_a_request() -> None:
+    s = skd.SessionStore()
+    assert s.is_empty() and s.session_key is None
+    s["a"] = 1
+    s.update({"b": 2})
+    s.set_test_cookie()
+    assert s.test_cookie_worked()
+    s.delete_test_cookie()
+    assert s.setdefault("c", 3) == 3 and s.pop("c") == 3 and s.pop("zz", None) is None
+    assert s.has_key("a") and "b" in s and s.get("zz", 9) == 9
+    assert sorted(s.keys()) == ["a", "b"] and sorted(s.values()) == [1, 2]
+    assert sorted(s.items()) == [("a", 1), ("b", 2)]
+    s.save()
+    key = s.session_key
+    assert key and key.endswith(".a") and s.exists(key) and not s.exists("nope" * 8)
+    assert s.get_expiry_age() == settings.SESSION_COOKIE_AGE
+    assert not s.get_expire_at_browser_close()
+    assert s.get_expiry_date() is not None
+    again = skd.SessionStore(key)
+    assert again["a"] == 1 and again.session_key == key
+    again.cycle_key()
+    assert again.session_key != key and not again.exists(key) and again.exists(again.session_key)
+    third = skd.SessionStore()
+    third.create()
+    assert third.session_key and third.exists(third.session_key)
+    third.delete(again.session_key)
+    assert not third.exists(again.session_key)
+    again.flush()
+    assert again.session_key is None and again.is_empty()
+    with pytest.raises(KeyError):
+        skd.SessionStore()["missing"]
+
+
+def test_async_methods_and_cache_hits_stay_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = skd.SessionStore()
+    s["n"] = 1
+    s.save()
+    key = s.session_key
+    threads: list[str] = []
+    original = manager().begin_request
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(manager(), "begin_request", spy)
+
+    async def main() -> None:
+        a = skd.SessionStore(key)
+        assert await a.aget("n") == 1  # a cache hit: no thread
+        await a.aset("n", 2)
+        assert await a.ahas_key("n") and list(await a.akeys()) == ["n"]
+        assert await a.asetdefault("m", 5) == 5 and await a.apop("m") == 5
+        await a.aupdate({"o": 1})
+        assert sorted(await a.aitems()) == [("n", 2), ("o", 1)]
+        await a.aset_expiry(300)
+        assert await a.aget_expiry_age() == 300
+        assert not await a.aget_expire_at_browser_close()
+        await a.asave()
+        assert await a.aexists(key)
+        await a.acycle_key()
+        new_key = a.session_key
+        assert new_key != key and not await a.aexists(key)
+        b = skd.SessionStore()
+        await b.acreate()
+        assert await b.aexists(b.session_key)
+        await b.aflush()
+        assert b.session_key is None
+        await skd.SessionStore.aclear_expired()
+        c = skd.SessionStore(new_key)
+        assert await c.aget("n") == 2
+
+    asyncio.run(main())
+    assert threads == []
+
+
+def test_system_check_reports_bad_configuration() -> None:
+    with override_settings(SESSIONKEEPER={"WRITE": "sometimes", "BOGUS": 1, "STORE": "memory://"}):
+        found = {m.id for m in checks.run_checks(tags=["sessionkeeper"])}
+    assert {"sessionkeeper.E002", "sessionkeeper.E003", "sessionkeeper.W001"} <= found
+    with override_settings(SESSIONKEEPER=[1]):
+        assert [m.id for m in checks.run_checks(tags=["sessionkeeper"])] == ["sessionkeeper.E001"]
+    with override_settings(SESSIONKEEPER={"STORE": "sqlite:///x.db"}):
+        assert checks.run_checks(tags=["sessionkeeper"]) == []
+
+
+def test_concurrent_increments_lose_nothing_with_serialize_access() -> None:
+    with override_settings(SESSIONKEEPER=config(SERIALIZE_ACCESS=True)):
+        first = Client()
+        first.post("/incr")
+        cookie = first.cookies["sessionid"].value
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            c = Client()
+            c.cookies["sessionid"] = cookie
+            try:
+                for _ in range(100):
+                    assert c.post("/incr").status_code == 200
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+        assert first.get("/read").json()["n"] == 401
