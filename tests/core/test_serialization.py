@@ -1,0 +1,107 @@
+"""Round trips of every supported type, for json and msgpack."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sessionkeeper as sk
+from sessionkeeper.serialization import make_serializer
+
+VALUES: list[Any] = [
+    dt.datetime(2024, 2, 29, 13, 45, 1, 123456),
+    dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))),
+    dt.date(1999, 12, 31),
+    dt.time(23, 59, 59, 999),
+    Decimal("3.14159265358979323846264338327950288"),
+    Decimal("-0"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    b"\x00\xff binary",
+    bytearray(b"ba"),
+    {1, 2, "three"},
+    frozenset({(1, 2), "x"}),
+    (1, (2, [3, {"a": (4,)}])),
+    {"nested": {"list": [1, 2.5, None, True], "set": {1}}},
+    {1: "int key", (1, 2): "tuple key", None: "none", frozenset({1}): "fs"},
+    {"$sk": "a user key that looks like a tag", "v": 1},
+    float("inf"),
+    -0.0,
+    "unicode ☃ \x00 \ud7ff",
+    [],
+    {},
+    10**30,
+]
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_round_trip(name: str, value: Any) -> None:
+    if name == "msgpack" and value == 10**30:
+        pytest.skip("msgpack integers are 64-bit")
+    ser = make_serializer(name)
+    back = ser.loads(ser.dumps(value))
+    expected = bytes(value) if isinstance(value, bytearray) else value
+    assert back == expected and type(back) is type(expected)
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_nan(name: str) -> None:
+    ser = make_serializer(name)
+    assert math.isnan(ser.loads(ser.dumps(float("nan"))))
+    assert math.isnan(ser.loads(ser.dumps([float("nan")]))[0])
+
+
+JSONISH = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+    | st.decimals(allow_nan=False)
+    | st.uuids()
+    | st.datetimes()
+    | st.dates(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(), inner, max_size=4)
+        | st.dictionaries(st.integers(-(2**63), 2**63 - 1) | st.text(), inner, max_size=4)
+        | st.frozensets(st.integers(-(2**63), 2**63 - 1) | st.text(), max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=JSONISH)
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_round_trip_property(name: str, value: Any) -> None:
+    ser = make_serializer(name)
+    assert ser.loads(ser.dumps(value)) == value
+
+
+def test_values_round_trip_through_the_store(make: Any) -> None:
+    a, b = make(node="a"), make(node="b")
+    with a.request(app="shop") as s:
+        s["when"] = dt.datetime(2024, 5, 1, 12)
+        s["tags"] = {"x", "y"}
+        s["price"] = Decimal("9.99")
+    with b.request(app="shop", session_id=s.id) as s2:
+        assert s2["when"] == dt.datetime(2024, 5, 1, 12)
+        assert s2["tags"] == {"x", "y"} and s2["price"] == Decimal("9.99")
+
+
+def test_signed_pickle_round_trips_arbitrary_objects() -> None:
+    ser = make_serializer("pickle", pickle_key=b"k" * 16)
+    value = {"cls": sk.FakeClock, "c": complex(1, 2)}
+    assert ser.loads(ser.dumps(value)) == value
+    with pytest.raises(sk.CorruptSessionData):
+        make_serializer("pickle", pickle_key=b"j" * 16).loads(ser.dumps(value))
