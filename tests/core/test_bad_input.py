@@ -46,7 +46,7 @@ def hostile_env() -> tuple[sk.SessionManager, RecordingStore, SessionMiddleware]
 def test_hostile_cookie_values_never_500_and_never_reach_the_store(
     hostile_env: tuple[sk.SessionManager, RecordingStore, SessionMiddleware], value: str
 ) -> None:
-    m, store, mw = hostile_env
+    _m, store, mw = hostile_env
     loads = len(store.loads)
     for cookie in (
         f"sessionid={value}",
@@ -93,7 +93,7 @@ def test_oversized_cookie(make: Any, store: RecordingStore) -> None:
     for cookie in (
         f"sessionid={huge}",
         f"sessionid={huge}.a",
-        f"sessionid=" + "A" * 40 + "." + huge,
+        "sessionid=" + "A" * 40 + "." + huge,
     ):
         resp = call(mw, environ(cookie=cookie))
         assert resp.status == 200

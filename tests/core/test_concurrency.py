@@ -61,9 +61,8 @@ def test_access_timeout_after_access_wait(make: MakeManager) -> None:
     t = threading.Thread(target=holder)
     t.start()
     assert held.wait(5)
-    with pytest.raises(sk.AccessTimeout):
-        with m.request(app="shop", session_id=sid):
-            pass
+    with pytest.raises(sk.AccessTimeout), m.request(app="shop", session_id=sid):
+        pass
     release.set()
     t.join(5)
     with m.request(app="shop", session_id=sid) as s:  # free again
