@@ -80,6 +80,10 @@ class SqlDialect:
     def upsert_attributes(self, table: sa.Table) -> Insert:
         raise NotImplementedError
 
+    def by_primary_key(self, stmt: sa.Select[Any], table: sa.Table) -> sa.Select[Any]:
+        """``stmt``, made to find ``table``'s rows through the primary key."""
+        return stmt
+
     def bulk_update(
         self,
         conn: Connection,
@@ -216,6 +220,12 @@ class MysqlDialect(SqlDialect):
     def upsert_attributes(self, table: sa.Table) -> Insert:
         stmt = mysql.insert(table)
         return stmt.on_duplicate_key_update(value=stmt.inserted.value)
+
+    def by_primary_key(self, stmt: sa.Select[Any], table: sa.Table) -> sa.Select[Any]:
+        # On a small table InnoDB may plan a full scan, and a locking read waits on every row it
+        # scans, including other sessions' rows locked by other writers or sweepers.
+        hint = "FORCE INDEX (PRIMARY)"
+        return stmt.with_hint(table, hint, "mysql").with_hint(table, hint, "mariadb")
 
     def bulk_update(
         self,

@@ -107,6 +107,7 @@ class SqlOps:
                 .order_by(s.c.app, s.c.token)
                 .with_for_update()
             )
+            stmt = self._dialect.by_primary_key(stmt, s)
             for row in conn.execute(stmt).mappings():
                 out[(row["app"], row["token"])] = row
         return out
