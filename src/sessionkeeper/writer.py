@@ -149,7 +149,6 @@ class Writer:
                     touched.append(s)
             try:
                 results = self.store.save_many([t.request for t in taken])
-                self.touch(touched)
             except StoreError:
                 for t in taken:
                     self._put_back(t)
@@ -164,6 +163,12 @@ class Writer:
                     written.append(t.session)
                 elif res.status is SaveStatus.GONE:
                     gone.append(t.session)
+            # After the saves are applied: a failed touch must not put back what was saved.
+            try:
+                self.touch(touched)
+            except StoreError:
+                if raise_errors:
+                    raise
             return written, gone
         finally:
             for s in locked:

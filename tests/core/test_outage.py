@@ -10,7 +10,7 @@ import pytest
 import sessionkeeper as sk
 from sessionkeeper.wsgi import SessionMiddleware
 
-from .conftest import MakeManager, RecordingStore, new_session
+from .conftest import MakeManager, Outage, RecordingStore, new_session
 from .wsgi_util import call, environ
 
 
@@ -87,3 +87,30 @@ def test_uncached_session_gets_503_with_retry_after(
     a.flush()  # a's write failed during the outage; it goes out now
     resp = call(app, environ(cookie=f"sessionid={sid}"))
     assert resp.status == 200 and resp.body == b"3"
+
+
+def test_failed_touch_does_not_undo_a_successful_save_in_the_same_batch(
+    make: MakeManager, store: RecordingStore, clock: sk.FakeClock
+) -> None:
+    class TouchFails(RecordingStore):
+        def _touch_batch(self, touches: Any) -> None:
+            raise Outage("touch lost")
+
+    st = TouchFails()
+    m = make(store=st, write=sk.Manual(), save_period_s=1)
+    changed, read_only = new_session(m, n=0), new_session(m, n=0)
+    clock.advance(5)
+    with m.request(app="shop", session_id=changed) as s:
+        s["n"] = 1
+    with m.request(app="shop", session_id=read_only) as s:
+        _ = s["n"]
+    m._write(
+        [m._cache.get(("shop", token(changed))), m._cache.get(("shop", token(read_only)))],  # type: ignore[list-item]
+        immediate=False,
+    )
+    assert st.raw("shop", token(changed)).attributes["n"] == b"1"  # type: ignore[union-attr]
+    assert m.stats()["dirty"] == 0  # the save succeeded: not put back
+    with m.request(app="shop", session_id=changed) as s:
+        s["n"] = 2
+        s.sync()  # at the version the first save returned: no conflict with itself
+    assert st.stats.conflicts_merged == 0
