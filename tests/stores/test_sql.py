@@ -37,7 +37,7 @@ BACKENDS = ("sqlite", "postgresql", "mysql")
 
 
 def backend_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
-    if backend == "sqlite":
+    if backend.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'sessions.db'}"
     url: str = request.getfixturevalue("postgres_url" if backend == "postgresql" else "mysql_url")
     return url
@@ -46,6 +46,7 @@ def backend_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
 def drop(store: SqlStore) -> None:
     store.tables.metadata.drop_all(store.engine)
     store.close()
+    store.engine.dispose()  # also a user's engine, once the test is done with it
 
 
 @pytest.fixture
@@ -56,7 +57,9 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     def make(backend: str, **options: Any) -> SqlStore:
         options.setdefault("table_prefix", unique_name())
         options.setdefault("retry", FAST)
-        store = SqlStore(backend_url(request, backend, tmp_path), **options)
+        url = backend_url(request, backend, tmp_path)
+        # "sqlite-engine": the user's own Engine rather than a URL.
+        store = SqlStore(sa.create_engine(url) if backend == "sqlite-engine" else url, **options)
         made.append(store)
         return store
 
@@ -66,7 +69,8 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(
-    params=[(b, layout) for b in BACKENDS for layout in LAYOUTS], ids=lambda p: f"{p[0]}-{p[1]}"
+    params=[(b, layout) for b in BACKENDS for layout in LAYOUTS] + [("sqlite-engine", "multi_row")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
 )
 def store(request: pytest.FixtureRequest, make_store: Any) -> SqlStore:
     backend, layout = request.param
@@ -470,3 +474,19 @@ def test_mysql_transient_errors() -> None:
     for code in (1146, 1054, 1064, 1062, 1049):
         assert not d.is_transient(pymysql.err.ProgrammingError(code, "x")), code
     assert d.is_transient(pymysql.err.InterfaceError(0, ""))
+
+
+def test_users_sqlite_engine_keeps_its_own_transactions(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    store = SqlStore(engine, retry=FAST)
+    store.save_many([req(tok(1), 0, {"a": b"1"})])
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE mine (x INTEGER)")
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO mine VALUES (1)")
+        raise RuntimeError("roll back")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM mine").scalar() == 0
+    store.close()
+    assert store.load("shop", tok(1)) is not None  # close() left the user's engine usable
+    engine.dispose()

@@ -126,7 +126,10 @@ class SqliteDialect(SqlDialect):
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            if owned:
+                # We emit BEGIN ourselves. On a user's engine pysqlite keeps its own handling
+                # for the user's transactions; an explicit BEGIN works alongside it.
+                dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             try:
                 cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
