@@ -82,7 +82,14 @@ def cart(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+async def aincr(request: HttpRequest) -> HttpResponse:
+    n = await request.session.aget("n", 0) + 1
+    await request.session.aset("n", n)
+    return JsonResponse({"n": n})
+
+
 urlpatterns = [
+    path("aincr", aincr),
     path("incr", incr), path("read", read), path("fail", fail), path("boom", boom),
     path("login", login), path("logout", logout), path("expiry", expiry), path("cart", cart),
 ]  # fmt: skip
@@ -332,3 +339,21 @@ def test_concurrent_increments_lose_nothing_with_serialize_access() -> None:
             t.join(60)
         assert not errors
         assert first.get("/read").json()["n"] == 401
+
+
+def test_async_views_under_the_asgi_handler() -> None:
+    from django.test import AsyncClient
+
+    with override_settings(SESSIONKEEPER=config(SERIALIZE_ACCESS=True, ACCESS_WAIT_S=2)):
+
+        async def main() -> None:
+            c = AsyncClient()
+            r = await c.post("/aincr")
+            cookie = r.cookies["sessionid"].value
+            c.cookies["sessionid"] = cookie
+            for _ in range(3):
+                await c.post("/aincr")
+            await c.get("/read")  # read only: released at request_finished
+            assert (await c.post("/aincr")).json() == {"n": 5}
+
+        asyncio.run(main())
