@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import ConfigurationError
-from ..policies import parse_policy
+from ..policies import WritePolicy, parse_policy
 from ..stores import open_store
 from .cluster import Cluster, Node, check_gunicorn
 from .driver import Shoppers
@@ -110,15 +110,23 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stderr) -> tuple[Outcome, str]
     check_gunicorn()
     policy = parse_policy(opts.write)
     workdir = Path(tempfile.mkdtemp(prefix="sessionkeeper-demo-"))
+    try:
+        return _run(opts, policy, workdir, out)
+    finally:
+        if opts.keep:
+            print(f"kept {workdir} (store, node logs)", file=out)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(opts: DemoOptions, policy: WritePolicy, workdir: Path, out: TextIO) -> tuple[Outcome, str]:
     store_url = opts.store or f"sqlite:///{workdir / 'sessions.db'}"
     store = open_store(store_url)
-    init_schema = getattr(store, "init_schema", None)
-    if init_schema is not None:
-        init_schema()  # once, before the nodes start
-    clock = [time.monotonic()]  # reset when the shoppers start, so the timeline reads from 0
+    clock: list[float] = []  # set when the shoppers start: the timeline reads from there
 
     def say(text: str) -> None:
-        print(f"[{time.monotonic() - clock[0]:5.1f}s] {text}", file=out, flush=True)
+        when = f"{time.monotonic() - clock[0]:5.1f}s" if clock else "setup "
+        print(f"[{when}] {text}", file=out, flush=True)
 
     setup = (
         f"{opts.nodes} nodes, {opts.users} users, {opts.duration_s:g} s, "
@@ -126,11 +134,14 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stderr) -> tuple[Outcome, str]
     )
     say(f"starting {setup}")
     try:
+        init_schema = getattr(store, "init_schema", None)
+        if init_schema is not None:
+            init_schema()  # once, before the nodes start
         with Cluster(opts.nodes, store_url, policy.spec(), workdir) as cluster:
             cluster.start()
             names = ", ".join(f"{n.name} on :{n.port}" for n in cluster.nodes)
             say(f"nodes up: {names}")
-            clock[0] = time.monotonic()
+            clock.append(time.monotonic())
             shoppers = Shoppers(cluster, opts.users, clock[0])
             chaos = _Chaos(cluster, shoppers, opts.duration_s, say)
             shoppers.start()
@@ -149,10 +160,6 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stderr) -> tuple[Outcome, str]
         result = outcome(policy, shoppers.snapshot(), shoppers.acks(), found, chaos.crash)
     finally:
         store.close()
-        if opts.keep:
-            say(f"kept {workdir} (store, node logs)")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     return result, setup
 
 
