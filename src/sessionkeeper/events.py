@@ -86,8 +86,14 @@ class EventBus:
                 log.exception("session listener %r failed in %s", listener, method)
 
 
+#: Exact types that cannot define a hook (subclasses can, and are looked up).
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None), bytes, list, dict, tuple, set})
+
+
 def call_hook(value: Any, hook: str, *args: Any) -> None:
     """Call ``value.<hook>(*args)`` if the value defines it; log, never raise."""
+    if type(value) in _PLAIN_TYPES:
+        return  # most values: skip the failing attribute lookup on every set
     fn = getattr(value, hook, None)
     if fn is None or not callable(fn):
         return

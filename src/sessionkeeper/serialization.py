@@ -102,11 +102,12 @@ class JsonSerializer:
     """The default. Human-readable in the store, safe to load from anyone."""
 
     name = "json"
+    # Built once: json.dumps with non-default options builds an encoder per call, which was a
+    # third of the cost of setting a small attribute. An encoder keeps no state between calls.
+    _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     def dumps(self, value: Any) -> bytes:
-        return json.dumps(
-            _encode(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        return self._encoder.encode(_encode(value)).encode("utf-8")
 
     def loads(self, data: bytes) -> Any:
         try:

@@ -55,7 +55,9 @@ class SessionMiddleware:
         session_id = tracking.read(
             cookie_header=environ.get("HTTP_COOKIE"),
             path_param=path_id,
-            header_value=environ.get(tracking.header_key_wsgi),
+            header_value=(
+                environ.get(tracking.header_key_wsgi) if Mode.HEADER in tracking.modes else None
+            ),
         )
         try:
             active = self.manager.begin_request(
