@@ -144,15 +144,24 @@ class Shoppers:
                 self.counters.rerouted += 1
         return live[user.index % len(live)]
 
+    def target_port(self, user: User) -> int | None:
+        """The port ``user``'s next request goes to, or ``None`` when no node is up. A subclass
+        can send every request through a load balancer instead (``sessionkeeper.chaos``)."""
+        node = self._route(user)
+        return node.port if node is not None else None
+
+    def answered(self, user: User, method: str, path: str, status: int) -> None:
+        """Called after every request with its status (0: no answer). Does nothing here."""
+
     def _send(self, user: User, method: str, path: str) -> dict[str, Any] | None:
         """One request; the JSON body when it was answered 200, else ``None``."""
-        node = self._route(user)
-        if node is None:
+        port = self.target_port(user)
+        if port is None:
             self._stop.wait(0.1)
             return None
         presented = user.session_id
         headers = {"Cookie": f"{COOKIE_NAME}={presented}"} if presented else {}
-        conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=HTTP_TIMEOUT_S)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_S)
         try:
             conn.request(method, path, headers=headers)
             resp = conn.getresponse()
@@ -162,6 +171,7 @@ class Shoppers:
             status, raw, set_cookie = 0, b"", None
         finally:
             conn.close()
+        self.answered(user, method, path, status)
         with self._lock:
             self.counters.requests += 1
             if status == 0 or status >= 500:
