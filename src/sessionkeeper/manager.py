@@ -44,6 +44,7 @@ from .events import (
     call_hook,
 )
 from .housekeeping import Housekeeper, within_hours
+from .persistence import Persistence
 from .policies import EndOfRequest, WritePolicy, parse_policy
 from .serialization import Serializer, make_serializer
 from .session import _MISSING, Session, current_request
@@ -145,6 +146,18 @@ class SessionManager:
         self._cache = SessionCache(cache_size)
         self._writer = Writer(
             self.store, self.serializer, self.stats_counters, contents, lambda: self.node
+        )
+        self._persistence = Persistence(
+            store=self.store,
+            cache=self._cache,
+            writer=self._writer,
+            policy=self.policy,
+            stats=self.stats_counters,
+            events=self.events,
+            clock_time=self.clock.time,
+            contents=contents,
+            save_on_create=save_on_create,
+            save_period_s=save_period_s,
         )
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")
         self._housekeeping = housekeeping
@@ -539,78 +552,25 @@ class SessionManager:
         self._cache.remove((s.app, old), s)
         self._cache.add((s.app, new), s)
 
-    # -- writing, flushing, eviction ---------------------------------------------------------
+    # -- writing, flushing, eviction (see persistence.py) ----------------------------------
 
     def _write(
         self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False
     ) -> int:
-        if not sessions:
-            return 0
-        written, gone = self._writer.write(sessions, self.clock.time(), raise_errors=raise_errors)
-        self.stats_counters.add("writes_immediate" if immediate else "writes_flushed", len(written))
-        for s in gone:  # invalidated on another node meanwhile: its changes must not return
-            self._cache.remove((s.app, s.token), s)
-            s.reset_as_new(ids.new_token(), self.clock.time())
-        return len(written)
+        return self._persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)
 
-    def _dirty(self) -> list[Session]:
-        return [
-            s
-            for s in self._cache
-            if s.created
-            and (s.has_changes() or not s.in_store or (self.contents == "accessed" and s.read_keys))
-        ]
+    def _evict_over_capacity(self, room: int = 0) -> None:
+        self._persistence.evict_over_capacity(room)
 
     def flush(self) -> int:
         """Write every dirty session now, in one batch, and the access time of every session
         whose store copy is behind. Returns how many sessions were written."""
-        written = self._write(self._dirty(), immediate=False)
-        self._writer.touch(
-            [
-                s
-                for s in self._cache
-                if s.in_store and not s.has_changes() and s.last_access_at > s.last_store_access_at
-            ]
-        )
-        return written
+        return self._persistence.flush()
 
     def flush_due(self) -> int:
         """What the housekeeping thread does each poll: write the sessions the policy says are
         due, and the access time of those whose store copy is older than ``save_period_s``."""
-        now = self.clock.time()
-        due = [
-            s
-            for s in self._dirty()
-            if (not s.in_store and self.save_on_create) or self.policy.due_for_flush(s, now)
-        ]
-        written = self._write(due, immediate=False)
-        # Dirty sessions the policy keeps back are touched too: other nodes' sweeps must see
-        # that a session in use is alive while its changes wait.
-        stale = [
-            s
-            for s in self._cache
-            if s.in_store
-            and s.last_access_at > s.last_store_access_at
-            and now - s.last_store_access_at >= self.save_period_s
-        ]
-        self._writer.touch(stale)
-        return written
-
-    def _evict_over_capacity(self, room: int = 0) -> None:
-        excess = self._cache.over_capacity() + room
-        if excess <= 0:
-            return
-        for s in self._cache.eviction_candidates(excess):
-            if s.created and (s.has_changes() or not s.in_store):
-                self._write([s], immediate=False)
-                if s.has_changes() or not s.in_store:
-                    continue  # could not be written: keep it rather than lose it
-            with s.lock:
-                values = list(s.data_view().values())
-            for value in values:
-                call_hook(value, "session_will_passivate", s)
-            if self._cache.remove((s.app, s.token), s):
-                self.stats_counters.add("evictions")
+        return self._persistence.flush_due()
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -643,30 +603,7 @@ class SessionManager:
         """End expired sessions: drop them from this cache, and delete from the store those that
         expired more than ``sweep_grace_s`` ago, firing their destroyed events (exactly one node
         gets each). Returns how many store sessions were deleted."""
-        now = self.clock.time()
-        for s in self._cache:
-            if not s.in_use and s.expired(now):
-                self._cache.remove((s.app, s.token), s)
-        deleted = 0
-        while True:
-            batch = self.store.delete_expired(now - self.sweep_grace_s, self.sweep_batch)
-            for e in batch:
-                cached = self._cache.get((e.app, e.token))
-                if cached is not None:
-                    self._cache.remove((e.app, e.token), cached)
-                    for key, value in list(cached.data_view().items()):
-                        call_hook(value, "value_unbound", cached, key)
-                if self.events:
-                    self.events.emit(
-                        "session_destroyed",
-                        SessionEvent(e.app, e.token, cached, DestroyReason.TIMED_OUT),
-                    )
-            deleted += len(batch)
-            if len(batch) < self.sweep_batch:
-                break
-        self.stats_counters.add("timed_out", deleted)
-        self.stats_counters.add("sweeps")
-        return deleted
+        return self._persistence.sweep(self.sweep_grace_s, self.sweep_batch)
 
     # -- observation and shutdown ------------------------------------------------------------
 
@@ -701,7 +638,7 @@ class SessionManager:
                 self.flush()
             except StoreError as exc:
                 log.warning("flush at shutdown failed: %s", exc)
-            left = self._dirty()
+            left = self._persistence.dirty()
             if not left or time.monotonic() >= deadline:
                 break
             wait.wait(0.2)

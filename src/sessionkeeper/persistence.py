@@ -1,0 +1,143 @@
+"""When a node's cached sessions reach the store: immediate writes, the periodic flush, writes
+before eviction, and the sweep of expired sessions.
+
+The policy says *whether* a session is due; the :class:`~sessionkeeper.writer.Writer` says *how* a
+batch is written; this module picks *which* sessions, from the cache, at each of these moments.
+Every method is safe to call from any thread (the housekeeping thread and requests call them at
+once); a session is never written by two threads at a time (its write lock, in the writer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import ids
+from .cache import SessionCache
+from .events import DestroyReason, EventBus, SessionEvent, call_hook
+from .policies import WritePolicy
+from .session import Session
+from .stats import Stats
+from .stores import Store
+from .writer import Contents, Writer
+
+
+class Persistence:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cache: SessionCache,
+        writer: Writer,
+        policy: WritePolicy,
+        stats: Stats,
+        events: EventBus,
+        clock_time: Callable[[], float],
+        contents: Contents,
+        save_on_create: bool,
+        save_period_s: float,
+    ) -> None:
+        self.store = store
+        self._cache = cache
+        self._writer = writer
+        self.policy = policy
+        self.stats_counters = stats
+        self.events = events
+        self._now = clock_time
+        self.contents = contents
+        self.save_on_create = save_on_create
+        self.save_period_s = save_period_s
+
+    def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
+        """Write ``sessions`` now in one batch; returns how many were written. Failures keep the
+        sessions dirty (and raise only with ``raise_errors``)."""
+        if not sessions:
+            return 0
+        written, gone = self._writer.write(sessions, self._now(), raise_errors=raise_errors)
+        self.stats_counters.add("writes_immediate" if immediate else "writes_flushed", len(written))
+        for s in gone:  # invalidated on another node meanwhile: its changes must not return
+            self._cache.remove((s.app, s.token), s)
+            s.reset_as_new(ids.new_token(), self._now())
+        return len(written)
+
+    def dirty(self) -> list[Session]:
+        return [
+            s
+            for s in self._cache
+            if s.created
+            and (s.has_changes() or not s.in_store or (self.contents == "accessed" and s.read_keys))
+        ]
+
+    def flush(self) -> int:
+        written = self.write(self.dirty(), immediate=False)
+        self._writer.touch(
+            [
+                s
+                for s in self._cache
+                if s.in_store and not s.has_changes() and s.last_access_at > s.last_store_access_at
+            ]
+        )
+        return written
+
+    def flush_due(self) -> int:
+        now = self._now()
+        due = [
+            s
+            for s in self.dirty()
+            if (not s.in_store and self.save_on_create) or self.policy.due_for_flush(s, now)
+        ]
+        written = self.write(due, immediate=False)
+        # Dirty sessions the policy keeps back are touched too: other nodes' sweeps must see
+        # that a session in use is alive while its changes wait.
+        stale = [
+            s
+            for s in self._cache
+            if s.in_store
+            and s.last_access_at > s.last_store_access_at
+            and now - s.last_store_access_at >= self.save_period_s
+        ]
+        self._writer.touch(stale)
+        return written
+
+    def evict_over_capacity(self, room: int = 0) -> None:
+        """Evict least recently used idle sessions until ``room`` more fit; each dirty one is
+        written first, and kept if that fails."""
+        excess = self._cache.over_capacity() + room
+        if excess <= 0:
+            return
+        for s in self._cache.eviction_candidates(excess):
+            if s.created and (s.has_changes() or not s.in_store):
+                self.write([s], immediate=False)
+                if s.has_changes() or not s.in_store:
+                    continue  # could not be written: keep it rather than lose it
+            with s.lock:
+                values = list(s.data_view().values())
+            for value in values:
+                call_hook(value, "session_will_passivate", s)
+            if self._cache.remove((s.app, s.token), s):
+                self.stats_counters.add("evictions")
+
+    def sweep(self, grace_s: float, batch_size: int) -> int:
+        now = self._now()
+        for s in self._cache:
+            if not s.in_use and s.expired(now):
+                self._cache.remove((s.app, s.token), s)
+        deleted = 0
+        while True:
+            batch = self.store.delete_expired(now - grace_s, batch_size)
+            for e in batch:
+                cached = self._cache.get((e.app, e.token))
+                if cached is not None:
+                    self._cache.remove((e.app, e.token), cached)
+                    for key, value in list(cached.data_view().items()):
+                        call_hook(value, "value_unbound", cached, key)
+                if self.events:
+                    self.events.emit(
+                        "session_destroyed",
+                        SessionEvent(e.app, e.token, cached, DestroyReason.TIMED_OUT),
+                    )
+            deleted += len(batch)
+            if len(batch) < batch_size:
+                break
+        self.stats_counters.add("timed_out", deleted)
+        self.stats_counters.add("sweeps")
+        return deleted
