@@ -29,7 +29,7 @@ import anyio.to_thread
 from .errors import AccessTimeout, StoreUnavailable
 from .manager import ActiveRequest, SessionManager
 from .session import Session
-from .tracking import Mode, split_path_param
+from .tracking import split_path_param
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -153,21 +153,10 @@ class SessionMiddleware:
             await anyio.to_thread.run_sync(pending)
 
     def _cookie_headers(self, session: Session, https: bool) -> list[tuple[bytes, bytes]]:
-        action = self.manager.cookie_action(session)
-        if action is None:
-            return []
-        tracking = self.manager.tracking
-        out: list[tuple[bytes, bytes]] = []
-        if tracking.uses_cookie:
-            value = (
-                tracking.set_cookie(session.id, https=https)
-                if action == "set"
-                else tracking.delete_cookie(https=https)
-            )
-            out.append((b"set-cookie", value.encode("latin-1")))
-        if Mode.HEADER in tracking.modes and action == "set":
-            out.append((tracking.header_name.lower().encode("latin-1"), session.id.encode()))
-        return out
+        return [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.manager.response_headers(session, https=https)
+        ]
 
     # -- lifespan -------------------------------------------------------------------------------
 

@@ -335,6 +335,14 @@ class SessionManager:
             return None  # the id still names another app's session
         return "delete" if session.presented_id else None
 
+    def response_headers(self, session: Session, *, https: bool) -> list[tuple[str, str]]:
+        """The headers that carry the id back (``Set-Cookie``, and the id header in header
+        mode), per :meth:`cookie_action`; empty when the id did not change."""
+        action = self.cookie_action(session)
+        if action is None:
+            return []
+        return self.tracking.response_headers(session.id if action == "set" else None, https=https)
+
     # -- resolving a session ------------------------------------------------------------------
 
     def _resolve(

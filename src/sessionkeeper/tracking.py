@@ -105,6 +105,22 @@ class Tracking:
         parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
         return self._flags(parts, https)
 
+    def response_headers(self, session_id: str | None, *, https: bool) -> list[tuple[str, str]]:
+        """Headers that send ``session_id`` to the client, or (``None``) delete its cookie."""
+        out: list[tuple[str, str]] = []
+        if self.uses_cookie:
+            out.append(
+                (
+                    "Set-Cookie",
+                    self.set_cookie(session_id, https=https)
+                    if session_id is not None
+                    else self.delete_cookie(https=https),
+                )
+            )
+        if Mode.HEADER in self.modes and session_id is not None:
+            out.append((self.header_name, session_id))
+        return out
+
     def _flags(self, parts: list[str], https: bool) -> str:
         if self.cookie_httponly:
             parts.append("HttpOnly")

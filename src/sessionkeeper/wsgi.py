@@ -14,7 +14,6 @@ from typing import Any
 
 from .errors import AccessTimeout, StoreUnavailable
 from .manager import ActiveRequest, SessionManager
-from .session import Session
 from .tracking import Mode, encode_url, split_path_param
 
 Environ = dict[str, Any]
@@ -78,7 +77,9 @@ class SessionMiddleware:
             status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
             status[:] = [int(status_line[:3])]
-            return start_response(status_line, headers + self._headers(session, https), exc_info)
+            return start_response(
+                status_line, headers + self.manager.response_headers(session, https=https), exc_info
+            )
 
         try:
             body = self.app(environ, session_start_response)
@@ -86,25 +87,6 @@ class SessionMiddleware:
             self.manager.end_request(active, ok=False)
             raise
         return _Body(body, self.manager, active, status)
-
-    def _headers(self, session: Session, https: bool) -> list[tuple[str, str]]:
-        action = self.manager.cookie_action(session)
-        if action is None:
-            return []
-        tracking = self.manager.tracking
-        out: list[tuple[str, str]] = []
-        if tracking.uses_cookie:
-            out.append(
-                (
-                    "Set-Cookie",
-                    tracking.set_cookie(session.id, https=https)
-                    if action == "set"
-                    else tracking.delete_cookie(https=https),
-                )
-            )
-        if Mode.HEADER in tracking.modes and action == "set":
-            out.append((tracking.header_name, session.id))
-        return out
 
 
 class _Body:
