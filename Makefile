@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(BIN)/sessionkeeper demo
 
 bench: $(STAMP)
+	bash scripts/ensure-wrk.sh || true
 	$(BIN)/python -m bench
 
 clean:

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import store_writes, wsgi_overhead
+from . import store_writes, storeload, throughput, wsgi_overhead
 from .report import (
     BenchConfig,
     Section,
@@ -22,7 +22,12 @@ from .report import (
 )
 
 #: In the order they run and appear. A new benchmark adds its module's SECTION here.
-SECTIONS: list[Section] = [wsgi_overhead.SECTION, store_writes.SECTION]
+SECTIONS: list[Section] = [
+    wsgi_overhead.SECTION,
+    store_writes.SECTION,
+    throughput.SECTION,
+    storeload.SECTION,
+]
 DEFAULT_MARKDOWN = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
