@@ -1,9 +1,9 @@
 """nginx in front of the nodes, routing each session to the node named in its id.
 
 A session id is ``<token>.<node>``. :func:`routing` renders the ``map`` and ``upstream`` blocks
-that send a request to the node its cookie names, and to any other node (``backup`` servers of
-the same upstream) when that one does not answer; a request with no cookie, or naming a node
-nginx does not know, goes to all nodes in turn. ``deploy/nginx.conf`` ships exactly this block
+that send a request to the node its cookie names; :data:`PROXY_DIRECTIVES` send it on to
+``@sk_fallback`` (all nodes, :data:`FALLBACK_DIRECTIVES`) when that node does not answer. A
+request with no cookie, or naming a node nginx does not know, goes to all nodes in turn. ``deploy/nginx.conf`` ships exactly this block
 (a test compares them). :class:`Nginx` runs a private nginx master with a generated configuration
 in a temporary folder, never the system service.
 """
@@ -33,17 +33,33 @@ _QUOTED = re.compile(r'"([^"]*)"')
 #: Directives for the ``location`` that proxies to the nodes (shared with deploy/nginx.conf).
 PROXY_DIRECTIVES = """\
 proxy_pass http://$sk_upstream;
-# The node is down (refused, reset, no answer): try the backups, i.e. any other node, which
-# loads the session from the store. A 503 from a node is NOT retried: it means the store is
-# down (no other node can do better) or the session is busy (serialize_access), and sending it
-# elsewhere would move the session off the node that has its newest changes.
-# Non-idempotent requests (POST) are not retried once sent: the client gets a 502.
-proxy_next_upstream error timeout http_502;
-proxy_next_upstream_tries 0;
-proxy_next_upstream_timeout 30s;
+# The node's own upstream has one server, so nginx never marks it down: every request tries
+# the node its session id names first. When that node does not answer (refused, reset,
+# timeout), the request goes to @sk_fallback, i.e. to any node, which loads the session from
+# the store. A 503 from a node is NOT sent elsewhere: it means the store is down (no other
+# node can do better) or the session is busy (serialize_access), and another node would take
+# the session off the node that has its newest changes.
+proxy_next_upstream off;
+error_page 502 504 = @sk_fallback;
 proxy_connect_timeout 2s;
-# Longer than gunicorn's graceful_timeout: a request queued at a node that is stopping waits
-# until the node has flushed and exited, then goes to another node, which reads the flushed data.
+# Longer than gunicorn's graceful_timeout: a node that is stopping finishes its requests and
+# flushes before it exits.
+proxy_read_timeout 60s;
+proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_set_header Host $host;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Forwarded-Proto $scheme;"""
+
+#: The named location a request falls back to when its node is down.
+FALLBACK_DIRECTIVES = """\
+proxy_pass http://sk_all;
+# A down node is skipped for 2 s (max_fails=1 fail_timeout=2s in sk_all); a request
+# that fails on one node is tried on the next. Caution: a request whose node died while
+# handling it is sent again here, POSTs included (the node may or may not have applied it).
+proxy_next_upstream error timeout http_502 non_idempotent;
+proxy_next_upstream_tries 0;
+proxy_connect_timeout 2s;
 proxy_read_timeout 60s;
 proxy_http_version 1.1;
 proxy_set_header Connection "";
@@ -65,8 +81,8 @@ def upstream_name(node: str) -> str:
 
 
 def routing(backends: Sequence[Backend], cookie: str = "sessionid") -> str:
-    """The ``http``-level blocks: two maps (cookie -> node name -> upstream) and one upstream per
-    node whose other members are ``backup`` servers, plus ``sk_all`` for everything else."""
+    """The ``http``-level blocks: two maps (cookie -> node name -> upstream), one upstream per
+    node, and ``sk_all`` with every node."""
     if not backends:
         raise ValueError("at least one backend")
     for b in backends:
@@ -80,7 +96,7 @@ def routing(backends: Sequence[Backend], cookie: str = "sessionid") -> str:
         '    "~\\.(?<sk_suffix>[A-Za-z0-9_-]+)$" $sk_suffix;',
         '    default "";',
         "}",
-        "# A known node -> its own upstream; no cookie or an unknown node -> any node.",
+        "# A known node -> its own upstream; no cookie or an unknown node -> all of them.",
         "map $sk_node $sk_upstream {",
         "    default sk_all;",
         *(f"    {b.name:<{width}} {upstream_name(b.name)};" for b in backends),
@@ -89,10 +105,12 @@ def routing(backends: Sequence[Backend], cookie: str = "sessionid") -> str:
     for b in backends:
         lines.append(f"upstream {upstream_name(b.name)} {{")
         lines.append(f"    server {b.address};")
-        lines.extend(f"    server {o.address} backup;" for o in backends if o is not b)
         lines.append("}")
+    lines.append(
+        "# A node that failed is skipped for 2 s, then tried again (a restart is seen quickly)."
+    )
     lines.append("upstream sk_all {")
-    lines.extend(f"    server {b.address};" for b in backends)
+    lines.extend(f"    server {b.address} max_fails=1 fail_timeout=2s;" for b in backends)
     lines.append("}")
     lines.append(ROUTING_END)
     return "\n".join(lines) + "\n"
@@ -132,6 +150,9 @@ http {{
         }}
         location / {{
 {_indent(PROXY_DIRECTIVES, 12)}
+        }}
+        location @sk_fallback {{
+{_indent(FALLBACK_DIRECTIVES, 12)}
         }}
     }}
 }}
