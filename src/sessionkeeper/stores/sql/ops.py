@@ -118,6 +118,13 @@ class SqlOps:
         for chunk in _chunks(sorted(set(keys))):
             stmt = sa.select(a.c.app, a.c.token, a.c.name, a.c.value).where(_keys_clause(a, chunk))
             for app, token, name, value in conn.execute(stmt):
+                try:
+                    sch.as_name(name)
+                except CorruptSessionData as exc:
+                    # Merging a write: an unreadable attribute is already lost; skip it rather
+                    # than fail every session in the batch.
+                    log.warning("session %s/%s…: %s, ignored", app, token[:8], exc)
+                    continue
                 out.setdefault((app, token), {})[name] = sch.as_bytes(value, f"attribute {name!r}")
         return out
 
@@ -138,7 +145,7 @@ class SqlOps:
         if not rows or rows[0]["tombstone_until"] is not None:
             return None
         attrs = {
-            r["name"]: sch.as_bytes(r["value"], f"attribute {r['name']!r}")
+            sch.as_name(r["name"]): sch.as_bytes(r["value"], f"attribute {r['name']!r}")
             for r in rows
             if r["name"] is not None
         }

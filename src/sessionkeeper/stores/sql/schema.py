@@ -241,6 +241,19 @@ def as_int(value: object, what: str) -> int:
     return value
 
 
+def as_name(value: object) -> str:
+    """An attribute name read back. MySQL/MariaDB return a name that is not UTF-8 with surrogate
+    escapes (see ``_MySqlBinaryText``): such a name is unreadable data, not a key to serve or to
+    write back (encoding it fails)."""
+    if not isinstance(value, str):
+        raise CorruptSessionData(f"stored attribute name is {value!r}, not text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CorruptSessionData(f"stored attribute name {value!r} is not UTF-8") from None
+    return value
+
+
 def as_opt_str(value: object, what: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise CorruptSessionData(f"stored {what} is {value!r}, not text")
