@@ -346,8 +346,12 @@ class SqlOps:
         s = self.tables.sessions
         expired = self._claim(conn, s.c.tombstone_until.is_(None), before, limit)
         self._purge(conn, [(r["app"], r["token"]) for r in expired])
-        done = self._claim(conn, s.c.tombstone_until.is_not(None), before, limit)
-        self._purge(conn, [(r["app"], r["token"]) for r in done])
+        if len(expired) < limit:
+            # Tombstones only once the expired sessions are done: finding them walks the
+            # expires_at index past every expired session, so doing it in each batch of a large
+            # backlog made a sweep quadratic.
+            done = self._claim(conn, s.c.tombstone_until.is_not(None), before, limit)
+            self._purge(conn, [(r["app"], r["token"]) for r in done])
         return [
             ExpiredSession(
                 r["app"],
