@@ -33,5 +33,11 @@ bench: $(STAMP)
 	bash scripts/ensure-wrk.sh || true
 	$(BIN)/python -m bench
 
+# Nodes on a private PostgreSQL behind a private nginx; SIGKILL, SIGTERM, PostgreSQL restart and a
+# 30 s cut-off per policy (about 4 minutes). Writes docs/chaos.md. CHAOS_ARGS="--short" for 40 s.
+chaos: $(STAMP)
+	bash scripts/ensure-nginx.sh
+	$(BIN)/python -m sessionkeeper.chaos --doc docs/chaos.md $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -106,7 +106,8 @@ def figures(run: PolicyRun) -> Figures:
             continue
         stale = max(0.0, seen - a.at_s)
         stale_all = max(stale_all, stale)
-        if not any(w.start_s - 1.0 <= a.at_s <= w.end_s + 3.0 for w in outages):
+        # Outside an outage: the update's way to the store did not cross one.
+        if not any(a.at_s <= w.end_s + 3.0 and seen >= w.start_s for w in outages):
             stale_outside = max(stale_outside, stale)
 
     checks = [
