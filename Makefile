@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(BIN)/sessionkeeper demo
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -r bench/requirements.txt
 	bash scripts/ensure-wrk.sh || true
 	$(BIN)/python -m bench
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import store_writes, storeload, throughput, wsgi_overhead
+from . import frameworks, memory, store_writes, storeload, throughput, wsgi_overhead
 from .report import (
     BenchConfig,
     Section,
@@ -24,7 +24,9 @@ from .report import (
 #: In the order they run and appear. A new benchmark adds its module's SECTION here.
 SECTIONS: list[Section] = [
     wsgi_overhead.SECTION,
+    frameworks.SECTION,
     store_writes.SECTION,
+    memory.SECTION,
     throughput.SECTION,
     storeload.SECTION,
 ]
@@ -44,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-markdown", action="store_true", help="write no report file")
     args = parser.parse_args(argv)
 
-    config = BenchConfig(quick=args.quick)
+    markdown = args.markdown
+    if markdown is None and not args.quick and not args.only:
+        markdown = DEFAULT_MARKDOWN
+    if args.no_markdown:
+        markdown = None
+    config = BenchConfig(quick=args.quick, chart=markdown.with_suffix(".png") if markdown else None)
     selected = [s for s in SECTIONS if not args.only or s.key in args.only]
     info = machine_info()
     for key, value in info:
@@ -58,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(section_text(result), flush=True)
     print(f"({time.perf_counter() - started:.0f} s)")
 
-    markdown = args.markdown
-    if markdown is None and not args.quick and not args.only:
-        markdown = DEFAULT_MARKDOWN
-    if markdown is not None and not args.no_markdown:
+    if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(document_markdown(info, results), encoding="utf-8")
         print(f"wrote {markdown}")

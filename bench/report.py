@@ -18,6 +18,8 @@ class BenchConfig:
     """Run-wide settings every section reads. ``quick`` shrinks every workload to a smoke run."""
 
     quick: bool = False
+    #: Where a section that draws a chart writes it (beside the Markdown report); ``None``: no file.
+    chart: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class SectionResult:
     tables: list[Table] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # "skipped: ..." and caveats, shown as given
+    images: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (alt text, path beside the report)
 
 
 @dataclass(frozen=True)
@@ -141,12 +146,14 @@ def section_text(result: SectionResult) -> str:
     for table in result.tables:
         out += [table_text(table), ""]
     out += [f"  {n}" for n in result.notes]
+    out += [f"  chart: {path}" for _, path in result.images]
     out += [verdict_line(v) for v in result.verdicts]
     return "\n".join(out).rstrip() + "\n"
 
 
 def section_markdown(result: SectionResult) -> str:
     out = [f"## {result.title}", "", result.intro, ""]
+    out += [line for alt, path in result.images for line in (f"![{alt}]({path})", "")]
     for table in result.tables:
         out += [table_markdown(table), ""]
     out += [f"- {n}" for n in result.notes]
