@@ -1,30 +1,37 @@
 """Section: what each contender of the throughput runs costs its store, per request, read from the
 store servers' own counters before and after each run (bench/throughput.py makes the runs).
 
-Counters, read by a separate connection:
+Other clients share the local servers (test suites, other benchmarks), so each run is kept apart
+where the server allows it, and its counters then count that run alone:
 
-- PostgreSQL: ``pg_stat_user_tables`` (``n_tup_ins/upd/del`` of this run's tables only: exact),
-  ``pg_stat_database`` (``xact_commit``, ``tup_*`` of the database), ``pg_stat_wal``
-  (``wal_bytes``: the bytes the writes cost) and, when the extension is installed,
-  ``pg_stat_statements`` (calls of statements naming this run's tables).
-- MySQL/MariaDB: ``SHOW GLOBAL STATUS`` (``Com_insert/update/delete/replace``, ``Questions``,
-  ``Innodb_rows_*``, ``Bytes_received``).
-- Redis: ``INFO commandstats`` (calls per command) and ``INFO stats``
-  (``total_net_input_bytes``).
+- PostgreSQL: a database of its own per run (``CREATE DATABASE``, dropped afterwards):
+  ``pg_stat_database`` (``xact_commit``, ``tup_*``) and ``pg_stat_user_tables``
+  (``n_tup_ins/upd/del``) of that database; ``pg_stat_statements`` when the extension is
+  installed; ``pg_stat_wal`` (``wal_bytes``) is server-wide.
+- MySQL/MariaDB: a user of its own per run, and ``information_schema.USER_STATISTICS`` (MariaDB's
+  ``userstat``, switched on for the run and restored): bytes received, commands, rows written,
+  commits of that user. Where that is not possible, ``SHOW GLOBAL STATUS`` (``Com_*``,
+  ``Handler_*``, ``Bytes_received``), server-wide.
+- Redis: a private ``redis-server`` on a free loopback port for the whole section (no
+  persistence), so ``INFO commandstats`` and ``INFO stats`` (``total_net_input_bytes``) are this
+  benchmark's alone; without the binary, the shared server's, server-wide.
 
-Only the PostgreSQL table counters belong to one run; the others are server-wide. Other clients
-of the same server (other benchmarks, test suites) add to them, so each global counter is
-corrected by its idle rate, sampled for a moment just before the run with no benchmark server up.
+Server-wide counters are corrected by their idle rate, sampled for a moment just before each run
+with no benchmark server up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .report import BenchConfig, Section, SectionResult, Table
 
@@ -36,10 +43,10 @@ DEFAULT_URLS = {
 }
 TIMEOUT_S = 3
 IDLE_SAMPLE_S = 0.5
-#: Counters that only this run touches: never corrected for background.
-EXACT = frozenset({"tab_ins", "tab_upd", "tab_del", "statements"})
 #: Commands the measuring connection itself sends to Redis.
-OWN_REDIS_COMMANDS = frozenset({"info", "ping", "client|setinfo", "client|setname", "hello"})
+OWN_REDIS_COMMANDS = frozenset(
+    {"info", "ping", "client|setinfo", "client|setname", "hello", "scan", "del", "config|get"}
+)
 
 
 def store_url(kind: str) -> str:
@@ -52,14 +59,31 @@ def unique_prefix(kind: str) -> str:
     return f"{token}:" if kind == "redis" else f"{token}_"
 
 
+def _with_path(url: str, path: str, user: str | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if user is not None:
+        host = netloc.rsplit("@", 1)[-1]
+        netloc = f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
 class Counters:
-    """Reads one store server's counters; ``cleanup`` removes what a run left under its prefix."""
+    """One run's counters at one store server. ``prepare()`` makes the run's private place
+    (returns the store URL the app must use), ``read()`` the counters, ``cleanup()`` removes
+    everything the run made."""
 
     kind = ""
+    #: Counters that other clients of the server add to (corrected by their idle rate).
+    global_keys: frozenset[str] = frozenset()
+    isolation = ""
 
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
+
+    def prepare(self) -> str:
+        return self.url
 
     def read(self) -> dict[str, float]:
         raise NotImplementedError
@@ -68,40 +92,51 @@ class Counters:
         raise NotImplementedError
 
     def settle(self) -> None:
-        """Wait until counters of the run's last requests are visible (after the server quit)."""
+        """Wait until the counters of the run's last requests are visible (the server quit)."""
+
+    def probe(self) -> None:
+        """Raise when the server does not answer."""
+        self.read()
 
 
 class PostgresCounters(Counters):
     kind = "postgres"
+    global_keys = frozenset({"bytes"})
+    isolation = "a database per run"
 
-    def _connect(self):  # type: ignore[no-untyped-def]
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(url, prefix)
+        self.database = prefix.rstrip("_")
+        self.run_url = _with_path(url, f"/{self.database}")
+
+    def _connect(self, url: str):  # type: ignore[no-untyped-def]
         import psycopg
 
-        conninfo = self.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         return psycopg.connect(conninfo, connect_timeout=TIMEOUT_S, autocommit=True)
+
+    def _admin(self):  # type: ignore[no-untyped-def]
+        return self._connect(_with_path(self.url, "/postgres"))
+
+    def probe(self) -> None:
+        with self._admin() as conn:
+            conn.execute("SELECT 1")
+
+    def prepare(self) -> str:
+        with self._admin() as conn:
+            conn.execute(f'CREATE DATABASE "{self.database}"')
+        return self.run_url
 
     def read(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        with self._connect() as conn:
+        # This run's tables first (that connection is itself a transaction in the run's
+        # database, counted before the database's own counters are read).
+        with self._connect(self.run_url) as conn:
             ins, upd, dele = conn.execute(
                 "SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), "
-                "coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables "
-                "WHERE starts_with(relname, %s)",
-                (self.prefix,),
+                "coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables"
             ).fetchone()
-            out.update(tab_ins=ins, tab_upd=upd, tab_del=dele)
-            row = conn.execute(
-                "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted "
-                "FROM pg_stat_database WHERE datname = current_database()"
-            ).fetchone()
-            for name, value in zip(
-                ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted"),
-                row,
-                strict=True,
-            ):
-                out[name] = value
-            with contextlib.suppress(Exception):  # PostgreSQL < 14 has no pg_stat_wal
-                out["wal_bytes"] = conn.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0]
+            out.update(rows_ins=ins, rows_upd=upd, rows_del=dele)
             has_pgss = conn.execute(
                 "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
             ).fetchone()
@@ -109,54 +144,72 @@ class PostgresCounters(Counters):
                 with contextlib.suppress(Exception):  # installed but not preloaded
                     out["statements"] = conn.execute(
                         "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-                        "WHERE strpos(query, %s) > 0",
-                        (self.prefix,),
+                        "WHERE dbid = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database())"
                     ).fetchone()[0]
-        return {k: float(v) for k, v in out.items()}
+        with self._admin() as conn:
+            row = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (self.database,)
+            ).fetchone()
+            out["commits"] = row[0] if row else 0
+            with contextlib.suppress(Exception):  # PostgreSQL < 14 has no pg_stat_wal
+                out["bytes"] = conn.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0]
+        return {k: float(v or 0) for k, v in out.items()}
 
     def settle(self) -> None:
         # A backend publishes its counters when it exits; the workers' connections have just
-        # closed. Wait (bounded) until this run's table counters stop moving.
+        # closed. Wait (bounded) until the run's database counters stop moving.
         last = self.read()
         for _ in range(10):
             time.sleep(0.3)
             now = self.read()
-            if all(now.get(k) == last.get(k) for k in ("tab_ins", "tab_upd", "tab_del")):
+            keys = ("rows_ins", "rows_upd", "rows_del", "commits")
+            if all(now.get(k) == last.get(k) for k in keys):
                 return
             last = now
 
     def cleanup(self) -> None:
-        with self._connect() as conn:
-            names = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT tablename FROM pg_tables "
-                    "WHERE schemaname = current_schema() AND starts_with(tablename, %s)",
-                    (self.prefix,),
-                ).fetchall()
-            ]
-            if names:
-                conn.execute(
-                    "DROP TABLE IF EXISTS " + ", ".join(f'"{n}"' for n in names) + " CASCADE"
-                )
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
-MYSQL_STATUS = (
-    "Com_insert",
-    "Com_update",
-    "Com_delete",
-    "Com_replace",
-    "Com_select",
-    "Questions",
-    "Innodb_rows_inserted",
-    "Innodb_rows_updated",
-    "Innodb_rows_deleted",
-    "Bytes_received",
-)
+#: information_schema.USER_STATISTICS column -> canonical counter.
+USER_STATS = {
+    "BYTES_RECEIVED": "bytes",
+    "ROWS_INSERTED": "rows_ins",
+    "ROWS_UPDATED": "rows_upd",
+    "ROWS_DELETED": "rows_del",
+    "SELECT_COMMANDS": "selects",
+    "UPDATE_COMMANDS": "writes",  # INSERT, UPDATE, DELETE, REPLACE...
+    "OTHER_COMMANDS": "others",
+    "COMMIT_TRANSACTIONS": "commits",
+}
+#: SHOW GLOBAL STATUS variable -> canonical counter (MariaDB 10.11 has no Innodb_rows_*).
+GLOBAL_STATUS = {
+    "Com_insert": "writes",
+    "Com_update": "writes",
+    "Com_delete": "writes",
+    "Com_replace": "writes",
+    "Com_select": "selects",
+    "Questions": "statements",
+    "Com_commit": "commits",
+    "Handler_write": "rows_ins",
+    "Handler_update": "rows_upd",
+    "Handler_delete": "rows_del",
+    "Bytes_received": "bytes",
+}
 
 
 class MysqlCounters(Counters):
     kind = "mysql"
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(url, prefix)
+        self.user = prefix.rstrip("_")
+        self.per_user = False
+        self.userstat_was: str | None = None
+        self.isolation = "server-wide counters"
+        self.global_keys = frozenset(GLOBAL_STATUS.values())
 
     def _connect(self):  # type: ignore[no-untyped-def]
         import pymysql
@@ -172,37 +225,92 @@ class MysqlCounters(Counters):
             autocommit=True,
         )
 
-    def read(self) -> dict[str, float]:
+    def _execute(self, *statements: str) -> list[tuple[object, ...]]:
         conn = self._connect()
         try:
             with conn.cursor() as cur:
-                names = ", ".join(f"'{n}'" for n in MYSQL_STATUS)
-                cur.execute(f"SHOW GLOBAL STATUS WHERE Variable_name IN ({names})")
-                return {name: float(value) for name, value in cur.fetchall()}
+                for statement in statements:
+                    cur.execute(statement)
+                return list(cur.fetchall())
         finally:
             conn.close()
 
-    def cleanup(self) -> None:
-        conn = self._connect()
+    def prepare(self) -> str:
+        """A user of its own and per-user statistics, when the server allows; else the URL."""
+        database = urlsplit(self.url).path.lstrip("/") or "test"
         try:
-            with conn.cursor() as cur:
-                pattern = self.prefix.replace("_", "\\_") + "%"
-                cur.execute(
-                    "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_schema = DATABASE() AND table_name LIKE %s",
-                    (pattern,),
-                )
-                names = [r[0] for r in cur.fetchall()]
-                if names:
-                    cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-                    cur.execute("DROP TABLE IF EXISTS " + ", ".join(f"`{n}`" for n in names))
-                    cur.execute("SET FOREIGN_KEY_CHECKS = 1")
+            (value,) = self._execute("SELECT @@GLOBAL.userstat")[0]
+            self.userstat_was = str(value)
+            self._execute(
+                "SET GLOBAL userstat = 1",
+                f"CREATE USER '{self.user}'@'%'",
+                f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{self.user}'@'%'",
+            )
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._drop_user()
+            self._restore_userstat()
+            return self.url
+        self.per_user = True
+        self.isolation = "a user per run (USER_STATISTICS)"
+        self.global_keys = frozenset()
+        return _with_path(self.url, urlsplit(self.url).path, user=self.user)
+
+    def read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.per_user:
+            rows = self._execute(
+                f"SELECT {', '.join(USER_STATS)} FROM information_schema.USER_STATISTICS "
+                f"WHERE USER = '{self.user}'"
+            )
+            values = rows[0] if rows else (0,) * len(USER_STATS)
+            for column, value in zip(USER_STATS, values, strict=True):
+                out[USER_STATS[column]] = float(str(value or 0))
+            out["statements"] = out["selects"] + out["writes"] + out["others"]
+            return out
+        names = ", ".join(f"'{n}'" for n in GLOBAL_STATUS)
+        for name, value in self._execute(f"SHOW GLOBAL STATUS WHERE Variable_name IN ({names})"):
+            key = GLOBAL_STATUS[str(name)]
+            out[key] = out.get(key, 0.0) + float(str(value))
+        return out
+
+    def _drop_user(self) -> None:
+        self._execute(f"DROP USER IF EXISTS '{self.user}'@'%'")
+
+    def _restore_userstat(self) -> None:
+        if self.userstat_was not in (None, "1", "ON"):
+            with contextlib.suppress(Exception):
+                self._execute("SET GLOBAL userstat = 0")
+
+    def cleanup(self) -> None:
+        pattern = self.prefix.replace("_", "\\_") + "%"
+        names = [
+            str(r[0])
+            for r in self._execute(
+                "SELECT table_name FROM information_schema.tables "
+                f"WHERE table_schema = DATABASE() AND table_name LIKE '{pattern}'"
+            )
+        ]
+        statements = ["SET FOREIGN_KEY_CHECKS = 0"]
+        if names:
+            statements.append("DROP TABLE IF EXISTS " + ", ".join(f"`{n}`" for n in names))
+        try:
+            self._execute(*statements)
         finally:
-            conn.close()
+            if self.per_user:
+                with contextlib.suppress(Exception):
+                    self._drop_user()
+                self._restore_userstat()
 
 
 class RedisCounters(Counters):
     kind = "redis"
+
+    def __init__(self, url: str, prefix: str, private: bool = False) -> None:
+        super().__init__(url, prefix)
+        self.private = private
+        self.isolation = "a private redis-server" if private else "server-wide counters"
+        self.global_keys = frozenset() if private else frozenset({"*"})  # "*": every counter
 
     def _connect(self):  # type: ignore[no-untyped-def]
         import redis
@@ -219,7 +327,7 @@ class RedisCounters(Counters):
                 command = name.removeprefix("cmdstat_")
                 if command not in OWN_REDIS_COMMANDS:
                     out[f"cmd:{command}"] = float(stats["calls"])
-            out["net_input_bytes"] = float(client.info("stats")["total_net_input_bytes"])
+            out["bytes"] = float(client.info("stats")["total_net_input_bytes"])
             return out
         finally:
             client.close()
@@ -239,22 +347,90 @@ class RedisCounters(Counters):
             client.close()
 
 
-COUNTERS: dict[str, type[Counters]] = {
-    "postgres": PostgresCounters,
-    "mysql": MysqlCounters,
-    "redis": RedisCounters,
-}
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def unavailable_reason(kind: str) -> str | None:
-    """Why the ``kind`` server cannot be used, or ``None`` when its counters can be read."""
-    try:
-        COUNTERS[kind](store_url(kind), "skb_probe_").read()
-    except ImportError as exc:
-        return f"{kind}: driver not installed ({exc})"
-    except Exception as exc:
-        return f"{kind} not reachable at {store_url(kind)} ({type(exc).__name__}: {exc})"
-    return None
+class StoreServers:
+    """The store servers of one section run: the shared PostgreSQL and MySQL, and a private
+    ``redis-server`` (started on first use, always stopped on exit)."""
+
+    def __init__(self) -> None:
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_url: str | None = None
+        self.reasons: dict[str, str | None] = {}
+
+    def __enter__(self) -> StoreServers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.redis is not None:
+            self.redis.terminate()
+            try:
+                self.redis.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.redis.kill()
+                self.redis.wait(timeout=5)
+            self.redis = None
+
+    def _start_redis(self) -> str | None:
+        binary = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+        )
+        if binary is None:
+            return None
+        port = _free_port()
+        workdir = tempfile.gettempdir()
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        proc = subprocess.Popen(
+            [binary, *args, "--dir", workdir, "--loglevel", "warning"],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                RedisCounters(url, "skb_probe:").read()
+            except Exception:
+                time.sleep(0.05)
+                continue
+            self.redis = proc
+            return url
+        proc.kill()
+        proc.wait(timeout=5)
+        return None
+
+    def url(self, kind: str) -> str:
+        if kind == "redis" and self.redis_url is None:
+            self.redis_url = self._start_redis() or store_url("redis")
+        return self.redis_url if kind == "redis" and self.redis_url else store_url(kind)
+
+    def counters(self, kind: str, prefix: str) -> Counters:
+        url = self.url(kind)
+        if kind == "postgres":
+            return PostgresCounters(url, prefix)
+        if kind == "mysql":
+            return MysqlCounters(url, prefix)
+        return RedisCounters(url, prefix, private=self.redis is not None)
+
+    def unavailable_reason(self, kind: str) -> str | None:
+        """Why the ``kind`` server cannot be used, or ``None`` when it answers."""
+        if kind not in self.reasons:
+            try:
+                self.counters(kind, unique_prefix(kind)).probe()
+            except ImportError as exc:
+                self.reasons[kind] = f"{kind}: driver not installed ({exc})"
+            except Exception as exc:
+                self.reasons[kind] = (
+                    f"{kind} not reachable at {self.url(kind)} ({type(exc).__name__}: {exc})"
+                )
+            else:
+                self.reasons[kind] = None
+        return self.reasons[kind]
 
 
 # -- one run's load ---------------------------------------------------------------------------------
@@ -265,12 +441,20 @@ class StoreLoad:
     """Counter deltas over one run: from before its server started until after it stopped."""
 
     kind: str
+    isolation: str
     requests: int  # every request the load generator sent (warm-up included)
     delta: dict[str, float]
     background: dict[str, float] = field(default_factory=dict)  # subtracted, per counter
 
-    def per_request(self, name: str) -> float:
-        return self.delta.get(name, 0.0) / max(1, self.requests)
+    def per_request(self, *names: str) -> float:
+        return sum(self.delta.get(n, 0.0) for n in names) / max(1, self.requests)
+
+    def cell(self, name: str) -> str:
+        """``per_request(name)``, marked ``*`` when other clients' traffic was more than a
+        quarter of the server-wide count it was subtracted from."""
+        bg = self.background.get(name, 0.0)
+        noisy = bg > 0.25 * (bg + self.delta.get(name, 0.0))
+        return _f(self.per_request(name)) + ("*" if noisy else "")
 
     def commands(self) -> dict[str, float]:
         return {k[4:]: v for k, v in self.delta.items() if k.startswith("cmd:") and v > 0}
@@ -285,16 +469,21 @@ class Meter:
         self.before: dict[str, float] = {}
         self.t0 = 0.0
 
+    def _global(self, key: str) -> bool:
+        return "*" in self.counters.global_keys or key in self.counters.global_keys
+
     def start(self) -> None:
-        first, t_first = self.counters.read(), time.monotonic()
-        time.sleep(IDLE_SAMPLE_S)
+        if self.counters.global_keys:
+            first, t_first = self.counters.read(), time.monotonic()
+            time.sleep(IDLE_SAMPLE_S)
         self.before, self.t0 = self.counters.read(), time.monotonic()
-        idle_s = self.t0 - t_first
-        self.rates = {
-            k: max(0.0, (v - first.get(k, 0.0)) / idle_s)
-            for k, v in self.before.items()
-            if k not in EXACT
-        }
+        if self.counters.global_keys:
+            idle_s = self.t0 - t_first
+            self.rates = {
+                k: max(0.0, (v - first.get(k, 0.0)) / idle_s)
+                for k, v in self.before.items()
+                if self._global(k)
+            }
 
     def stop(self, requests: int) -> StoreLoad:
         self.counters.settle()
@@ -308,7 +497,7 @@ class Meter:
             delta[k] = max(0.0, raw - bg)
             if bg:
                 background[k] = bg
-        return StoreLoad(self.counters.kind, requests, delta, background)
+        return StoreLoad(self.counters.kind, self.counters.isolation, requests, delta, background)
 
 
 # -- the section ------------------------------------------------------------------------------------
@@ -320,124 +509,93 @@ def _f(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:,.0f}"
 
 
-def _sum(load: StoreLoad, *names: str) -> float:
-    return sum(load.per_request(n) for n in names)
+def _rows(load: StoreLoad) -> list[str]:
+    return [
+        _f(load.per_request("rows_ins", "rows_upd", "rows_del")),
+        " / ".join(_f(load.per_request(k)) for k in ("rows_ins", "rows_upd", "rows_del")),
+    ]
 
 
 def postgres_table(rows: list[tuple[str, StoreLoad]]) -> Table:
     has_statements = any("statements" in load.delta for _, load in rows)
-    out = []
-    for label, load in rows:
-        out.append(
-            [
-                label,
-                f"{load.requests:,}",
-                _f(load.per_request("statements")) if has_statements else "-",
-                _f(load.per_request("xact_commit")),
-                _f(_sum(load, "tab_ins", "tab_upd", "tab_del")),
-                " / ".join(_f(load.per_request(k)) for k in ("tab_ins", "tab_upd", "tab_del")),
-                _f(_sum(load, "tup_inserted", "tup_updated", "tup_deleted")),
-                _f(load.per_request("wal_bytes")),
-            ]
-        )
-    return Table(
+    out = [
         [
-            "PostgreSQL",
-            "requests",
-            "statements/req",
-            "commits/req",
-            "rows written/req",
-            "ins / upd / del",
-            "db tup written/req",
-            "WAL bytes/req",
-        ],
-        out,
-    )
+            label,
+            f"{load.requests:,}",
+            _f(load.per_request("statements")) if has_statements else "-",
+            _f(load.per_request("commits")),
+            *_rows(load),
+            load.cell("bytes"),
+        ]
+        for label, load in rows
+    ]
+    columns = ["PostgreSQL", "requests", "statements/req", "commits/req", "rows written/req"]
+    return Table([*columns, "ins / upd / del", "WAL bytes/req (server-wide)"], out)
 
 
 def mysql_table(rows: list[tuple[str, StoreLoad]]) -> Table:
-    out = []
-    for label, load in rows:
-        out.append(
-            [
-                label,
-                f"{load.requests:,}",
-                _f(load.per_request("Questions")),
-                _f(_sum(load, "Com_insert", "Com_update", "Com_delete", "Com_replace")),
-                " / ".join(
-                    _f(load.per_request(k))
-                    for k in ("Com_insert", "Com_update", "Com_delete", "Com_select")
-                ),
-                _f(
-                    _sum(load, "Innodb_rows_inserted", "Innodb_rows_updated", "Innodb_rows_deleted")
-                ),
-                _f(load.per_request("Bytes_received")),
-            ]
-        )
-    return Table(
+    out = [
         [
-            "MySQL (MariaDB)",
-            "requests",
-            "statements/req",
-            "write statements/req",
-            "insert / update / delete / select",
-            "rows written/req",
-            "bytes received/req",
-        ],
-        out,
-    )
+            label,
+            f"{load.requests:,}",
+            load.cell("statements"),
+            load.cell("writes"),
+            load.cell("selects"),
+            load.cell("commits"),
+            *_rows(load),
+            load.cell("bytes"),
+        ]
+        for label, load in rows
+    ]
+    columns = ["MySQL (MariaDB)", "requests", "statements/req", "write statements/req"]
+    columns += ["selects/req", "commits/req", "rows written/req", "ins / upd / del"]
+    return Table([*columns, "bytes received/req"], out)
 
 
 def redis_table(rows: list[tuple[str, StoreLoad]]) -> Table:
     out = []
     for label, load in rows:
-        commands = load.commands()
-        total = sum(commands.values()) / max(1, load.requests)
-        top = sorted(commands.items(), key=lambda kv: -kv[1])
-        shown = [
-            f"{name} {v / max(1, load.requests):.2f}"
-            for name, v in top
-            if v >= 0.005 * load.requests
-        ]
+        n = max(1, load.requests)
+        commands = sorted(load.commands().items(), key=lambda kv: -kv[1])
+        shown = [f"{name} {v / n:.2f}" for name, v in commands if v >= 0.005 * n]
         out.append(
             [
                 label,
                 f"{load.requests:,}",
-                _f(total),
-                ", ".join(shown[:4]) or "-",
-                _f(load.per_request("net_input_bytes")),
+                _f(sum(v for _, v in commands) / n),
+                ", ".join(shown[:6]) or "-",
+                _f(load.per_request("bytes")),
             ]
         )
-    return Table(
-        ["Redis", "requests", "commands/req", "per request, by command", "bytes received/req"],
-        out,
-    )
+    columns = ["Redis", "requests", "commands/req", "per request, by command"]
+    return Table([*columns, "bytes received/req"], out)
 
 
 TABLES = {"postgres": postgres_table, "mysql": mysql_table, "redis": redis_table}
 
 
 def background_note(loads: list[StoreLoad]) -> str | None:
-    """How much of the global counters was other clients' traffic (subtracted)."""
+    """How much other clients' traffic was subtracted from server-wide counters."""
     parts = []
     for kind, key, word in (
-        ("postgres", "xact_commit", "commits"),
-        ("mysql", "Questions", "statements"),
-        ("redis", None, "commands"),
+        ("postgres", "bytes", "WAL bytes"),
+        ("mysql", "statements", "statements"),
+        ("redis", "bytes", "bytes received"),
     ):
-        same = [x for x in loads if x.kind == kind]
-        if not same:
-            continue
-        if key is None:
-            bg = sum(sum(v for k, v in x.background.items() if k.startswith("cmd:")) for x in same)
-        else:
+        same = [x for x in loads if x.kind == kind and x.background]
+        if same:
             bg = sum(x.background.get(key, 0.0) for x in same)
-        parts.append(f"{kind} {bg / max(1, sum(x.requests for x in same)):.3f} {word}/req")
+            counted = sum(x.delta.get(key, 0.0) for x in same)
+            parts.append(
+                f"{kind} {bg / max(1, sum(x.requests for x in same)):,.1f} {word}/req "
+                f"({bg / max(1.0, bg + counted):.0%} of the raw count)"
+            )
     if not parts:
         return None
     return (
-        "Background subtracted from the server-wide counters (other clients' traffic, from the "
-        "idle rate sampled before each run), per request of this section: " + "; ".join(parts) + "."
+        "Subtracted from server-wide counters as other clients' traffic (their idle rate before "
+        "each run times the run's length): " + "; ".join(parts) + ". A value marked * had more "
+        "than a quarter of its raw count subtracted: read it as an estimate."
     )
 
 
@@ -447,14 +605,13 @@ def run(config: BenchConfig) -> SectionResult:
     runs = throughput.runs(config)
     result = SectionResult(
         "Store load per request, from the store servers' counters",
-        "The throughput runs above, measured at the store: each server's own counters are read "
+        "The throughput runs above, measured at the store: the server's own counters are read "
         "before the benchmark server starts and after it has stopped (so the warm-up, the "
         "measured run and the shutdown flush are all counted), and divided by every request "
-        "the load generator sent. Each run has its own table prefix or key prefix, removed "
-        "afterwards. *rows written* counts only the run's own tables (PostgreSQL "
-        "`pg_stat_user_tables`); the other columns are server-wide counters, corrected for "
-        "other clients' traffic by their idle rate. SQLite has no server counters and is not "
-        "shown.",
+        "the load generator sent. Each run has a place of its own, removed afterwards: "
+        "PostgreSQL a database (`pg_stat_database`, `pg_stat_user_tables`), MariaDB a user "
+        "(`information_schema.USER_STATISTICS`), Redis a key prefix on a private `redis-server` "
+        "(`INFO commandstats`, `INFO stats`). SQLite has no server counters and is not shown.",
     )
     by_kind: dict[str, list[tuple[str, StoreLoad]]] = {}
     for r in runs:
@@ -463,11 +620,23 @@ def run(config: BenchConfig) -> SectionResult:
     for kind in ("postgres", "mysql", "redis"):
         if by_kind.get(kind):
             result.tables.append(TABLES[kind](by_kind[kind]))
-    has_pgss = any("statements" in load.delta for _, load in by_kind.get("postgres", []))
-    if by_kind.get("postgres") and not has_pgss:
+            isolations = sorted({load.isolation for _, load in by_kind[kind]})
+            result.notes.append(f"{kind}: counted with {', '.join(isolations)}")
+    postgres = by_kind.get("postgres", [])
+    if postgres and not any("statements" in load.delta for _, load in postgres):
         result.notes.append(
-            "PostgreSQL statements/req: `pg_stat_statements` is not installed on this server "
-            "(*commits/req* counts transactions instead)."
+            "PostgreSQL statements/req: `pg_stat_statements` is not loaded on this server; "
+            "*commits/req* counts transactions instead."
+        )
+    if by_kind.get("mysql"):
+        result.notes.append(
+            "MariaDB: *write statements* are INSERT, UPDATE, DELETE and REPLACE together "
+            "(USER_STATISTICS does not split them); *rows written* are rows inserted, updated "
+            "and deleted."
+        )
+    if by_kind.get("redis"):
+        result.notes.append(
+            "Redis: commands that Lua scripts run are counted besides the EVALSHA that ran them."
         )
     note = background_note([load for rows in by_kind.values() for _, load in rows])
     if note:

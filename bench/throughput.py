@@ -301,17 +301,14 @@ def server_command(group: str, port: int) -> list[str]:
             f"127.0.0.1:{port}",
             "bench.apps.wsgi_app:app",
         ]
-    return [
-        str(BIN / "uvicorn"),
+    return [  # uvicorn --workers, with TCP_NODELAY (see bench/apps/uvicorn_run.py)
+        sys.executable,
+        "-m",
+        "bench.apps.uvicorn_run",
         "--workers",
         str(WORKERS),
-        "--host",
-        "127.0.0.1",
         "--port",
         str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
         "bench.apps.asgi_app:app",
     ]
 
@@ -425,12 +422,14 @@ def _run_all(config: BenchConfig) -> list[Run]:
         why = "forced" if os.environ.get(LOADGEN_ENV) == "python" else "wrk is not installed"
         notes.append(
             f"load generator: bounded Python asyncio client ({why}), {scale.connections} "
-            "connections in the benchmark process: slower than wrk, so the ceiling is lower"
+            "connections in the benchmark process (its own CPU use may cap the highest rates)"
         )
     _NOTES[config.quick] = notes
-    reasons = {kind: storeload.unavailable_reason(kind) for kind in ("postgres", "mysql", "redis")}
     out: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="sk-throughput-") as tmp_name:
+    with (
+        tempfile.TemporaryDirectory(prefix="sk-throughput-") as tmp_name,
+        storeload.StoreServers() as stores,
+    ):
         tmp = Path(tmp_name)
         for i, c in enumerate(contenders):
             run = Run(c)
@@ -438,12 +437,13 @@ def _run_all(config: BenchConfig) -> list[Run]:
             if c.needs and importlib.util.find_spec(c.needs) is None:
                 run.skipped = c.needs_hint
                 continue
-            if c.store and reasons.get(c.store):
-                run.skipped = str(reasons[c.store])
+            reason = stores.unavailable_reason(c.store) if c.store not in (None, "sqlite") else None
+            if reason:
+                run.skipped = reason
                 continue
             print(f"  throughput: {run.label} ...", end="", flush=True, file=sys.stderr)
             try:
-                _run_one(run, scale, tmp / f"run{i}")
+                _run_one(run, scale, tmp / f"run{i}", stores)
             except Exception as exc:
                 run.skipped = f"failed: {type(exc).__name__}: {exc}"
             print(
@@ -454,7 +454,7 @@ def _run_all(config: BenchConfig) -> list[Run]:
     return out
 
 
-def _run_one(run: Run, scale: Scale, tmp: Path) -> None:
+def _run_one(run: Run, scale: Scale, tmp: Path, stores: storeload.StoreServers) -> None:
     c = run.contender
     tmp.mkdir(parents=True)
     env = {"BENCH_SESSION": c.session, "BENCH_WRITE": c.write}
@@ -462,13 +462,13 @@ def _run_one(run: Run, scale: Scale, tmp: Path) -> None:
     if c.store == "sqlite":
         env["BENCH_STORE"] = f"sqlite:///{tmp / 'sessions.db'}"
     elif c.store is not None:
-        prefix = storeload.unique_prefix(c.store)
-        env["BENCH_STORE"] = storeload.store_url(c.store)
-        env["BENCH_PREFIX"] = prefix
-        counters = storeload.COUNTERS[c.store](env["BENCH_STORE"], prefix)
+        env["BENCH_PREFIX"] = prefix = storeload.unique_prefix(c.store)
+        counters = stores.counters(c.store, prefix)
     meter = storeload.Meter(counters) if counters else None
     log = tmp / "server.log"
     try:
+        if counters is not None:
+            env["BENCH_STORE"] = counters.prepare()
         if meter:
             meter.start()
         requests = 0
@@ -547,7 +547,13 @@ def run(config: BenchConfig) -> SectionResult:
         "app without sessions. Keep-alive connections stay on one worker, so a session is always "
         "served by the worker that caches it (what a sticky load balancer gives). The load "
         f"generator, the workers and the stores share this machine's {os.cpu_count()} CPUs.",
-        notes=list(setup_notes(config)),
+        notes=[
+            *setup_notes(config),
+            "uvicorn runs its multi-worker mode through bench/apps/uvicorn_run.py, which turns "
+            "TCP_NODELAY back on: `uvicorn --workers N` leaves Nagle's algorithm on for accepted "
+            "connections, which adds ~40 ms to every keep-alive request and hid every "
+            "difference between the ASGI contenders",
+        ],
     )
     for group in ("WSGI", "ASGI"):
         group_runs = [r for r in all_runs if r.contender.group == group]
