@@ -97,6 +97,7 @@ class SessionManager:
         pickle_key: bytes | str | None = None,
         tracking: Tracking | None = None,
         retry_after_s: int = 5,
+        outage_backoff_s: float = 1.0,
         shutdown_deadline_s: float = 10.0,
         clock: Clock | None = None,
         store_options: Mapping[str, Any] | None = None,
@@ -113,6 +114,8 @@ class SessionManager:
         ):
             if value <= 0:
                 raise ConfigurationError(f"{name} must be positive")
+        if outage_backoff_s < 0:
+            raise ConfigurationError("outage_backoff_s must not be negative")
         if sweep_hours is not None and not all(0 <= h <= 23 for h in sweep_hours):
             raise ConfigurationError("sweep_hours are two hours of the day, 0 to 23")
         self.store = open_store(store, **dict(store_options or {}))
@@ -134,6 +137,7 @@ class SessionManager:
         self.serializer = make_serializer(serializer, pickle_key=pickle_key)
         self.tracking = tracking or Tracking()
         self.retry_after_s = retry_after_s
+        self.outage_backoff_s = outage_backoff_s
         self.shutdown_deadline_s = shutdown_deadline_s
         self.clock: Clock = clock or SystemClock()
         # A node deletes a store row only after the longest time another node may hold back a
@@ -295,6 +299,8 @@ class SessionManager:
                 s.access_lock.release()
             if current_request.get() == active.rid:
                 current_request.set(None)
+        if write and self._store_failing():
+            write = False
         if not write and self._cache.over_capacity() <= 0:
             return None
 
@@ -507,7 +513,7 @@ class SessionManager:
                 self.events.emit("attribute_added", AttributeEvent(session, key, new))
             else:
                 self.events.emit("attribute_replaced", AttributeEvent(session, key, new, old))
-        if self.policy.at_attribute_change(session):
+        if self.policy.at_attribute_change(session) and not self._store_failing():
             self._write([session], immediate=True)
 
     def sync_session(self, session: Session) -> None:
@@ -559,6 +565,15 @@ class SessionManager:
             s.token = new
         self._cache.remove((s.app, old), s)
         self._cache.add((s.app, new), s)
+
+    def _store_failing(self) -> bool:
+        """During an outage, requests stop writing inline for ``outage_backoff_s`` after each
+        failure, so cached sessions are served at full speed; their changes stay dirty and the
+        flusher (which keeps trying every poll) writes them when the store answers."""
+        if self.store.failing(self.outage_backoff_s):
+            self.stats_counters.add("writes_deferred")
+            return True
+        return False
 
     # -- writing, flushing, eviction (see persistence.py) ----------------------------------
 

@@ -19,6 +19,7 @@ class Counters:
     writes_immediate: int = 0  # sessions written inside a request or attribute call
     writes_flushed: int = 0  # sessions written by the flusher, flush() or close()
     writes_saved: int = 0  # changed requests whose write was coalesced into a later one
+    writes_deferred: int = 0  # inline writes left to the flusher while the store was failing
     touches: int = 0
     conflicts_merged: int = 0
     conflict_overwrites: int = 0  # same key changed on two nodes: the later write won

@@ -114,3 +114,37 @@ def test_failed_touch_does_not_undo_a_successful_save_in_the_same_batch(
         s["n"] = 2
         s.sync()  # at the version the first save returned: no conflict with itself
     assert st.stats.conflicts_merged == 0
+
+
+def test_inline_writes_pause_after_a_failure_and_nothing_is_lost(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    m = make(write=sk.EndOfRequest(), outage_backoff_s=3600)
+    sids = [new_session(m, n=0) for _ in range(3)]
+    store.down = True
+    calls_before = store.stats.calls
+    for sid in sids:
+        with m.request(app="shop", session_id=sid) as s:
+            s["n"] = 1
+    # The first request paid the retries; the others were served without touching the store.
+    assert store.stats.calls - calls_before == store.retry.attempts
+    assert m.stats()["writes_deferred"] == 2
+    assert m.stats()["dirty"] == 3
+    store.down = False
+    m.flush()  # the flusher does not pause: it is how recovery is found
+    for sid in sids:
+        assert store.raw("shop", token(sid)).attributes["n"] == b"1"  # type: ignore[union-attr]
+
+
+def test_without_a_pause_every_request_tries_the_store(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    m = make(write=sk.EndOfRequest(), outage_backoff_s=0)
+    sids = [new_session(m, n=0) for _ in range(3)]
+    store.down = True
+    calls_before = store.stats.calls
+    for sid in sids:
+        with m.request(app="shop", session_id=sid) as s:
+            s["n"] = 1
+    assert store.stats.calls - calls_before == 3 * store.retry.attempts
+    assert m.stats()["writes_deferred"] == 0

@@ -197,6 +197,7 @@ class Store(abc.ABC):
         self._sleep = sleep
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
+        self._failed_at = float("-inf")
 
     # -- the shared rules ---------------------------------------------------------------------
 
@@ -211,6 +212,7 @@ class Store(abc.ABC):
                 if attempt == self.retry.attempts:
                     with self._stats_lock:
                         self.stats.available = False
+                        self._failed_at = time.monotonic()
                     log.warning(
                         "store %s %s failed after %d attempts: %s", self.kind, op, attempt, exc
                     )
@@ -244,6 +246,13 @@ class Store(abc.ABC):
                 s.errors += 1
             else:
                 s.available = True
+
+    def failing(self, within_s: float) -> bool:
+        """Whether the last call gave up (``StoreUnavailable``) less than ``within_s`` seconds
+        ago and no call has succeeded since. Callers use it to skip optional work during an
+        outage instead of paying every retry again."""
+        with self._stats_lock:
+            return not self.stats.available and time.monotonic() - self._failed_at < within_s
 
     # -- public API ----------------------------------------------------------------------------
 
