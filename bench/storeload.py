@@ -1,23 +1,25 @@
 """Section: what each contender of the throughput runs costs its store, per request, read from the
 store servers' own counters before and after each run (bench/throughput.py makes the runs).
 
-Other clients share the local servers (test suites, other benchmarks), so each run is kept apart
-where the server allows it, and its counters then count that run alone:
+Other clients share the machine's servers (test suites, other benchmarks), so each run is kept
+apart, and its counters count that run alone:
 
-- PostgreSQL: a database of its own per run (``CREATE DATABASE``, dropped afterwards):
-  ``pg_stat_database`` (``xact_commit``, ``tup_*``) and ``pg_stat_user_tables``
-  (``n_tup_ins/upd/del``) of that database; ``pg_stat_statements`` when the extension is
-  installed; ``pg_stat_wal`` (``wal_bytes``) is server-wide.
-- MySQL/MariaDB: a user of its own per run, and ``information_schema.USER_STATISTICS`` (MariaDB's
-  ``userstat``, switched on for the run and restored): bytes received, commands, rows written,
-  commits of that user. Where that is not possible, ``SHOW GLOBAL STATUS`` (``Com_*``,
-  ``Handler_*``, ``Bytes_received``), server-wide.
-- Redis: a private ``redis-server`` on a free loopback port for the whole section (no
-  persistence), so ``INFO commandstats`` and ``INFO stats`` (``total_net_input_bytes``) are this
-  benchmark's alone; without the binary, the shared server's, server-wide.
+- PostgreSQL: a private server for the section (``initdb`` as in the chaos run, default settings,
+  fsync on, ``pg_stat_statements`` loaded), and a database of its own per run:
+  ``pg_stat_statements`` (calls), ``pg_stat_database`` (``xact_commit``), ``pg_stat_user_tables``
+  (``n_tup_ins/upd/del``), ``pg_stat_wal`` (``wal_bytes``). Without the private server: the
+  shared one, a database per run, and ``wal_bytes`` server-wide.
+- MySQL/MariaDB: the shared server, a user of its own per run, and
+  ``information_schema.USER_STATISTICS`` (MariaDB's ``userstat``, switched on for the run and
+  restored): bytes received, commands, rows written, commits of that user. Where that is not
+  possible, ``SHOW GLOBAL STATUS`` (``Com_*``, ``Handler_*``, ``Bytes_received``), server-wide.
+- Redis: a private ``redis-server`` on a free loopback port (no persistence), a key prefix per
+  run: ``INFO commandstats`` and ``INFO stats`` (``total_net_input_bytes``). Without the binary,
+  the shared server's, server-wide.
 
 Server-wide counters are corrected by their idle rate, sampled for a moment just before each run
-with no benchmark server up.
+with no benchmark server up. ``SESSIONKEEPER_BENCH_PRIVATE_STORES=0`` uses the shared PostgreSQL
+and Redis.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .report import BenchConfig, Section, SectionResult, Table
@@ -43,6 +46,8 @@ DEFAULT_URLS = {
 }
 TIMEOUT_S = 3
 IDLE_SAMPLE_S = 0.5
+#: ``0``: measure PostgreSQL and Redis on the shared servers instead of private ones.
+PRIVATE_ENV = "SESSIONKEEPER_BENCH_PRIVATE_STORES"
 #: Commands the measuring connection itself sends to Redis.
 OWN_REDIS_COMMANDS = frozenset(
     {"info", "ping", "client|setinfo", "client|setname", "hello", "scan", "del", "config|get"}
@@ -104,10 +109,13 @@ class PostgresCounters(Counters):
     global_keys = frozenset({"bytes"})
     isolation = "a database per run"
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, private: bool = False) -> None:
         super().__init__(url, prefix)
         self.database = prefix.rstrip("_")
         self.run_url = _with_path(url, f"/{self.database}")
+        if private:
+            self.isolation = "a private PostgreSQL server (pg_stat_statements loaded)"
+            self.global_keys = frozenset()
 
     def _connect(self, url: str):  # type: ignore[no-untyped-def]
         import psycopg
@@ -137,17 +145,21 @@ class PostgresCounters(Counters):
                 "coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables"
             ).fetchone()
             out.update(rows_ins=ins, rows_upd=upd, rows_del=dele)
+        with self._admin() as conn:
             has_pgss = conn.execute(
                 "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
             ).fetchone()
             if has_pgss:
                 with contextlib.suppress(Exception):  # installed but not preloaded
-                    out["statements"] = conn.execute(
-                        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-                        "WHERE dbid = (SELECT oid FROM pg_database "
-                        "WHERE datname = current_database())"
-                    ).fetchone()[0]
-        with self._admin() as conn:
+                    rows = conn.execute(
+                        "SELECT upper(split_part(ltrim(query), ' ', 1)), sum(calls) "
+                        "FROM pg_stat_statements "
+                        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) "
+                        "AND strpos(query, 'pg_stat_user_tables') = 0 GROUP BY 1",
+                        (self.database,),
+                    ).fetchall()
+                    out["statements"] = sum(calls for _, calls in rows)
+                    out.update((f"cmd:{verb}", calls) for verb, calls in rows)
             row = conn.execute(
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (self.database,)
             ).fetchone()
@@ -359,13 +371,18 @@ class StoreServers:
 
     def __init__(self) -> None:
         self.redis: subprocess.Popen[bytes] | None = None
-        self.redis_url: str | None = None
+        self.postgres: Any = None  # a PrivatePostgres
+        self.urls: dict[str, str] = {}
         self.reasons: dict[str, str | None] = {}
+        self.fallbacks: list[str] = []
 
     def __enter__(self) -> StoreServers:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.postgres is not None:
+            self.postgres.close()
+            self.postgres = None
         if self.redis is not None:
             self.redis.terminate()
             try:
@@ -376,6 +393,8 @@ class StoreServers:
             self.redis = None
 
     def _start_redis(self) -> str | None:
+        if os.environ.get(PRIVATE_ENV) == "0":
+            return None
         binary = shutil.which("redis-server") or (
             "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
         )
@@ -404,15 +423,49 @@ class StoreServers:
         proc.wait(timeout=5)
         return None
 
+    def _start_postgres(self) -> str | None:
+        """A private PostgreSQL (the chaos run's), with the shared server's defaults (fsync on)
+        and ``pg_stat_statements`` loaded."""
+        try:
+            from sessionkeeper.chaos.postgres import PrivatePostgres
+        except Exception as exc:
+            self.fallbacks.append(f"postgres: no private server ({type(exc).__name__}: {exc})")
+            return None
+
+        class MeasuredPostgres(PrivatePostgres):  # type: ignore[misc]
+            def _options(self) -> str:
+                return (
+                    f"-p {self.port} -k {self.dir} -h 127.0.0.1 -c max_connections=100 "
+                    "-c shared_preload_libraries=pg_stat_statements"
+                )
+
+        try:
+            server = MeasuredPostgres().__enter__()
+        except Exception as exc:
+            self.fallbacks.append(f"postgres: no private server ({type(exc).__name__}: {exc})")
+            return None
+        self.postgres = server
+        with contextlib.suppress(Exception):
+            import psycopg
+
+            with psycopg.connect(server.url, autocommit=True, connect_timeout=TIMEOUT_S) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        return str(server.url).rsplit("/", 1)[0] + "/postgres"
+
     def url(self, kind: str) -> str:
-        if kind == "redis" and self.redis_url is None:
-            self.redis_url = self._start_redis() or store_url("redis")
-        return self.redis_url if kind == "redis" and self.redis_url else store_url(kind)
+        if kind not in self.urls:
+            private = None
+            if kind == "redis":
+                private = self._start_redis()
+            elif kind == "postgres" and os.environ.get(PRIVATE_ENV) != "0":
+                private = self._start_postgres()
+            self.urls[kind] = private or store_url(kind)
+        return self.urls[kind]
 
     def counters(self, kind: str, prefix: str) -> Counters:
         url = self.url(kind)
         if kind == "postgres":
-            return PostgresCounters(url, prefix)
+            return PostgresCounters(url, prefix, private=self.postgres is not None)
         if kind == "mysql":
             return MysqlCounters(url, prefix)
         return RedisCounters(url, prefix, private=self.redis is not None)
@@ -516,6 +569,13 @@ def _rows(load: StoreLoad) -> list[str]:
     ]
 
 
+def _by_command(load: StoreLoad, limit: int = 6) -> str:
+    n = max(1, load.requests)
+    commands = sorted(load.commands().items(), key=lambda kv: -kv[1])
+    shown = [f"{name} {v / n:.2f}" for name, v in commands if v >= 0.005 * n]
+    return ", ".join(shown[:limit]) or "-"
+
+
 def postgres_table(rows: list[tuple[str, StoreLoad]]) -> Table:
     has_statements = any("statements" in load.delta for _, load in rows)
     out = [
@@ -523,14 +583,16 @@ def postgres_table(rows: list[tuple[str, StoreLoad]]) -> Table:
             label,
             f"{load.requests:,}",
             _f(load.per_request("statements")) if has_statements else "-",
+            _by_command(load) if has_statements else "-",
             _f(load.per_request("commits")),
             *_rows(load),
             load.cell("bytes"),
         ]
         for label, load in rows
     ]
-    columns = ["PostgreSQL", "requests", "statements/req", "commits/req", "rows written/req"]
-    return Table([*columns, "ins / upd / del", "WAL bytes/req (server-wide)"], out)
+    columns = ["PostgreSQL", "requests", "statements/req", "per request, by statement"]
+    columns += ["commits/req", "rows written/req", "ins / upd / del"]
+    return Table([*columns, "WAL bytes/req"], out)
 
 
 def mysql_table(rows: list[tuple[str, StoreLoad]]) -> Table:
@@ -555,15 +617,12 @@ def mysql_table(rows: list[tuple[str, StoreLoad]]) -> Table:
 def redis_table(rows: list[tuple[str, StoreLoad]]) -> Table:
     out = []
     for label, load in rows:
-        n = max(1, load.requests)
-        commands = sorted(load.commands().items(), key=lambda kv: -kv[1])
-        shown = [f"{name} {v / n:.2f}" for name, v in commands if v >= 0.005 * n]
         out.append(
             [
                 label,
                 f"{load.requests:,}",
-                _f(sum(v for _, v in commands) / n),
-                ", ".join(shown[:6]) or "-",
+                _f(sum(load.commands().values()) / max(1, load.requests)),
+                _by_command(load),
                 _f(load.per_request("bytes")),
             ]
         )
@@ -609,7 +668,8 @@ def run(config: BenchConfig) -> SectionResult:
         "before the benchmark server starts and after it has stopped (so the warm-up, the "
         "measured run and the shutdown flush are all counted), and divided by every request "
         "the load generator sent. Each run has a place of its own, removed afterwards: "
-        "PostgreSQL a database (`pg_stat_database`, `pg_stat_user_tables`), MariaDB a user "
+        "PostgreSQL a database on a private server (`pg_stat_statements`, `pg_stat_database`, "
+        "`pg_stat_user_tables`, `pg_stat_wal`), MariaDB a user on the shared server "
         "(`information_schema.USER_STATISTICS`), Redis a key prefix on a private `redis-server` "
         "(`INFO commandstats`, `INFO stats`). SQLite has no server counters and is not shown.",
     )
@@ -627,6 +687,11 @@ def run(config: BenchConfig) -> SectionResult:
         result.notes.append(
             "PostgreSQL statements/req: `pg_stat_statements` is not loaded on this server; "
             "*commits/req* counts transactions instead."
+        )
+    if postgres:
+        result.notes.append(
+            "PostgreSQL: *statements* are every statement the run's database executed, BEGIN "
+            "and COMMIT included; *WAL bytes* include autovacuum and checkpoints the run caused."
         )
     if by_kind.get("mysql"):
         result.notes.append(

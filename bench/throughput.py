@@ -386,6 +386,7 @@ class Run:
     store_load: storeload.StoreLoad | None = None
     skipped: str | None = None
     log_tail: str = ""
+    load_avg: float = 0.0  # the machine's 1-minute load average at the end of the run
 
     @property
     def label(self) -> str:
@@ -394,6 +395,7 @@ class Run:
 
 _RUNS: dict[bool, list[Run]] = {}
 _NOTES: dict[bool, list[str]] = {}
+_FALLBACKS: dict[bool, list[str]] = {}
 
 
 def setup_notes(config: BenchConfig) -> list[str]:
@@ -451,6 +453,7 @@ def _run_all(config: BenchConfig) -> list[Run]:
                 file=sys.stderr,
                 flush=True,
             )
+        _FALLBACKS[config.quick] = list(stores.fallbacks)
     return out
 
 
@@ -477,6 +480,7 @@ def _run_one(run: Run, scale: Scale, tmp: Path, stores: storeload.StoreServers) 
                 requests += make_load(port, scale.warmup_s, scale.connections, tmp).requests
             load = make_load(port, scale.seconds, scale.connections, tmp)
             requests += load.requests
+            run.load_avg = os.getloadavg()[0]
         run.load = load
         if meter:
             run.store_load = meter.stop(requests)
@@ -513,6 +517,7 @@ def group_table(group: str, group_runs: list[Run], result: SectionResult) -> Tab
                 ratio(rps / fastest.load.rps) if fastest and fastest.load else "-",
                 ratio(rps / bare.load.rps) if bare and bare.load else "-",
                 f"{r.load.errors:,}",
+                f"{r.load_avg:.1f}",
             ]
         )
         if r.load.errors:
@@ -528,6 +533,7 @@ def group_table(group: str, group_runs: list[Run], result: SectionResult) -> Tab
             "vs fastest peer",
             "vs no session",
             "errors",
+            "load avg",
         ],
         rows,
     )
@@ -553,6 +559,13 @@ def run(config: BenchConfig) -> SectionResult:
             "TCP_NODELAY back on: `uvicorn --workers N` leaves Nagle's algorithm on for accepted "
             "connections, which adds ~40 ms to every keep-alive request and hid every "
             "difference between the ASGI contenders",
+            "PostgreSQL and Redis are private servers the benchmark starts (PostgreSQL with its "
+            "default settings, fsync on), so that their counters (next section) count these runs "
+            "alone; MySQL is the machine's shared MariaDB",
+            "each row is one run on a shared machine: *load avg* is the machine's 1-minute load "
+            "average at its end; runs under a higher load are slower for reasons of their own, "
+            "and differences of less than about a third between rows are within run-to-run "
+            "variation here",
         ],
     )
     for group in ("WSGI", "ASGI"):
@@ -562,6 +575,7 @@ def run(config: BenchConfig) -> SectionResult:
     for r in all_runs:
         if r.skipped:
             result.notes.append(f"skipped: {r.label}: {r.skipped}")
+    result.notes.extend(_FALLBACKS.get(config.quick, []))
     return result
 
 
