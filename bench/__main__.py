@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import frameworks, memory, store_writes, storeload, throughput, wsgi_overhead
+from . import frameworks, memory, store_writes, storeload, stores, throughput, wsgi_overhead
 from .report import (
     BenchConfig,
     Section,
@@ -29,6 +29,7 @@ SECTIONS: list[Section] = [
     memory.SECTION,
     throughput.SECTION,
     storeload.SECTION,
+    stores.SECTION,
 ]
 DEFAULT_MARKDOWN = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
