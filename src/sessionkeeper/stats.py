@@ -25,6 +25,7 @@ class Counters:
     conflict_overwrites: int = 0  # same key changed on two nodes: the later write won
     write_failures: int = 0  # writes that failed and were kept dirty for a retry
     gone_on_write: int = 0  # written after another node invalidated it: dropped
+    recreated: int = 0  # missing from the store (its data lost), written again from the cache
     evictions: int = 0
     refusals: int = 0  # new sessions refused by a full cache with overflow=False
     owner_mismatches: int = 0

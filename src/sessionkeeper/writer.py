@@ -133,7 +133,8 @@ class Writer:
         self, sessions: Sequence[Session], now: float, *, raise_errors: bool = False
     ) -> tuple[list[Session], list[Session]]:
         """Write ``sessions`` in one batch. Returns ``(written, gone)``: ``gone`` sessions were
-        invalidated on another node meanwhile and must be dropped. Sessions that failed stay
+        invalidated on another node meanwhile and must be dropped; a session whose row the store
+        lost is written again whole. Sessions that failed stay
         dirty; with ``raise_errors`` the store's error is raised after putting them back."""
         taken: list[_Taken] = []
         touched: list[Session] = []
@@ -158,11 +159,16 @@ class Writer:
                 return [], []
             written: list[Session] = []
             gone: list[Session] = []
+            missing: list[Session] = []
             for t, res in zip(taken, results, strict=True):
-                if self._apply(t, res, now):
+                if res.status is SaveStatus.GONE and t.request.expected_version > 0:
+                    missing.append(self._as_unstored(t))
+                elif self._apply(t, res, now):
                     written.append(t.session)
                 elif res.status is SaveStatus.GONE:
                     gone.append(t.session)
+            if missing:
+                self._recreate(missing, now, written, gone, raise_errors)
             # After the saves are applied: a failed touch must not put back what was saved.
             try:
                 self.touch(touched)
@@ -173,6 +179,47 @@ class Writer:
         finally:
             for s in locked:
                 s.write_lock.release()
+
+    def _as_unstored(self, t: _Taken) -> Session:
+        s = t.session
+        self._put_back(t)
+        with s.lock:
+            s.version, s.in_store = 0, False
+        return s
+
+    def _recreate(
+        self,
+        sessions: list[Session],
+        now: float,
+        written: list[Session],
+        gone: list[Session],
+        raise_errors: bool,
+    ) -> None:
+        """GONE means a tombstone or a missing row. Only a tombstone (an invalidation) must not
+        come back; a row the store lost (a Redis restart without persistence, a restored
+        database) is written again, whole, from this node's copy. The store answers GONE again
+        for a tombstone."""
+        taken = [t for t in map(self._take, sessions) if t is not None]
+        try:
+            results = self.store.save_many([t.request for t in taken])
+        except StoreError:
+            for t in taken:
+                self._put_back(t)
+            self.stats.add("write_failures", len(taken))
+            if raise_errors:
+                raise
+            return
+        for t, res in zip(taken, results, strict=True):
+            if self._apply(t, res, now):
+                self.stats.add("recreated")
+                log.warning(
+                    "session %s was missing from the store (was its data lost?): "
+                    "written again from this node's copy",
+                    t.session.token[:8],
+                )
+                written.append(t.session)
+            elif res.status is SaveStatus.GONE:
+                gone.append(t.session)
 
     def touch(self, sessions: Sequence[Session]) -> None:
         """Write the access time of sessions whose attributes did not change."""

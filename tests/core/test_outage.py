@@ -148,3 +148,35 @@ def test_without_a_pause_every_request_tries_the_store(
             s["n"] = 1
     assert store.stats.calls - calls_before == 3 * store.retry.attempts
     assert m.stats()["writes_deferred"] == 0
+
+
+@pytest.mark.parametrize("policy", [sk.EndOfRequest(), sk.Manual()], ids=lambda p: p.spec())
+def test_a_session_the_store_lost_is_written_again_from_the_cache(
+    make: MakeManager, store: RecordingStore, policy: sk.WritePolicy
+) -> None:
+    m = make(write=policy)
+    sid = new_session(m, n=1, name="ada")
+    m.flush()
+    store._rows.clear()  # the store lost its data (say, Redis restarted without persistence)
+    with m.request(app="shop", session_id=sid) as s:
+        s["n"] = 2
+    m.flush()
+    stored = store.raw("shop", token(sid))
+    assert stored is not None
+    assert dict(stored.attributes) == {"n": b"2", "name": b'"ada"'}
+    assert m.stats()["recreated"] == 1 and m.stats()["gone_on_write"] == 0
+
+
+def test_an_invalidated_session_is_still_not_brought_back(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    a, b = make(node="a", write=sk.Manual()), make(node="b")
+    sid = new_session(a, n=1)
+    a.flush()
+    with b.request(app="shop", session_id=sid) as s:
+        s.invalidate()
+    with a.request(app="shop", session_id=sid) as s:  # a's stale cached copy
+        s["n"] = 2
+    a.flush()
+    assert store.raw("shop", token(sid)) is None
+    assert a.stats()["gone_on_write"] == 1 and a.stats()["recreated"] == 0
