@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .errors import AccessTimeout, StoreUnavailable
+from .errors import UNAVAILABLE_ERRORS
 from .manager import ActiveRequest, SessionManager
 from .session import Session
 from .tracking import split_path_param
@@ -95,7 +95,7 @@ class SessionMiddleware:
         owner = self.owner(scope) if self.owner else None
         try:
             active = await self._begin(session_id, owner)
-        except (StoreUnavailable, AccessTimeout):
+        except UNAVAILABLE_ERRORS:
             self.manager.stats_counters.add("unavailable")
             if scope["type"] == "http":
                 await _unavailable(send, self.manager.retry_after_s)

@@ -41,7 +41,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
 from . import ids
-from .errors import AccessTimeout, ConfigurationError, StoreUnavailable
+from .errors import UNAVAILABLE_ERRORS, ConfigurationError
 from .manager import ActiveRequest, SessionManager
 from .policies import parse_policy
 from .session import Session
@@ -403,7 +403,7 @@ class SessionUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
-        if not isinstance(exception, (StoreUnavailable, AccessTimeout)):
+        if not isinstance(exception, UNAVAILABLE_ERRORS):
             return None
         response = HttpResponse(
             "Session store unavailable, please retry.\n", status=503, content_type="text/plain"

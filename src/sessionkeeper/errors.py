@@ -71,3 +71,9 @@ class InvalidSessionId(SessionKeeperError, ValueError):
     """A session id that fails validation (length, alphabet)."""
 
     code = "invalid_session_id"
+
+
+#: What an adapter answers with ``503 Service Unavailable`` and ``Retry-After`` when it happens
+#: while resolving a request's session: the store is down or refuses to work (a schema newer than
+#: this code, a missing table), or the session stayed busy. Never a 500, never an empty session.
+UNAVAILABLE_ERRORS: tuple[type[SessionKeeperError], ...] = (StoreError, AccessTimeout)

@@ -26,7 +26,7 @@ import flask
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 
-from .errors import AccessTimeout, ConfigurationError, StoreUnavailable
+from .errors import UNAVAILABLE_ERRORS, ConfigurationError
 from .manager import ActiveRequest, SessionManager
 from .session import Session
 
@@ -156,7 +156,7 @@ class SessionKeeperInterface(SessionInterface):
         session_id = request.cookies.get(self.get_cookie_name(app))
         try:
             active = self.manager.begin_request(self.app_name, session_id)
-        except (StoreUnavailable, AccessTimeout):
+        except UNAVAILABLE_ERRORS:
             self.manager.stats_counters.add("unavailable")
             request.environ[_UNAVAILABLE] = True
             return UnavailableSession()

@@ -34,6 +34,7 @@ from .errors import (
     CorruptSessionData,
     SerializationError,
     StoreError,
+    StoreUnavailable,
 )
 from .events import (
     AttributeEvent,
@@ -431,6 +432,10 @@ class SessionManager:
                 exc,
             )
             return None
+        except StoreError as exc:
+            if not isinstance(exc, StoreUnavailable):  # the store logs its own outages
+                log.error("session %s of app %r could not be read: %s", token[:8], app, exc)
+            raise
         if cached is not None:
             self._refresh(cached, stored, data)
             return cached

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import AccessTimeout, StoreUnavailable
+from .errors import UNAVAILABLE_ERRORS
 from .manager import ActiveRequest, SessionManager
 from .tracking import Mode, encode_url, split_path_param
 
@@ -62,7 +62,7 @@ class SessionMiddleware:
             active = self.manager.begin_request(
                 self.app_name, session_id, owner=self.owner(environ) if self.owner else None
             )
-        except (StoreUnavailable, AccessTimeout):
+        except UNAVAILABLE_ERRORS:
             self.manager.stats_counters.add("unavailable")
             return _unavailable(start_response, self.manager.retry_after_s)
         session = active.session
