@@ -111,8 +111,8 @@ ALL_COMBOS = tuple((p, s) for p in POLICIES for s in STORES)
 
 FULL = Scale(
     sessions=32,
-    warmup_s=0.15,
-    budget_s=0.6,
+    warmup_s=0.1,
+    budget_s=0.45,
     min_requests=300,
     max_requests=40_000,
     rounds=3,
