@@ -103,6 +103,10 @@ class Counters:
         """Raise when the server does not answer."""
         self.read()
 
+    def verify(self) -> str | None:
+        """After a run: why its counters cannot be trusted, or ``None``."""
+        return None
+
 
 class PostgresCounters(Counters):
     kind = "postgres"
@@ -219,7 +223,6 @@ class MysqlCounters(Counters):
         super().__init__(url, prefix)
         self.user = prefix.rstrip("_")
         self.per_user = False
-        self.userstat_was: str | None = None
         self.isolation = "server-wide counters"
         self.global_keys = frozenset(GLOBAL_STATUS.values())
 
@@ -252,7 +255,7 @@ class MysqlCounters(Counters):
         database = urlsplit(self.url).path.lstrip("/") or "test"
         try:
             (value,) = self._execute("SELECT @@GLOBAL.userstat")[0]
-            self.userstat_was = str(value)
+            _USERSTAT_BEFORE.setdefault(self.url, str(value))
             self._execute(
                 "SET GLOBAL userstat = 1",
                 f"CREATE USER '{self.user}'@'%'",
@@ -261,7 +264,6 @@ class MysqlCounters(Counters):
         except Exception:
             with contextlib.suppress(Exception):
                 self._drop_user()
-            self._restore_userstat()
             return self.url
         self.per_user = True
         self.isolation = "a user per run (USER_STATISTICS)"
@@ -289,10 +291,10 @@ class MysqlCounters(Counters):
     def _drop_user(self) -> None:
         self._execute(f"DROP USER IF EXISTS '{self.user}'@'%'")
 
-    def _restore_userstat(self) -> None:
-        if self.userstat_was not in (None, "1", "ON"):
-            with contextlib.suppress(Exception):
-                self._execute("SET GLOBAL userstat = 0")
+    def verify(self) -> str | None:
+        if self.per_user and str(self._execute("SELECT @@GLOBAL.userstat")[0][0]) != "1":
+            return "userstat was switched off during the run (by another client of the server)"
+        return None
 
     def cleanup(self) -> None:
         pattern = self.prefix.replace("_", "\\_") + "%"
@@ -312,7 +314,19 @@ class MysqlCounters(Counters):
             if self.per_user:
                 with contextlib.suppress(Exception):
                     self._drop_user()
-                self._restore_userstat()
+
+
+#: MariaDB's ``userstat`` as it was before this process switched it on, per server URL.
+_USERSTAT_BEFORE: dict[str, str] = {}
+
+
+def restore_userstat() -> None:
+    """Switch ``userstat`` back off where this process switched it on."""
+    for url, value in list(_USERSTAT_BEFORE.items()):
+        if value not in ("1", "ON"):
+            with contextlib.suppress(Exception):
+                MysqlCounters(url, "skb_restore_")._execute("SET GLOBAL userstat = 0")
+        del _USERSTAT_BEFORE[url]
 
 
 class RedisCounters(Counters):
@@ -380,6 +394,7 @@ class StoreServers:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        restore_userstat()
         if self.postgres is not None:
             self.postgres.close()
             self.postgres = None
@@ -498,6 +513,7 @@ class StoreLoad:
     requests: int  # every request the load generator sent (warm-up included)
     delta: dict[str, float]
     background: dict[str, float] = field(default_factory=dict)  # subtracted, per counter
+    problem: str | None = None  # why these counters cannot be trusted
 
     def per_request(self, *names: str) -> float:
         return sum(self.delta.get(n, 0.0) for n in names) / max(1, self.requests)
@@ -550,7 +566,14 @@ class Meter:
             delta[k] = max(0.0, raw - bg)
             if bg:
                 background[k] = bg
-        return StoreLoad(self.counters.kind, self.counters.isolation, requests, delta, background)
+        return StoreLoad(
+            self.counters.kind,
+            self.counters.isolation,
+            requests,
+            delta,
+            background,
+            self.counters.verify(),
+        )
 
 
 # -- the section ------------------------------------------------------------------------------------
@@ -675,8 +698,12 @@ def run(config: BenchConfig) -> SectionResult:
     )
     by_kind: dict[str, list[tuple[str, StoreLoad]]] = {}
     for r in runs:
-        if r.store_load is not None:
-            by_kind.setdefault(r.store_load.kind, []).append((r.label, r.store_load))
+        if r.store_load is None:
+            continue
+        if r.store_load.problem:
+            result.notes.append(f"not shown: {r.label}: {r.store_load.problem}")
+            continue
+        by_kind.setdefault(r.store_load.kind, []).append((r.label, r.store_load))
     for kind in ("postgres", "mysql", "redis"):
         if by_kind.get(kind):
             result.tables.append(TABLES[kind](by_kind[kind]))
