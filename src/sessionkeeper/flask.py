@@ -103,7 +103,8 @@ class FlaskSession(SessionMixin):
 
     @property
     def permanent(self) -> bool:
-        return bool(self.session.get("_permanent", False))
+        s = self.session  # no KeyError raised and caught for the usual, non-permanent session
+        return bool(s["_permanent"]) if "_permanent" in s else False
 
     @permanent.setter
     def permanent(self, value: bool) -> None:
@@ -175,9 +176,23 @@ class SessionKeeperInterface(SessionInterface):
             return
         self.manager.end_request(session.active, ok=response.status_code < 500)
         if session.accessed:
-            response.vary.add("Cookie")
+            _vary_cookie(response)
         action = self.manager.cookie_action(session.session)
-        options: dict[str, Any] = {
+        # The cookie's options are read only when a cookie is set or deleted: a cache hit whose
+        # id did not change (most requests) touches no cookie.
+        if action == "delete":
+            response.delete_cookie(self.get_cookie_name(app), **self._cookie_options(app))
+            _vary_cookie(response)
+        elif session.session.created and (
+            action == "set" or session.permanent_changed or self.should_set_cookie(app, session)
+        ):
+            max_age = app.permanent_session_lifetime if session.permanent else None
+            options = self._cookie_options(app)
+            response.set_cookie(self.get_cookie_name(app), session.id, max_age=max_age, **options)
+            _vary_cookie(response)
+
+    def _cookie_options(self, app: flask.Flask) -> dict[str, Any]:
+        return {
             "domain": self.get_cookie_domain(app),
             "path": self.get_cookie_path(app),
             "secure": self.get_cookie_secure(app) or flask.request.is_secure,
@@ -185,16 +200,16 @@ class SessionKeeperInterface(SessionInterface):
             "samesite": self.get_cookie_samesite(app),
             "httponly": self.get_cookie_httponly(app),
         }
-        name = self.get_cookie_name(app)
-        if action == "delete":
-            response.delete_cookie(name, **options)
-            response.vary.add("Cookie")
-        elif session.session.created and (
-            action == "set" or session.permanent_changed or self.should_set_cookie(app, session)
-        ):
-            max_age = app.permanent_session_lifetime if session.permanent else None
-            response.set_cookie(name, session.id, max_age=max_age, **options)
-            response.vary.add("Cookie")
+
+
+def _vary_cookie(response: Response) -> None:
+    """``response.vary.add("Cookie")``, with the same result; when the response has no ``Vary``
+    yet (the usual case) it is set directly instead of through a parsed ``HeaderSet``."""
+    headers = response.headers
+    if headers.get("Vary"):
+        response.vary.add("Cookie")
+    else:
+        headers["Vary"] = "Cookie"
 
 
 class SessionKeeper:
