@@ -36,11 +36,15 @@ log = logging.getLogger("sessionkeeper.store.sql")
 T = TypeVar("T")
 Key = tuple[str, str]
 
-#: Sessions per statement when a batch names its keys in a WHERE clause (bounded parameters).
-_CHUNK = 500
+#: Sessions per statement when a batch names its keys in a WHERE clause (at most two bind
+#: parameters each; fewer where the dialect allows fewer parameters, see ``key_chunk``).
+_KEYS = 5_000
+#: Rows per bulk write statement (``SqlDialect.insert_rows``...): a 10,000-session flush is one
+#: statement per kind of write, while a huge batch does not build one unbounded statement.
+_ROWS = 10_000
 
 
-def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -74,7 +78,7 @@ class SqlOps:
         self.tables = tables
         self.layout = layout
         self._dialect = dialect
-        self._upsert_attributes = dialect.upsert_attributes(tables.attributes)
+        self._key_chunk = max(1, min(_KEYS, dialect.max_params // 2 - 1))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -100,7 +104,7 @@ class SqlOps:
         """The stored session rows (live or tombstone) of ``keys``, locked until commit."""
         s = self.tables.sessions
         out: dict[Key, RowMapping] = {}
-        for chunk in _chunks(sorted(set(keys))):
+        for chunk in _chunks(sorted(set(keys)), self._key_chunk):
             stmt = (
                 sa.select(*self._session_columns(data=data))
                 .where(_keys_clause(s, chunk))
@@ -115,7 +119,7 @@ class SqlOps:
     def _attributes_of(self, conn: Connection, keys: Sequence[Key]) -> dict[Key, dict[str, bytes]]:
         a = self.tables.attributes
         out: dict[Key, dict[str, bytes]] = {k: {} for k in keys}
-        for chunk in _chunks(sorted(set(keys))):
+        for chunk in _chunks(sorted(set(keys)), self._key_chunk):
             stmt = sa.select(a.c.app, a.c.token, a.c.name, a.c.value).where(_keys_clause(a, chunk))
             for app, token, name, value in conn.execute(stmt):
                 try:
@@ -198,10 +202,14 @@ class SqlOps:
             updates.append(self._updated_row(rebased, row))
             saved.append((rebased, True))
             results[i] = SaveResult(SaveStatus.SAVED, row["version"] + 1, stored)
-        if inserts:
-            conn.execute(sa.insert(self.tables.sessions), inserts)
+        # Key order, as the rows were locked: two batches creating the same sessions meet on
+        # their first common key rather than each waiting for a key the other inserted.
+        inserts.sort(key=lambda row: (row["app"], row["token"]))
+        for chunk in _chunks(inserts, _ROWS):
+            self._dialect.insert_rows(conn, self.tables.sessions, chunk)
         columns = [c for c in updates[0] if c not in ("app", "token")] if updates else []
-        self._dialect.bulk_update(conn, self.tables.sessions, updates, columns)
+        for chunk in _chunks(updates, _ROWS):
+            self._dialect.bulk_update(conn, self.tables.sessions, chunk, columns)
         if not single:
             self._write_attributes(conn, saved)
 
@@ -280,24 +288,23 @@ class SqlOps:
     def _write_attributes(self, conn: Connection, saved: list[tuple[SaveRequest, bool]]) -> None:
         a = self.tables.attributes
         replaced = [(r.app, r.token) for r, existed in saved if existed and r.full]
-        for chunk in _chunks(replaced):
-            conn.execute(sa.delete(a).where(_keys_clause(a, chunk)))
+        for keys in _chunks(replaced, self._key_chunk):
+            conn.execute(sa.delete(a).where(_keys_clause(a, keys)))
         values = [
             {"app": r.app, "token": r.token, "name": n, "value": bytes(v)}
             for r, _ in saved
             for n, v in r.changed.items()
         ]
-        if values:
-            conn.execute(self._upsert_attributes, values)
-        removed = [r for r, existed in saved if existed and not r.full and r.removed]
-        for requests in _chunks(removed, 200):
-            where = sa.or_(
-                *(
-                    sa.and_(a.c.app == r.app, a.c.token == r.token, a.c.name.in_(sorted(r.removed)))
-                    for r in requests
-                )
-            )
-            conn.execute(sa.delete(a).where(where))
+        for rows in _chunks(values, _ROWS):
+            self._dialect.upsert_attributes(conn, a, rows)
+        removed = [
+            {"app": r.app, "token": r.token, "name": n}
+            for r, existed in saved
+            if existed and not r.full
+            for n in sorted(r.removed)
+        ]
+        for names in _chunks(removed, _ROWS):
+            self._dialect.delete_rows(conn, a, names, ("app", "token", "name"))
 
     def touch(self, conn: Connection, latest: Mapping[Key, float]) -> None:
         """Raise each session's access time to ``latest[key]`` if that is later."""
@@ -313,9 +320,10 @@ class SqlOps:
                         "expires_at": latest[key] + row["timeout_s"],
                     }
                 )
-        self._dialect.bulk_update(
-            conn, self.tables.sessions, updates, ["last_access_at", "expires_at"]
-        )
+        for chunk in _chunks(updates, _ROWS):
+            self._dialect.bulk_update(
+                conn, self.tables.sessions, chunk, ["last_access_at", "expires_at"]
+            )
 
     # -- deleting --------------------------------------------------------------------------------
 
@@ -380,7 +388,7 @@ class SqlOps:
 
     def _purge(self, conn: Connection, keys: Sequence[Key]) -> None:
         s, a = self.tables.sessions, self.tables.attributes
-        for chunk in _chunks(keys):
+        for chunk in _chunks(keys, self._key_chunk):
             conn.execute(sa.delete(s).where(_keys_clause(s, chunk)))
             if self.layout is Layout.MULTI_ROW:
                 conn.execute(sa.delete(a).where(_keys_clause(a, chunk)))
