@@ -77,6 +77,8 @@ class SessionMiddleware:
             status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
             status[:] = [int(status_line[:3])]
+            if status[0] >= 500:  # the request's changes are rolled back: the id is not sent
+                return start_response(status_line, headers, exc_info)
             return start_response(
                 status_line, headers + self.manager.response_headers(session, https=https), exc_info
             )

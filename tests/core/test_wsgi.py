@@ -198,3 +198,16 @@ def test_unserializable_value_is_a_500_of_the_app_not_a_crash(make: MakeManager)
     except sk.SerializationError as exc:
         assert exc.key == "bad"
     assert m.stats()["live"] == 0
+
+
+def test_a_new_session_of_a_failed_request_sets_no_cookie(make: MakeManager) -> None:
+    m = make()
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        env["sessionkeeper.session"]["x"] = 1
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+        return [b"boom"]
+
+    resp = call(SessionMiddleware(app, m, "shop"), environ())
+    assert resp.status == 500 and resp.cookie is None
+    assert m.stats()["live"] == 0
