@@ -46,11 +46,12 @@ class FlaskSession(SessionMixin):
     """
 
     def __init__(
-        self, active: ActiveRequest, *, permanent_timeout_s: float, default_timeout_s: float
+        self, active: ActiveRequest, interface: SessionKeeperInterface, app: flask.Flask
     ) -> None:
         self.session: Session = active.session
         self.active = active
-        self._timeouts_s = (default_timeout_s, permanent_timeout_s)
+        self._interface = interface  # for the timeouts, read only when ``permanent`` changes
+        self._app = app
         self._modified = False
         self.accessed = False
         self.permanent_changed = False  # the cookie's lifetime must be rewritten
@@ -112,7 +113,11 @@ class FlaskSession(SessionMixin):
             return
         self["_permanent"] = bool(value)
         self.permanent_changed = True
-        self.session.set_timeout(self._timeouts_s[bool(value)])
+        if value:
+            timeout_s = self._app.permanent_session_lifetime.total_seconds()
+        else:
+            timeout_s = self._interface.manager.timeout_for(self._interface.app_name)
+        self.session.set_timeout(timeout_s)
 
     # -- sessionkeeper's operations ---------------------------------------------------------
 
@@ -162,11 +167,7 @@ class SessionKeeperInterface(SessionInterface):
             request.environ[_UNAVAILABLE] = True
             return UnavailableSession()
         request.environ[_ACTIVE] = active
-        return FlaskSession(
-            active,
-            permanent_timeout_s=app.permanent_session_lifetime.total_seconds(),
-            default_timeout_s=self.manager.timeout_for(self.app_name),
-        )
+        return FlaskSession(active, self, app)
 
     def should_set_cookie(self, app: flask.Flask, session: SessionMixin) -> bool:
         return session.permanent and bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
