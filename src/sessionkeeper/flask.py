@@ -270,6 +270,8 @@ def _refuse_unavailable() -> Response | None:
 def _end_failed_request(exc: BaseException | None) -> None:
     """A request whose ``save_session`` never ran (an exception Flask propagated) failed."""
     active = flask.request.environ.get(_ACTIVE)
+    if active is None or getattr(active, "ended", False):
+        return  # save_session ended it (almost every request): nothing to look up
     interface = flask.current_app.session_interface
     if isinstance(active, ActiveRequest) and isinstance(interface, SessionKeeperInterface):
         interface.manager.end_request(active, ok=False)  # a no-op when save_session ended it
