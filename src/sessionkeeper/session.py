@@ -191,6 +191,15 @@ class Session(MutableMapping[str, Any]):
         self.read_keys.add(key)
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """As ``Mapping.get``, without raising and catching a ``KeyError`` for an absent key (the
+        frameworks look up ``_permanent``, ``_session_expiry``... on every request)."""
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        self.read_keys.add(key)
+        return value
+
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"session attribute names are str, not {type(key).__name__}")
