@@ -51,6 +51,7 @@ _MANAGER_OPTIONS = frozenset(inspect.signature(SessionManager.__init__).paramete
 # -- the manager: one per process ----------------------------------------------------------------
 
 _manager: SessionManager | None = None
+_app_name: str | None = None  # SESSIONKEEPER["APP_NAME"], read once, reset with the manager
 _manager_lock = threading.Lock()
 
 
@@ -76,17 +77,22 @@ def get_manager() -> SessionManager:
 
 
 def app_name() -> str:
-    return _options()[0]
+    global _app_name
+    name = _app_name
+    if name is None:
+        name = _app_name = _options()[0]
+    return name
 
 
 def reset_manager(**kwargs: Any) -> None:
     """Close the manager; the next use builds one from the settings (on ``SESSIONKEEPER``
     changes, e.g. ``override_settings`` in tests)."""
-    global _manager
+    global _manager, _app_name
     if kwargs.get("setting") not in (None, "SESSIONKEEPER", "SESSION_COOKIE_AGE"):
         return
     with _manager_lock:
         old, _manager = _manager, None
+        _app_name = None
     if old is not None:
         old.close()
 
