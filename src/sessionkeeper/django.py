@@ -39,6 +39,8 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase
 from django.core import checks, signals
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
+from django.utils.functional import cached_property
+from django.utils.module_loading import import_string
 
 from . import ids
 from .errors import UNAVAILABLE_ERRORS, ConfigurationError
@@ -144,11 +146,19 @@ class SessionStore(SessionBase):
     Django session object: one per request."""
 
     def __init__(self, session_key: str | None = None) -> None:
+        # What SessionBase.__init__ does, but for its import_string(SESSION_SERIALIZER) in every
+        # request: this engine never encodes with it, so ``serializer`` is resolved on first use.
         self._presented_key: str | None = None
-        super().__init__(session_key)
+        self._session_key = session_key
+        self.accessed = False
+        self._modified = False
         self._manager = get_manager()
         self._app = app_name()
         self._active: ActiveRequest | None = None
+
+    @cached_property
+    def serializer(self) -> Any:
+        return import_string(settings.SESSION_SERIALIZER)
 
     # -- the key: the session's id once loaded ------------------------------------------------
 
