@@ -47,7 +47,7 @@ from .events import (
 from .housekeeping import Housekeeper, within_hours
 from .persistence import Persistence
 from .policies import EndOfRequest, WritePolicy, parse_policy
-from .serialization import Serializer, make_serializer
+from .serialization import JsonSerializer, Serializer, json_cannot_fail, make_serializer
 from .session import _MISSING, Session, current_request
 from .stats import Stats
 from .stores import Store, StoredSession, open_store
@@ -136,6 +136,7 @@ class SessionManager:
         self.sweep_hours = sweep_hours
         self.sweep_batch = sweep_batch
         self.serializer = make_serializer(serializer, pickle_key=pickle_key)
+        self._json = type(self.serializer) is JsonSerializer  # plain scalars need no check
         self.tracking = tracking or Tracking()
         self.retry_after_s = retry_after_s
         self.outage_backoff_s = outage_backoff_s
@@ -478,10 +479,11 @@ class SessionManager:
     # -- SessionHost: called by Session ------------------------------------------------------
 
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
-        try:
-            self.serializer.dumps(value)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise SerializationError(key, value, str(exc)) from exc
+        if not (self._json and json_cannot_fail(value)):
+            try:
+                self.serializer.dumps(value)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise SerializationError(key, value, str(exc)) from exc
         if not session.created:
             self._create(session)
 

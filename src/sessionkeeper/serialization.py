@@ -116,6 +116,22 @@ class JsonSerializer:
             raise CorruptSessionData(f"unreadable JSON value: {exc}") from exc
 
 
+#: An int this small has far fewer digits than ``sys.int_info.str_digits_check_threshold``.
+_SAFE_INT = 1 << 256
+
+
+def json_cannot_fail(value: Any) -> bool:
+    """Whether :meth:`JsonSerializer.dumps` surely accepts ``value``, so a set can skip encoding
+    it just to check: ``None``, a ``bool``, any ``float`` (non-finite ones are tagged), an ``int``
+    below 2**256 in size, an ASCII ``str`` (no lone surrogate to refuse). Exact types only."""
+    t = type(value)
+    if t is int:
+        return -_SAFE_INT < value < _SAFE_INT  # type: ignore[no-any-return]
+    if t is str:
+        return value.isascii()  # type: ignore[no-any-return]
+    return value is None or t is bool or t is float
+
+
 class MsgpackSerializer:
     """Compact binary encoding (needs the ``msgpack`` extra); same types as JSON."""
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import sessionkeeper as sk
 from sessionkeeper import ids
+from sessionkeeper.serialization import JsonSerializer, json_cannot_fail
 from sessionkeeper.wsgi import SessionMiddleware
 
 from .conftest import RecordingStore, new_session
@@ -243,3 +244,24 @@ def test_store_reporting_corrupt_data_replaces_the_session(make: Any) -> None:
     resp = call(SessionMiddleware(app, b, "shop"), environ(cookie=f"sessionid={sid}"))
     assert resp.status == 200 and not resp.session_id.startswith(sid.split(".")[0])  # type: ignore[union-attr]
     assert b.stats()["corrupt_sessions"] == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["\ud800", "ascii then \udfff", 10**5000, -(10**5000)],
+    ids=["lone-surrogate", "ascii-and-surrogate", "huge-int", "huge-negative-int"],
+)
+def test_json_refuses_at_set_what_it_cannot_encode(make: Any, value: Any) -> None:
+    """Plain scalars skip the encoding check on set; the ones JSON cannot encode still take it."""
+    m = make()
+    with m.request(app="shop") as s:
+        with pytest.raises(sk.SerializationError) as info:
+            s["bad"] = value
+        assert info.value.key == "bad"
+        assert "bad" not in s
+
+
+@given(st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text()))
+def test_json_cannot_fail_is_never_wrong(value: Any) -> None:
+    if json_cannot_fail(value):
+        JsonSerializer().dumps(value)
