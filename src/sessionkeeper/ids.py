@@ -23,6 +23,10 @@ MAX_ID_CHARS = MAX_TOKEN_CHARS + 1 + MAX_NODE_CHARS
 _TOKEN_RE = re.compile(rf"[A-Za-z0-9_-]{{{MIN_TOKEN_CHARS},{MAX_TOKEN_CHARS}}}")
 _NODE_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NODE_CHARS}}}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+#: A whole id in one match: the token, then optionally a dot and the node.
+_ID_RE = re.compile(
+    rf"([A-Za-z0-9_-]{{{MIN_TOKEN_CHARS},{MAX_TOKEN_CHARS}}})(?:\.([A-Za-z0-9_-]{{1,{MAX_NODE_CHARS}}}))?"
+)
 
 
 def new_token() -> str:
@@ -36,14 +40,8 @@ def parse(session_id: str | None) -> tuple[str, str | None] | None:
     """
     if not session_id or len(session_id) > MAX_ID_CHARS:
         return None
-    token, dot, node = session_id.partition(".")
-    if not _TOKEN_RE.fullmatch(token):
-        return None
-    if not dot:
-        return token, None
-    if not _NODE_RE.fullmatch(node):
-        return None
-    return token, node
+    m = _ID_RE.fullmatch(session_id)
+    return None if m is None else m.groups()  # type: ignore[return-value]
 
 
 def join(token: str, node: str) -> str:
