@@ -1,8 +1,11 @@
-"""Counters a manager keeps. Increments take a lock; reading returns a plain dict."""
+"""Counters a manager keeps. Counting one is lock-free and exact (see :class:`Stats`); adding more,
+and reading, take a lock; reading returns a plain dict."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -37,15 +40,38 @@ class Counters:
     reverted_requests: int = 0  # failed requests whose changes were rolled back
 
 
+#: CPython runs ``next()`` of an ``itertools.count`` as one step under the GIL, so concurrent
+#: increments are never lost. Without a GIL (free-threaded builds) every add takes the lock.
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
+_NAMES = tuple(f.name for f in dataclasses.fields(Counters))
+
+
 class Stats:
+    """Counts that stay exact under threads. An increment by one (every count a request makes) is
+    ``next()`` of a per-counter ``itertools.count``, without the lock; an add of more goes to
+    ``c`` under the lock. A snapshot reads each count by taking one more ``next()`` and subtracting
+    the ones earlier snapshots took."""
+
     def __init__(self) -> None:
-        self.c = Counters()
+        self.c = Counters()  # adds of more than one (every add, without a GIL)
         self._lock = threading.Lock()
+        self._ones = {name: itertools.count() for name in _NAMES} if _GIL else None
+        self._reads = dict.fromkeys(_NAMES, 0)  # next() calls taken by snapshots, per counter
 
     def add(self, name: str, n: int = 1) -> None:
+        ones = self._ones
+        if n == 1 and ones is not None:
+            next(ones[name])
+            return
         with self._lock:
             setattr(self.c, name, getattr(self.c, name) + n)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return dataclasses.asdict(self.c)
+            out = dataclasses.asdict(self.c)
+            if self._ones is not None:
+                reads = self._reads
+                for name, counter in self._ones.items():
+                    out[name] += next(counter) - reads[name]
+                    reads[name] += 1
+            return out

@@ -141,3 +141,40 @@ def test_two_nodes_on_a_sqlite_file(tmp_path: Any, clock: sk.FakeClock) -> None:
     finally:
         a.close(deadline_s=0)
         b.close(deadline_s=0)
+
+
+def test_stats_counts_stay_exact_under_threads_and_concurrent_snapshots() -> None:
+    import sys
+
+    from sessionkeeper.stats import Stats
+
+    stats = Stats()
+    threads, per_thread = 8, 20_000
+    start = threading.Barrier(threads + 1)
+    seen: list[int] = []
+
+    def work() -> None:
+        start.wait()
+        for i in range(per_thread):
+            stats.add("cache_hits")
+            if i % 1000 == 0:
+                stats.add("touches", 3)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        ts = [threading.Thread(target=work) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        start.wait()
+        while any(t.is_alive() for t in ts):
+            seen.append(stats.snapshot()["cache_hits"])
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    final = stats.snapshot()
+    assert final["cache_hits"] == threads * per_thread
+    assert final["touches"] == threads * (per_thread // 1000) * 3
+    assert seen == sorted(seen) and all(0 <= v <= threads * per_thread for v in seen)
+    assert stats.snapshot() == final  # reading changes nothing
