@@ -207,10 +207,14 @@ def _vary_cookie(response: Response) -> None:
     """``response.vary.add("Cookie")``, with the same result; when the response has no ``Vary``
     yet (the usual case) it is set directly instead of through a parsed ``HeaderSet``."""
     headers = response.headers
-    if headers.get("Vary"):
-        response.vary.add("Cookie")
-    else:
-        headers["Vary"] = "Cookie"
+    # A scan for the first Vary (what headers.get finds) without get's KeyError for a missing one.
+    for key, value in headers:
+        if key.lower() == "vary":
+            if value:
+                response.vary.add("Cookie")
+                return
+            break
+    headers["Vary"] = "Cookie"
 
 
 class SessionKeeper:
