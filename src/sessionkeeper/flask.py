@@ -25,6 +25,7 @@ from typing import Any
 import flask
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
+from werkzeug.sansio.request import Request as WerkzeugRequest
 
 from .errors import UNAVAILABLE_ERRORS, ConfigurationError
 from .manager import ActiveRequest, SessionManager
@@ -159,7 +160,7 @@ class SessionKeeperInterface(SessionInterface):
         self.app_name = app_name
 
     def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
-        session_id = request.cookies.get(self.get_cookie_name(app))
+        session_id = _session_cookie(request, self.get_cookie_name(app))
         try:
             active = self.manager.begin_request(self.app_name, session_id)
         except UNAVAILABLE_ERRORS:
@@ -242,6 +243,34 @@ class SessionKeeper:
         # First of all before_request functions: nothing should run on a session that is not there.
         app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
         app.teardown_request(_end_failed_request)
+
+
+_WERKZEUG_COOKIES = WerkzeugRequest.__dict__["cookies"]
+
+
+def _session_cookie(request: Request, name: str) -> str | None:
+    """``request.cookies.get(name)``, without parsing every cookie into a ``MultiDict`` when the
+    header has no quoted value: then each ``;``-separated part is ``key[=value]`` with optional
+    spaces and tabs around the key, the ``=`` and the value, and the first part whose key is
+    ``name`` and whose key and value hold no space or tab is what werkzeug's ``parse_cookie``
+    finds too (parts it cannot parse are skipped by both). Anything else goes to werkzeug."""
+    if "cookies" in request.__dict__ or type(request).cookies is not _WERKZEUG_COOKIES:
+        return request.cookies.get(name)  # already parsed, or a request class of its own
+    header: str | None = request.environ.get("HTTP_COOKIE")
+    if not header:
+        return None
+    if '"' in header:
+        return request.cookies.get(name)
+    for part in header.split(";"):
+        key, eq, value = part.strip(" \t").partition("=")
+        if eq:
+            key = key.rstrip(" \t")
+            value = value.lstrip(" \t")
+            if " " in value or "\t" in value:
+                continue
+        if key == name and " " not in key and "\t" not in key:
+            return value
+    return None
 
 
 def manager_from_config(config: flask.Config) -> SessionManager:

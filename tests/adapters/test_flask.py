@@ -8,6 +8,8 @@ from typing import Any
 
 import flask
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sessionkeeper as sk
 from sessionkeeper.errors import ConfigurationError
@@ -247,3 +249,24 @@ def test_concurrent_increments_lose_nothing_with_serialize_access() -> None:
         t.join(60)
     assert not errors
     assert first.get("/read").json["n"] == 401  # type: ignore[index]
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["session", "sess", "a", "=", ";", " ", "\t", "x", "\\", "\n", "é", ",", '"']
+        ),
+        max_size=14,
+    ).map("".join)
+)
+@settings(max_examples=1000, deadline=None)
+def test_session_cookie_read_as_werkzeug_parses_it(header: str) -> None:
+    from werkzeug.sansio.http import parse_cookie
+
+    from sessionkeeper.flask import _session_cookie
+
+    app = flask.Flask(__name__)
+    for name in ("session", "a"):
+        with app.test_request_context(environ_base={"HTTP_COOKIE": header}):
+            request = flask.request._get_current_object()  # type: ignore[attr-defined]
+            assert _session_cookie(request, name) == parse_cookie(header).get(name)
