@@ -167,8 +167,8 @@ class SessionStore(SessionBase):
         return s if isinstance(s, Session) else None
 
     def _get_key(self) -> str | None:
-        s = self._loaded()
-        if s is not None:
+        s = self.__dict__.get("_session_cache")  # _loaded(), inlined: read on every response
+        if isinstance(s, Session):
             return s.id if s.created else None
         return self._presented_key
 
@@ -227,13 +227,18 @@ class SessionStore(SessionBase):
 
     def _get_session(self, no_load: bool = False) -> Session:
         self.accessed = True
-        s = self._loaded()
-        if s is None:
+        s = self.__dict__.get("_session_cache")  # _loaded(), inlined: every access comes here
+        if not isinstance(s, Session):
             active = self._manager.begin_request(self._app, self._presented_key)
             s = self._adopt(active)
         return s
 
     _session = property(_get_session)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # SessionBase.get through the _session property, one call shorter: the view and the
+        # middleware (``_session_expiry``, twice) call it in every request.
+        return self._get_session().get(key, default)
 
     async def _aget_session(self, no_load: bool = False) -> Session:
         self.accessed = True
