@@ -37,6 +37,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .events import (
+    _PLAIN_TYPES,
     AttributeEvent,
     DestroyReason,
     EventBus,
@@ -60,7 +61,7 @@ _request_ids = itertools.count(1)
 _live_managers: weakref.WeakSet[SessionManager] = weakref.WeakSet()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ActiveRequest:
     """One request's hold on its session, from ``begin_request`` to ``end_request``."""
 
@@ -365,7 +366,7 @@ class SessionManager:
             key = (app, token)
             cached = self._cache.get(key)
             if node == self.node and cached is not None and not cached.expired(now):
-                if self._owner_ok(owner, cached.owner):
+                if owner is None or self._owner_ok(owner, cached.owner):
                     self.stats_counters.add("cache_hits")
                     cached.presented_id = session_id
                     return cached
@@ -509,10 +510,12 @@ class SessionManager:
             self.events.emit("session_created", SessionEvent(s.app, s.token, s))
 
     def _attribute_changed(self, session: Session, key: str, old: Any, new: Any) -> None:
-        if old is not _MISSING and old is not new:
-            call_hook(old, "value_unbound", session, key)
-        if new is not _MISSING and old is not new:
-            call_hook(new, "value_bound", session, key)
+        # call_hook returns at once for plain types; checked here first, it is not even called.
+        if old is not new:
+            if old is not _MISSING and type(old) not in _PLAIN_TYPES:
+                call_hook(old, "value_unbound", session, key)
+            if new is not _MISSING and type(new) not in _PLAIN_TYPES:
+                call_hook(new, "value_bound", session, key)
         if self.events:
             if new is _MISSING:
                 self.events.emit("attribute_removed", AttributeEvent(session, key, old))
