@@ -148,14 +148,8 @@ class Writer:
                     taken.append(t)
                 elif s.last_access_at > s.last_store_access_at:
                     touched.append(s)
-            try:
-                results = self.store.save_many([t.request for t in taken])
-            except StoreError:
-                for t in taken:
-                    self._put_back(t)
-                self.stats.add("write_failures", len(taken))
-                if raise_errors:
-                    raise
+            results = self._save(taken, raise_errors)
+            if results is None:
                 return [], []
             written: list[Session] = []
             gone: list[Session] = []
@@ -180,6 +174,19 @@ class Writer:
             for s in locked:
                 s.write_lock.release()
 
+    def _save(self, taken: list[_Taken], raise_errors: bool) -> list[SaveResult] | None:
+        """One ``save_many`` of the taken changes; on a store error every change is put back
+        (``None``, or the error with ``raise_errors``)."""
+        try:
+            return self.store.save_many([t.request for t in taken])
+        except StoreError:
+            for t in taken:
+                self._put_back(t)
+            self.stats.add("write_failures", len(taken))
+            if raise_errors:
+                raise
+            return None
+
     def _as_unstored(self, t: _Taken) -> Session:
         s = t.session
         self._put_back(t)
@@ -200,14 +207,8 @@ class Writer:
         database) is written again, whole, from this node's copy. The store answers GONE again
         for a tombstone."""
         taken = [t for t in map(self._take, sessions) if t is not None]
-        try:
-            results = self.store.save_many([t.request for t in taken])
-        except StoreError:
-            for t in taken:
-                self._put_back(t)
-            self.stats.add("write_failures", len(taken))
-            if raise_errors:
-                raise
+        results = self._save(taken, raise_errors)
+        if results is None:
             return
         for t, res in zip(taken, results, strict=True):
             if self._apply(t, res, now):
