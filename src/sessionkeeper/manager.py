@@ -162,7 +162,6 @@ class SessionManager:
             stats=self.stats_counters,
             events=self.events,
             clock_time=self.clock.time,
-            contents=contents,
             save_on_create=save_on_create,
             save_period_s=save_period_s,
         )
@@ -393,9 +392,9 @@ class SessionManager:
             created_at=now,
             timeout_s=self.timeout_for(app),
             owner=owner,
+            track_reads=self.contents == "accessed",
         )
         s.presented_id = session_id
-        s.track_reads = self.contents == "accessed"
         return s
 
     def _owner_ok(self, presented: str | None, bound: str | None) -> bool:
@@ -451,9 +450,9 @@ class SessionManager:
             version=stored.version,
             owner=stored.owner,
             data=data,
+            track_reads=self.contents == "accessed",
         )
         s.is_new = False
-        s.track_reads = self.contents == "accessed"
         self._remember_stored(s, stored)
         shared = self._cache.add((app, token), s)
         if shared is s:
@@ -535,9 +534,7 @@ class SessionManager:
         now = self.clock.time()
         with s.write_lock:
             if s.in_store:
-                self.store.delete(
-                    s.app, s.token, tombstone_until=now + s.timeout_s + self.sweep_grace_s
-                )
+                self._retire(s.app, s.token, s.timeout_s)
             self._cache.remove((s.app, s.token), s)
         was_created = s.created
         old_token = s.token
@@ -562,19 +559,25 @@ class SessionManager:
                 old_version = s.version
                 s.token, s.version, s.in_store = new, 0, False
             try:
-                self._writer.write([s], self.clock.time(), raise_errors=True)
+                self._write([s], immediate=True, raise_errors=True)
                 if not s.in_store:
                     raise StoreError("the session could not be stored under its new id")
             except BaseException:
                 with s.lock:
                     s.token, s.version, s.in_store = old, old_version, True
                 raise
-            now = self.clock.time()
-            self.store.delete(s.app, old, tombstone_until=now + s.timeout_s + self.sweep_grace_s)
+            self._retire(s.app, old, s.timeout_s)
         else:
             s.token = new
         self._cache.remove((s.app, old), s)
         self._cache.add((s.app, new), s)
+
+    def _retire(self, app: str, token: str, timeout_s: float) -> None:
+        """Delete a session from the store, leaving a tombstone for as long as a copy on another
+        node may still try to write it: its timeout plus the sweep's grace."""
+        self.store.delete(
+            app, token, tombstone_until=self.clock.time() + timeout_s + self.sweep_grace_s
+        )
 
     def _store_failing(self) -> bool:
         """During an outage, requests stop writing inline for ``outage_backoff_s`` after each

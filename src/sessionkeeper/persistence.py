@@ -18,7 +18,7 @@ from .policies import WritePolicy
 from .session import Session
 from .stats import Stats
 from .stores import Store
-from .writer import Contents, Writer
+from .writer import Writer
 
 
 class Persistence:
@@ -32,7 +32,6 @@ class Persistence:
         stats: Stats,
         events: EventBus,
         clock_time: Callable[[], float],
-        contents: Contents,
         save_on_create: bool,
         save_period_s: float,
     ) -> None:
@@ -43,7 +42,6 @@ class Persistence:
         self.stats_counters = stats
         self.events = events
         self._now = clock_time
-        self.contents = contents
         self.save_on_create = save_on_create
         self.save_period_s = save_period_s
 
@@ -60,12 +58,7 @@ class Persistence:
         return len(written)
 
     def dirty(self) -> list[Session]:
-        return [
-            s
-            for s in self._cache
-            if s.created
-            and (s.has_changes() or not s.in_store or (self.contents == "accessed" and s.read_keys))
-        ]
+        return [s for s in self._cache if s.created and (s.has_changes() or not s.in_store)]
 
     def flush(self) -> int:
         written = self.write(self.dirty(), immediate=False)

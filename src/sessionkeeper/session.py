@@ -90,6 +90,7 @@ class Session(MutableMapping[str, Any]):
         version: int = 0,
         owner: str | None = None,
         data: dict[str, Any] | None = None,
+        track_reads: bool = False,
     ) -> None:
         self._host = host
         self.app = app
@@ -107,7 +108,7 @@ class Session(MutableMapping[str, Any]):
         self.set_keys: set[str] = set()
         self.deleted_keys: set[str] = set()
         self.read_keys: set[str] = set()
-        self.track_reads = False  # set by the manager when contents="accessed"
+        self.track_reads = track_reads  # contents="accessed": a read key may have changed
         self.meta_changed = False  # owner or timeout changed
         self.updates_since_write = 0
         self.requests_since_write = 0
