@@ -55,7 +55,6 @@ class Session(MutableMapping[str, Any]):
         "access_lock",
         "active_requests",
         "app",
-        "changed_requests_since_write",
         "created",
         "created_at",
         "deleted_keys",
@@ -112,7 +111,6 @@ class Session(MutableMapping[str, Any]):
         self.meta_changed = False  # owner or timeout changed
         self.updates_since_write = 0
         self.requests_since_write = 0
-        self.changed_requests_since_write = 0
         self.last_write_at = self.last_access_at  # last time data reached the store
         self.last_store_access_at = self.last_access_at  # access time the store has
         self.stored_hashes: dict[str, int] = {}  # hash of each key's stored bytes ("accessed")
