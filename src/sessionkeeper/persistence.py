@@ -58,7 +58,7 @@ class Persistence:
         return len(written)
 
     def dirty(self) -> list[Session]:
-        return [s for s in self._cache if s.created and (s.has_changes() or not s.in_store)]
+        return [s for s in self._cache if s.unwritten]
 
     def flush(self) -> int:
         written = self.write(self.dirty(), immediate=False)
@@ -98,9 +98,9 @@ class Persistence:
         if excess <= 0:
             return
         for s in self._cache.eviction_candidates(excess):
-            if s.created and (s.has_changes() or not s.in_store):
+            if s.unwritten:
                 self.write([s], immediate=False)
-                if s.has_changes() or not s.in_store:
+                if s.unwritten:
                     continue  # could not be written: keep it rather than lose it
             with s.lock:
                 values = list(s.data_view().values())

@@ -274,6 +274,12 @@ class Session(MutableMapping[str, Any]):
             or (self.track_reads and self.read_keys)
         )
 
+    @property
+    def unwritten(self) -> bool:
+        """A real session whose store copy is behind: changed since its last write, or never
+        written at all."""
+        return self.created and (self.has_changes() or not self.in_store)
+
     def _record_undo(self, key: str, old: Any) -> None:
         rid = current_request.get()
         if rid is None:

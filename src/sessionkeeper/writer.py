@@ -134,8 +134,8 @@ class Writer:
     ) -> tuple[list[Session], list[Session]]:
         """Write ``sessions`` in one batch. Returns ``(written, gone)``: ``gone`` sessions were
         invalidated on another node meanwhile and must be dropped; a session whose row the store
-        lost is written again whole. Sessions that failed stay
-        dirty; with ``raise_errors`` the store's error is raised after putting them back."""
+        lost is written again whole. Sessions that failed stay dirty; with ``raise_errors`` the
+        store's error is raised after putting them back."""
         taken: list[_Taken] = []
         touched: list[Session] = []
         locked: list[Session] = []
