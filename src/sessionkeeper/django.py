@@ -26,7 +26,6 @@ the event loop; store reads and writes run in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -44,11 +43,9 @@ from django.utils.module_loading import import_string
 
 from . import ids
 from .errors import UNAVAILABLE_ERRORS, ConfigurationError
-from .manager import ActiveRequest, SessionManager
+from .manager import MANAGER_OPTIONS, ActiveRequest, SessionManager, manager_options
 from .policies import parse_policy
 from .session import Session
-
-_MANAGER_OPTIONS = frozenset(inspect.signature(SessionManager.__init__).parameters) - {"self"}
 
 # -- the manager: one per process ----------------------------------------------------------------
 
@@ -59,13 +56,9 @@ _manager_lock = threading.Lock()
 
 def _options() -> tuple[str, dict[str, Any]]:
     raw: Mapping[str, Any] = getattr(settings, "SESSIONKEEPER", None) or {}
-    options = {str(k).lower(): v for k, v in raw.items()}
-    app_name = str(options.pop("app_name", "default"))
-    unknown = sorted(set(options) - _MANAGER_OPTIONS)
-    if unknown:
-        raise ConfigurationError(f"SESSIONKEEPER: unknown keys {', '.join(unknown)}")
+    app_name, options = manager_options(raw, source="SESSIONKEEPER")
     options.setdefault("timeout_s", float(settings.SESSION_COOKIE_AGE))
-    return app_name, options
+    return app_name or "default", options
 
 
 def get_manager() -> SessionManager:
@@ -441,11 +434,11 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     if raw is not None and not isinstance(raw, Mapping):
         return [checks.Error("SESSIONKEEPER must be a dict", id="sessionkeeper.E001")]
     options = {str(k).lower(): v for k, v in (raw or {}).items()}
-    for key in sorted(set(options) - _MANAGER_OPTIONS - {"app_name"}):
+    for key in sorted(set(options) - MANAGER_OPTIONS - {"app_name"}):
         errors.append(
             checks.Error(
                 f"SESSIONKEEPER has an unknown key {key.upper()!r}",
-                hint=f"known: {', '.join(sorted(k.upper() for k in _MANAGER_OPTIONS))}",
+                hint=f"known: {', '.join(sorted(k.upper() for k in MANAGER_OPTIONS))}",
                 id="sessionkeeper.E002",
             )
         )

@@ -18,7 +18,6 @@ is ended exactly once.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,14 +26,13 @@ from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 from werkzeug.sansio.request import Request as WerkzeugRequest
 
-from .errors import UNAVAILABLE_ERRORS, ConfigurationError
-from .manager import ActiveRequest, SessionManager
+from .errors import UNAVAILABLE_ERRORS
+from .manager import ActiveRequest, SessionManager, manager_options
 from .session import Session
 
 CONFIG_PREFIX = "SESSIONKEEPER_"
 _ACTIVE = "sessionkeeper.flask.active"
 _UNAVAILABLE = "sessionkeeper.flask.unavailable"
-_MANAGER_OPTIONS = frozenset(inspect.signature(SessionManager.__init__).parameters) - {"self"}
 
 
 class FlaskSession(SessionMixin):
@@ -275,16 +273,7 @@ def _session_cookie(request: Request, name: str) -> str | None:
 
 def manager_from_config(config: flask.Config) -> SessionManager:
     """A ``SessionManager`` from the ``SESSIONKEEPER_*`` keys of a Flask config."""
-    options: dict[str, Any] = {}
-    for key, value in config.items():
-        if not key.startswith(CONFIG_PREFIX) or key == f"{CONFIG_PREFIX}APP_NAME":
-            continue
-        name = key[len(CONFIG_PREFIX) :].lower()
-        if name not in _MANAGER_OPTIONS:
-            raise ConfigurationError(
-                f"{key}: not a SessionManager option (known: {', '.join(sorted(_MANAGER_OPTIONS))})"
-            )
-        options[name] = value
+    _, options = manager_options(config, prefix=CONFIG_PREFIX, source="Flask config")
     return SessionManager(**options)
 
 

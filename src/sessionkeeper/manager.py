@@ -13,6 +13,7 @@ after a fork each process gets its own housekeeping thread and store connections
 from __future__ import annotations
 
 import atexit
+import inspect
 import itertools
 import logging
 import os
@@ -693,6 +694,40 @@ class SessionManager:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: The keyword arguments of :class:`SessionManager`, as adapters read them from settings.
+MANAGER_OPTIONS = frozenset(inspect.signature(SessionManager.__init__).parameters) - {"self"}
+
+
+def manager_options(
+    settings: Mapping[str, Any], *, prefix: str = "", source: str
+) -> tuple[str | None, dict[str, Any]]:
+    """Split framework settings into ``(app_name, SessionManager keywords)``.
+
+    Names after ``prefix`` match in any case (keys without the prefix are not ours); ``APP_NAME``
+    is the app name, every other key must be a :class:`SessionManager` keyword, else
+    :class:`ConfigurationError` names it (``source`` says where the settings come from)."""
+    app_name: str | None = None
+    options: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in settings.items():
+        key = str(key)
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :].lower()
+        if name == "app_name":
+            app_name = str(value)
+        elif name in MANAGER_OPTIONS:
+            options[name] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: {', '.join(sorted(unknown))} not a SessionManager option "
+            f"(known: {', '.join(sorted(MANAGER_OPTIONS))})"
+        )
+    return app_name, options
 
 
 def close_all() -> None:
