@@ -27,7 +27,7 @@ import anyio
 import anyio.to_thread
 
 from .errors import UNAVAILABLE_ERRORS
-from .manager import ActiveRequest, SessionManager
+from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager
 from .session import Session
 from .tracking import split_path_param
 
@@ -96,9 +96,9 @@ class SessionMiddleware:
         try:
             active = await self._begin(session_id, owner)
         except UNAVAILABLE_ERRORS:
-            self.manager.stats_counters.add("unavailable")
+            refused = self.manager.refuse()
             if scope["type"] == "http":
-                await _unavailable(send, self.manager.retry_after_s)
+                await _unavailable(send, refused)
             else:
                 await send({"type": "websocket.close", "code": 1013})  # try again later
             return
@@ -190,17 +190,12 @@ def _headers(scope: Scope) -> dict[str, str]:
     return out
 
 
-async def _unavailable(send: Send, retry_after_s: int) -> None:
-    body = b"Session store unavailable, please retry.\n"
+async def _unavailable(send: Send, headers: list[tuple[str, str]]) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after_s).encode()),
-            ],
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})

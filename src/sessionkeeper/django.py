@@ -43,7 +43,13 @@ from django.utils.module_loading import import_string
 
 from . import ids
 from .errors import UNAVAILABLE_ERRORS, ConfigurationError
-from .manager import MANAGER_OPTIONS, ActiveRequest, SessionManager, manager_options
+from .manager import (
+    MANAGER_OPTIONS,
+    UNAVAILABLE_BODY,
+    ActiveRequest,
+    SessionManager,
+    manager_options,
+)
 from .policies import parse_policy
 from .session import Session
 
@@ -419,11 +425,7 @@ class SessionUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
         if not isinstance(exception, UNAVAILABLE_ERRORS):
             return None
-        response = HttpResponse(
-            "Session store unavailable, please retry.\n", status=503, content_type="text/plain"
-        )
-        response["Retry-After"] = str(get_manager().retry_after_s)
-        return response
+        return HttpResponse(UNAVAILABLE_BODY, status=503, headers=get_manager().refuse())
 
 
 @checks.register("sessionkeeper")

@@ -27,7 +27,7 @@ from flask.wrappers import Request, Response
 from werkzeug.sansio.request import Request as WerkzeugRequest
 
 from .errors import UNAVAILABLE_ERRORS
-from .manager import ActiveRequest, SessionManager, manager_options
+from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager, manager_options
 from .session import Session
 
 CONFIG_PREFIX = "SESSIONKEEPER_"
@@ -162,8 +162,7 @@ class SessionKeeperInterface(SessionInterface):
         try:
             active = self.manager.begin_request(self.app_name, session_id)
         except UNAVAILABLE_ERRORS:
-            self.manager.stats_counters.add("unavailable")
-            request.environ[_UNAVAILABLE] = True
+            request.environ[_UNAVAILABLE] = self.manager.refuse()  # the 503's headers
             return UnavailableSession()
         request.environ[_ACTIVE] = active
         return FlaskSession(active, self, app)
@@ -278,15 +277,10 @@ def manager_from_config(config: flask.Config) -> SessionManager:
 
 
 def _refuse_unavailable() -> Response | None:
-    if not flask.request.environ.get(_UNAVAILABLE):
+    headers = flask.request.environ.get(_UNAVAILABLE)
+    if headers is None:
         return None
-    interface = flask.current_app.session_interface
-    assert isinstance(interface, SessionKeeperInterface)
-    response = flask.current_app.response_class(
-        "Session store unavailable, please retry.\n", status=503, mimetype="text/plain"
-    )
-    response.headers["Retry-After"] = str(interface.manager.retry_after_s)
-    return response
+    return flask.current_app.response_class(UNAVAILABLE_BODY, status=503, headers=headers)
 
 
 def _end_failed_request(exc: BaseException | None) -> None:

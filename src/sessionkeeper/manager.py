@@ -59,6 +59,9 @@ from .writer import Contents, Writer
 log = logging.getLogger("sessionkeeper")
 
 _request_ids = itertools.count(1)
+
+#: The body of the 503 answered when a request's session cannot be had (see ``refuse``).
+UNAVAILABLE_BODY = b"Session store unavailable, please retry.\n"
 _live_managers: weakref.WeakSet[SessionManager] = weakref.WeakSet()
 
 
@@ -343,6 +346,17 @@ class SessionManager:
         if presented is not None and self._cache.other_app_holds(session.app, presented[0]):
             return None  # the id still names another app's session
         return "delete" if session.presented_id else None
+
+    def refuse(self) -> list[tuple[str, str]]:
+        """Count a request whose session could not be had (one of ``UNAVAILABLE_ERRORS``) and
+        return the headers of its ``503 Service Unavailable``; the body is
+        :data:`UNAVAILABLE_BODY`. Never a 500, never a silently empty session."""
+        self.stats_counters.add("unavailable")
+        return [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(UNAVAILABLE_BODY))),
+            ("Retry-After", str(self.retry_after_s)),
+        ]
 
     def response_headers(self, session: Session, *, https: bool) -> list[tuple[str, str]]:
         """The headers that carry the id back (``Set-Cookie``, and the id header in header

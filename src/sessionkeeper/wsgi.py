@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import UNAVAILABLE_ERRORS
-from .manager import ActiveRequest, SessionManager
+from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager
 from .tracking import Mode, encode_url, split_path_param
 
 Environ = dict[str, Any]
@@ -63,8 +63,8 @@ class SessionMiddleware:
                 self.app_name, session_id, owner=self.owner(environ) if self.owner else None
             )
         except UNAVAILABLE_ERRORS:
-            self.manager.stats_counters.add("unavailable")
-            return _unavailable(start_response, self.manager.retry_after_s)
+            start_response("503 Service Unavailable", self.manager.refuse())
+            return [UNAVAILABLE_BODY]
         session = active.session
         environ[self.environ_key] = session
         environ["sessionkeeper.encode_url"] = lambda url: encode_url(
@@ -132,16 +132,3 @@ class _Body:
                 close()
         finally:
             self._finish()  # no-op when already finished
-
-
-def _unavailable(start_response: StartResponse, retry_after_s: int) -> list[bytes]:
-    body = b"Session store unavailable, please retry.\n"
-    start_response(
-        "503 Service Unavailable",
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Retry-After", str(retry_after_s)),
-        ],
-    )
-    return [body]

@@ -218,6 +218,8 @@ def test_store_down_for_an_uncached_session_is_503() -> None:
         c.cookies["sessionid"] = cookie
         r = c.post("/incr")
         assert r.status_code == 503 and r["Retry-After"] == "5"
+        assert r.content == b"Session store unavailable, please retry.\n"
+        assert skd.get_manager().stats()["unavailable"] == 1
 
 
 def test_clearsessions_sweeps_expired_sessions() -> None:
