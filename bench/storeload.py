@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,6 +34,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from sessionkeeper.demo.cluster import free_port
 
 from .report import BenchConfig, Section, SectionResult, Table
 
@@ -373,12 +374,6 @@ class RedisCounters(Counters):
             client.close()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class StoreServers:
     """The store servers of one section run: the shared PostgreSQL and MySQL, and a private
     ``redis-server`` (started on first use, always stopped on exit)."""
@@ -415,7 +410,7 @@ class StoreServers:
         )
         if binary is None:
             return None
-        port = _free_port()
+        port = free_port()
         workdir = tempfile.gettempdir()
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         proc = subprocess.Popen(

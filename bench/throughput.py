@@ -25,7 +25,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from sessionkeeper.demo.cluster import free_port
 
 from . import storeload
 from .report import BenchConfig, Section, SectionResult, Table, ratio
@@ -281,12 +282,6 @@ def make_load(port: int, seconds: int, connections: int, tmp: Path) -> Load:
 
 
 # -- servers ----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_command(group: str, port: int) -> list[str]:

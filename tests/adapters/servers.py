@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from sessionkeeper.demo.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -21,12 +22,6 @@ COMMANDS = {
     "django": ["gunicorn", "--threads", "4", "examples.django_project.wsgi"],
     "fastapi": ["uvicorn", "examples.fastapi_app:app"],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -14,7 +14,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,15 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from sessionkeeper.demo.cluster import free_port
 from tests.services import REQUIRE_ENV, services_required
 
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_user(user: str) -> list[str]:

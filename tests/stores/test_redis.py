@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
+from sessionkeeper.demo.cluster import free_port  # noqa: E402
 from sessionkeeper.errors import (  # noqa: E402
     ConfigurationError,
     CorruptSessionData,
@@ -277,12 +277,6 @@ def test_keys_of_one_session_share_a_slot(store: RedisStore) -> None:
 
 
 # -- outages ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_unreachable_port_is_unavailable_quickly() -> None:
