@@ -22,6 +22,7 @@ from sessionkeeper.wsgi import SessionMiddleware
 from tests.core.wsgi_util import call, environ
 from tests.services import unique_name
 from tests.stores.contract import req, tok
+from tests.stores.damage import REDIS_DAMAGE, damage_redis_session
 
 from .conftest import FIXTURE_OF, Target
 
@@ -33,8 +34,6 @@ SQL_DAMAGE = [
     ("postgresql", "multi_row", "nan_time"),
     ("mysql", "multi_row", "bad_name"),
 ]
-REDIS_DAMAGE = ["version", "missing_field", "meta_wrong_type", "attrs_wrong_type", "bad_name",
-                "garbage_value"]  # fmt: skip
 
 
 def counter_app(env: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -179,22 +178,7 @@ def test_tables_of_a_newer_schema_are_refused_not_overwritten(
 
 def redis_damage(damage: str) -> Any:
     def apply(store: Any, tok: str) -> None:
-        a, m, _ = store._session_keys("shop", tok)
-        raw = store.client
-        if damage == "version":
-            raw.hset(m, "v", "garbage")
-        elif damage == "missing_field":
-            raw.hdel(m, "c")
-        elif damage == "meta_wrong_type":
-            raw.delete(m)
-            raw.set(m, "not a hash")
-        elif damage == "attrs_wrong_type":
-            raw.delete(a)
-            raw.rpush(a, "x")
-        elif damage == "bad_name":
-            raw.hset(a, b"\xff\xfe", b"1")
-        else:
-            raw.hset(a, "n", b"\xff\x00{")
+        damage_redis_session(store, "shop", tok, damage)
 
     return apply
 
