@@ -20,6 +20,9 @@ class SessionCache:
             raise ValueError("cache_size must be at least 1")
         self.capacity = capacity
         self._items: OrderedDict[Key, Session] = OrderedDict()
+        # token -> the apps whose sessions use it here (apps may share an id), so that asking
+        # "does another app use this id?" is a lookup, not a scan of the whole cache.
+        self._apps_of: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -40,6 +43,7 @@ class SessionCache:
                 self._items.move_to_end(key)
                 return existing
             self._items[key] = session
+            self._apps_of.setdefault(key[1], set()).add(key[0])
             return session
 
     def remove(self, key: Key, session: Session | None = None) -> bool:
@@ -48,12 +52,20 @@ class SessionCache:
             if current is None or (session is not None and current is not session):
                 return False
             del self._items[key]
+            apps = self._apps_of[key[1]]
+            apps.discard(key[0])
+            if not apps:
+                del self._apps_of[key[1]]
             return True
 
     def other_app_holds(self, app: str, token: str) -> bool:
         """Whether a created session of another app uses ``token`` (apps may share an id)."""
         with self._lock:
-            return any(t == token and a != app and s.created for (a, t), s in self._items.items())
+            return any(
+                self._items[(other, token)].created
+                for other in self._apps_of.get(token, ())
+                if other != app
+            )
 
     def over_capacity(self) -> int:
         return len(self._items) - self.capacity
