@@ -327,7 +327,7 @@ class SessionManager:
     def exists(self, app: str, session_id: str | None) -> bool:
         """Whether ``session_id`` names a live session of ``app``, here or in the store. Touches
         nothing: neither the access time nor the cache."""
-        parsed = ids.parse(session_id) if session_id else None
+        parsed = ids.parse(session_id)
         if parsed is None:
             return False
         now = self.clock.time()
@@ -342,7 +342,7 @@ class SessionManager:
         (the presented session no longer exists and none was created), or ``None``."""
         if session.created:
             return "set" if session.presented_id != session.id else None
-        presented = ids.parse(session.presented_id) if session.presented_id else None
+        presented = ids.parse(session.presented_id)
         if presented is not None and self._cache.other_app_holds(session.app, presented[0]):
             return None  # the id still names another app's session
         return "delete" if session.presented_id else None
@@ -371,7 +371,7 @@ class SessionManager:
     def _resolve(
         self, app: str, session_id: str | None, owner: str | None, *, allow_io: bool
     ) -> Session | None:
-        parsed = ids.parse(session_id) if session_id else None
+        parsed = ids.parse(session_id)
         if session_id and parsed is None:
             self.stats_counters.add("invalid_ids")
         now = self.clock.time()
