@@ -81,10 +81,6 @@ class RedisStore(Store):
         rex.ClusterDownError,
         rex.ReadOnlyError,  # a replica promoted or demoted under us: retry reaches the primary
     )
-    #: Each merge round is a network round trip, in which other writers of the same session land
-    #: first about as often as not; 5 rounds failed within seconds with 3 busy writers. A lost round
-    #: always means another write succeeded (lock-free), so more rounds only cost time.
-    max_merge_rounds: ClassVar[int] = 64
 
     def __init__(
         self,
