@@ -26,7 +26,7 @@ from typing import Any
 from sessionkeeper.stores import RetryPolicy, SaveRequest, SaveStatus, Store
 
 from .report import BenchConfig, Section, SectionResult, Table, Verdict, ratio
-from .storeload import store_url, unique_prefix
+from .storecounters import store_url, unique_prefix
 
 TARGET_FLUSH_S = 1.0
 SWEEP_LIMIT = 1000

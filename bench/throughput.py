@@ -35,7 +35,7 @@ from pathlib import Path
 
 from sessionkeeper.demo.cluster import free_port
 
-from . import storeload
+from . import storecounters
 from .report import BenchConfig, Section, SectionResult, Table, ratio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -378,7 +378,7 @@ def _tail(log: Path, lines: int = 5) -> str:
 class Run:
     contender: Contender
     load: Load | None = None
-    store_load: storeload.StoreLoad | None = None
+    store_load: storecounters.StoreLoad | None = None
     skipped: str | None = None
     log_tail: str = ""
     load_avg: float = 0.0  # the machine's 1-minute load average at the end of the run
@@ -425,7 +425,7 @@ def _run_all(config: BenchConfig) -> list[Run]:
     out: list[Run] = []
     with (
         tempfile.TemporaryDirectory(prefix="sk-throughput-") as tmp_name,
-        storeload.StoreServers() as stores,
+        storecounters.StoreServers() as stores,
     ):
         tmp = Path(tmp_name)
         for i, c in enumerate(contenders):
@@ -452,17 +452,17 @@ def _run_all(config: BenchConfig) -> list[Run]:
     return out
 
 
-def _run_one(run: Run, scale: Scale, tmp: Path, stores: storeload.StoreServers) -> None:
+def _run_one(run: Run, scale: Scale, tmp: Path, stores: storecounters.StoreServers) -> None:
     c = run.contender
     tmp.mkdir(parents=True)
     env = {"BENCH_SESSION": c.session, "BENCH_WRITE": c.write}
-    counters: storeload.Counters | None = None
+    counters: storecounters.Counters | None = None
     if c.store == "sqlite":
         env["BENCH_STORE"] = f"sqlite:///{tmp / 'sessions.db'}"
     elif c.store is not None:
-        env["BENCH_PREFIX"] = prefix = storeload.unique_prefix(c.store)
+        env["BENCH_PREFIX"] = prefix = storecounters.unique_prefix(c.store)
         counters = stores.counters(c.store, prefix)
-    meter = storeload.Meter(counters) if counters else None
+    meter = storecounters.Meter(counters) if counters else None
     log = tmp / "server.log"
     try:
         if counters is not None:

@@ -1,0 +1,1 @@
+"""What only tests, benchmarks and the chaos run use; not part of the installed package."""
