@@ -22,8 +22,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 
 demo: $(STAMP)
@@ -38,7 +38,7 @@ bench: $(STAMP)
 # 30 s cut-off per policy (about 4 minutes). Writes docs/chaos.md. CHAOS_ARGS="--short" for 40 s.
 chaos: $(STAMP)
 	bash scripts/ensure-nginx.sh
-	$(BIN)/python -m sessionkeeper.chaos --doc docs/chaos.md $(CHAOS_ARGS)
+	$(BIN)/python -m tools.chaos --doc docs/chaos.md $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

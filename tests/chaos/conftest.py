@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sessionkeeper.chaos.nginx import find_nginx
-from sessionkeeper.chaos.postgres import find_bin_dir
 from tests import services
+from tools.chaos.nginx import find_nginx
+from tools.chaos.postgres import find_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 ENSURE = ROOT / "scripts" / "ensure-nginx.sh"

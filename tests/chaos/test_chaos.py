@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sessionkeeper.chaos.__main__ import run_all
-from sessionkeeper.chaos.scenario import SHORT, ChaosOptions
-from sessionkeeper.chaos.verdict import failed_checks, text_table
+from tools.chaos.__main__ import run_all
+from tools.chaos.scenario import SHORT, ChaosOptions
+from tools.chaos.verdict import failed_checks, text_table
 
 
 @pytest.mark.slow

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sessionkeeper.chaos.nginx import (
+from sessionkeeper.demo.cluster import Cluster, free_port
+from sessionkeeper.stores import open_store
+from tools.chaos.nginx import (
     FALLBACK_DIRECTIVES,
     PROXY_DIRECTIVES,
     ROUTING_BEGIN,
@@ -21,8 +23,6 @@ from sessionkeeper.chaos.nginx import (
     fallbacks,
     routing,
 )
-from sessionkeeper.demo.cluster import Cluster, free_port
-from sessionkeeper.stores import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"

@@ -1,4 +1,4 @@
-"""The chaos run (``make chaos``, ``python -m sessionkeeper.chaos``): demo shop nodes on a private
+"""The chaos run (``make chaos``, ``python -m tools.chaos``): demo shop nodes on a private
 PostgreSQL behind a real nginx that routes by the session id's node suffix, simulated shoppers
 sending through nginx, and a timeline that SIGKILLs a node, SIGTERMs another, restarts PostgreSQL
 and cuts it off. Afterwards every acknowledged update is checked against the store.

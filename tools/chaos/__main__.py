@@ -1,4 +1,4 @@
-"""``python -m sessionkeeper.chaos`` (``make chaos``): the chaos run, its table, and docs/chaos.md.
+"""``python -m tools.chaos`` (``make chaos``): the chaos run, its table, and docs/chaos.md.
 
 Exit status: 0 when every check passed, 1 when one failed, 2 when the run could not be set up
 (no nginx, no PostgreSQL binaries, a node that would not start).
@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ..demo.cluster import check_gunicorn
-from ..errors import ConfigurationError
-from ..policies import parse_policy
+from sessionkeeper.demo.cluster import check_gunicorn
+from sessionkeeper.errors import ConfigurationError
+from sessionkeeper.policies import parse_policy
+
 from .nginx import find_nginx
 from .postgres import PrivatePostgres
 from .scenario import FULL, SHORT, ChaosOptions, PolicyRun, run_policy
@@ -80,7 +81,7 @@ be read from the store (the monitor polls, so figures are up to its period too h
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sessionkeeper.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.chaos", description=__doc__)
     parser.add_argument("--short", action="store_true", help="the test suite's short timeline")
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--users", type=int, default=8)
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAIL {line}")
     if args.doc is not None:
         given = list(sys.argv[1:] if argv is None else argv)
-        cmd = " ".join(["python -m sessionkeeper.chaos", *given])
+        cmd = " ".join(["python -m tools.chaos", *given])
         args.doc.write_text(markdown(opts, runs, figs, cmd))
         print(f"wrote {args.doc}", file=sys.stderr)
     return 1 if failures else 0

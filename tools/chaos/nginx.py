@@ -21,11 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..demo.cluster import get_json
+from sessionkeeper.demo.cluster import get_json
 
-ROUTING_BEGIN = (
-    "# --- sessionkeeper routing: begin (rendered by sessionkeeper.chaos.nginx.routing) ---"
-)
+ROUTING_BEGIN = "# --- sessionkeeper routing: begin (rendered by tools.chaos.nginx.routing) ---"
 ROUTING_END = "# --- sessionkeeper routing: end ---"
 READY_TIMEOUT_S = 10.0
 _QUOTED = re.compile(r'"([^"]*)"')

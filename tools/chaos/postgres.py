@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..demo.cluster import free_port
+from sessionkeeper.demo.cluster import free_port
 
 START_TIMEOUT_S = 60
 

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import psycopg
 
-from ..demo.app import APP_NAME, seqs_of
-from ..demo.cluster import Cluster, Node, free_port
-from ..demo.driver import Shoppers, User
-from ..demo.report import Crash, Found, read_store
-from ..errors import SessionKeeperError
-from ..policies import parse_policy
-from ..serialization import make_serializer
-from ..stores import Store, open_store
-from ..stores.base import RetryPolicy
+from sessionkeeper.demo.app import APP_NAME, seqs_of
+from sessionkeeper.demo.cluster import Cluster, Node, free_port
+from sessionkeeper.demo.driver import Shoppers, User
+from sessionkeeper.demo.report import Crash, Found, read_store
+from sessionkeeper.errors import SessionKeeperError
+from sessionkeeper.policies import parse_policy
+from sessionkeeper.serialization import make_serializer
+from sessionkeeper.stores import Store, open_store
+from sessionkeeper.stores.base import RetryPolicy
+
 from .nginx import Backend, Nginx, fallbacks
 from .postgres import PrivatePostgres
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..demo.driver import Ack
-from ..demo.report import FLUSH_POLL_S, allowed_losses
-from ..policies import EndOfRequest, OnAttribute, TimeBased, parse_policy
+from sessionkeeper.demo.driver import Ack
+from sessionkeeper.demo.report import FLUSH_POLL_S, allowed_losses
+from sessionkeeper.policies import EndOfRequest, OnAttribute, TimeBased, parse_policy
+
 from .scenario import MONITOR_PERIOD_S, PolicyRun, Timeline
 
 FAULT_NAMES = {

@@ -146,7 +146,7 @@ class Shoppers:
 
     def target_port(self, user: User) -> int | None:
         """The port ``user``'s next request goes to, or ``None`` when no node is up. A subclass
-        can send every request through a load balancer instead (``sessionkeeper.chaos``)."""
+        can send every request through a load balancer instead (``tools.chaos``)."""
         node = self._route(user)
         return node.port if node is not None else None
 
