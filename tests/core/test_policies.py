@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import sessionkeeper as sk
+from sessionkeeper.policies import MaxLoss
 
 from .conftest import MakeManager, RecordingStore, new_session
 
@@ -354,3 +357,21 @@ def test_dirty_session_not_yet_due_still_has_its_access_time_touched(
         other.sweep()
     assert store.raw("shop", sid.split(".")[0]) is not None
     assert other.stats()["timed_out"] == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (sk.EndOfRequest(), MaxLoss(0, 0, 0)),
+        (sk.OnAttribute(), MaxLoss(0, 0, 0)),
+        (sk.TimeBased(10), MaxLoss(12, math.inf, math.inf)),
+        (sk.AfterUpdates(5), MaxLoss(math.inf, 4, math.inf)),
+        (sk.AfterRequests(3), MaxLoss(math.inf, math.inf, 2)),
+        (sk.Manual(), MaxLoss(math.inf, math.inf, math.inf)),
+    ],
+)
+def test_each_policy_states_its_crash_window_as_numbers(
+    policy: sk.WritePolicy, expected: MaxLoss
+) -> None:
+    assert policy.max_loss(flush_poll_s=1.0) == expected
+    assert expected.nothing == (not policy.deferred)

@@ -19,12 +19,13 @@ acknowledged update was only in a node's memory before the monitor first saw it 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sessionkeeper.demo.driver import Ack
 from sessionkeeper.demo.report import FLUSH_POLL_S, allowed_losses
-from sessionkeeper.policies import EndOfRequest, OnAttribute, TimeBased, parse_policy
+from sessionkeeper.policies import parse_policy
 
 from .scenario import MONITOR_PERIOD_S, PolicyRun, Timeline
 
@@ -123,12 +124,13 @@ def figures(run: PolicyRun) -> Figures:
             f"{len(lost_other)} lost",
         ),
     ]
-    if isinstance(policy, EndOfRequest | OnAttribute):
+    loss = policy.max_loss(FLUSH_POLL_S)
+    if loss.nothing:
         checks.append(
             Check("nothing lost at all", not lost, f"{len(lost)} lost{_which(run, lost)}")
         )
-    elif isinstance(policy, TimeBased):
-        window_s = policy.interval_s + 2 * FLUSH_POLL_S
+    elif math.isfinite(loss.seconds):
+        window_s = loss.seconds
         late = [
             a
             for a in lost_killed

@@ -26,12 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..policies import (
-    AfterRequests,
-    AfterUpdates,
-    EndOfRequest,
-    Manual,
-    OnAttribute,
-    TimeBased,
     WritePolicy,
 )
 from ..serialization import make_serializer
@@ -75,19 +69,17 @@ def read_store(store: Store, users: Sequence[User], now: float) -> Found:
 
 
 def allowed_losses(policy: WritePolicy, acks: Sequence[Ack], crash: Crash | None) -> int:
-    """How many acknowledged updates the policy's crash window may lose to the SIGKILL."""
-    if crash is None or isinstance(policy, EndOfRequest | OnAttribute):
+    """How many acknowledged updates the policy's crash window (``policy.max_loss()``) may lose to
+    the SIGKILL. The demo makes one update per request, so a bound on requests bounds updates."""
+    loss = policy.max_loss(FLUSH_POLL_S)
+    if crash is None or loss.nothing:
         return 0
-    before = [a for a in acks if a.node == crash.node and a.at_s < crash.at_s]
-    if isinstance(policy, TimeBased):
-        window_s = policy.interval_s + 2 * FLUSH_POLL_S
-        return sum(1 for a in before if a.at_s >= crash.at_s - window_s)
-    if isinstance(policy, AfterUpdates | AfterRequests):
-        per_user = Counter(a.user for a in before)
-        return sum(min(policy.n - 1, n) for n in per_user.values())
-    if isinstance(policy, Manual):
-        return len(before)
-    return len(before)  # an unknown policy: anything the crashed node held
+    recent = [
+        a for a in acks if a.node == crash.node and crash.at_s - loss.seconds <= a.at_s < crash.at_s
+    ]
+    per_user = Counter(a.user for a in recent)
+    cap = min(loss.updates, loss.requests)
+    return sum(int(min(cap, n)) for n in per_user.values())
 
 
 @dataclass(frozen=True)
