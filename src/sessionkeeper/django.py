@@ -42,15 +42,9 @@ from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
 from . import ids
+from .config import MANAGER_OPTIONS, Settings, manager_options
 from .errors import UNAVAILABLE_ERRORS, ConfigurationError
-from .manager import (
-    MANAGER_OPTIONS,
-    UNAVAILABLE_BODY,
-    ActiveRequest,
-    SessionManager,
-    manager_options,
-)
-from .policies import parse_policy
+from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager
 from .session import Session
 
 # -- the manager: one per process ----------------------------------------------------------------
@@ -445,18 +439,8 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
             )
         )
     try:
-        if "write" in options:
-            parse_policy(options["write"])
-        if options.get("contents", "updated") not in ("updated", "accessed", "all"):
-            raise ConfigurationError("CONTENTS must be 'updated', 'accessed' or 'all'")
-        if options.get("node"):
-            ids.check_node_name(str(options["node"]))
-        for name in ("timeout_s", "cache_size", "access_wait_s", "save_period_s"):
-            if name in options and not (
-                isinstance(options[name], int | float) and options[name] > 0
-            ):
-                raise ConfigurationError(f"{name.upper()} must be a positive number")
-    except (ConfigurationError, ValueError) as exc:
+        Settings(**{k: v for k, v in options.items() if k in MANAGER_OPTIONS})
+    except (ConfigurationError, ValueError, TypeError) as exc:
         errors.append(checks.Error(f"SESSIONKEEPER: {exc}", id="sessionkeeper.E003"))
     store = options.get("store")
     if isinstance(store, str) and store.startswith("memory:"):

@@ -26,8 +26,9 @@ from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 from werkzeug.sansio.request import Request as WerkzeugRequest
 
+from .config import manager_options
 from .errors import UNAVAILABLE_ERRORS
-from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager, manager_options
+from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager
 from .session import Session
 
 CONFIG_PREFIX = "SESSIONKEEPER_"

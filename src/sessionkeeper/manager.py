@@ -13,7 +13,6 @@ after a fork each process gets its own housekeeping thread and store connections
 from __future__ import annotations
 
 import atexit
-import inspect
 import itertools
 import logging
 import os
@@ -23,15 +22,15 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from . import ids
 from .cache import SessionCache
-from .clock import Clock, SystemClock
+from .clock import Clock
+from .config import Settings
 from .errors import (
     AccessTimeout,
     CacheFull,
-    ConfigurationError,
     CorruptSessionData,
     SerializationError,
     StoreError,
@@ -48,8 +47,8 @@ from .events import (
 )
 from .housekeeping import Housekeeper, within_hours
 from .persistence import Persistence
-from .policies import EndOfRequest, WritePolicy, parse_policy
-from .serialization import JsonSerializer, Serializer, json_cannot_fail, make_serializer
+from .policies import WritePolicy
+from .serialization import JsonSerializer, Serializer, json_cannot_fail
 from .session import _MISSING, Session, current_request
 from .stats import Stats
 from .stores import Store, StoredSession, open_store
@@ -109,49 +108,39 @@ class SessionManager:
         store_options: Mapping[str, Any] | None = None,
         housekeeping: bool = True,
     ) -> None:
-        if contents not in ("updated", "accessed", "all"):
-            raise ConfigurationError("contents must be 'updated', 'accessed' or 'all'")
-        if timeout_s <= 0:
-            raise ConfigurationError("timeout_s must be positive")
-        for name, value in (
-            ("save_period_s", save_period_s),
-            ("flush_poll_s", flush_poll_s),
-            ("sweep_interval_s", sweep_interval_s),
-        ):
-            if value <= 0:
-                raise ConfigurationError(f"{name} must be positive")
-        if outage_backoff_s < 0:
-            raise ConfigurationError("outage_backoff_s must not be negative")
-        if sweep_hours is not None and not all(0 <= h <= 23 for h in sweep_hours):
-            raise ConfigurationError("sweep_hours are two hours of the day, 0 to 23")
-        self.store = open_store(store, **dict(store_options or {}))
-        self.policy = parse_policy(write) if write is not None else EndOfRequest()
-        self.contents: Contents = contents
-        self.timeout_s = float(timeout_s)
-        self.app_timeouts_s = dict(app_timeouts_s or {})
-        self._node = ids.check_node_name(node) if node else None
+        self.settings = Settings(
+            store=store,
+            write=write,
+            contents=contents,
+            timeout_s=timeout_s,
+            app_timeouts_s=app_timeouts_s,
+            node=node,
+            serialize_access=serialize_access,
+            access_wait_s=access_wait_s,
+            cache_size=cache_size,
+            overflow=overflow,
+            save_on_create=save_on_create,
+            save_period_s=save_period_s,
+            flush_poll_s=flush_poll_s,
+            sweep_interval_s=sweep_interval_s,
+            sweep_hours=sweep_hours,
+            sweep_grace_s=sweep_grace_s,
+            sweep_batch=sweep_batch,
+            serializer=serializer,
+            pickle_key=pickle_key,
+            tracking=tracking,
+            retry_after_s=retry_after_s,
+            outage_backoff_s=outage_backoff_s,
+            shutdown_deadline_s=shutdown_deadline_s,
+            clock=clock,
+            store_options=store_options,
+            housekeeping=housekeeping,
+        )
+        self.store = open_store(store, **dict(self.settings.store_options or {}))
+        self._node = node or None
         self._node_pid = -1
         self._node_default = ""
-        self.serialize_access = serialize_access
-        self.access_wait_s = access_wait_s
-        self.overflow = overflow
-        self.save_on_create = save_on_create
-        self.save_period_s = save_period_s
-        self.sweep_interval_s = sweep_interval_s
-        self.sweep_hours = sweep_hours
-        self.sweep_batch = sweep_batch
-        self.serializer = make_serializer(serializer, pickle_key=pickle_key)
         self._json = type(self.serializer) is JsonSerializer  # plain scalars need no check
-        self.tracking = tracking or Tracking()
-        self.retry_after_s = retry_after_s
-        self.outage_backoff_s = outage_backoff_s
-        self.shutdown_deadline_s = shutdown_deadline_s
-        self.clock: Clock = clock or SystemClock()
-        # A node deletes a store row only after the longest time another node may hold back a
-        # write of it: the policy's delay, the access-time period, and one flusher poll each.
-        self.sweep_grace_s = max(sweep_grace_s, self.policy.max_delay_s, save_period_s) + (
-            2 * flush_poll_s
-        )
         self.stats_counters = Stats()
         self.events = EventBus()
         self._cache = SessionCache(cache_size)
@@ -170,12 +159,92 @@ class SessionManager:
             save_period_s=save_period_s,
         )
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")
-        self._housekeeping = housekeeping
         self._next_sweep_at = self.clock.time() + sweep_interval_s
         self._warned_affinity = False
         self._closed = False
         self._close_lock = threading.Lock()
         _live_managers.add(self)
+
+    # -- the settings, as attributes adapters and tests read --------------------------------
+
+    @property
+    def policy(self) -> WritePolicy:
+        return self.settings.policy
+
+    @property
+    def serializer(self) -> Serializer:
+        return cast(Serializer, self.settings.serializer)  # Settings built it from the name
+
+    @property
+    def tracking(self) -> Tracking:
+        assert self.settings.tracking is not None  # Settings gave the default
+        return self.settings.tracking
+
+    @property
+    def clock(self) -> Clock:
+        assert self.settings.clock is not None  # Settings gave the default
+        return self.settings.clock
+
+    @property
+    def sweep_grace_s(self) -> float:
+        """The grace in effect (see :attr:`Settings.grace_s`), not the option given."""
+        return self.settings.grace_s
+
+    @property
+    def contents(self) -> Contents:
+        return self.settings.contents
+
+    @property
+    def timeout_s(self) -> float:
+        return float(self.settings.timeout_s)
+
+    @property
+    def app_timeouts_s(self) -> Mapping[str, float]:
+        return self.settings.app_timeouts_s or {}
+
+    @property
+    def serialize_access(self) -> bool:
+        return self.settings.serialize_access
+
+    @property
+    def access_wait_s(self) -> float:
+        return self.settings.access_wait_s
+
+    @property
+    def overflow(self) -> bool:
+        return self.settings.overflow
+
+    @property
+    def save_on_create(self) -> bool:
+        return self.settings.save_on_create
+
+    @property
+    def save_period_s(self) -> float:
+        return self.settings.save_period_s
+
+    @property
+    def sweep_interval_s(self) -> float:
+        return self.settings.sweep_interval_s
+
+    @property
+    def sweep_hours(self) -> tuple[int, int] | None:
+        return self.settings.sweep_hours
+
+    @property
+    def sweep_batch(self) -> int:
+        return self.settings.sweep_batch
+
+    @property
+    def retry_after_s(self) -> int:
+        return self.settings.retry_after_s
+
+    @property
+    def outage_backoff_s(self) -> float:
+        return self.settings.outage_backoff_s
+
+    @property
+    def shutdown_deadline_s(self) -> float:
+        return self.settings.shutdown_deadline_s
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -239,13 +308,13 @@ class SessionManager:
 
     def enter(self, session: Session, *, wait: bool) -> ActiveRequest | None:
         locked = False
-        if self.serialize_access:
+        if self.settings.serialize_access:
             if wait:
-                locked = session.access_lock.acquire(timeout=self.access_wait_s)
+                locked = session.access_lock.acquire(timeout=self.settings.access_wait_s)
                 if not locked:
                     self.stats_counters.add("access_timeouts")
                     raise AccessTimeout(
-                        f"session busy for more than access_wait_s={self.access_wait_s:g}"
+                        f"session busy for more than access_wait_s={self.settings.access_wait_s:g}"
                     )
             elif not session.access_lock.acquire(blocking=False):
                 return None
@@ -282,9 +351,9 @@ class SessionManager:
                 s.end_undo(active.rid, revert=False)
                 if s.created:
                     now = self.clock.time()
-                    if (not s.in_store and self.save_on_create) or self.policy.at_request_end(
-                        s, now
-                    ):
+                    if (
+                        not s.in_store and self.settings.save_on_create
+                    ) or self.policy.at_request_end(s, now):
                         write = True
                     elif s.updates_since_write > active.updates_at_start:
                         self.stats_counters.add("writes_saved")
@@ -355,7 +424,7 @@ class SessionManager:
         return [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(UNAVAILABLE_BODY))),
-            ("Retry-After", str(self.retry_after_s)),
+            ("Retry-After", str(self.settings.retry_after_s)),
         ]
 
     def response_headers(self, session: Session, *, https: bool) -> list[tuple[str, str]]:
@@ -508,9 +577,9 @@ class SessionManager:
         session.meta_changed = True
 
     def _create(self, s: Session) -> None:
-        if not self.overflow and self._cache.over_capacity() >= 0:
+        if not self.settings.overflow and self._cache.over_capacity() >= 0:
             self._evict_over_capacity(room=1)  # idle sessions make room before a refusal
-        if not self.overflow and self._cache.over_capacity() >= 0:
+        if not self.settings.overflow and self._cache.over_capacity() >= 0:
             self.stats_counters.add("refusals")
             raise CacheFull(
                 f"the session cache is full ({self._cache.capacity} sessions) and overflow=False"
@@ -598,7 +667,7 @@ class SessionManager:
         """During an outage, requests stop writing inline for ``outage_backoff_s`` after each
         failure, so cached sessions are served at full speed; their changes stay dirty and the
         flusher (which keeps trying every poll) writes them when the store answers."""
-        if self.store.failing(self.outage_backoff_s):
+        if self.store.failing(self.settings.outage_backoff_s):
             self.stats_counters.add("writes_deferred")
             return True
         return False
@@ -631,7 +700,7 @@ class SessionManager:
         self._ensure_started()
 
     def _ensure_started(self) -> None:
-        if self._housekeeping and not self._closed:
+        if self.settings.housekeeping and not self._closed:
             self._housekeeper.ensure_started()
 
     def housekeep(self) -> None:
@@ -643,8 +712,8 @@ class SessionManager:
             log.warning("flush failed, dirty sessions kept: %s", exc)
         now = self.clock.time()
         if now >= self._next_sweep_at:
-            self._next_sweep_at = now + self.sweep_interval_s
-            if within_hours(self.sweep_hours, now):
+            self._next_sweep_at = now + self.settings.sweep_interval_s
+            if within_hours(self.settings.sweep_hours, now):
                 try:
                     self.sweep()
                 except StoreError as exc:
@@ -654,7 +723,7 @@ class SessionManager:
         """End expired sessions: drop them from this cache, and delete from the store those that
         expired more than ``sweep_grace_s`` ago, firing their destroyed events (exactly one node
         gets each). Returns how many store sessions were deleted."""
-        return self._persistence.sweep(self.sweep_grace_s, self.sweep_batch)
+        return self._persistence.sweep(self.sweep_grace_s, self.settings.sweep_batch)
 
     # -- observation and shutdown ------------------------------------------------------------
 
@@ -681,7 +750,7 @@ class SessionManager:
         self._housekeeper.stop()
         # Real time, not self.clock: this bounds how long a process really waits to exit.
         deadline = time.monotonic() + (
-            self.shutdown_deadline_s if deadline_s is None else deadline_s
+            self.settings.shutdown_deadline_s if deadline_s is None else deadline_s
         )
         wait = threading.Event()
         while True:
@@ -708,40 +777,6 @@ class SessionManager:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-#: The keyword arguments of :class:`SessionManager`, as adapters read them from settings.
-MANAGER_OPTIONS = frozenset(inspect.signature(SessionManager.__init__).parameters) - {"self"}
-
-
-def manager_options(
-    settings: Mapping[str, Any], *, prefix: str = "", source: str
-) -> tuple[str | None, dict[str, Any]]:
-    """Split framework settings into ``(app_name, SessionManager keywords)``.
-
-    Names after ``prefix`` match in any case (keys without the prefix are not ours); ``APP_NAME``
-    is the app name, every other key must be a :class:`SessionManager` keyword, else
-    :class:`ConfigurationError` names it (``source`` says where the settings come from)."""
-    app_name: str | None = None
-    options: dict[str, Any] = {}
-    unknown: list[str] = []
-    for key, value in settings.items():
-        key = str(key)
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix) :].lower()
-        if name == "app_name":
-            app_name = str(value)
-        elif name in MANAGER_OPTIONS:
-            options[name] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ConfigurationError(
-            f"{source}: {', '.join(sorted(unknown))} not a SessionManager option "
-            f"(known: {', '.join(sorted(MANAGER_OPTIONS))})"
-        )
-    return app_name, options
 
 
 def close_all() -> None:
