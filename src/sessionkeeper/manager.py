@@ -1,10 +1,8 @@
-"""``SessionManager``: the request lifecycle, the local cache, the write policy and housekeeping.
+"""``SessionManager``: the application's API to server-side sessions.
 
-A request, end to end (DESIGN.md): the adapter calls :meth:`SessionManager.begin_request` with the
-presented id; the cached copy is trusted only when the id's node suffix names this node, otherwise
-the session is loaded from the store (failover). The application reads and writes the session; on
-:meth:`SessionManager.end_request` the policy decides whether to write now or leave it dirty for the
-flusher. A request that never writes to its session creates nothing.
+``request()`` serves one session, ``flush``/``flush_due``/``sweep``/``housekeep`` run what the
+housekeeping thread runs, ``stats`` and ``close`` observe and stop. The adapters' protocol is
+``manager.lifecycle`` (lifecycle.py); the options are ``manager.settings`` (config.py).
 
 Thread safety: every public method may be called from any thread. One manager serves one process;
 after a fork each process gets its own housekeeping thread and store connections.
@@ -13,15 +11,12 @@ after a fork each process gets its own housekeeping thread and store connections
 from __future__ import annotations
 
 import atexit
-import itertools
 import logging
-import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, cast
 
 from . import ids
@@ -29,7 +24,6 @@ from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
 from .errors import (
-    AccessTimeout,
     CacheFull,
     CorruptSessionData,
     SerializationError,
@@ -46,10 +40,12 @@ from .events import (
     call_hook,
 )
 from .housekeeping import Housekeeper, within_hours
+from .lifecycle import Lifecycle
 from .persistence import Persistence
 from .policies import WritePolicy
+from .runtime import Runtime
 from .serialization import JsonSerializer, Serializer, json_cannot_fail
-from .session import _MISSING, Session, current_request
+from .session import _MISSING, Session
 from .stats import Stats
 from .stores import Store, StoredSession, open_store
 from .tracking import Tracking
@@ -57,22 +53,7 @@ from .writer import Contents, Writer
 
 log = logging.getLogger("sessionkeeper")
 
-_request_ids = itertools.count(1)
-
-#: The body of the 503 answered when a request's session cannot be had (see ``refuse``).
-UNAVAILABLE_BODY = b"Session store unavailable, please retry.\n"
 _live_managers: weakref.WeakSet[SessionManager] = weakref.WeakSet()
-
-
-@dataclass(eq=False, slots=True)
-class ActiveRequest:
-    """One request's hold on its session, from ``begin_request`` to ``end_request``."""
-
-    session: Session
-    rid: int
-    updates_at_start: int
-    locked: bool = False
-    ended: bool = False
 
 
 class SessionManager:
@@ -137,15 +118,12 @@ class SessionManager:
             housekeeping=housekeeping,
         )
         self.store = open_store(store, **dict(self.settings.store_options or {}))
-        self._node = node or None
-        self._node_pid = -1
-        self._node_default = ""
         self._json = type(self.serializer) is JsonSerializer  # plain scalars need no check
         self.stats_counters = Stats()
         self.events = EventBus()
         self._cache = SessionCache(cache_size)
         self._writer = Writer(
-            self.store, self.serializer, self.stats_counters, contents, lambda: self.node
+            self.store, self.serializer, self.stats_counters, contents, lambda: self._rt.node
         )
         self._persistence = Persistence(
             store=self.store,
@@ -158,6 +136,17 @@ class SessionManager:
             save_on_create=save_on_create,
             save_period_s=save_period_s,
         )
+        self._rt = Runtime(
+            self.settings,
+            self.store,
+            self._cache,
+            self.stats_counters,
+            self.events,
+            self._writer,
+            self._persistence,
+        )
+        #: The adapters' protocol (see lifecycle.py).
+        self.lifecycle = Lifecycle(self._rt, self._resolve, self._ensure_started)
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")
         self._next_sweep_at = self.clock.time() + sweep_interval_s
         self._warned_affinity = False
@@ -251,12 +240,7 @@ class SessionManager:
     @property
     def node(self) -> str:
         """This process's node name: the one given, or host and pid (computed per process)."""
-        if self._node is not None:
-            return self._node
-        pid = os.getpid()
-        if pid != self._node_pid:
-            self._node_default, self._node_pid = ids.default_node_name(), pid
-        return self._node_default
+        return self._rt.node
 
     def timeout_for(self, app: str) -> float:
         return self.app_timeouts_s.get(app) or self.timeout_s
@@ -264,7 +248,7 @@ class SessionManager:
     def add_listener(self, listener: SessionListener) -> None:
         self.events.add(listener)
 
-    # -- the request lifecycle ----------------------------------------------------------------
+    # -- the application's request ----------------------------------------------------------------
 
     @contextmanager
     def request(
@@ -272,173 +256,18 @@ class SessionManager:
     ) -> Iterator[Session]:
         """The session for one request. Changes are written per the policy when the block exits
         normally; an exception rolls back the request's changes and writes nothing."""
-        active = self.begin_request(app, session_id, owner=owner)
+        active = self.lifecycle.begin_request(app, session_id, owner=owner)
         ok = False
         try:
             yield active.session
             ok = True
         finally:
-            self.end_request(active, ok=ok)
-
-    def begin_request(
-        self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
-    ) -> ActiveRequest:
-        """Resolve the session (loading it from the store when needed) and hold it.
-
-        Raises :class:`StoreUnavailable` when the session is not cached and the store is down
-        (adapters answer 503), :class:`AccessTimeout` with ``serialize_access``."""
-        self._ensure_started()
-        session = self._resolve(app, session_id, owner, allow_io=True)
-        assert session is not None  # allow_io always resolves
-        active = self.enter(session, wait=True)
-        assert active is not None  # wait=True raises instead
-        return active
-
-    def begin_cached(
-        self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
-    ) -> ActiveRequest | None:
-        """Like :meth:`begin_request` but never blocks or touches the store: ``None`` when the
-        store must be read or the session is busy. Async adapters call this on the event loop and
-        fall back to ``begin_request`` in a worker thread."""
-        self._ensure_started()
-        session = self._resolve(app, session_id, owner, allow_io=False)
-        if session is None:
-            return None
-        return self.enter(session, wait=False)
-
-    def enter(self, session: Session, *, wait: bool) -> ActiveRequest | None:
-        locked = False
-        if self.settings.serialize_access:
-            if wait:
-                locked = session.access_lock.acquire(timeout=self.settings.access_wait_s)
-                if not locked:
-                    self.stats_counters.add("access_timeouts")
-                    raise AccessTimeout(
-                        f"session busy for more than access_wait_s={self.settings.access_wait_s:g}"
-                    )
-            elif not session.access_lock.acquire(blocking=False):
-                return None
-            else:
-                locked = True
-        rid = next(_request_ids)
-        current_request.set(rid)
-        now = self.clock.time()
-        with session.lock:
-            session.begin_undo(rid)
-            session.active_requests += 1
-            if session.created:
-                session.last_access_at = max(session.last_access_at, now)
-                session.requests_since_write += 1
-        return ActiveRequest(session, rid, session.updates_since_write, locked)
-
-    def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
-        """Finish a request: ``ok`` means the response succeeded (status < 500, no exception).
-        Writes now when the policy says so; a failed store write keeps the session dirty."""
-        pending = self.finish_request(active, ok=ok)
-        if pending is not None:
-            pending()
-
-    def finish_request(self, active: ActiveRequest, *, ok: bool) -> Callable[[], None] | None:
-        """The I/O-free part of :meth:`end_request`; returns the write to run, if any (async
-        adapters run it in a worker thread)."""
-        if active.ended:
-            return None
-        active.ended = True
-        s = active.session
-        write = False
-        try:
-            if ok:
-                s.end_undo(active.rid, revert=False)
-                if s.created:
-                    now = self.clock.time()
-                    if (
-                        not s.in_store and self.settings.save_on_create
-                    ) or self.policy.at_request_end(s, now):
-                        write = True
-                    elif s.updates_since_write > active.updates_at_start:
-                        self.stats_counters.add("writes_saved")
-            else:
-                if s.end_undo(active.rid, revert=True):
-                    self.stats_counters.add("reverted_requests")
-                if s.is_new and s.created and not s.in_store:
-                    self._cache.remove((s.app, s.token), s)  # never existed for anyone else
-                    s.created = False
-                    s.replace_data({})
-                elif not self.policy.deferred and s.has_changes():
-                    write = True  # restore what an immediate write already stored
-        finally:
-            with s.lock:
-                s.active_requests -= 1
-                s.is_new = False
-            if active.locked:
-                s.access_lock.release()
-            if current_request.get() == active.rid:
-                current_request.set(None)
-        if write and self._store_failing():
-            write = False
-        if not write and self._cache.over_capacity() <= 0:
-            return None
-
-        def pending() -> None:
-            if write:
-                self._write([s], immediate=True)
-            self._evict_over_capacity()
-
-        return pending
-
-    def bind(self, active: ActiveRequest) -> None:
-        """Make the calling thread or task the one serving ``active``, so that its changes are
-        undone when the request fails. Async adapters call it on the event loop after
-        ``begin_request`` ran in a worker thread (a context variable does not flow back)."""
-        if not active.ended:
-            current_request.set(active.rid)
-
-    def exists(self, app: str, session_id: str | None) -> bool:
-        """Whether ``session_id`` names a live session of ``app``, here or in the store. Touches
-        nothing: neither the access time nor the cache."""
-        parsed = ids.parse(session_id)
-        if parsed is None:
-            return False
-        now = self.clock.time()
-        cached = self._cache.get((app, parsed[0]))
-        if cached is not None and cached.created and not cached.expired(now):
-            return True
-        stored = self.store.load(app, parsed[0])
-        return stored is not None and now - stored.last_access_at <= stored.timeout_s
-
-    def cookie_action(self, session: Session) -> str | None:
-        """What the response must do with the id: ``"set"`` (new or changed id), ``"delete"``
-        (the presented session no longer exists and none was created), or ``None``."""
-        if session.created:
-            return "set" if session.presented_id != session.id else None
-        presented = ids.parse(session.presented_id)
-        if presented is not None and self._cache.other_app_holds(session.app, presented[0]):
-            return None  # the id still names another app's session
-        return "delete" if session.presented_id else None
-
-    def refuse(self) -> list[tuple[str, str]]:
-        """Count a request whose session could not be had (one of ``UNAVAILABLE_ERRORS``) and
-        return the headers of its ``503 Service Unavailable``; the body is
-        :data:`UNAVAILABLE_BODY`. Never a 500, never a silently empty session."""
-        self.stats_counters.add("unavailable")
-        return [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(UNAVAILABLE_BODY))),
-            ("Retry-After", str(self.settings.retry_after_s)),
-        ]
-
-    def response_headers(self, session: Session, *, https: bool) -> list[tuple[str, str]]:
-        """The headers that carry the id back (``Set-Cookie``, and the id header in header
-        mode), per :meth:`cookie_action`; empty when the id did not change."""
-        action = self.cookie_action(session)
-        if action is None:
-            return []
-        return self.tracking.response_headers(session.id if action == "set" else None, https=https)
+            self.lifecycle.end_request(active, ok=ok)
 
     # -- resolving a session ------------------------------------------------------------------
 
     def _resolve(
-        self, app: str, session_id: str | None, owner: str | None, *, allow_io: bool
+        self, app: str, session_id: str | None, owner: str | None, allow_io: bool
     ) -> Session | None:
         parsed = ids.parse(session_id)
         if session_id and parsed is None:
@@ -664,13 +493,7 @@ class SessionManager:
         )
 
     def _store_failing(self) -> bool:
-        """During an outage, requests stop writing inline for ``outage_backoff_s`` after each
-        failure, so cached sessions are served at full speed; their changes stay dirty and the
-        flusher (which keeps trying every poll) writes them when the store answers."""
-        if self.store.failing(self.settings.outage_backoff_s):
-            self.stats_counters.add("writes_deferred")
-            return True
-        return False
+        return self._rt.store_failing()
 
     # -- writing, flushing, eviction (see persistence.py) ----------------------------------
 

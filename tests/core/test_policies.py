@@ -6,7 +6,7 @@ import pytest
 
 import sessionkeeper as sk
 
-from .conftest import MakeManager, RecordingStore, new_session
+from .conftest import MakeManager, RecordingStore, held, new_session
 
 ALL_POLICIES = [
     sk.EndOfRequest(),
@@ -43,10 +43,10 @@ def test_request_that_never_writes_creates_nothing(
     make: MakeManager, store: RecordingStore
 ) -> None:
     m = make()
-    with m.request(app="shop") as s:
+    with held(m, app="shop") as (hold, s):
         assert "x" not in s and s.get("y") is None and len(s) == 0
     assert store.written == 0 and m.stats()["created"] == 0 and m.stats()["live"] == 0
-    assert m.cookie_action(s) is None
+    assert m.lifecycle.cookie_action(hold) is None
 
 
 def test_save_on_create_false_leaves_a_manual_session_to_sync(
@@ -229,10 +229,10 @@ def test_sync_of_a_brand_new_session(
     make: MakeManager, store: RecordingStore, policy: sk.WritePolicy
 ) -> None:
     m = make(write=policy)
-    with m.request(app="shop") as s:
+    with held(m, app="shop") as (hold, s):
         s.sync()
         assert store.raw("shop", s.token) is not None
-    assert m.cookie_action(s) == "set"
+    assert m.lifecycle.cookie_action(hold) == "set"
 
 
 @pytest.mark.parametrize("policy", DEFERRED, ids=ids_)
