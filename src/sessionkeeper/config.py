@@ -90,6 +90,10 @@ class Settings:
         assert isinstance(self.write, WritePolicy)  # __post_init__ parsed it
         return self.write
 
+    def timeout_for(self, app: str) -> float:
+        """``app``'s idle timeout: its entry in ``app_timeouts_s``, else ``timeout_s``."""
+        return (self.app_timeouts_s or {}).get(app) or float(self.timeout_s)
+
     @property
     def grace_s(self) -> float:
         """The sweep's grace in effect. A node deletes a store row only after the longest time

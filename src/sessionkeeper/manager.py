@@ -25,10 +25,8 @@ from .clock import Clock
 from .config import Settings
 from .errors import (
     CacheFull,
-    CorruptSessionData,
     SerializationError,
     StoreError,
-    StoreUnavailable,
 )
 from .events import (
     _PLAIN_TYPES,
@@ -43,11 +41,12 @@ from .housekeeping import Housekeeper, within_hours
 from .lifecycle import Lifecycle
 from .persistence import Persistence
 from .policies import WritePolicy
+from .resolve import Resolver
 from .runtime import Runtime
 from .serialization import JsonSerializer, Serializer, json_cannot_fail
 from .session import _MISSING, Session
 from .stats import Stats
-from .stores import Store, StoredSession, open_store
+from .stores import Store, open_store
 from .tracking import Tracking
 from .writer import Contents, Writer
 
@@ -146,10 +145,10 @@ class SessionManager:
             self._persistence,
         )
         #: The adapters' protocol (see lifecycle.py).
-        self.lifecycle = Lifecycle(self._rt, self._resolve, self._ensure_started)
+        self._resolver = Resolver(self._rt, self)
+        self.lifecycle = Lifecycle(self._rt, self._resolver.resolve, self._ensure_started)
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")
         self._next_sweep_at = self.clock.time() + sweep_interval_s
-        self._warned_affinity = False
         self._closed = False
         self._close_lock = threading.Lock()
         _live_managers.add(self)
@@ -243,7 +242,7 @@ class SessionManager:
         return self._rt.node
 
     def timeout_for(self, app: str) -> float:
-        return self.app_timeouts_s.get(app) or self.timeout_s
+        return self.settings.timeout_for(app)
 
     def add_listener(self, listener: SessionListener) -> None:
         self.events.add(listener)
@@ -263,131 +262,6 @@ class SessionManager:
             ok = True
         finally:
             self.lifecycle.end_request(active, ok=ok)
-
-    # -- resolving a session ------------------------------------------------------------------
-
-    def _resolve(
-        self, app: str, session_id: str | None, owner: str | None, allow_io: bool
-    ) -> Session | None:
-        parsed = ids.parse(session_id)
-        if session_id and parsed is None:
-            self.stats_counters.add("invalid_ids")
-        now = self.clock.time()
-        if parsed is not None:
-            token, node = parsed
-            key = (app, token)
-            cached = self._cache.get(key)
-            if node == self.node and cached is not None and not cached.expired(now):
-                if owner is None or self._owner_ok(owner, cached.owner):
-                    self.stats_counters.add("cache_hits")
-                    cached.presented_id = session_id
-                    return cached
-            elif not allow_io:
-                return None
-            elif cached is None or node != self.node:
-                self.stats_counters.add("cache_misses")
-                if node != self.node:
-                    self._affinity_break()
-                found = self._load(app, token, cached, now)
-                if found is not None and self._owner_ok(owner, found.owner):
-                    self.stats_counters.add("failovers")
-                    found.presented_id = session_id
-                    return found
-            if cached is not None and cached.expired(now) and not cached.in_use:
-                self._cache.remove(key, cached)
-        # A browser carries one id for every app: a new session of this app takes the id its
-        # other apps' sessions use here, so that their shared cookie keeps working for all.
-        shared = parsed is not None and self._cache.other_app_holds(app, parsed[0])
-        s = Session(
-            self,
-            app,
-            parsed[0] if parsed is not None and shared else ids.new_token(),
-            created_at=now,
-            timeout_s=self.timeout_for(app),
-            owner=owner,
-            track_reads=self.contents == "accessed",
-        )
-        s.presented_id = session_id
-        return s
-
-    def _owner_ok(self, presented: str | None, bound: str | None) -> bool:
-        if presented is None or bound is None or presented == bound:
-            return True
-        self.stats_counters.add("owner_mismatches")
-        return False
-
-    def _affinity_break(self) -> None:
-        self.stats_counters.add("affinity_breaks")
-        if self.policy.deferred and not self._warned_affinity:
-            self._warned_affinity = True
-            log.warning(
-                "a session moved between nodes under the deferred policy %s: the previous "
-                "node's unwritten changes are not in the store yet. Route sessions back to "
-                "their node (sticky load balancing) or use EndOfRequest.",
-                self.policy.spec(),
-            )
-
-    def _load(self, app: str, token: str, cached: Session | None, now: float) -> Session | None:
-        if cached is not None and cached.has_changes():
-            self._write([cached], immediate=True)  # ours first, so the load merges it
-        try:
-            stored = self.store.load(app, token)  # a store may find the row itself unreadable
-            if stored is None or now - stored.last_access_at > stored.timeout_s:
-                if cached is not None:
-                    self._cache.remove((app, token), cached)
-                return None
-            data = {k: self.serializer.loads(v) for k, v in stored.attributes.items()}
-        except CorruptSessionData as exc:
-            self.stats_counters.add("corrupt_sessions")
-            log.error(
-                "session %s of app %r has unreadable data (%s): replaced by a new session",
-                token[:8],
-                app,
-                exc,
-            )
-            return None
-        except StoreError as exc:
-            if not isinstance(exc, StoreUnavailable):  # the store logs its own outages
-                log.error("session %s of app %r could not be read: %s", token[:8], app, exc)
-            raise
-        if cached is not None:
-            self._refresh(cached, stored, data)
-            return cached
-        s = Session(
-            self,
-            app,
-            token,
-            created_at=stored.created_at,
-            timeout_s=stored.timeout_s,
-            last_access_at=stored.last_access_at,
-            version=stored.version,
-            owner=stored.owner,
-            data=data,
-            track_reads=self.contents == "accessed",
-        )
-        s.is_new = False
-        self._remember_stored(s, stored)
-        shared = self._cache.add((app, token), s)
-        if shared is s:
-            for value in data.values():
-                call_hook(value, "session_did_activate", s)
-            self._evict_over_capacity()
-        return shared
-
-    def _refresh(self, s: Session, stored: StoredSession, data: dict[str, Any]) -> None:
-        with s.lock:
-            s.replace_data(data)
-            s.version = stored.version
-            s.last_access_at = max(s.last_access_at, stored.last_access_at)
-            s.timeout_s = stored.timeout_s
-            s.set_keys, s.deleted_keys, s.read_keys = set(), set(), set()
-            self._remember_stored(s, stored)
-
-    def _remember_stored(self, s: Session, stored: StoredSession) -> None:
-        s.last_store_access_at = stored.last_access_at
-        s.in_store = s.created = True
-        if self.contents == "accessed":
-            s.stored_hashes = {k: hash(v) for k, v in stored.attributes.items()}
 
     # -- SessionHost: called by Session ------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import cast
 
 from . import ids
 from .cache import SessionCache
@@ -16,6 +17,7 @@ from .clock import Clock
 from .config import Settings
 from .events import EventBus
 from .persistence import Persistence
+from .serialization import Serializer
 from .session import Session
 from .stats import Stats
 from .stores import Store
@@ -38,6 +40,10 @@ class Runtime:
     def clock(self) -> Clock:
         assert self.settings.clock is not None  # Settings gave the default
         return self.settings.clock
+
+    @property
+    def serializer(self) -> Serializer:
+        return cast(Serializer, self.settings.serializer)  # Settings built it from the name
 
     @property
     def node(self) -> str:
