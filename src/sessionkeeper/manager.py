@@ -19,32 +19,25 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
-from . import ids
 from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
 from .errors import (
-    CacheFull,
-    SerializationError,
     StoreError,
 )
 from .events import (
-    _PLAIN_TYPES,
-    AttributeEvent,
-    DestroyReason,
     EventBus,
-    SessionEvent,
     SessionListener,
-    call_hook,
 )
+from .host import Host
 from .housekeeping import Housekeeper, within_hours
 from .lifecycle import Lifecycle
 from .persistence import Persistence
 from .policies import WritePolicy
 from .resolve import Resolver
 from .runtime import Runtime
-from .serialization import JsonSerializer, Serializer, json_cannot_fail
-from .session import _MISSING, Session
+from .serialization import Serializer
+from .session import Session
 from .stats import Stats
 from .stores import Store, open_store
 from .tracking import Tracking
@@ -117,7 +110,6 @@ class SessionManager:
             housekeeping=housekeeping,
         )
         self.store = open_store(store, **dict(self.settings.store_options or {}))
-        self._json = type(self.serializer) is JsonSerializer  # plain scalars need no check
         self.stats_counters = Stats()
         self.events = EventBus()
         self._cache = SessionCache(cache_size)
@@ -145,7 +137,8 @@ class SessionManager:
             self._persistence,
         )
         #: The adapters' protocol (see lifecycle.py).
-        self._resolver = Resolver(self._rt, self)
+        self._host = Host(self._rt)
+        self._resolver = Resolver(self._rt, self._host)
         self.lifecycle = Lifecycle(self._rt, self._resolver.resolve, self._ensure_started)
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")
         self._next_sweep_at = self.clock.time() + sweep_interval_s
@@ -262,112 +255,6 @@ class SessionManager:
             ok = True
         finally:
             self.lifecycle.end_request(active, ok=ok)
-
-    # -- SessionHost: called by Session ------------------------------------------------------
-
-    def _validate_value(self, session: Session, key: str, value: Any) -> None:
-        if not (self._json and json_cannot_fail(value)):
-            try:
-                self.serializer.dumps(value)
-            except (TypeError, ValueError, RecursionError) as exc:
-                raise SerializationError(key, value, str(exc)) from exc
-        if not session.created:
-            self._create(session)
-
-    def _metadata_changed(self, session: Session) -> None:
-        if not session.created:
-            self._create(session)
-        session.meta_changed = True
-
-    def _create(self, s: Session) -> None:
-        if not self.settings.overflow and self._cache.over_capacity() >= 0:
-            self._evict_over_capacity(room=1)  # idle sessions make room before a refusal
-        if not self.settings.overflow and self._cache.over_capacity() >= 0:
-            self.stats_counters.add("refusals")
-            raise CacheFull(
-                f"the session cache is full ({self._cache.capacity} sessions) and overflow=False"
-            )
-        with s.lock:
-            s.created = True
-            s.is_new = True
-        self._cache.add((s.app, s.token), s)
-        self.stats_counters.add("created")
-        if self.events:
-            self.events.emit("session_created", SessionEvent(s.app, s.token, s))
-
-    def _attribute_changed(self, session: Session, key: str, old: Any, new: Any) -> None:
-        # call_hook returns at once for plain types; checked here first, it is not even called.
-        if old is not new:
-            if old is not _MISSING and type(old) not in _PLAIN_TYPES:
-                call_hook(old, "value_unbound", session, key)
-            if new is not _MISSING and type(new) not in _PLAIN_TYPES:
-                call_hook(new, "value_bound", session, key)
-        if self.events:
-            if new is _MISSING:
-                self.events.emit("attribute_removed", AttributeEvent(session, key, old))
-            elif old is _MISSING:
-                self.events.emit("attribute_added", AttributeEvent(session, key, new))
-            else:
-                self.events.emit("attribute_replaced", AttributeEvent(session, key, new, old))
-        if self.policy.at_attribute_change(session) and not self._store_failing():
-            self._write([session], immediate=True)
-
-    def sync_session(self, session: Session) -> None:
-        if not session.created:
-            self._create(session)
-        self._write([session], immediate=True, raise_errors=True)
-
-    def invalidate_session(self, s: Session) -> None:
-        now = self.clock.time()
-        with s.write_lock:
-            if s.in_store:
-                self._retire(s.app, s.token, s.timeout_s)
-            self._cache.remove((s.app, s.token), s)
-        was_created = s.created
-        old_token = s.token
-        values = s.reset_as_new(ids.new_token(), now)
-        if not was_created:
-            return
-        self.stats_counters.add("invalidated")
-        for key, value in values.items():
-            call_hook(value, "value_unbound", s, key)
-        if self.events:
-            self.events.emit(
-                "session_destroyed", SessionEvent(s.app, old_token, s, DestroyReason.INVALIDATED)
-            )
-
-    def rotate_session_id(self, s: Session) -> None:
-        if not s.created:
-            self._create(s)
-        old, new = s.token, ids.new_token()
-        if s.in_store:
-            # Store the whole session under the new token first; only then retire the old one.
-            with s.lock:
-                old_version = s.version
-                s.token, s.version, s.in_store = new, 0, False
-            try:
-                self._write([s], immediate=True, raise_errors=True)
-                if not s.in_store:
-                    raise StoreError("the session could not be stored under its new id")
-            except BaseException:
-                with s.lock:
-                    s.token, s.version, s.in_store = old, old_version, True
-                raise
-            self._retire(s.app, old, s.timeout_s)
-        else:
-            s.token = new
-        self._cache.remove((s.app, old), s)
-        self._cache.add((s.app, new), s)
-
-    def _retire(self, app: str, token: str, timeout_s: float) -> None:
-        """Delete a session from the store, leaving a tombstone for as long as a copy on another
-        node may still try to write it: its timeout plus the sweep's grace."""
-        self.store.delete(
-            app, token, tombstone_until=self.clock.time() + timeout_s + self.sweep_grace_s
-        )
-
-    def _store_failing(self) -> bool:
-        return self._rt.store_failing()
 
     # -- writing, flushing, eviction (see persistence.py) ----------------------------------
 
