@@ -147,25 +147,23 @@ class Lifecycle:
 
     def _settle(self, active: ActiveRequest, ok: bool) -> bool:
         """Keep or undo the request's changes; whether the session must be written now."""
-        s = active.session
-        policy, settings = self._rt.settings.policy, self._rt.settings
+        s, rules = active.session, self._rt.rules
         if ok:
             s.end_undo(active.rid, revert=False)
             if s.created:
-                now = self._rt.clock.time()
-                if (not s.in_store and settings.save_on_create) or policy.at_request_end(s, now):
+                if rules.write_at_request_end(s, self._rt.clock.time()):
                     return True
                 if s.updates_since_write > active.updates_at_start:
                     self._rt.stats.add("writes_saved")
             return False
         if s.end_undo(active.rid, revert=True):
             self._rt.stats.add("reverted_requests")
-        if s.is_new and s.created and not s.in_store:
-            self._rt.cache.remove((s.app, s.token), s)  # never existed for anyone else
+        if rules.discard_after_failure(s):
+            self._rt.cache.remove((s.app, s.token), s)
             s.created = False
             s.replace_data({})
             return False
-        return not policy.deferred and s.has_changes()  # restore what an immediate write stored
+        return rules.write_after_failure(s)
 
     def bind(self, active: ActiveRequest) -> None:
         """Make the calling thread or task the one serving ``active``, so that its changes are

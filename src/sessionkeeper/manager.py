@@ -33,7 +33,7 @@ from .host import Host
 from .housekeeping import Housekeeper, within_hours
 from .lifecycle import Lifecycle
 from .persistence import Persistence
-from .policies import WritePolicy
+from .policies import WritePolicy, WriteRules
 from .resolve import Resolver
 from .runtime import Runtime
 from .serialization import Serializer
@@ -116,16 +116,15 @@ class SessionManager:
         self._writer = Writer(
             self.store, self.serializer, self.stats_counters, contents, lambda: self._rt.node
         )
+        rules = WriteRules(self.policy, save_on_create, save_period_s, outage_backoff_s)
         self._persistence = Persistence(
             store=self.store,
             cache=self._cache,
             writer=self._writer,
-            policy=self.policy,
+            rules=rules,
             stats=self.stats_counters,
             events=self.events,
             clock_time=self.clock.time,
-            save_on_create=save_on_create,
-            save_period_s=save_period_s,
         )
         self._rt = Runtime(
             self.settings,
@@ -135,10 +134,11 @@ class SessionManager:
             self.events,
             self._writer,
             self._persistence,
+            rules,
         )
-        #: The adapters' protocol (see lifecycle.py).
         self._host = Host(self._rt)
         self._resolver = Resolver(self._rt, self._host)
+        #: The adapters' protocol (see lifecycle.py).
         self.lifecycle = Lifecycle(self._rt, self._resolver.resolve, self._ensure_started)
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")
         self._next_sweep_at = self.clock.time() + sweep_interval_s
@@ -262,9 +262,6 @@ class SessionManager:
         self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False
     ) -> int:
         return self._persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)
-
-    def _evict_over_capacity(self, room: int = 0) -> None:
-        self._persistence.evict_over_capacity(room)
 
     def flush(self) -> int:
         """Write every dirty session now, in one batch, and the access time of every session

@@ -17,6 +17,7 @@ from .clock import Clock
 from .config import Settings
 from .events import EventBus
 from .persistence import Persistence
+from .policies import WriteRules
 from .serialization import Serializer
 from .session import Session
 from .stats import Stats
@@ -33,6 +34,7 @@ class Runtime:
     events: EventBus
     writer: Writer
     persistence: Persistence
+    rules: WriteRules
     _node_pid: int = field(default=-1, init=False)
     _node_default: str = field(default="", init=False)
 
@@ -62,10 +64,9 @@ class Runtime:
         self.persistence.evict_over_capacity(room)
 
     def store_failing(self) -> bool:
-        """During an outage, requests stop writing inline for ``outage_backoff_s`` after each
-        failure, so cached sessions are served at full speed; their changes stay dirty and the
-        flusher (which keeps trying every poll) writes them when the store answers."""
-        if self.store.failing(self.settings.outage_backoff_s):
+        """Whether an inline write waits for the flusher (``WriteRules.defer_inline_write``);
+        counted as ``writes_deferred``."""
+        if self.rules.defer_inline_write(self.store):
             self.stats.add("writes_deferred")
             return True
         return False

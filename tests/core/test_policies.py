@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import sessionkeeper as sk
+from sessionkeeper.policies import WriteRules
 
 from .conftest import MakeManager, RecordingStore, held, new_session
 
@@ -354,3 +357,40 @@ def test_dirty_session_not_yet_due_still_has_its_access_time_touched(
         other.sweep()
     assert store.raw("shop", sid.split(".")[0]) is not None
     assert other.stats()["timed_out"] == 0
+
+
+@dataclasses.dataclass
+class _Copy:
+    """A session's counters and store position, as the shared write rules read them."""
+
+    changed: bool = True
+    created: bool = True
+    in_store: bool = True
+    is_new: bool = False
+    updates_since_write: int = 1
+    requests_since_write: int = 1
+    last_write_at: float = 0.0
+    last_access_at: float = 0.0
+    last_store_access_at: float = 0.0
+
+    def has_changes(self) -> bool:
+        return self.changed
+
+    @property
+    def unwritten(self) -> bool:
+        return self.created and (self.changed or not self.in_store)
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES, ids=ids_)
+def test_the_shared_write_rules_hold_under_every_policy(policy: sk.WritePolicy) -> None:
+    rules = WriteRules(policy, save_on_create=True, save_period_s=60.0)
+    never_stored = _Copy(in_store=False, changed=False)
+    assert rules.write_at_request_end(never_stored, 0.0) and rules.due_for_flush(never_stored, 0.0)
+    assert not WriteRules(policy, save_on_create=False).due_for_flush(never_stored, 0.0)
+    assert rules.discard_after_failure(_Copy(in_store=False, is_new=True))
+    assert rules.write_after_failure(_Copy()) == (not policy.deferred)
+    assert rules.write_before_eviction(_Copy()) and not rules.write_before_eviction(
+        _Copy(changed=False)
+    )
+    used = _Copy(changed=True, last_access_at=100.0, last_store_access_at=30.0)
+    assert rules.touch_due(used, 100.0) and not rules.touch_due(used, 80.0)
