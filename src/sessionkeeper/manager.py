@@ -22,13 +22,8 @@ from typing import Any, cast
 from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
-from .errors import (
-    StoreError,
-)
-from .events import (
-    EventBus,
-    SessionListener,
-)
+from .errors import StoreError
+from .events import EventBus, SessionListener
 from .host import Host
 from .housekeeping import Housekeeper, within_hours
 from .lifecycle import Lifecycle
@@ -256,12 +251,7 @@ class SessionManager:
         finally:
             self.lifecycle.end_request(active, ok=ok)
 
-    # -- writing, flushing, eviction (see persistence.py) ----------------------------------
-
-    def _write(
-        self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False
-    ) -> int:
-        return self._persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)
+    # -- flushing (see persistence.py) ---------------------------------------------------------
 
     def flush(self) -> int:
         """Write every dirty session now, in one batch, and the access time of every session
