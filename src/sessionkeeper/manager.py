@@ -76,34 +76,9 @@ class SessionManager:
         store_options: Mapping[str, Any] | None = None,
         housekeeping: bool = True,
     ) -> None:
-        self.settings = Settings(
-            store=store,
-            write=write,
-            contents=contents,
-            timeout_s=timeout_s,
-            app_timeouts_s=app_timeouts_s,
-            node=node,
-            serialize_access=serialize_access,
-            access_wait_s=access_wait_s,
-            cache_size=cache_size,
-            overflow=overflow,
-            save_on_create=save_on_create,
-            save_period_s=save_period_s,
-            flush_poll_s=flush_poll_s,
-            sweep_interval_s=sweep_interval_s,
-            sweep_hours=sweep_hours,
-            sweep_grace_s=sweep_grace_s,
-            sweep_batch=sweep_batch,
-            serializer=serializer,
-            pickle_key=pickle_key,
-            tracking=tracking,
-            retry_after_s=retry_after_s,
-            outage_backoff_s=outage_backoff_s,
-            shutdown_deadline_s=shutdown_deadline_s,
-            clock=clock,
-            store_options=store_options,
-            housekeeping=housekeeping,
-        )
+        # First, while locals() holds exactly the keywords: Settings has a field for each
+        # (a test checks that the two lists agree).
+        self.settings = Settings(**{k: v for k, v in locals().items() if k != "self"})
         self.store = open_store(store, **dict(self.settings.store_options or {}))
         self.stats_counters = Stats()
         self.events = EventBus()
