@@ -22,7 +22,8 @@ from .errors import (
     StoreUnavailable,
 )
 from .events import AttributeEvent, DestroyReason, SessionEvent, SessionListener
-from .manager import ActiveRequest, SessionManager, close_all
+from .lifecycle import ActiveRequest
+from .manager import SessionManager, close_all
 from .policies import (
     AfterRequests,
     AfterUpdates,

@@ -27,8 +27,8 @@ import anyio
 import anyio.to_thread
 
 from .errors import UNAVAILABLE_ERRORS
-from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager
-from .session import Session
+from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
+from .manager import SessionManager
 from .tracking import split_path_param
 
 Scope = MutableMapping[str, Any]
@@ -96,7 +96,7 @@ class SessionMiddleware:
         try:
             active = await self._begin(session_id, owner)
         except UNAVAILABLE_ERRORS:
-            refused = self.manager.refuse()
+            refused = self.manager.lifecycle.refuse()
             if scope["type"] == "http":
                 await _unavailable(send, refused)
             else:
@@ -111,13 +111,13 @@ class SessionMiddleware:
                 message = dict(message)
                 message["headers"] = [
                     *message.get("headers", []),
-                    *self._cookie_headers(active.session, https),
+                    *self._cookie_headers(active, https),
                 ]
             elif message["type"] == "websocket.accept":
                 message = dict(message)
                 message["headers"] = [
                     *message.get("headers", []),
-                    *self._cookie_headers(active.session, https),
+                    *self._cookie_headers(active, https),
                 ]
             await send(message)
 
@@ -131,31 +131,31 @@ class SessionMiddleware:
         await self._finish(active, ok=scope["type"] == "websocket")
 
     async def _begin(self, session_id: str | None, owner: str | None) -> ActiveRequest:
-        active = self.manager.begin_cached(self.app_name, session_id, owner=owner)
+        active = self.manager.lifecycle.begin_cached(self.app_name, session_id, owner=owner)
         if active is not None:
             return active
         if self._begin_limiter is None:
             self._begin_limiter = anyio.CapacityLimiter(self.begin_threads)
         begin = functools.partial(
-            self.manager.begin_request, self.app_name, session_id, owner=owner
+            self.manager.lifecycle.begin_request, self.app_name, session_id, owner=owner
         )
         # Shielded: a request cancelled while its session loads must still end it, later.
         with anyio.CancelScope(shield=True):
             begun: ActiveRequest = await anyio.to_thread.run_sync(
                 begin, limiter=self._begin_limiter
             )
-        self.manager.bind(begun)
+        self.manager.lifecycle.bind(begun)
         return begun
 
     async def _finish(self, active: ActiveRequest, *, ok: bool) -> None:
-        pending = self.manager.finish_request(active, ok=ok)
+        pending = self.manager.lifecycle.finish_request(active, ok=ok)
         if pending is not None:
             await anyio.to_thread.run_sync(pending)
 
-    def _cookie_headers(self, session: Session, https: bool) -> list[tuple[bytes, bytes]]:
+    def _cookie_headers(self, active: ActiveRequest, https: bool) -> list[tuple[bytes, bytes]]:
         return [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in self.manager.response_headers(session, https=https)
+            for name, value in self.manager.lifecycle.response_headers(active, https=https)
         ]
 
     # -- lifespan -------------------------------------------------------------------------------

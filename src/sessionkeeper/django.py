@@ -42,15 +42,10 @@ from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
 from . import ids
+from .config import MANAGER_OPTIONS, Settings, manager_options
 from .errors import UNAVAILABLE_ERRORS, ConfigurationError
-from .manager import (
-    MANAGER_OPTIONS,
-    UNAVAILABLE_BODY,
-    ActiveRequest,
-    SessionManager,
-    manager_options,
-)
-from .policies import parse_policy
+from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
+from .manager import SessionManager
 from .session import Session
 
 # -- the manager: one per process ----------------------------------------------------------------
@@ -228,7 +223,7 @@ class SessionStore(SessionBase):
         self.accessed = True
         s = self.__dict__.get("_session_cache")  # _loaded(), inlined: every access comes here
         if not isinstance(s, Session):
-            active = self._manager.begin_request(self._app, self._presented_key)
+            active = self._manager.lifecycle.begin_request(self._app, self._presented_key)
             s = self._adopt(active)
         return s
 
@@ -243,23 +238,25 @@ class SessionStore(SessionBase):
         self.accessed = True
         s = self._loaded()
         if s is None:
-            active = self._manager.begin_cached(self._app, self._presented_key)
+            active = self._manager.lifecycle.begin_cached(self._app, self._presented_key)
             if active is None:
                 active = await asyncio.to_thread(
-                    self._manager.begin_request, self._app, self._presented_key
+                    self._manager.lifecycle.begin_request, self._app, self._presented_key
                 )
-                self._manager.bind(active)
+                self._manager.lifecycle.bind(active)
             s = self._adopt(active)
         return s
 
     def _adopt(self, active: ActiveRequest) -> Session:
         s = active.session
         self._session_cache = s
-        if self._manager.cookie_action(s) == "set" and s.presented_id:
+        if self._manager.lifecycle.cookie_action(active) == "set" and s.presented_id:
             self._modified = True  # served by another node now: the cookie must name this one
         state = _request.get()
         if state is None:
-            self._manager.end_request(active, ok=True)  # outside a request nothing is held
+            self._manager.lifecycle.end_request(
+                active, ok=True
+            )  # outside a request nothing is held
         else:
             self._active = active
             state.stores.append(self)
@@ -268,12 +265,12 @@ class SessionStore(SessionBase):
     def _end(self, *, ok: bool) -> None:
         active, self._active = self._active, None
         if active is not None:
-            self._manager.end_request(active, ok=ok)
+            self._manager.lifecycle.end_request(active, ok=ok)
 
     def _take_hold(self, s: Session) -> ActiveRequest:
         active, self._active = self._active, None
         if active is None:
-            active = self._manager.enter(s, wait=True)
+            active = self._manager.lifecycle.enter(s, wait=True)
             assert active is not None
         return active
 
@@ -286,7 +283,7 @@ class SessionStore(SessionBase):
         return await self._aget_session()
 
     def exists(self, session_key: str | None) -> bool:
-        return self._manager.exists(self._app, session_key)
+        return self._manager.lifecycle.exists(self._app, session_key)
 
     async def aexists(self, session_key: str | None) -> bool:
         return await asyncio.to_thread(self.exists, session_key)
@@ -313,7 +310,7 @@ class SessionStore(SessionBase):
             raise CreateError
         if not s.created:
             s.sync()
-        self._manager.end_request(self._take_hold(s), ok=True)
+        self._manager.lifecycle.end_request(self._take_hold(s), ok=True)
 
     async def asave(self, must_create: bool = False) -> None:
         s = await self._aget_session()
@@ -321,11 +318,11 @@ class SessionStore(SessionBase):
             raise CreateError
         if not s.created:
             await asyncio.to_thread(s.sync)
-        active = self._active or self._manager.enter(s, wait=False)
+        active = self._active or self._manager.lifecycle.enter(s, wait=False)
         if active is None:
             active = await asyncio.to_thread(self._take_hold, s)
         self._active = None
-        pending = self._manager.finish_request(active, ok=True)
+        pending = self._manager.lifecycle.finish_request(active, ok=True)
         if pending is not None:
             await asyncio.to_thread(pending)
 
@@ -425,7 +422,7 @@ class SessionUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
         if not isinstance(exception, UNAVAILABLE_ERRORS):
             return None
-        return HttpResponse(UNAVAILABLE_BODY, status=503, headers=get_manager().refuse())
+        return HttpResponse(UNAVAILABLE_BODY, status=503, headers=get_manager().lifecycle.refuse())
 
 
 @checks.register("sessionkeeper")
@@ -445,18 +442,8 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
             )
         )
     try:
-        if "write" in options:
-            parse_policy(options["write"])
-        if options.get("contents", "updated") not in ("updated", "accessed", "all"):
-            raise ConfigurationError("CONTENTS must be 'updated', 'accessed' or 'all'")
-        if options.get("node"):
-            ids.check_node_name(str(options["node"]))
-        for name in ("timeout_s", "cache_size", "access_wait_s", "save_period_s"):
-            if name in options and not (
-                isinstance(options[name], int | float) and options[name] > 0
-            ):
-                raise ConfigurationError(f"{name.upper()} must be a positive number")
-    except (ConfigurationError, ValueError) as exc:
+        Settings(**{k: v for k, v in options.items() if k in MANAGER_OPTIONS})
+    except (ConfigurationError, ValueError, TypeError) as exc:
         errors.append(checks.Error(f"SESSIONKEEPER: {exc}", id="sessionkeeper.E003"))
     store = options.get("store")
     if isinstance(store, str) and store.startswith("memory:"):

@@ -26,8 +26,10 @@ from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 from werkzeug.sansio.request import Request as WerkzeugRequest
 
+from .config import manager_options
 from .errors import UNAVAILABLE_ERRORS
-from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager, manager_options
+from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
+from .manager import SessionManager
 from .session import Session
 
 CONFIG_PREFIX = "SESSIONKEEPER_"
@@ -160,9 +162,9 @@ class SessionKeeperInterface(SessionInterface):
     def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
         session_id = _session_cookie(request, self.get_cookie_name(app))
         try:
-            active = self.manager.begin_request(self.app_name, session_id)
+            active = self.manager.lifecycle.begin_request(self.app_name, session_id)
         except UNAVAILABLE_ERRORS:
-            request.environ[_UNAVAILABLE] = self.manager.refuse()  # the 503's headers
+            request.environ[_UNAVAILABLE] = self.manager.lifecycle.refuse()  # the 503's headers
             return UnavailableSession()
         request.environ[_ACTIVE] = active
         return FlaskSession(active, self, app)
@@ -173,10 +175,10 @@ class SessionKeeperInterface(SessionInterface):
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, FlaskSession):
             return
-        self.manager.end_request(session.active, ok=response.status_code < 500)
+        self.manager.lifecycle.end_request(session.active, ok=response.status_code < 500)
         if session.accessed:
             _vary_cookie(response)
-        action = self.manager.cookie_action(session.session)
+        action = self.manager.lifecycle.cookie_action(session.active)
         # The cookie's options are read only when a cookie is set or deleted: a cache hit whose
         # id did not change (most requests) touches no cookie.
         if action == "delete":
@@ -290,4 +292,6 @@ def _end_failed_request(exc: BaseException | None) -> None:
         return  # save_session ended it (almost every request): nothing to look up
     interface = flask.current_app.session_interface
     if isinstance(active, ActiveRequest) and isinstance(interface, SessionKeeperInterface):
-        interface.manager.end_request(active, ok=False)  # a no-op when save_session ended it
+        interface.manager.lifecycle.end_request(
+            active, ok=False
+        )  # a no-op when save_session ended it

@@ -1,7 +1,8 @@
 """When a node's cached sessions reach the store: immediate writes, the periodic flush, writes
 before eviction, and the sweep of expired sessions.
 
-The policy says *whether* a session is due; the :class:`~sessionkeeper.writer.Writer` says *how* a
+The policy and the shared :class:`~sessionkeeper.policies.WriteRules` say *whether* a session is
+due; the :class:`~sessionkeeper.writer.Writer` says *how* a
 batch is written; this module picks *which* sessions, from the cache, at each of these moments.
 Every method is safe to call from any thread (the housekeeping thread and requests call them at
 once); a session is never written by two threads at a time (its write lock, in the writer).
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from . import ids
 from .cache import SessionCache
 from .events import DestroyReason, EventBus, SessionEvent, call_hook
-from .policies import WritePolicy
+from .policies import WriteRules
 from .session import Session
 from .stats import Stats
 from .stores import Store
@@ -28,22 +29,18 @@ class Persistence:
         store: Store,
         cache: SessionCache,
         writer: Writer,
-        policy: WritePolicy,
+        rules: WriteRules,
         stats: Stats,
         events: EventBus,
         clock_time: Callable[[], float],
-        save_on_create: bool,
-        save_period_s: float,
     ) -> None:
         self.store = store
         self._cache = cache
         self._writer = writer
-        self.policy = policy
+        self.rules = rules
         self.stats_counters = stats
         self.events = events
         self._now = clock_time
-        self.save_on_create = save_on_create
-        self.save_period_s = save_period_s
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         """Write ``sessions`` now in one batch; returns how many were written. Failures keep the
@@ -62,33 +59,15 @@ class Persistence:
 
     def flush(self) -> int:
         written = self.write(self.dirty(), immediate=False)
-        self._writer.touch(
-            [
-                s
-                for s in self._cache
-                if s.in_store and not s.has_changes() and s.last_access_at > s.last_store_access_at
-            ]
-        )
+        self._writer.touch([s for s in self._cache if self.rules.touch_at_flush(s)])
         return written
 
     def flush_due(self) -> int:
         now = self._now()
-        due = [
-            s
-            for s in self.dirty()
-            if (not s.in_store and self.save_on_create) or self.policy.due_for_flush(s, now)
-        ]
-        written = self.write(due, immediate=False)
-        # Dirty sessions the policy keeps back are touched too: other nodes' sweeps must see
-        # that a session in use is alive while its changes wait.
-        stale = [
-            s
-            for s in self._cache
-            if s.in_store
-            and s.last_access_at > s.last_store_access_at
-            and now - s.last_store_access_at >= self.save_period_s
-        ]
-        self._writer.touch(stale)
+        written = self.write(
+            [s for s in self.dirty() if self.rules.due_for_flush(s, now)], immediate=False
+        )
+        self._writer.touch([s for s in self._cache if self.rules.touch_due(s, now)])
         return written
 
     def evict_over_capacity(self, room: int = 0) -> None:
@@ -98,7 +77,7 @@ class Persistence:
         if excess <= 0:
             return
         for s in self._cache.eviction_candidates(excess):
-            if s.unwritten:
+            if self.rules.write_before_eviction(s):
                 self.write([s], immediate=False)
                 if s.unwritten:
                     continue  # could not be written: keep it rather than lose it

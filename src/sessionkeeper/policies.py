@@ -9,9 +9,12 @@
 | ``OnAttribute()`` | inside every set and delete | nothing |
 | ``Manual()`` | only on ``session.sync()``, ``manager.flush()`` and at shutdown | whatever was not synced |
 
-Common to all (the manager applies them): a new session is written at the end of its first request
-(``save_on_create``); ``sync()`` writes now; a clean shutdown and a cache eviction write every dirty
-session; a write that fails is retried later, never dropped.
+Common to all (:class:`WriteRules`, which the lifecycle and persistence ask): a new session is
+written at the end of its first request (``save_on_create``); a failed request writes only to undo
+what an immediate write already stored; while the store is failing, inline writes wait for the
+flusher; the access time of a session in use reaches the store every ``save_period_s``; ``sync()``
+writes now; a clean shutdown and a cache eviction write every dirty session; a write that fails is
+retried later, never dropped.
 
 A policy only answers questions about one session's counters; it does no I/O and keeps no state.
 """
@@ -58,6 +61,34 @@ class MaxLoss:
 
 
 UNBOUNDED = MaxLoss(math.inf, math.inf, math.inf)
+
+
+class Stored(Tracked, Protocol):
+    """What the shared rules also look at: where a session's store copy stands."""
+
+    @property
+    def created(self) -> bool: ...
+
+    @property
+    def in_store(self) -> bool: ...
+
+    @property
+    def is_new(self) -> bool: ...
+
+    @property
+    def last_access_at(self) -> float: ...
+
+    @property
+    def last_store_access_at(self) -> float: ...
+
+    @property
+    def unwritten(self) -> bool: ...
+
+
+class FailureSignal(Protocol):
+    """A store's own record of its last failure (``Store.failing``): a local check, no I/O."""
+
+    def failing(self, within_s: float) -> bool: ...
 
 
 class WritePolicy:
@@ -218,6 +249,62 @@ class Manual(WritePolicy):
 
     def spec(self) -> str:
         return "manual"
+
+
+@dataclass(frozen=True)
+class WriteRules:
+    """The rules every policy shares, each stated once; ``policy`` answers the rest. Pure
+    questions about one session, like a policy's: no I/O, no state, safe from any thread."""
+
+    policy: WritePolicy
+    save_on_create: bool = True
+    save_period_s: float = 60.0
+    outage_backoff_s: float = 1.0
+
+    def _first_save(self, s: Stored) -> bool:
+        return not s.in_store and self.save_on_create
+
+    def write_at_request_end(self, s: Stored, now: float) -> bool:
+        """After a successful request of a created session: write it now?"""
+        return self._first_save(s) or self.policy.at_request_end(s, now)
+
+    def discard_after_failure(self, s: Stored) -> bool:
+        """After a failed request: the session was new and never stored, so no one else may
+        ever see it; it is dropped rather than written."""
+        return s.is_new and s.created and not s.in_store
+
+    def write_after_failure(self, s: Stored) -> bool:
+        """After a failed request whose changes were undone: write, so that what an immediate
+        write already stored is undone in the store too? (Deferred policies stored nothing.)"""
+        return not self.policy.deferred and s.has_changes()
+
+    def defer_inline_write(self, store: FailureSignal) -> bool:
+        """During an outage, requests stop writing inline for ``outage_backoff_s`` after each
+        failure, so cached sessions are served at full speed; their changes stay dirty and the
+        flusher (which keeps trying every poll) writes them when the store answers."""
+        return store.failing(self.outage_backoff_s)
+
+    def due_for_flush(self, s: Stored, now: float) -> bool:
+        """Should the housekeeping thread write this unwritten session now?"""
+        return self._first_save(s) or self.policy.due_for_flush(s, now)
+
+    def touch_due(self, s: Stored, now: float) -> bool:
+        """Should the housekeeping thread write only this session's access time? Dirty sessions
+        the policy keeps back are touched too: other nodes' sweeps must see that a session in
+        use is alive while its changes wait."""
+        return (
+            s.in_store
+            and s.last_access_at > s.last_store_access_at
+            and now - s.last_store_access_at >= self.save_period_s
+        )
+
+    def touch_at_flush(self, s: Stored) -> bool:
+        """At a full flush (and shutdown), every clean session whose store access time is behind."""
+        return s.in_store and not s.has_changes() and s.last_access_at > s.last_store_access_at
+
+    def write_before_eviction(self, s: Stored) -> bool:
+        """Evicting this session would lose changes (it is kept if this write fails)."""
+        return s.unwritten
 
 
 def parse_policy(spec: str | WritePolicy) -> WritePolicy:

@@ -23,7 +23,7 @@ current_request: ContextVar[int | None] = ContextVar("sessionkeeper_request", de
 
 class SessionHost(Protocol):
     @property
-    def node(self) -> str: ...
+    def _node(self) -> str: ...
 
     def _validate_value(self, session: Session, key: str, value: Any) -> None: ...
 
@@ -31,11 +31,11 @@ class SessionHost(Protocol):
 
     def _metadata_changed(self, session: Session) -> None: ...
 
-    def sync_session(self, session: Session) -> None: ...
+    def _sync(self, session: Session) -> None: ...
 
-    def invalidate_session(self, session: Session) -> None: ...
+    def _invalidate(self, session: Session) -> None: ...
 
-    def rotate_session_id(self, session: Session) -> None: ...
+    def _rotate_id(self, session: Session) -> None: ...
 
 
 class Session(MutableMapping[str, Any]):
@@ -130,7 +130,7 @@ class Session(MutableMapping[str, Any]):
     @property
     def id(self) -> str:
         """``<token>.<node>``: the value for the cookie, naming the node that serves it now."""
-        return f"{self.token}.{self._host.node}"
+        return f"{self.token}.{self._host._node}"
 
     @property
     def owner(self) -> str | None:
@@ -241,18 +241,18 @@ class Session(MutableMapping[str, Any]):
 
     def sync(self) -> None:
         """Write this session to the store now, under every write policy."""
-        self._host.sync_session(self)
+        self._host._sync(self)
 
     def invalidate(self) -> None:
         """End this session: delete it from the store (leaving a tombstone) and fire the destroyed
         event. This object then becomes a new, empty session with a new id, created only if
         something is written to it, so code that goes on using it after a logout is safe."""
-        self._host.invalidate_session(self)
+        self._host._invalidate(self)
 
     def rotate_id(self) -> None:
         """Give the session a new id, keeping its data (call it at login, against fixation).
         The old id is tombstoned; the cookie is rewritten."""
-        self._host.rotate_session_id(self)
+        self._host._rotate_id(self)
 
     # -- used by the manager ----------------------------------------------------------------
 

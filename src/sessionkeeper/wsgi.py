@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import UNAVAILABLE_ERRORS
-from .manager import UNAVAILABLE_BODY, ActiveRequest, SessionManager
+from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
+from .manager import SessionManager
 from .tracking import Mode, encode_url, split_path_param
 
 Environ = dict[str, Any]
@@ -59,11 +60,11 @@ class SessionMiddleware:
             ),
         )
         try:
-            active = self.manager.begin_request(
+            active = self.manager.lifecycle.begin_request(
                 self.app_name, session_id, owner=self.owner(environ) if self.owner else None
             )
         except UNAVAILABLE_ERRORS:
-            start_response("503 Service Unavailable", self.manager.refuse())
+            start_response("503 Service Unavailable", self.manager.lifecycle.refuse())
             return [UNAVAILABLE_BODY]
         session = active.session
         environ[self.environ_key] = session
@@ -80,13 +81,15 @@ class SessionMiddleware:
             if status[0] >= 500:  # the request's changes are rolled back: the id is not sent
                 return start_response(status_line, headers, exc_info)
             return start_response(
-                status_line, headers + self.manager.response_headers(session, https=https), exc_info
+                status_line,
+                headers + self.manager.lifecycle.response_headers(active, https=https),
+                exc_info,
             )
 
         try:
             body = self.app(environ, session_start_response)
         except BaseException:
-            self.manager.end_request(active, ok=False)
+            self.manager.lifecycle.end_request(active, ok=False)
             raise
         return _Body(body, self.manager, active, status)
 
@@ -108,7 +111,7 @@ class _Body:
 
     def _finish(self) -> None:
         ok = bool(self._status) and self._status[0] < 500
-        self._manager.end_request(self._active, ok=ok)
+        self._manager.lifecycle.end_request(self._active, ok=ok)
 
     def __iter__(self) -> Iterator[bytes]:
         it = iter(self._body)
@@ -119,7 +122,7 @@ class _Body:
             except StopIteration:
                 pass
             except BaseException:
-                self._manager.end_request(self._active, ok=False)
+                self._manager.lifecycle.end_request(self._active, ok=False)
                 raise
         self._finish()
         yield from chunks

@@ -151,13 +151,13 @@ async def test_failover_to_another_node_reads_the_store() -> None:
 
 async def test_cache_hit_stays_on_the_loop(manager: sk.SessionManager) -> None:
     threads: set[str] = set()
-    original = manager.begin_request
+    original = manager.lifecycle.begin_request
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         threads.add(threading.current_thread().name)
         return original(*args, **kwargs)
 
-    manager.begin_request = spy  # type: ignore[method-assign]
+    manager.lifecycle.begin_request = spy  # type: ignore[method-assign]
     async with client(make_app(manager)) as c:
         await c.post("/incr")  # new session: no id, a cache miss path is never needed either
         before = len(threads)

@@ -20,10 +20,10 @@ def test_set_timeout_is_written_and_expires_the_session() -> None:
     sid = s.id
     stored = m.store.load("a", s.token)
     assert stored is not None and stored.timeout_s == 60
-    assert m.exists("a", sid)
+    assert m.lifecycle.exists("a", sid)
     assert isinstance(m.clock, sk.FakeClock)
     m.clock.advance(61)
-    assert not m.exists("a", sid)
+    assert not m.lifecycle.exists("a", sid)
 
 
 def test_mark_modified_writes_in_place_mutation_under_updated_contents() -> None:
@@ -39,9 +39,9 @@ def test_mark_modified_writes_in_place_mutation_under_updated_contents() -> None
 
 def test_exists_is_false_for_garbage_and_unknown_ids() -> None:
     m = _manager()
-    assert not m.exists("a", None)
-    assert not m.exists("a", "not an id")
-    assert not m.exists("a", "A" * 32 + ".n1")
+    assert not m.lifecycle.exists("a", None)
+    assert not m.lifecycle.exists("a", "not an id")
+    assert not m.lifecycle.exists("a", "A" * 32 + ".n1")
 
 
 def test_bind_lets_an_async_caller_roll_back_a_request_begun_in_a_thread() -> None:
@@ -51,11 +51,11 @@ def test_bind_lets_an_async_caller_roll_back_a_request_begun_in_a_thread() -> No
     sid = s.id
 
     async def main() -> None:
-        active = await asyncio.to_thread(m.begin_request, "a", sid)
+        active = await asyncio.to_thread(m.lifecycle.begin_request, "a", sid)
         assert current_request.get() is None  # the thread's context did not flow back
-        m.bind(active)
+        m.lifecycle.bind(active)
         active.session["n"] = 2
-        m.end_request(active, ok=False)
+        m.lifecycle.end_request(active, ok=False)
 
     asyncio.run(main())
     with m.request("a", sid) as s3:

@@ -169,10 +169,10 @@ def test_login_cycles_key_and_logout_flushes() -> None:
     second = c.cookies["sessionid"].value
     assert second != first
     assert c.get("/read").json()["n"] == 1
-    assert not manager().exists("default", first)
+    assert not manager().lifecycle.exists("default", first)
     r = c.post("/logout")
     assert r.cookies["sessionid"].value == "" and r.cookies["sessionid"]["max-age"] == 0
-    assert not manager().exists("default", second)
+    assert not manager().lifecycle.exists("default", second)
     assert stored_count() == 0
 
 
@@ -271,13 +271,13 @@ def test_async_methods_and_cache_hits_stay_on_the_loop(monkeypatch: pytest.Monke
     s.save()
     key = s.session_key
     threads: list[str] = []
-    original = manager().begin_request
+    original = manager().lifecycle.begin_request
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         threads.append(threading.current_thread().name)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(manager(), "begin_request", spy)
+    monkeypatch.setattr(manager().lifecycle, "begin_request", spy)
 
     async def main() -> None:
         a = skd.SessionStore(key)

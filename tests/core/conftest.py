@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -113,6 +114,20 @@ def make(store: RecordingStore, clock: sk.FakeClock) -> Iterator[MakeManager]:
     store.down = False
     for m in made:
         m.close(deadline_s=0)
+
+
+@contextmanager
+def held(
+    m: sk.SessionManager, app: str = "default", session_id: str | None = None
+) -> Iterator[tuple[sk.ActiveRequest, sk.Session]]:
+    """``m.request()``, through the lifecycle, also yielding the hold (for its cookie decision)."""
+    active = m.lifecycle.begin_request(app, session_id)
+    ok = False
+    try:
+        yield active, active.session
+        ok = True
+    finally:
+        m.lifecycle.end_request(active, ok=ok)
 
 
 def new_session(m: sk.SessionManager, app: str = "shop", **attrs: Any) -> str:

@@ -10,7 +10,7 @@ from sessionkeeper.session import Session
 
 
 def session(manager: sk.SessionManager, app: str, token: str, *, created: bool = True) -> Session:
-    s = Session(manager, app, token, created_at=0.0, timeout_s=60)
+    s = Session(manager._host, app, token, created_at=0.0, timeout_s=60)
     s.created = created
     return s
 

@@ -65,9 +65,9 @@ def test_eviction_writes_a_dirty_session_first_and_passivates(
 def test_session_in_use_is_not_evicted(make: MakeManager, store: RecordingStore) -> None:
     m = make(cache_size=1)
     sid = new_session(m, n=1)
-    active = m.begin_request("shop", sid)
+    active = m.lifecycle.begin_request("shop", sid)
     new_session(m, n=2)  # the only idle session is the new one: it goes, written first
-    m.end_request(active, ok=True)
+    m.lifecycle.end_request(active, ok=True)
     loads = len(store.loads)
     with m.request(app="shop", session_id=sid) as s:
         assert s["n"] == 1
@@ -77,13 +77,13 @@ def test_session_in_use_is_not_evicted(make: MakeManager, store: RecordingStore)
 def test_overflow_false_refuses_when_nothing_can_be_evicted(make: MakeManager) -> None:
     m = make(cache_size=2, overflow=False)
     sids = [new_session(m, n=i) for i in range(2)]
-    held = [m.begin_request("shop", sid) for sid in sids]
+    held = [m.lifecycle.begin_request("shop", sid) for sid in sids]
     with m.request(app="shop") as s, pytest.raises(sk.CacheFull):
         s["n"] = 3
     assert len(s) == 0
     assert m.stats()["refusals"] == 1
     for a in held:
-        m.end_request(a, ok=True)
+        m.lifecycle.end_request(a, ok=True)
 
 
 def test_overflow_false_makes_room_from_idle_sessions(

@@ -10,7 +10,7 @@ import pytest
 import sessionkeeper as sk
 from sessionkeeper import ids
 
-from .conftest import MakeManager, RecordingStore, new_session
+from .conftest import MakeManager, RecordingStore, held, new_session
 
 
 def token(sid: str) -> str:
@@ -48,11 +48,11 @@ def test_id_naming_another_node_is_loaded_from_the_store(
     a, b = make(node="a"), make(node="b")
     sid = new_session(a, n=1)
     loads = len(store.loads)
-    with b.request(app="shop", session_id=sid) as s:
+    with held(b, app="shop", session_id=sid) as (hold, s):
         assert s["n"] == 1
         s["n"] = 2
     assert len(store.loads) == loads + 1
-    assert s.id == f"{token(sid)}.b" and b.cookie_action(s) == "set"
+    assert s.id == f"{token(sid)}.b" and b.lifecycle.cookie_action(hold) == "set"
     st = b.stats()
     assert st["failovers"] == 1 and st["affinity_breaks"] == 1
     # back on a with b's id: a must not trust its stale cached copy
@@ -66,9 +66,9 @@ def test_sticky_requests_are_cache_hits(make: MakeManager, store: RecordingStore
     sid = new_session(m, n=1)
     loads = len(store.loads)
     for _ in range(5):
-        with m.request(app="shop", session_id=sid) as s:
+        with held(m, app="shop", session_id=sid) as (hold, s):
             assert s["n"] == 1
-        assert m.cookie_action(s) is None
+        assert m.lifecycle.cookie_action(hold) is None
     assert len(store.loads) == loads and m.stats()["cache_hits"] == 5
 
 
@@ -105,10 +105,10 @@ def test_end_of_request_does_not_warn_on_affinity_break(
 def test_apps_share_an_id_but_not_data(make: MakeManager, store: RecordingStore) -> None:
     m = make()
     sid = new_session(m, app="shop", cart=["apple"])
-    with m.request(app="blog", session_id=sid) as s:
+    with held(m, app="blog", session_id=sid) as (hold, s):
         assert "cart" not in s
         s["draft"] = "hello"
-    assert s.id == sid and m.cookie_action(s) is None  # one cookie serves both apps
+    assert s.id == sid and m.lifecycle.cookie_action(hold) is None  # one cookie serves both apps
     with m.request(app="shop", session_id=sid) as s:
         assert dict(s) == {"cart": ["apple"]}
     assert set(store.raw("blog", token(sid)).attributes) == {"draft"}  # type: ignore[union-attr]
@@ -147,11 +147,11 @@ def test_rotate_id_keeps_data_and_tombstones_the_old_id(
 ) -> None:
     m = make()
     old = new_session(m, cart=["apple"])
-    with m.request(app="shop", session_id=old) as s:
+    with held(m, app="shop", session_id=old) as (hold, s):
         s.rotate_id()
         assert s["cart"] == ["apple"]
     new = s.id
-    assert token(new) != token(old) and m.cookie_action(s) == "set"
+    assert token(new) != token(old) and m.lifecycle.cookie_action(hold) == "set"
     assert store.raw("shop", token(old)) is None
     assert store.raw("shop", token(new)).attributes["cart"] == b'["apple"]'  # type: ignore[union-attr]
     for node in ("a", "b"):  # neither this node's cache nor another node brings it back
@@ -186,12 +186,12 @@ def test_invalidate_fires_destroyed_deletes_and_leaves_a_tombstone(
     sid = new_session(a, n=1)
     with b.request(app="shop", session_id=sid) as stale:  # b caches a copy
         assert stale["n"] == 1
-    with a.request(app="shop", session_id=sid) as s:
+    with held(a, app="shop", session_id=sid) as (hold, s):
         s.invalidate()
         assert len(s) == 0
     assert [(e.token, e.reason) for e in events] == [(token(sid), sk.DestroyReason.INVALIDATED)]
     assert store.raw("shop", token(sid)) is None
-    assert a.cookie_action(s) == "delete"
+    assert a.lifecycle.cookie_action(hold) == "delete"
     # b writes its stale copy afterwards: refused, and the id stays dead everywhere
     with b.request(app="shop", session_id=f"{token(sid)}.b") as s2:
         s2["n"] = 99
@@ -208,10 +208,10 @@ def test_invalidated_session_object_can_be_reused_in_the_same_request(
 ) -> None:
     m = make()
     sid = new_session(m, user="alice")
-    with m.request(app="shop", session_id=sid) as s:
+    with held(m, app="shop", session_id=sid) as (hold, s):
         s.invalidate()
         s["flash"] = "logged out"
-    assert s.token != token(sid) and m.cookie_action(s) == "set"
+    assert s.token != token(sid) and m.lifecycle.cookie_action(hold) == "set"
     assert dict(store.raw("shop", s.token).attributes) == {"flash": b'"logged out"'}  # type: ignore[union-attr]
 
 
@@ -270,12 +270,12 @@ def test_failed_request_rolls_back_and_writes_nothing(
 
 def test_failed_first_request_creates_nothing(make: MakeManager, store: RecordingStore) -> None:
     m = make()
-    with pytest.raises(RuntimeError), m.request(app="shop") as s:
+    with pytest.raises(RuntimeError), held(m, app="shop") as (hold, s):
         s["a"] = 1
         raise RuntimeError
     m.flush()
     assert store.written == 0 and m.stats()["live"] == 0
-    assert m.cookie_action(s) is None
+    assert m.lifecycle.cookie_action(hold) is None
 
 
 def test_failed_request_after_an_immediate_write_restores_the_store(

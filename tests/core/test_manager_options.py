@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 
+import sessionkeeper as sk
+from sessionkeeper.config import MANAGER_OPTIONS, Settings, manager_options
 from sessionkeeper.errors import ConfigurationError
-from sessionkeeper.manager import MANAGER_OPTIONS, manager_options
 
 
 def test_names_match_in_any_case_and_app_name_is_split_off() -> None:
@@ -38,3 +42,17 @@ def test_every_keyword_is_an_option() -> None:
         "outage_backoff_s",
     } <= MANAGER_OPTIONS
     assert "self" not in MANAGER_OPTIONS
+
+
+def test_the_manager_keywords_are_the_settings_fields() -> None:
+    keywords = set(inspect.signature(sk.SessionManager.__init__).parameters) - {"self"}
+    assert keywords == MANAGER_OPTIONS
+
+
+def test_settings_are_validated_without_opening_the_store() -> None:
+    with pytest.raises(ConfigurationError, match="timeout_s must be positive"):
+        Settings(store="postgresql://nowhere.invalid/x", timeout_s=0)
+    settings = Settings(store="postgresql://nowhere.invalid/x", write="time-based:5")
+    assert settings.policy == sk.TimeBased(5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.timeout_s = 1  # type: ignore[misc]

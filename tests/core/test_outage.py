@@ -104,7 +104,7 @@ def test_failed_touch_does_not_undo_a_successful_save_in_the_same_batch(
         s["n"] = 1
     with m.request(app="shop", session_id=read_only) as s:
         _ = s["n"]
-    m._write(
+    m._rt.write(
         [m._cache.get(("shop", token(changed))), m._cache.get(("shop", token(read_only)))],  # type: ignore[list-item]
         immediate=False,
     )

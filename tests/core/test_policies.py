@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 import sessionkeeper as sk
-from sessionkeeper.policies import MaxLoss
+from sessionkeeper.policies import MaxLoss, WriteRules
 
-from .conftest import MakeManager, RecordingStore, new_session
+from .conftest import MakeManager, RecordingStore, held, new_session
 
 ALL_POLICIES = [
     sk.EndOfRequest(),
@@ -46,10 +47,10 @@ def test_request_that_never_writes_creates_nothing(
     make: MakeManager, store: RecordingStore
 ) -> None:
     m = make()
-    with m.request(app="shop") as s:
+    with held(m, app="shop") as (hold, s):
         assert "x" not in s and s.get("y") is None and len(s) == 0
     assert store.written == 0 and m.stats()["created"] == 0 and m.stats()["live"] == 0
-    assert m.cookie_action(s) is None
+    assert m.lifecycle.cookie_action(hold) is None
 
 
 def test_save_on_create_false_leaves_a_manual_session_to_sync(
@@ -232,10 +233,10 @@ def test_sync_of_a_brand_new_session(
     make: MakeManager, store: RecordingStore, policy: sk.WritePolicy
 ) -> None:
     m = make(write=policy)
-    with m.request(app="shop") as s:
+    with held(m, app="shop") as (hold, s):
         s.sync()
         assert store.raw("shop", s.token) is not None
-    assert m.cookie_action(s) == "set"
+    assert m.lifecycle.cookie_action(hold) == "set"
 
 
 @pytest.mark.parametrize("policy", DEFERRED, ids=ids_)
@@ -375,3 +376,40 @@ def test_each_policy_states_its_crash_window_as_numbers(
 ) -> None:
     assert policy.max_loss(flush_poll_s=1.0) == expected
     assert expected.nothing == (not policy.deferred)
+
+
+@dataclasses.dataclass
+class _Copy:
+    """A session's counters and store position, as the shared write rules read them."""
+
+    changed: bool = True
+    created: bool = True
+    in_store: bool = True
+    is_new: bool = False
+    updates_since_write: int = 1
+    requests_since_write: int = 1
+    last_write_at: float = 0.0
+    last_access_at: float = 0.0
+    last_store_access_at: float = 0.0
+
+    def has_changes(self) -> bool:
+        return self.changed
+
+    @property
+    def unwritten(self) -> bool:
+        return self.created and (self.changed or not self.in_store)
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES, ids=ids_)
+def test_the_shared_write_rules_hold_under_every_policy(policy: sk.WritePolicy) -> None:
+    rules = WriteRules(policy, save_on_create=True, save_period_s=60.0)
+    never_stored = _Copy(in_store=False, changed=False)
+    assert rules.write_at_request_end(never_stored, 0.0) and rules.due_for_flush(never_stored, 0.0)
+    assert not WriteRules(policy, save_on_create=False).due_for_flush(never_stored, 0.0)
+    assert rules.discard_after_failure(_Copy(in_store=False, is_new=True))
+    assert rules.write_after_failure(_Copy()) == (not policy.deferred)
+    assert rules.write_before_eviction(_Copy()) and not rules.write_before_eviction(
+        _Copy(changed=False)
+    )
+    used = _Copy(changed=True, last_access_at=100.0, last_store_access_at=30.0)
+    assert rules.touch_due(used, 100.0) and not rules.touch_due(used, 80.0)

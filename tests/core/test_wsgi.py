@@ -176,10 +176,10 @@ def test_header_mode(make: MakeManager) -> None:
 def test_access_timeout_gives_503(make: MakeManager) -> None:
     m = make(serialize_access=True, access_wait_s=0.01)
     sid = call(SessionMiddleware(setter(), m, "shop"), environ()).session_id
-    held = m.begin_request("shop", sid)
+    held = m.lifecycle.begin_request("shop", sid)
     resp = call(SessionMiddleware(setter(), m, "shop"), environ(cookie=f"sessionid={sid}"))
     assert resp.status == 503 and resp.header("Retry-After")
-    m.end_request(held, ok=True)
+    m.lifecycle.end_request(held, ok=True)
     assert m.stats()["access_timeouts"] == 1
 
 

@@ -1,0 +1,142 @@
+"""``Settings``: every :class:`~sessionkeeper.SessionManager` option, validated once.
+
+A ``Settings`` is frozen: the manager and the layers under it read it and never change it, so
+it may be shared by every thread. Building one touches nothing outside the process (the store is
+named here, opened by the manager), which is what lets the Django system checks build one to
+report a bad option. :func:`manager_options` turns framework settings into its keywords.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from . import ids
+from .clock import Clock, SystemClock
+from .errors import ConfigurationError
+from .policies import EndOfRequest, WritePolicy, parse_policy
+from .serialization import Serializer, make_serializer
+from .stores import Store
+from .tracking import Tracking
+
+if TYPE_CHECKING:  # a type only: config is core, the writer is the manager layer's
+    from .writer import Contents
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The options of :class:`~sessionkeeper.SessionManager` (the README documents each).
+
+    ``__post_init__`` validates them and replaces a few by what they name: ``write`` becomes a
+    :class:`WritePolicy`, ``serializer`` a :class:`Serializer` (``pickle_key`` checked),
+    ``tracking`` and ``clock`` their defaults when ``None``."""
+
+    store: str | Store = "sqlite:///sessions.db"
+    write: WritePolicy | str | None = None
+    contents: Contents = "updated"
+    timeout_s: float = 1800.0
+    app_timeouts_s: Mapping[str, float] | None = None
+    node: str | None = None
+    serialize_access: bool = False
+    access_wait_s: float = 10.0
+    cache_size: int = 1000
+    overflow: bool = True
+    save_on_create: bool = True
+    save_period_s: float = 60.0
+    flush_poll_s: float = 1.0
+    sweep_interval_s: float = 300.0
+    sweep_hours: tuple[int, int] | None = None
+    sweep_grace_s: float = 0.0
+    sweep_batch: int = 1000
+    serializer: str | Serializer = "json"
+    pickle_key: bytes | str | None = field(default=None, repr=False)
+    tracking: Tracking | None = None
+    retry_after_s: int = 5
+    outage_backoff_s: float = 1.0
+    shutdown_deadline_s: float = 10.0
+    clock: Clock | None = None
+    store_options: Mapping[str, Any] | None = None
+    housekeeping: bool = True
+
+    def __post_init__(self) -> None:
+        if self.contents not in ("updated", "accessed", "all"):
+            raise ConfigurationError("contents must be 'updated', 'accessed' or 'all'")
+        for name in ("timeout_s", "save_period_s", "flush_poll_s", "sweep_interval_s"):
+            _check_positive(name, getattr(self, name))
+        _check_positive("access_wait_s", self.access_wait_s)
+        if not isinstance(self.cache_size, int) or self.cache_size < 1:
+            raise ConfigurationError("cache_size must be at least 1")
+        if self.outage_backoff_s < 0:
+            raise ConfigurationError("outage_backoff_s must not be negative")
+        if self.sweep_hours is not None and not all(0 <= h <= 23 for h in self.sweep_hours):
+            raise ConfigurationError("sweep_hours are two hours of the day, 0 to 23")
+        if self.node:
+            ids.check_node_name(self.node)
+        policy = parse_policy(self.write) if self.write is not None else EndOfRequest()
+        self._set("write", policy)
+        self._set("serializer", make_serializer(self.serializer, pickle_key=self.pickle_key))
+        self._set("app_timeouts_s", MappingProxyType(dict(self.app_timeouts_s or {})))
+        self._set("store_options", MappingProxyType(dict(self.store_options or {})))
+        self._set("tracking", self.tracking or Tracking())
+        self._set("clock", self.clock or SystemClock())
+
+    def _set(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)  # normalizing, once, before anyone reads it
+
+    @property
+    def policy(self) -> WritePolicy:
+        assert isinstance(self.write, WritePolicy)  # __post_init__ parsed it
+        return self.write
+
+    def timeout_for(self, app: str) -> float:
+        """``app``'s idle timeout: its entry in ``app_timeouts_s``, else ``timeout_s``."""
+        return (self.app_timeouts_s or {}).get(app) or float(self.timeout_s)
+
+    @property
+    def grace_s(self) -> float:
+        """The sweep's grace in effect. A node deletes a store row only after the longest time
+        another node may hold back a write of it: the policy's delay, the access-time period,
+        and one flusher poll each."""
+        held_back = max(self.sweep_grace_s, self.policy.max_delay_s, self.save_period_s)
+        return held_back + 2 * self.flush_poll_s
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ConfigurationError(f"{name} must be positive")
+
+
+#: The keyword arguments of :class:`SessionManager`, as adapters read them from settings.
+MANAGER_OPTIONS = frozenset(f.name for f in fields(Settings))
+
+
+def manager_options(
+    settings: Mapping[str, Any], *, prefix: str = "", source: str
+) -> tuple[str | None, dict[str, Any]]:
+    """Split framework settings into ``(app_name, SessionManager keywords)``.
+
+    Names after ``prefix`` match in any case (keys without the prefix are not ours); ``APP_NAME``
+    is the app name, every other key must be a :class:`SessionManager` keyword, else
+    :class:`ConfigurationError` names it (``source`` says where the settings come from)."""
+    app_name: str | None = None
+    options: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in settings.items():
+        key = str(key)
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :].lower()
+        if name == "app_name":
+            app_name = str(value)
+        elif name in MANAGER_OPTIONS:
+            options[name] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: {', '.join(sorted(unknown))} not a SessionManager option "
+            f"(known: {', '.join(sorted(MANAGER_OPTIONS))})"
+        )
+    return app_name, options

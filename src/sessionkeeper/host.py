@@ -1,0 +1,134 @@
+"""``Host``: what the manager layer does when a ``Session`` reports a change (session.SessionHost).
+
+A ``Session`` records its own changes and calls these hooks, from the thread that changed it,
+outside its own lock: a value is checked when set (``_validate_value``, which also creates
+the session on its first write), listeners hear of changes (``_attribute_changed``), and
+``sync()``, ``invalidate()`` and ``rotate_id()`` write to or delete from the store here. Any hook
+may do store I/O: an inline write (OnAttribute, AfterUpdates), or, creating a session with
+``overflow=False``, the eviction that writes a dirty session to make room. Nothing outside the
+manager layer calls a host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import ids
+from .errors import CacheFull, SerializationError, StoreError
+from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
+from .runtime import Runtime
+from .serialization import JsonSerializer, json_cannot_fail
+from .session import _MISSING, Session
+
+
+class Host:
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._json = type(rt.serializer) is JsonSerializer  # plain scalars need no check
+
+    @property
+    def _node(self) -> str:
+        return self._rt.node
+
+    def _validate_value(self, session: Session, key: str, value: Any) -> None:
+        if not (self._json and json_cannot_fail(value)):
+            try:
+                self._rt.serializer.dumps(value)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise SerializationError(key, value, str(exc)) from exc
+        if not session.created:
+            self._create(session)
+
+    def _metadata_changed(self, session: Session) -> None:
+        if not session.created:
+            self._create(session)
+        session.meta_changed = True
+
+    def _create(self, s: Session) -> None:
+        if not self._rt.settings.overflow and self._rt.cache.over_capacity() >= 0:
+            self._rt.evict_over_capacity(room=1)  # idle sessions make room before a refusal
+        if not self._rt.settings.overflow and self._rt.cache.over_capacity() >= 0:
+            self._rt.stats.add("refusals")
+            raise CacheFull(
+                f"the session cache is full ({self._rt.cache.capacity} sessions) and overflow=False"
+            )
+        with s.lock:
+            s.created = True
+            s.is_new = True
+        self._rt.cache.add((s.app, s.token), s)
+        self._rt.stats.add("created")
+        if self._rt.events:
+            self._rt.events.emit("session_created", SessionEvent(s.app, s.token, s))
+
+    def _attribute_changed(self, session: Session, key: str, old: Any, new: Any) -> None:
+        # call_hook returns at once for plain types; checked here first, it is not even called.
+        if old is not new:
+            if old is not _MISSING and type(old) not in _PLAIN_TYPES:
+                call_hook(old, "value_unbound", session, key)
+            if new is not _MISSING and type(new) not in _PLAIN_TYPES:
+                call_hook(new, "value_bound", session, key)
+        if self._rt.events:
+            if new is _MISSING:
+                self._rt.events.emit("attribute_removed", AttributeEvent(session, key, old))
+            elif old is _MISSING:
+                self._rt.events.emit("attribute_added", AttributeEvent(session, key, new))
+            else:
+                self._rt.events.emit("attribute_replaced", AttributeEvent(session, key, new, old))
+        if self._rt.settings.policy.at_attribute_change(session) and not self._rt.store_failing():
+            self._rt.write([session], immediate=True)
+
+    def _sync(self, session: Session) -> None:
+        if not session.created:
+            self._create(session)
+        self._rt.write([session], immediate=True, raise_errors=True)
+
+    def _invalidate(self, s: Session) -> None:
+        now = self._rt.clock.time()
+        with s.write_lock:
+            if s.in_store:
+                self._retire(s.app, s.token, s.timeout_s)
+            self._rt.cache.remove((s.app, s.token), s)
+        was_created = s.created
+        old_token = s.token
+        values = s.reset_as_new(ids.new_token(), now)
+        if not was_created:
+            return
+        self._rt.stats.add("invalidated")
+        for key, value in values.items():
+            call_hook(value, "value_unbound", s, key)
+        if self._rt.events:
+            self._rt.events.emit(
+                "session_destroyed", SessionEvent(s.app, old_token, s, DestroyReason.INVALIDATED)
+            )
+
+    def _rotate_id(self, s: Session) -> None:
+        if not s.created:
+            self._create(s)
+        old, new = s.token, ids.new_token()
+        if s.in_store:
+            # Store the whole session under the new token first; only then retire the old one.
+            with s.lock:
+                old_version = s.version
+                s.token, s.version, s.in_store = new, 0, False
+            try:
+                self._rt.write([s], immediate=True, raise_errors=True)
+                if not s.in_store:
+                    raise StoreError("the session could not be stored under its new id")
+            except BaseException:
+                with s.lock:
+                    s.token, s.version, s.in_store = old, old_version, True
+                raise
+            self._retire(s.app, old, s.timeout_s)
+        else:
+            s.token = new
+        self._rt.cache.remove((s.app, old), s)
+        self._rt.cache.add((s.app, new), s)
+
+    def _retire(self, app: str, token: str, timeout_s: float) -> None:
+        """Delete a session from the store, leaving a tombstone for as long as a copy on another
+        node may still try to write it: its timeout plus the sweep's grace."""
+        self._rt.store.delete(
+            app,
+            token,
+            tombstone_until=self._rt.clock.time() + timeout_s + self._rt.settings.grace_s,
+        )

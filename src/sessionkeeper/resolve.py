@@ -1,0 +1,152 @@
+"""``Resolver``: which ``Session`` object serves a presented id, loading it when needed.
+
+The cached copy is trusted only when the id's node suffix names this node; otherwise the session
+is loaded from the store (a failover) and merged into the cached copy, if any. An absent, invalid,
+expired or foreign-owned id gets a new, not yet created session (a request that never writes to
+it creates nothing). ``resolve`` may be called from any thread at once; only with ``allow_io``
+does it read or write the store (``Lifecycle.begin_cached`` calls it without, on an event loop).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import ids
+from .errors import CorruptSessionData, StoreError, StoreUnavailable
+from .events import call_hook
+from .runtime import Runtime
+from .session import Session, SessionHost
+from .stores import StoredSession
+
+log = logging.getLogger("sessionkeeper")
+
+
+class Resolver:
+    def __init__(self, rt: Runtime, host: SessionHost) -> None:
+        self._rt = rt
+        self._host = host  # what every Session it makes calls back
+        self._warned_affinity = False
+
+    def resolve(
+        self, app: str, session_id: str | None, owner: str | None, allow_io: bool
+    ) -> Session | None:
+        parsed = ids.parse(session_id)
+        if session_id and parsed is None:
+            self._rt.stats.add("invalid_ids")
+        now = self._rt.clock.time()
+        if parsed is not None:
+            token, node = parsed
+            key = (app, token)
+            cached = self._rt.cache.get(key)
+            if node == self._rt.node and cached is not None and not cached.expired(now):
+                if owner is None or self._owner_ok(owner, cached.owner):
+                    self._rt.stats.add("cache_hits")
+                    cached.presented_id = session_id
+                    return cached
+            elif not allow_io:
+                return None
+            elif cached is None or node != self._rt.node:
+                self._rt.stats.add("cache_misses")
+                if node != self._rt.node:
+                    self._affinity_break()
+                found = self._load(app, token, cached, now)
+                if found is not None and self._owner_ok(owner, found.owner):
+                    self._rt.stats.add("failovers")
+                    found.presented_id = session_id
+                    return found
+            if cached is not None and cached.expired(now) and not cached.in_use:
+                self._rt.cache.remove(key, cached)
+        # A browser carries one id for every app: a new session of this app takes the id its
+        # other apps' sessions use here, so that their shared cookie keeps working for all.
+        shared = parsed is not None and self._rt.cache.other_app_holds(app, parsed[0])
+        s = Session(
+            self._host,
+            app,
+            parsed[0] if parsed is not None and shared else ids.new_token(),
+            created_at=now,
+            timeout_s=self._rt.settings.timeout_for(app),
+            owner=owner,
+            track_reads=self._rt.settings.contents == "accessed",
+        )
+        s.presented_id = session_id
+        return s
+
+    def _owner_ok(self, presented: str | None, bound: str | None) -> bool:
+        if presented is None or bound is None or presented == bound:
+            return True
+        self._rt.stats.add("owner_mismatches")
+        return False
+
+    def _affinity_break(self) -> None:
+        self._rt.stats.add("affinity_breaks")
+        if self._rt.settings.policy.deferred and not self._warned_affinity:
+            self._warned_affinity = True
+            log.warning(
+                "a session moved between nodes under the deferred policy %s: the previous "
+                "node's unwritten changes are not in the store yet. Route sessions back to "
+                "their node (sticky load balancing) or use EndOfRequest.",
+                self._rt.settings.policy.spec(),
+            )
+
+    def _load(self, app: str, token: str, cached: Session | None, now: float) -> Session | None:
+        if cached is not None and cached.has_changes():
+            self._rt.write([cached], immediate=True)  # ours first, so the load merges it
+        try:
+            stored = self._rt.store.load(app, token)  # a store may find the row itself unreadable
+            if stored is None or now - stored.last_access_at > stored.timeout_s:
+                if cached is not None:
+                    self._rt.cache.remove((app, token), cached)
+                return None
+            data = {k: self._rt.serializer.loads(v) for k, v in stored.attributes.items()}
+        except CorruptSessionData as exc:
+            self._rt.stats.add("corrupt_sessions")
+            log.error(
+                "session %s of app %r has unreadable data (%s): replaced by a new session",
+                token[:8],
+                app,
+                exc,
+            )
+            return None
+        except StoreError as exc:
+            if not isinstance(exc, StoreUnavailable):  # the store logs its own outages
+                log.error("session %s of app %r could not be read: %s", token[:8], app, exc)
+            raise
+        if cached is not None:
+            self._refresh(cached, stored, data)
+            return cached
+        s = Session(
+            self._host,
+            app,
+            token,
+            created_at=stored.created_at,
+            timeout_s=stored.timeout_s,
+            last_access_at=stored.last_access_at,
+            version=stored.version,
+            owner=stored.owner,
+            data=data,
+            track_reads=self._rt.settings.contents == "accessed",
+        )
+        s.is_new = False
+        self._remember_stored(s, stored)
+        shared = self._rt.cache.add((app, token), s)
+        if shared is s:
+            for value in data.values():
+                call_hook(value, "session_did_activate", s)
+            self._rt.evict_over_capacity()
+        return shared
+
+    def _refresh(self, s: Session, stored: StoredSession, data: dict[str, Any]) -> None:
+        with s.lock:
+            s.replace_data(data)
+            s.version = stored.version
+            s.last_access_at = max(s.last_access_at, stored.last_access_at)
+            s.timeout_s = stored.timeout_s
+            s.set_keys, s.deleted_keys, s.read_keys = set(), set(), set()
+            self._remember_stored(s, stored)
+
+    def _remember_stored(self, s: Session, stored: StoredSession) -> None:
+        s.last_store_access_at = stored.last_access_at
+        s.in_store = s.created = True
+        if self._rt.settings.contents == "accessed":
+            s.stored_hashes = {k: hash(v) for k, v in stored.attributes.items()}

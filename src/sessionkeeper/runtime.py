@@ -1,0 +1,72 @@
+"""``Runtime``: the parts of one manager that its lifecycle, resolution and session host share.
+
+The manager builds one and hands it down, so that none of those modules calls up into the
+manager. Every part is safe to use from any thread (each has its own locks); the runtime itself
+only adds this process's node name, computed again after a fork.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import cast
+
+from . import ids
+from .cache import SessionCache
+from .clock import Clock
+from .config import Settings
+from .events import EventBus
+from .persistence import Persistence
+from .policies import WriteRules
+from .serialization import Serializer
+from .session import Session
+from .stats import Stats
+from .stores import Store
+from .writer import Writer
+
+
+@dataclass(eq=False)
+class Runtime:
+    settings: Settings
+    store: Store
+    cache: SessionCache
+    stats: Stats
+    events: EventBus
+    writer: Writer
+    persistence: Persistence
+    rules: WriteRules
+    _node_pid: int = field(default=-1, init=False)
+    _node_default: str = field(default="", init=False)
+
+    @property
+    def clock(self) -> Clock:
+        assert self.settings.clock is not None  # Settings gave the default
+        return self.settings.clock
+
+    @property
+    def serializer(self) -> Serializer:
+        return cast(Serializer, self.settings.serializer)  # Settings built it from the name
+
+    @property
+    def node(self) -> str:
+        """This process's node name: the one given, or host and pid (computed per process)."""
+        if self.settings.node:
+            return self.settings.node
+        pid = os.getpid()
+        if pid != self._node_pid:
+            self._node_default, self._node_pid = ids.default_node_name(), pid
+        return self._node_default
+
+    def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
+        return self.persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)
+
+    def evict_over_capacity(self, room: int = 0) -> None:
+        self.persistence.evict_over_capacity(room)
+
+    def store_failing(self) -> bool:
+        """Whether an inline write waits for the flusher (``WriteRules.defer_inline_write``);
+        counted as ``writes_deferred``."""
+        if self.rules.defer_inline_write(self.store):
+            self.stats.add("writes_deferred")
+            return True
+        return False
