@@ -66,9 +66,9 @@ def fetch(name: str, version: str, members: tuple[str, ...]) -> Path:
         return _fetch(name, version, members)
     except SdistUnavailable as exc:
         reason = f"{name}=={version} sdist unavailable: {exc}"
-        if services_required():
-            pytest.fail(f"{reason}; {REQUIRE_ENV}=1 so this is an error", pytrace=False)
-        pytest.skip(reason, allow_module_level=True)
+    if services_required():
+        pytest.fail(f"{reason}; {REQUIRE_ENV}=1 so this is an error", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def _fetch(name: str, version: str, members: tuple[str, ...]) -> Path:
@@ -105,7 +105,8 @@ def _locked(path: Path) -> Iterator[None]:
 def _download(name: str, version: str, into: Path) -> Path:
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(into), f"{name}=={version}",
+        "--disable-pip-version-check", "--quiet", "--retries", "2", "--timeout", "30",
+        "--dest", str(into), f"{name}=={version}",
     ]  # fmt: skip
     try:
         done = subprocess.run(
