@@ -1,0 +1,111 @@
+"""Django's own session tests against ``SESSION_ENGINE = "sessionkeeper.django"``: the contract
+every session backend passes (``SessionTestsMixin`` of ``tests/sessions_tests/tests.py``), run
+against our ``SessionStore`` as django-redis runs it against its own, and ``SessionMiddlewareTests``
+with our engine behind Django's ``SessionMiddleware``.
+
+Each test gets a fresh manager (a memory store and a fake clock) through the ``SESSIONKEEPER``
+setting. Neither class may touch Django's database (``databases`` is empty): our engine has none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+if not settings.configured:
+    # One Django configuration for the whole run, whichever module pytest imports first: the one
+    # the adapter tests make (it includes SESSION_ENGINE and django.contrib.sessions).
+    import tests.adapters.test_django  # noqa: F401
+
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSession
+from django.test import SimpleTestCase, override_settings
+
+import sessionkeeper as sk
+from sessionkeeper import django as skd
+from tests.conformance import sdist, tables
+
+VERSION = "5.2.19"
+ROOT = sdist.fetch("django", VERSION, ("tests/sessions_tests/",))
+
+# ``tests.py`` imports ``.models`` only for CustomDatabaseSessionTests (the db backend with a custom
+# model, not run here); loading the real models.py would need ``sessions_tests`` in INSTALLED_APPS.
+_package = sdist.module_of("sessions_tests", __path__=[str(ROOT / "tests/sessions_tests")])
+_models = sdist.module_of("sessions_tests.models", SessionStore=DatabaseSession)
+with sdist.stand_in_modules({"sessions_tests": _package, "sessions_tests.models": _models}):
+    upstream = sdist.load(ROOT / "tests/sessions_tests/tests.py", "sessions_tests.tests")
+
+
+def _config() -> dict[str, Any]:
+    return {"STORE": "memory://", "NODE": "a", "CLOCK": sk.FakeClock(), "HOUSEKEEPING": False}
+
+
+class _FreshManager:
+    """Each test under its own manager, with our engine (before the upstream ``setUp``, which
+    creates the session)."""
+
+    def setUp(self) -> None:
+        overridden = override_settings(
+            SESSION_ENGINE="sessionkeeper.django", SESSIONKEEPER=_config()
+        )
+        overridden.enable()
+        self.addCleanup(overridden.disable)  # type: ignore[attr-defined]
+        super().setUp()  # type: ignore[misc]
+
+
+class SessionStoreTests(_FreshManager, upstream.SessionTestsMixin, SimpleTestCase):
+    backend = skd.SessionStore
+
+
+class SessionMiddlewareTests(_FreshManager, upstream.SessionMiddlewareTests):
+    databases: set[str] = set()
+
+
+EXCLUDED: dict[str, str] = {
+    "SessionMiddlewareTests::test_session_update_error_redirect": "puts the db backend's "
+    "DatabaseSession on the request itself",
+    "SessionMiddlewareTests::test_empty_session_saved": "reads the db backend's Session model "
+    "(Session.objects.get)",
+}
+
+_PAST = (
+    "set_expiry() with a time in the past does not end the session (it becomes an idle timeout "
+    "of max(1, age) seconds), so a new SessionStore still loads it"
+)
+_POP = "pop()/apop() take the default only positionally: pop(key, default=...) is a TypeError"
+_RESURRECT = (
+    "saving a session that another SessionStore deleted raises no UpdateError: the delete "
+    "empties the cached Session both share, and the save stores the data under a new id"
+)
+_OUTSIDE = (
+    "outside a request (RequestFactory, no request_started) a change goes straight into the "
+    "cached Session: the 5xx response's unsaved change is what load() returns"
+)
+
+XFAIL: dict[str, str] = {
+    "SessionStoreTests::test_actual_expiry": _PAST,
+    "SessionStoreTests::test_actual_expiry_async": _PAST,
+    "SessionStoreTests::test_pop_default_named_argument": _POP,
+    "SessionStoreTests::test_pop_default_named_argument_async": _POP,
+    "SessionStoreTests::test_session_save_does_not_resurrect_session_logged_out_in_other_context": (
+        _RESURRECT
+    ),
+    "SessionStoreTests::test_session_asave_does_not_resurrect_session_logged_out_in_other_context": (
+        _RESURRECT
+    ),
+    "SessionMiddlewareTests::test_session_save_on_500": _OUTSIDE,
+    "SessionMiddlewareTests::test_session_save_on_5xx": _OUTSIDE,
+}
+
+
+def _loaded() -> set[str]:
+    return {
+        f"{cls.__name__}::{name}"
+        for cls in (SessionStoreTests, SessionMiddlewareTests)
+        for name in dir(cls)
+        if name.startswith("test")
+    }
+
+
+def test_tables_name_upstream_tests() -> None:
+    tables.check(_loaded(), EXCLUDED, XFAIL)
