@@ -290,11 +290,15 @@ class PostgresDialect(SqlDialect):
     _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
     def is_transient(self, orig: BaseException | None) -> bool:
-        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        if state is None:
-            # psycopg reports a failed connection attempt without a SQLSTATE.
-            return type(orig).__name__ in ("OperationalError", "InterfaceError")
-        return str(state).startswith(self._TRANSIENT_CLASSES) or state == "55P03"
+        import psycopg
+
+        if not isinstance(orig, psycopg.Error):
+            return False
+        if orig.sqlstate is None:
+            # No answer from the server: a refused, lost or timed-out connection (psycopg's
+            # ConnectionTimeout, our read deadline), an already closed one (InterfaceError).
+            return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
+        return orig.sqlstate.startswith(self._TRANSIENT_CLASSES) or orig.sqlstate == "55P03"
 
 
 class MysqlDialect(SqlDialect):
@@ -303,9 +307,13 @@ class MysqlDialect(SqlDialect):
 
     name = "mysql"
 
-    #: Lost or refused connections, server shutdown, too many connections, lock wait timeout
-    #: and deadlock (the transaction was rolled back and can be run again).
-    _TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
+    #: Lost or refused connections (a read, write or connect timeout is 2003 or 2013), server
+    #: shutdown, too many connections, lock wait timeout, deadlock (the transaction was rolled
+    #: back and can be run again), a statement stopped by MariaDB's ``max_statement_time``
+    #: (1969) or MySQL's ``max_execution_time`` (3024).
+    _TRANSIENT_CODES = frozenset(
+        {1040, 1053, 1205, 1213, 1927, 1969, 2002, 2003, 2006, 2013, 2055, 3024, 4031}
+    )
 
     def engine_options(self, connect_timeout_s: float) -> dict[str, Any]:
         return {
@@ -373,10 +381,13 @@ class MysqlDialect(SqlDialect):
         conn.execute(stmt, {"keys": [tuple(r[c] for c in key) for r in rows]})
 
     def is_transient(self, orig: BaseException | None) -> bool:
-        args: tuple[Any, ...] = getattr(orig, "args", None) or ()
-        if type(orig).__name__ == "InterfaceError":
-            return True  # PyMySQL: the connection is already closed
-        return bool(args) and args[0] in self._TRANSIENT_CODES
+        import pymysql
+
+        if isinstance(orig, pymysql.err.InterfaceError):
+            return True  # the connection is already closed
+        if not isinstance(orig, pymysql.err.MySQLError):
+            return False
+        return bool(orig.args) and orig.args[0] in self._TRANSIENT_CODES
 
 
 def dialect_for(name: str) -> SqlDialect:
