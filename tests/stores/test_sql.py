@@ -146,7 +146,7 @@ def test_bad_options_are_configuration_errors(tmp_path: Path) -> None:
 def test_unreachable_server_is_unavailable_quickly(url: str) -> None:
     slept: list[float] = []
     store = SqlStore(
-        url, connect_timeout_s=1, retry=RetryPolicy(attempts=2, backoff_s=0), sleep=slept.append
+        url, timeout_s=1, retry=RetryPolicy(attempts=2, backoff_s=0), sleep=slept.append
     )
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
