@@ -50,10 +50,10 @@ class SqlStore(Store):
     ``sqlalchemy.Engine`` of one of those (used as given; not disposed by :meth:`close`).
 
     ``timeout_s`` bounds each wait for the server on PostgreSQL and MySQL/MariaDB: to connect,
-    for a pooled connection, for a statement's answer (see :mod:`.timeouts`); one attempt of a
-    call waits at most about twice that (a ping of a pooled connection, then a new connection),
-    and a call gives up with ``StoreUnavailable`` after the retries. An engine you pass keeps its
-    own settings.
+    for a pooled connection, for a statement's answer (see :mod:`.timeouts`). The first attempt
+    after the server hangs waits about twice that (a ping of a pooled connection, then a new
+    connection), each later one once; the call gives up with ``StoreUnavailable`` after the
+    retries. An engine you pass keeps its own settings.
 
     Thread safe: each call checks a connection out of the engine's pool. Fork safe: the first
     call in a forked child drops the pool inherited from the parent without closing its sockets.
