@@ -46,6 +46,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _alive(proc: subprocess.Popen[bytes] | None) -> list[int]:
+    """``[proc.pid]``; a clear error if it exited (e.g. its port was taken meanwhile by another
+    server, which then answered in its place)."""
+    if proc is None or proc.poll() is not None:
+        raise RuntimeError(
+            f"the server process is not running (exit status {proc and proc.poll()})"
+        )
+    return [proc.pid]
+
+
 def _wait_until(answers: object, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
@@ -237,8 +247,7 @@ class MariaDbInstance(Instance):
             raise RuntimeError(f"{exc} {self.log_tail()}") from None
 
     def pids(self) -> list[int]:
-        assert self.proc is not None, "not started"
-        return [self.proc.pid]
+        return _alive(self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -297,8 +306,7 @@ class RedisInstance(Instance):
         _wait_until(self._ping, "redis-server")
 
     def pids(self) -> list[int]:
-        assert self.proc is not None, "not started"
-        return [self.proc.pid]
+        return _alive(self.proc)
 
     def stop(self) -> None:
         """SIGKILL: a crash, not a shutdown (the append-only file is fsynced on every write)."""
