@@ -3,7 +3,9 @@ what each store asks of its driver (connect, read and statement timeouts) from `
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -11,6 +13,8 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
+from sessionkeeper.errors import StoreUnavailable
+from sessionkeeper.stores import RetryPolicy
 from sessionkeeper.stores.redis import RedisStore
 from sessionkeeper.stores.sql import SqlStore
 from sessionkeeper.stores.sql.dialects import MysqlDialect, PostgresDialect
@@ -153,3 +157,39 @@ def test_a_users_engine_is_left_as_given(postgres_url: str) -> None:
     finally:
         store.close()
         engine.dispose()
+
+
+# -- a server that accepts and never answers ----------------------------------------------------
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A loopback port whose kernel accepts connections (the listen backlog) and where nothing
+    ever answers: a hung server as a client sees it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://postgres@127.0.0.1:{}/test", "mysql://root@127.0.0.1:{}/test"]
+)
+def test_a_server_that_never_answers_is_unavailable(url: str, black_hole: int) -> None:
+    # On PostgreSQL this is psycopg's ConnectionTimeout, once a StoreError.
+    store = SqlStore(url.format(black_hole), timeout_s=0.5, retry=RetryPolicy(attempts=2))
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"timeout|timed out"):
+        store.load("shop", "t" * 32)
+    assert time.monotonic() - started < 30  # a bound on a hang, not a speed target
+    assert store.stats.retries == 1
+
+
+def test_a_redis_that_never_answers_is_unavailable(black_hole: int) -> None:
+    store = RedisStore(
+        f"redis://127.0.0.1:{black_hole}/0", timeout_s=0.5, retry=RetryPolicy(attempts=2)
+    )
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="Timeout"):
+        store.load("shop", "t" * 32)
+    assert time.monotonic() - started < 30
