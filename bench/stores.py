@@ -114,7 +114,7 @@ def opened(backend: Backend, tmp: Path) -> Iterator[Store]:
     prefix = unique_prefix("redis" if backend.kind == "redis" else "sql")
     retry = RetryPolicy(attempts=2, backoff_s=0.05)
     if backend.kind == "redis":
-        store = open_store(store_url("redis"), key_prefix=prefix, socket_timeout_s=3, retry=retry)
+        store = open_store(store_url("redis"), key_prefix=prefix, timeout_s=3, retry=retry)
     else:
         url = (
             f"sqlite:///{tmp / (prefix + backend.layout + '.db')}"

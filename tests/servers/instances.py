@@ -32,6 +32,30 @@ def _as_user(user: str) -> list[str]:
     return ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc``)."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.split("/")[2]))
+    return found
+
+
+def _alive(proc: subprocess.Popen[bytes] | None) -> list[int]:
+    """``[proc.pid]``; a clear error if it exited (e.g. its port was taken meanwhile by another
+    server, which then answered in its place)."""
+    if proc is None or proc.poll() is not None:
+        raise RuntimeError(
+            f"the server process is not running (exit status {proc and proc.poll()})"
+        )
+    return [proc.pid]
+
+
 def _wait_until(answers: object, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
@@ -55,10 +79,31 @@ class Instance:
         self.dir = Path(tempfile.mkdtemp(prefix=f"sk-{self.kind}-"))
         os.chmod(self.dir, 0o755)
         self.running = False
+        self.frozen: list[int] = []
 
     @property
     def url(self) -> str:
         raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        """The server's processes, the main one first."""
+        raise NotImplementedError
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the server: it keeps its sockets and answers nothing, like a
+        hung host or a network cut (its kernel still accepts connections and acknowledges data).
+        The main process first, so that it forks no new one meanwhile."""
+        main, *_ = self.pids()
+        os.kill(main, signal.SIGSTOP)
+        self.frozen = [main, *_children(main)]
+        for pid in self.frozen[1:]:
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT what :meth:`freeze` stopped."""
+        for pid in reversed(self.frozen):
+            os.kill(pid, signal.SIGCONT)
+        self.frozen = []
 
     def setup(self) -> None:
         """Create the data directory (once)."""
@@ -74,6 +119,8 @@ class Instance:
 
     def close(self) -> None:
         try:
+            if self.frozen:
+                self.thaw()
             if self.running:
                 self.stop()
         finally:
@@ -120,6 +167,10 @@ class PostgresInstance(Instance):
             "-l", str(self.dir / "log"), "-w", "-t", str(int(START_TIMEOUT_S)), "start",
         )  # fmt: skip
         self.running = True
+
+    def pids(self) -> list[int]:
+        main = int((self.data / "postmaster.pid").read_text().split()[0])
+        return [main, *_children(main)]
 
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
@@ -195,6 +246,9 @@ class MariaDbInstance(Instance):
             self.stop()
             raise RuntimeError(f"{exc} {self.log_tail()}") from None
 
+    def pids(self) -> list[int]:
+        return _alive(self.proc)
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
@@ -250,6 +304,9 @@ class RedisInstance(Instance):
         )  # fmt: skip
         self.running = True
         _wait_until(self._ping, "redis-server")
+
+    def pids(self) -> list[int]:
+        return _alive(self.proc)
 
     def stop(self) -> None:
         """SIGKILL: a crash, not a shutdown (the append-only file is fsynced on every write)."""

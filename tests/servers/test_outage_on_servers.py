@@ -41,9 +41,9 @@ def fast_options(kind: str) -> dict[str, Any]:
     """Fail fast: a refused connection is retried once, 10 ms later."""
     options: dict[str, Any] = {"retry": RetryPolicy(attempts=2, backoff_s=0.01)}
     if kind == "redis":
-        options.update(key_prefix=unique_name("skout") + ":", socket_timeout_s=0.5)
+        options.update(key_prefix=unique_name("skout") + ":", timeout_s=0.5)
     else:
-        options.update(table_prefix=unique_name("skout"), connect_timeout_s=1)
+        options.update(table_prefix=unique_name("skout"), timeout_s=1)
     return options
 
 

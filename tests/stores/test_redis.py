@@ -230,7 +230,7 @@ def test_script_cache_loss_is_survived(store: RedisStore, raw: Any) -> None:
 
 
 def test_url_parsing() -> None:
-    s = RedisStore("rediss://bob:s3cr%40t@cache.example:6380/2", socket_timeout_s=1.5)
+    s = RedisStore("rediss://bob:s3cr%40t@cache.example:6380/2", timeout_s=1.5)
     assert isinstance(s.client, redis.Redis)
     kw = s.client.get_connection_kwargs()
     assert (kw["host"], kw["port"], kw["db"]) == ("cache.example", 6380, 2)
@@ -272,7 +272,7 @@ def test_keys_of_one_session_share_a_slot(store: RedisStore) -> None:
 def test_unreachable_port_is_unavailable_quickly() -> None:
     s = RedisStore(
         f"redis://127.0.0.1:{free_port()}/0",
-        socket_timeout_s=0.5,
+        timeout_s=0.5,
         retry=RetryPolicy(attempts=2, backoff_s=0),
     )
     started = time.monotonic()
@@ -344,7 +344,7 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
 def test_outage_and_recovery_without_recreating_the_store(own_server: RedisServer) -> None:
     store = RedisStore(
         f"redis://127.0.0.1:{own_server.port}/0",
-        socket_timeout_s=0.5,
+        timeout_s=0.5,
         retry=RetryPolicy(attempts=2, backoff_s=0.01),
     )
     store.save_many([req(tok(i), 0, {"a": str(i).encode()}) for i in range(10)])

@@ -146,7 +146,7 @@ def test_bad_options_are_configuration_errors(tmp_path: Path) -> None:
 def test_unreachable_server_is_unavailable_quickly(url: str) -> None:
     slept: list[float] = []
     store = SqlStore(
-        url, connect_timeout_s=1, retry=RetryPolicy(attempts=2, backoff_s=0), sleep=slept.append
+        url, timeout_s=1, retry=RetryPolicy(attempts=2, backoff_s=0), sleep=slept.append
     )
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
@@ -457,24 +457,22 @@ def test_sweep_batch_blocks_neither_live_writes_nor_other_sweepers(
 # -- driver errors --------------------------------------------------------------------------
 
 
-class _PgError(Exception):
-    def __init__(self, sqlstate: str | None) -> None:
-        self.sqlstate = sqlstate
+def _pg_error(sqlstate: str) -> Exception:
+    """The psycopg exception the server's ``sqlstate`` raises: classified by type and SQLSTATE."""
+    import psycopg
 
-
-class OperationalError(Exception):
-    """Named like psycopg's: a failed connection attempt carries no SQLSTATE."""
-
-    sqlstate = None
+    return psycopg.errors.lookup(sqlstate)("x")
 
 
 def test_postgres_transient_errors() -> None:
+    import psycopg
+
     d = PostgresDialect()
     for state in ("08006", "40P01", "40001", "57P01", "53300", "55P03"):
-        assert d.is_transient(_PgError(state)), state
+        assert d.is_transient(_pg_error(state)), state
     for state in ("42P01", "42601", "23505", "22P02"):
-        assert not d.is_transient(_PgError(state)), state
-    assert d.is_transient(OperationalError())
+        assert not d.is_transient(_pg_error(state)), state
+    assert d.is_transient(psycopg.OperationalError())  # a failed connect: no SQLSTATE
 
 
 def test_mysql_transient_errors() -> None:

@@ -138,9 +138,7 @@ class Monitor(threading.Thread):
 
     def __init__(self, store_url: str, shoppers: Shoppers) -> None:
         super().__init__(name="staleness-monitor", daemon=True)
-        self.store = open_store(
-            store_url, retry=RetryPolicy(attempts=1), connect_timeout_s=1, pool_size=1
-        )
+        self.store = open_store(store_url, retry=RetryPolicy(attempts=1), timeout_s=1, pool_size=1)
         self.shoppers = shoppers
         self.first_seen: dict[tuple[int, int], float] = {}
         self.polls = 0

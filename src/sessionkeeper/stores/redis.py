@@ -71,7 +71,10 @@ class RedisStore(Store):
 
     ``url_or_client``: a ``redis://``, ``rediss://`` or ``unix://`` URL (user and password in the
     URL), or a ``redis.Redis`` / ``redis.cluster.RedisCluster`` client made with
-    ``decode_responses=False``; a client you pass is not closed by :meth:`close`."""
+    ``decode_responses=False``; a client you pass is not closed by :meth:`close`.
+
+    ``timeout_s`` is the connect and the read timeout of a client built from a URL: a server that
+    stops answering makes each attempt fail within it (a client you pass keeps its own)."""
 
     kind = "redis"
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = (
@@ -88,7 +91,7 @@ class RedisStore(Store):
         *,
         key_prefix: str = "sk:",
         grace_s: float = 3600.0,
-        socket_timeout_s: float = 5.0,
+        timeout_s: float = 3.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -104,11 +107,13 @@ class RedisStore(Store):
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             self._url = url_or_client
-            # The base retries; the driver retrying too would multiply the wait in an outage.
+            # The base retries; the driver retrying too would multiply the wait in an outage. A
+            # command that times out disconnects its connection (redis-py), so no half-read
+            # reply is left on a pooled one.
             self.client: Client = redis.Redis.from_url(
                 url_or_client,
-                socket_timeout=socket_timeout_s,
-                socket_connect_timeout=socket_timeout_s,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 0),
             )
         elif isinstance(url_or_client, redis.Redis | RedisCluster):

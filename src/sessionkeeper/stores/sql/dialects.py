@@ -10,7 +10,6 @@ MySQL), whether ``SKIP LOCKED`` is available, and which driver errors are worth 
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +21,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.sql.dml import Insert
 
 from ...errors import ConfigurationError
+from . import timeouts
+from .timeouts import DEFAULT_TIMEOUT_S
 
 Row = Mapping[str, Any]
 
@@ -70,8 +71,15 @@ class SqlDialect:
     #: Bind parameters one statement may carry (PostgreSQL's protocol allows 65,535).
     max_params = 65_535
 
-    def engine_options(self, connect_timeout_s: float) -> dict[str, Any]:
-        return {"pool_pre_ping": True}
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        #: The bound on one wait for the server: to connect, for a statement's answer.
+        self.timeout_s = timeout_s
+
+    def engine_options(self) -> dict[str, Any]:
+        """Options of an engine we create. Pooled connections are pinged on checkout (a ping
+        that meets a dead server is bounded like any statement); no checkout waits for a pooled
+        connection longer than ``timeout_s``."""
+        return {"pool_pre_ping": True, "pool_timeout": self.timeout_s}
 
     def prepare_engine(self, engine: sa.Engine, *, owned: bool) -> None:
         """Install event listeners. ``owned``: we created the engine (not the user)."""
@@ -145,7 +153,7 @@ class SqliteDialect(SqlDialect):
     name = "sqlite"
     max_params = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
-    def engine_options(self, connect_timeout_s: float) -> dict[str, Any]:
+    def engine_options(self) -> dict[str, Any]:
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
 
     def prepare_engine(self, engine: sa.Engine, *, owned: bool) -> None:
@@ -197,12 +205,12 @@ class _Column(list[Any]):
 class PostgresDialect(SqlDialect):
     name = "postgresql"
 
-    def engine_options(self, connect_timeout_s: float) -> dict[str, Any]:
-        # libpq takes whole seconds and treats 1 as 2.
-        timeout = max(2, math.ceil(connect_timeout_s))
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": timeout}}
-
     def prepare_engine(self, engine: sa.Engine, *, owned: bool) -> None:
+        if owned:
+            # Connect, statement and lock timeouts, and a client-side deadline (see the module).
+            from . import pg_connection
+
+            pg_connection.install(engine, self.timeout_s)
         # psycopg dumps a plain list as a text array, escaping every element in Python (a
         # bytea array of 10,000 x 1 KB took 0.5 s to send and parse); in binary it takes 0.04 s.
         # Only our own list type is dumped so: a user's lists are left alone. (A connection
@@ -290,11 +298,15 @@ class PostgresDialect(SqlDialect):
     _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
     def is_transient(self, orig: BaseException | None) -> bool:
-        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        if state is None:
-            # psycopg reports a failed connection attempt without a SQLSTATE.
-            return type(orig).__name__ in ("OperationalError", "InterfaceError")
-        return str(state).startswith(self._TRANSIENT_CLASSES) or state == "55P03"
+        import psycopg
+
+        if not isinstance(orig, psycopg.Error):
+            return False
+        if orig.sqlstate is None:
+            # No answer from the server: a refused, lost or timed-out connection (psycopg's
+            # ConnectionTimeout, our read deadline), an already closed one (InterfaceError).
+            return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
+        return orig.sqlstate.startswith(self._TRANSIENT_CLASSES) or orig.sqlstate == "55P03"
 
 
 class MysqlDialect(SqlDialect):
@@ -303,19 +315,20 @@ class MysqlDialect(SqlDialect):
 
     name = "mysql"
 
-    #: Lost or refused connections, server shutdown, too many connections, lock wait timeout
-    #: and deadlock (the transaction was rolled back and can be run again).
-    _TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
+    #: Lost or refused connections (a read, write or connect timeout is 2003 or 2013), server
+    #: shutdown, too many connections, lock wait timeout, deadlock (the transaction was rolled
+    #: back and can be run again), a statement stopped by MariaDB's ``max_statement_time``
+    #: (1969) or MySQL's ``max_execution_time`` (3024).
+    _TRANSIENT_CODES = frozenset(
+        {1040, 1053, 1205, 1213, 1927, 1969, 2002, 2003, 2006, 2013, 2055, 3024, 4031}
+    )
 
-    def engine_options(self, connect_timeout_s: float) -> dict[str, Any]:
+    def engine_options(self) -> dict[str, Any]:
         return {
-            "pool_pre_ping": True,
+            **super().engine_options(),
             "pool_recycle": 3600,  # before the server's wait_timeout drops idle connections
             "isolation_level": "READ COMMITTED",
-            "connect_args": {
-                "connect_timeout": max(1, math.ceil(connect_timeout_s)),
-                "charset": "utf8mb4",
-            },
+            "connect_args": {"charset": "utf8mb4", **timeouts.mysql_args(self.timeout_s)},
         }
 
     def skip_locked(self, dialect: sa.Dialect) -> bool:
@@ -373,17 +386,20 @@ class MysqlDialect(SqlDialect):
         conn.execute(stmt, {"keys": [tuple(r[c] for c in key) for r in rows]})
 
     def is_transient(self, orig: BaseException | None) -> bool:
-        args: tuple[Any, ...] = getattr(orig, "args", None) or ()
-        if type(orig).__name__ == "InterfaceError":
-            return True  # PyMySQL: the connection is already closed
-        return bool(args) and args[0] in self._TRANSIENT_CODES
+        import pymysql
+
+        if isinstance(orig, pymysql.err.InterfaceError):
+            return True  # the connection is already closed
+        if not isinstance(orig, pymysql.err.MySQLError):
+            return False
+        return bool(orig.args) and orig.args[0] in self._TRANSIENT_CODES
 
 
-def dialect_for(name: str) -> SqlDialect:
+def dialect_for(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> SqlDialect:
     if name == "sqlite":
-        return SqliteDialect()
+        return SqliteDialect(timeout_s)
     if name == "postgresql":
-        return PostgresDialect()
+        return PostgresDialect(timeout_s)
     if name in ("mysql", "mariadb"):
-        return MysqlDialect()
+        return MysqlDialect(timeout_s)
     raise ConfigurationError(f"unsupported SQL dialect {name!r}: use sqlite, postgresql or mysql")

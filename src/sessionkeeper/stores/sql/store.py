@@ -32,6 +32,7 @@ from . import schema as sch
 from .dialects import dialect_for, normalize_url
 from .ops import SqlOps
 from .schema import Layout
+from .timeouts import DEFAULT_TIMEOUT_S
 
 T = TypeVar("T")
 
@@ -47,6 +48,12 @@ class SqlStore(Store):
     """Sessions in a SQL database. ``url_or_engine``: ``sqlite:///path.db``,
     ``postgresql://user@host/db`` (psycopg 3), ``mysql://`` or ``mariadb://`` (PyMySQL), or an
     ``sqlalchemy.Engine`` of one of those (used as given; not disposed by :meth:`close`).
+
+    ``timeout_s`` bounds each wait for the server on PostgreSQL and MySQL/MariaDB: to connect,
+    for a pooled connection, for a statement's answer (see :mod:`.timeouts`). The first attempt
+    after the server hangs waits about twice that (a ping of a pooled connection, then a new
+    connection), each later one once; the call gives up with ``StoreUnavailable`` after the
+    retries. An engine you pass keeps its own settings.
 
     Thread safe: each call checks a connection out of the engine's pool. Fork safe: the first
     call in a forked child drops the pool inherited from the parent without closing its sockets.
@@ -65,7 +72,7 @@ class SqlStore(Store):
         pool_size: int | None = None,
         max_overflow: int | None = None,
         pool_timeout_s: float | None = None,
-        connect_timeout_s: float = 5,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         create_schema: bool = True,
@@ -84,12 +91,12 @@ class SqlStore(Store):
         self._owns_engine = not isinstance(url_or_engine, sa.Engine)
         if isinstance(url_or_engine, sa.Engine):
             self.engine = url_or_engine
-            self._dialect = dialect_for(self.engine.dialect.name)
+            self._dialect = dialect_for(self.engine.dialect.name, timeout_s)
         else:
             self.engine = self._create_engine(
-                url_or_engine, pool_size, max_overflow, pool_timeout_s, connect_timeout_s
+                url_or_engine, pool_size, max_overflow, pool_timeout_s, timeout_s
             )
-            self._dialect = dialect_for(self.engine.dialect.name)
+            self._dialect = dialect_for(self.engine.dialect.name, timeout_s)
         self._dialect.prepare_engine(self.engine, owned=self._owns_engine)
         self.tables = sch.make_tables(table_prefix, schema)
         self._ops = SqlOps(self.tables, self.layout, self._dialect)
@@ -104,10 +111,10 @@ class SqlStore(Store):
         pool_size: int | None,
         max_overflow: int | None,
         pool_timeout_s: float | None,
-        connect_timeout_s: float,
+        timeout_s: float,
     ) -> sa.Engine:
         parsed = normalize_url(url)
-        options = dialect_for(parsed.get_backend_name()).engine_options(connect_timeout_s)
+        options = dialect_for(parsed.get_backend_name(), timeout_s).engine_options()
         for name, value in (
             ("pool_size", pool_size),
             ("max_overflow", max_overflow),
