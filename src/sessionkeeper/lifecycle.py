@@ -151,7 +151,7 @@ class Lifecycle:
         if ok:
             s.end_undo(active.rid, revert=False)
             if s.created:
-                if rules.write_at_request_end(s, self._rt.clock.time()):
+                if rules.write_at_request_end(s, self._rt.clock.monotonic()):
                     return True
                 if s.updates_since_write > active.updates_at_start:
                     self._rt.stats.add("writes_saved")

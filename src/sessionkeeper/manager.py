@@ -80,6 +80,7 @@ class SessionManager:
         # (a test checks that the two lists agree).
         self.settings = Settings(**{k: v for k, v in locals().items() if k != "self"})
         self.store = open_store(store, **dict(self.settings.store_options or {}))
+        self.store.clock = self.clock
         self.stats_counters = Stats()
         self.events = EventBus()
         self._cache = SessionCache(cache_size)
@@ -94,7 +95,7 @@ class SessionManager:
             rules=rules,
             stats=self.stats_counters,
             events=self.events,
-            clock_time=self.clock.time,
+            clock=self.clock,
         )
         self._rt = Runtime(
             self.settings,
@@ -111,7 +112,8 @@ class SessionManager:
         #: The adapters' protocol (see lifecycle.py).
         self.lifecycle = Lifecycle(self._rt, self._resolver.resolve, self._ensure_started)
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")
-        self._next_sweep_at = self.clock.time() + sweep_interval_s
+        # Monotonic: a step of the wall clock must neither stall the sweep nor rush it.
+        self._next_sweep_mono = self.clock.monotonic() + sweep_interval_s
         self._closed = False
         self._close_lock = threading.Lock()
         _live_managers.add(self)
@@ -256,10 +258,10 @@ class SessionManager:
             self.flush_due()
         except StoreError as exc:
             log.warning("flush failed, dirty sessions kept: %s", exc)
-        now = self.clock.time()
-        if now >= self._next_sweep_at:
-            self._next_sweep_at = now + self.settings.sweep_interval_s
-            if within_hours(self.settings.sweep_hours, now):
+        mono = self.clock.monotonic()
+        if mono >= self._next_sweep_mono:
+            self._next_sweep_mono = mono + self.settings.sweep_interval_s
+            if within_hours(self.settings.sweep_hours, self.clock.time()):
                 try:
                     self.sweep()
                 except StoreError as exc:

@@ -46,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
+from ..clock import Clock, SystemClock
 from ..errors import CorruptSessionData, StoreError, StoreUnavailable
 
 log = logging.getLogger("sessionkeeper.store")
@@ -198,6 +199,9 @@ class Store(abc.ABC):
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
         self._failed_at = float("-inf")
+        #: Where :meth:`failing` and :meth:`count` read the time. A manager gives the store it
+        #: uses its own clock, so a fake clock governs the outage backoff too.
+        self.clock: Clock = SystemClock()
 
     # -- the shared rules ---------------------------------------------------------------------
 
@@ -212,7 +216,7 @@ class Store(abc.ABC):
                 if attempt == self.retry.attempts:
                     with self._stats_lock:
                         self.stats.available = False
-                        self._failed_at = time.monotonic()
+                        self._failed_at = self.clock.monotonic()
                     log.warning(
                         "store %s %s failed after %d attempts: %s", self.kind, op, attempt, exc
                     )
@@ -252,7 +256,7 @@ class Store(abc.ABC):
         ago and no call has succeeded since. Callers use it to skip optional work during an
         outage instead of paying every retry again."""
         with self._stats_lock:
-            return not self.stats.available and time.monotonic() - self._failed_at < within_s
+            return not self.stats.available and self.clock.monotonic() - self._failed_at < within_s
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -332,8 +336,8 @@ class Store(abc.ABC):
         return self._call("delete_expired", lambda: self._delete_expired(before, limit))
 
     def count(self, app: str | None = None, *, now: float | None = None) -> int:
-        """Live (unexpired at ``now``, default: the wall clock) sessions, of one app or all."""
-        counts = self.counts_by_app(now if now is not None else time.time())
+        """Live (unexpired at ``now``, default: :attr:`clock`'s) sessions, of one app or all."""
+        counts = self.counts_by_app(now if now is not None else self.clock.time())
         if app is not None:
             c = counts.get(app)
             return c.live if c else 0
