@@ -81,6 +81,7 @@ class SessionManager:
         self.settings = Settings(**{k: v for k, v in locals().items() if k != "self"})
         self.store = open_store(store, **dict(self.settings.store_options or {}))
         self.store.clock = self.clock
+        self.store.set_grace_s(self.settings.grace_s)
         self.stats_counters = Stats()
         self.events = EventBus()
         self._cache = SessionCache(cache_size)

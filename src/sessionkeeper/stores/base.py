@@ -346,6 +346,13 @@ class Store(abc.ABC):
     def counts_by_app(self, now: float) -> dict[str, AppCounts]:
         return self._call("count", lambda: self._counts(now))
 
+    def set_grace_s(self, grace_s: float) -> None:
+        """The sweep grace of a manager using this store (called at its construction): how long
+        after its timeout a session may still be kept alive by another node's unwritten access.
+        A store that also expires sessions on its own (Redis TTLs) keeps each at least that long;
+        the others ignore it."""
+        return None  # a backstop only the stores that expire sessions themselves have
+
     def close(self) -> None:
         self._close()
 
