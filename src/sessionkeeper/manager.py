@@ -5,7 +5,8 @@ housekeeping thread runs, ``stats`` and ``close`` observe and stop. The adapters
 ``manager.lifecycle`` (lifecycle.py); the options are ``manager.settings`` (config.py).
 
 Thread safety: every public method may be called from any thread. One manager serves one process;
-after a fork each process gets its own housekeeping thread and store connections.
+a forked child (gunicorn ``--preload``) starts with an empty cache, its own housekeeping thread
+and its own store connections (:mod:`.forks`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
+from . import forks
 from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
@@ -118,6 +120,14 @@ class SessionManager:
         self._closed = False
         self._close_lock = threading.Lock()
         _live_managers.add(self)
+        forks.at_fork_in_child(self, SessionManager._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's cached sessions (and their locks) stay the parent's;
+        the child serves from the store, and the parent writes what it left dirty. The
+        housekeeping thread, the counters and the store's connections reset themselves."""
+        self._cache.forget_all()
+        self._close_lock = threading.Lock()
 
     # -- the settings, as attributes adapters and tests read --------------------------------
 

@@ -46,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
+from .. import forks
 from ..clock import Clock, SystemClock
 from ..errors import CorruptSessionData, StoreError, StoreUnavailable
 
@@ -202,6 +203,11 @@ class Store(abc.ABC):
         #: Where :meth:`failing` and :meth:`count` read the time. A manager gives the store it
         #: uses its own clock, so a fake clock governs the outage backoff too.
         self.clock: Clock = SystemClock()
+        forks.at_fork_in_child(self, Store._reset_in_child)
+
+    def _reset_in_child(self) -> None:
+        self._stats_lock = threading.Lock()  # a thread of the parent may have held it
+        self._after_fork()
 
     # -- the shared rules ---------------------------------------------------------------------
 
@@ -355,6 +361,11 @@ class Store(abc.ABC):
 
     def close(self) -> None:
         self._close()
+
+    def _after_fork(self) -> None:
+        """In a child just forked (one thread runs): forget what belongs to the parent, such
+        as pooled connections, without closing it. A backend with such state overrides this."""
+        return None
 
     def describe(self) -> str:
         """Where this store keeps its data, without credentials."""
