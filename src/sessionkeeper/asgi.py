@@ -11,7 +11,10 @@ rolls the request's changes back. A request whose session is not cached while th
 gets ``503`` with ``Retry-After``.
 
 The event loop never blocks: a cached session is resolved on the loop (``begin_cached``); a miss,
-a busy session (``serialize_access``) and every store write run in a worker thread.
+a busy session (``serialize_access``) and every store write run in a worker thread. Under
+``OnAttribute`` and ``AfterUpdates`` a set or delete in an async endpoint does not write inside
+the call (that would be on the loop): the write at the end of the request, in a worker thread,
+carries it, still before ``http.response.start`` goes on.
 
 Lifespan: housekeeping starts at ``lifespan.startup``; at ``lifespan.shutdown`` the manager is
 closed (every dirty session written) before the server is told that shutdown is complete.
@@ -81,6 +84,7 @@ class SessionMiddleware:
     # -- requests -------------------------------------------------------------------------------
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.manager.lifecycle.mark_event_loop()  # inline writes wait for the request's end
         tracking = self.manager.tracking
         path_id = None
         if tracking.uses_url:

@@ -19,6 +19,12 @@ class SessionCache:
         if capacity < 1:
             raise ValueError("cache_size must be at least 1")
         self.capacity = capacity
+        self.forget_all()
+
+    def forget_all(self) -> None:
+        """Drop every session, writing nothing, with a fresh lock: what a forked child does with
+        the cache it inherited (its sessions, and their locks, are the parent's). Not thread
+        safe: only at construction and in a child just forked, where one thread runs."""
         self._items: OrderedDict[Key, Session] = OrderedDict()
         # token -> the apps whose sessions use it here (apps may share an id), so that asking
         # "does another app use this id?" is a lookup, not a scan of the whole cache.

@@ -1,4 +1,8 @@
-"""Every clock read goes through a :class:`Clock`, so tests move time instead of sleeping."""
+"""Every clock read goes through a :class:`Clock`, so tests move time instead of sleeping.
+
+Intervals (a policy's ``interval_s``, the sweep's schedule, a store's outage backoff) are measured
+on ``monotonic()``, which a step of the wall clock does not move; timestamps that are stored or
+compared across nodes (access times, expiry) are on ``time()``."""
 
 from __future__ import annotations
 
@@ -47,3 +51,9 @@ class FakeClock:
         with self._lock:
             self._now += seconds
             self._mono += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        """Move the wall clock alone, either way (NTP stepping it, an operator setting it); the
+        monotonic reading does not move, as a real monotonic clock would not."""
+        with self._lock:
+            self._now += seconds

@@ -5,8 +5,10 @@ outside its own lock: a value is checked when set (``_validate_value``, which al
 the session on its first write), listeners hear of changes (``_attribute_changed``), and
 ``sync()``, ``invalidate()`` and ``rotate_id()`` write to or delete from the store here. Any hook
 may do store I/O: an inline write (OnAttribute, AfterUpdates), or, creating a session with
-``overflow=False``, the eviction that writes a dirty session to make room. Nothing outside the
-manager layer calls a host.
+``overflow=False``, the eviction that writes a dirty session to make room. On an async adapter's
+event loop (``lifecycle.on_event_loop``) the inline write is not made: the end of the request
+writes the session (the policy says so, the change being there), in a worker thread, before the
+response is sent. Nothing outside the manager layer calls a host.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from . import ids
 from .errors import CacheFull, SerializationError, StoreError
 from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
+from .lifecycle import on_event_loop
 from .runtime import Runtime
 from .serialization import JsonSerializer, json_cannot_fail
 from .session import _MISSING, Session
@@ -74,7 +77,11 @@ class Host:
                 self._rt.events.emit("attribute_added", AttributeEvent(session, key, new))
             else:
                 self._rt.events.emit("attribute_replaced", AttributeEvent(session, key, new, old))
-        if self._rt.settings.policy.at_attribute_change(session) and not self._rt.store_failing():
+        if (
+            self._rt.settings.policy.at_attribute_change(session)
+            and not on_event_loop()  # no store call on the loop: the request's end writes it
+            and not self._rt.store_failing()
+        ):
             self._rt.write([session], immediate=True)
 
     def _sync(self, session: Session) -> None:

@@ -1,15 +1,17 @@
 """The housekeeping thread: one per manager, per process. It only schedules: every ``poll_s`` it
 asks the manager to flush what is due and, every ``sweep_interval_s`` (within the allowed hours), to
 sweep. Started lazily by the first request in a process, so a manager built before a fork (gunicorn
-``--preload``) gets its own thread in every worker."""
+``--preload``) gets its own thread in every worker: the fork forgets the parent's thread
+(:mod:`.forks`), and the child's first request starts one of its own."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
+
+from . import forks
 
 log = logging.getLogger("sessionkeeper.housekeeping")
 
@@ -28,28 +30,32 @@ class Housekeeper:
         self._tick = tick
         self.poll_s = poll_s
         self._name = name
-        self._pid: int | None = None
+        self._after_fork()
+        forks.at_fork_in_child(self, Housekeeper._after_fork)
+
+    def _after_fork(self) -> None:
+        """No thread yet (in a child: the parent's does not exist here), fresh locks."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def ensure_started(self) -> None:
-        if self._pid == os.getpid():
+        if self._thread is not None:
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self._thread is not None:
                 return
-            # After a fork the parent's thread does not exist here: start our own.
             self._stop = threading.Event()
-            self._thread = threading.Thread(
+            thread = threading.Thread(
                 target=self._run, name=f"sessionkeeper-{self._name}", daemon=True
             )
-            self._pid = os.getpid()
-            self._thread.start()
+            thread.start()
+            self._thread = thread
 
     def _run(self) -> None:
         stop = self._stop
@@ -63,6 +69,5 @@ class Housekeeper:
         with self._lock:
             thread, self._thread = self._thread, None
             self._stop.set()
-            pid, self._pid = self._pid, None
-        if thread is not None and pid == os.getpid() and thread is not threading.current_thread():
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)

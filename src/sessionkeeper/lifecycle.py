@@ -12,8 +12,11 @@ call takes that hold. ``refuse`` answers a request whose ``begin_*`` raised one 
 Store I/O: ``begin_request``, ``end_request``, ``exists`` and the callable ``finish_request``
 returns may read or write the store, and must run in a worker thread under an event loop.
 ``begin_cached``, ``enter(wait=False)``, ``finish_request`` itself, ``bind``, ``cookie_action``,
-``response_headers`` and ``refuse`` never touch the store and never block, so an async adapter
-calls them on the loop (``begin_cached`` answers ``None`` when only ``begin_request`` can help).
+``response_headers``, ``refuse`` and ``mark_event_loop`` never touch the store and never block,
+so an async adapter calls them on the loop (``begin_cached`` answers ``None`` when only
+``begin_request`` can help). An async adapter calls ``mark_event_loop`` on the loop before the
+application runs: a set or delete that the policy writes inline (``OnAttribute``,
+``AfterUpdates``) is then left, on the loop, to the write at the end of the request.
 
 Thread safety: every method may be called from any thread; one hold is used by one request at a
 time. ``bind`` makes the calling thread or task the one whose failure undoes the hold's changes.
@@ -22,7 +25,9 @@ time. ``bind`` makes the calling thread or task the one whose failure undoes the
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from . import ids
@@ -34,6 +39,17 @@ _request_ids = itertools.count(1)
 
 #: The body of the 503 answered when a request's session cannot be had (see ``refuse``).
 UNAVAILABLE_BODY = b"Session store unavailable, please retry.\n"
+
+#: The thread of the event loop serving this context's request, if an async adapter said so. A
+#: worker thread that the adapter runs blocking calls in inherits the context, not the thread.
+_event_loop_thread: ContextVar[int | None] = ContextVar("sessionkeeper_event_loop", default=None)
+
+
+def on_event_loop() -> bool:
+    """Whether the caller runs on the event loop of an async adapter's request (where no store
+    call may run)."""
+    return _event_loop_thread.get() == threading.get_ident()
+
 
 #: ``(app, session_id, owner, allow_io) -> Session``; ``None`` only without ``allow_io``.
 Resolve = Callable[[str, "str | None", "str | None", bool], "Session | None"]
@@ -151,7 +167,7 @@ class Lifecycle:
         if ok:
             s.end_undo(active.rid, revert=False)
             if s.created:
-                if rules.write_at_request_end(s, self._rt.clock.time()):
+                if rules.write_at_request_end(s, self._rt.clock.monotonic()):
                     return True
                 if s.updates_since_write > active.updates_at_start:
                     self._rt.stats.add("writes_saved")
@@ -171,6 +187,12 @@ class Lifecycle:
         ``begin_request`` ran in a worker thread (a context variable does not flow back)."""
         if not active.ended:
             current_request.set(active.rid)
+
+    def mark_event_loop(self) -> None:
+        """Say that the calling thread runs an event loop, for the current context (the
+        request's task and the tasks it starts): the session's inline writes then wait for the
+        end of the request, whose write the adapter runs in a worker thread."""
+        _event_loop_thread.set(threading.get_ident())
 
     def exists(self, app: str, session_id: str | None) -> bool:
         """Whether ``session_id`` names a live session of ``app``, here or in the store. Touches

@@ -5,7 +5,8 @@ housekeeping thread runs, ``stats`` and ``close`` observe and stop. The adapters
 ``manager.lifecycle`` (lifecycle.py); the options are ``manager.settings`` (config.py).
 
 Thread safety: every public method may be called from any thread. One manager serves one process;
-after a fork each process gets its own housekeeping thread and store connections.
+a forked child (gunicorn ``--preload``) starts with an empty cache, its own housekeeping thread
+and its own store connections (:mod:`.forks`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
+from . import forks
 from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
@@ -80,6 +82,8 @@ class SessionManager:
         # (a test checks that the two lists agree).
         self.settings = Settings(**{k: v for k, v in locals().items() if k != "self"})
         self.store = open_store(store, **dict(self.settings.store_options or {}))
+        self.store.clock = self.clock
+        self.store.set_grace_s(self.settings.grace_s)
         self.stats_counters = Stats()
         self.events = EventBus()
         self._cache = SessionCache(cache_size)
@@ -94,7 +98,7 @@ class SessionManager:
             rules=rules,
             stats=self.stats_counters,
             events=self.events,
-            clock_time=self.clock.time,
+            clock=self.clock,
         )
         self._rt = Runtime(
             self.settings,
@@ -111,10 +115,19 @@ class SessionManager:
         #: The adapters' protocol (see lifecycle.py).
         self.lifecycle = Lifecycle(self._rt, self._resolver.resolve, self._ensure_started)
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")
-        self._next_sweep_at = self.clock.time() + sweep_interval_s
+        # Monotonic: a step of the wall clock must neither stall the sweep nor rush it.
+        self._next_sweep_mono = self.clock.monotonic() + sweep_interval_s
         self._closed = False
         self._close_lock = threading.Lock()
         _live_managers.add(self)
+        forks.at_fork_in_child(self, SessionManager._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's cached sessions (and their locks) stay the parent's;
+        the child serves from the store, and the parent writes what it left dirty. The
+        housekeeping thread, the counters and the store's connections reset themselves."""
+        self._cache.forget_all()
+        self._close_lock = threading.Lock()
 
     # -- the settings, as attributes adapters and tests read --------------------------------
 
@@ -256,10 +269,10 @@ class SessionManager:
             self.flush_due()
         except StoreError as exc:
             log.warning("flush failed, dirty sessions kept: %s", exc)
-        now = self.clock.time()
-        if now >= self._next_sweep_at:
-            self._next_sweep_at = now + self.settings.sweep_interval_s
-            if within_hours(self.settings.sweep_hours, now):
+        mono = self.clock.monotonic()
+        if mono >= self._next_sweep_mono:
+            self._next_sweep_mono = mono + self.settings.sweep_interval_s
+            if within_hours(self.settings.sweep_hours, self.clock.time()):
                 try:
                     self.sweep()
                 except StoreError as exc:

@@ -10,10 +10,9 @@ once); a session is never written by two threads at a time (its write lock, in t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from . import ids
 from .cache import SessionCache
+from .clock import Clock
 from .events import DestroyReason, EventBus, SessionEvent, call_hook
 from .policies import WriteRules
 from .session import Session
@@ -32,7 +31,7 @@ class Persistence:
         rules: WriteRules,
         stats: Stats,
         events: EventBus,
-        clock_time: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self.store = store
         self._cache = cache
@@ -40,18 +39,20 @@ class Persistence:
         self.rules = rules
         self.stats_counters = stats
         self.events = events
-        self._now = clock_time
+        self._clock = clock
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         """Write ``sessions`` now in one batch; returns how many were written. Failures keep the
         sessions dirty (and raise only with ``raise_errors``)."""
         if not sessions:
             return 0
-        written, gone = self._writer.write(sessions, self._now(), raise_errors=raise_errors)
+        # The writer records when it wrote on the monotonic clock: TimeBased measures from it.
+        mono = self._clock.monotonic()
+        written, gone = self._writer.write(sessions, mono, raise_errors=raise_errors)
         self.stats_counters.add("writes_immediate" if immediate else "writes_flushed", len(written))
         for s in gone:  # invalidated on another node meanwhile: its changes must not return
             self._cache.remove((s.app, s.token), s)
-            s.reset_as_new(ids.new_token(), self._now())
+            s.reset_as_new(ids.new_token(), self._clock.time())
         return len(written)
 
     def dirty(self) -> list[Session]:
@@ -63,9 +64,9 @@ class Persistence:
         return written
 
     def flush_due(self) -> int:
-        now = self._now()
+        now, mono = self._clock.time(), self._clock.monotonic()
         written = self.write(
-            [s for s in self.dirty() if self.rules.due_for_flush(s, now)], immediate=False
+            [s for s in self.dirty() if self.rules.due_for_flush(s, mono)], immediate=False
         )
         self._writer.touch([s for s in self._cache if self.rules.touch_due(s, now)])
         return written
@@ -89,7 +90,7 @@ class Persistence:
                 self.stats_counters.add("evictions")
 
     def sweep(self, grace_s: float, batch_size: int) -> int:
-        now = self._now()
+        now = self._clock.time()
         for s in self._cache:
             if not s.in_use and s.expired(now):
                 self._cache.remove((s.app, s.token), s)

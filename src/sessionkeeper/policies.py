@@ -38,7 +38,9 @@ class Tracked(Protocol):
     def requests_since_write(self) -> int: ...
 
     @property
-    def last_write_at(self) -> float: ...
+    def last_write_at(self) -> float:
+        """A monotonic reading (``Clock.monotonic``) of the last store write, not a timestamp."""
+        ...
 
     def has_changes(self) -> bool: ...
 
@@ -107,11 +109,13 @@ class WritePolicy:
         return False
 
     def at_request_end(self, s: Tracked, now: float) -> bool:
-        """Write at the end of a successful request that used the session?"""
+        """Write at the end of a successful request that used the session? ``now`` here and in
+        :meth:`due_for_flush` is a monotonic reading, like ``s.last_write_at``: a step of the
+        wall clock must not stall (or rush) an interval."""
         return False
 
     def due_for_flush(self, s: Tracked, now: float) -> bool:
-        """Should the housekeeping thread write this dirty session now?"""
+        """Should the housekeeping thread write this dirty session now (``now``: monotonic)?"""
         return False
 
     def max_loss(self, flush_poll_s: float = 1.0) -> MaxLoss:
@@ -265,7 +269,8 @@ class WriteRules:
         return not s.in_store and self.save_on_create
 
     def write_at_request_end(self, s: Stored, now: float) -> bool:
-        """After a successful request of a created session: write it now?"""
+        """After a successful request of a created session: write it now? (``now``: monotonic,
+        as in :meth:`due_for_flush`; :meth:`touch_due` compares stored timestamps instead.)"""
         return self._first_save(s) or self.policy.at_request_end(s, now)
 
     def discard_after_failure(self, s: Stored) -> bool:
@@ -285,11 +290,12 @@ class WriteRules:
         return store.failing(self.outage_backoff_s)
 
     def due_for_flush(self, s: Stored, now: float) -> bool:
-        """Should the housekeeping thread write this unwritten session now?"""
+        """Should the housekeeping thread write this unwritten session now (``now``: monotonic)?"""
         return self._first_save(s) or self.policy.due_for_flush(s, now)
 
     def touch_due(self, s: Stored, now: float) -> bool:
-        """Should the housekeeping thread write only this session's access time? Dirty sessions
+        """Should the housekeeping thread write only this session's access time (``now``: the
+        wall clock, as the access times it compares)? Dirty sessions
         the policy keeps back are touched too: other nodes' sweeps must see that a session in
         use is alive while its changes wait."""
         return (

@@ -69,6 +69,7 @@ class Resolver:
             owner=owner,
             track_reads=self._rt.settings.contents == "accessed",
         )
+        s.last_write_at = self._rt.clock.monotonic()  # an interval starts at creation
         s.presented_id = session_id
         return s
 
@@ -128,6 +129,7 @@ class Resolver:
             track_reads=self._rt.settings.contents == "accessed",
         )
         s.is_new = False
+        s.last_write_at = self._rt.clock.monotonic()  # the stored copy is as of now
         self._remember_stored(s, stored)
         shared = self._rt.cache.add((app, token), s)
         if shared is s:

@@ -2,16 +2,15 @@
 
 The manager builds one and hands it down, so that none of those modules calls up into the
 manager. Every part is safe to use from any thread (each has its own locks); the runtime itself
-only adds this process's node name, computed again after a fork.
+only adds this process's node name, computed again in a forked child (:mod:`.forks`).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import cast
 
-from . import ids
+from . import forks, ids
 from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
@@ -35,8 +34,14 @@ class Runtime:
     writer: Writer
     persistence: Persistence
     rules: WriteRules
-    _node_pid: int = field(default=-1, init=False)
     _node_default: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        self._name_node()
+        forks.at_fork_in_child(self, Runtime._name_node)
+
+    def _name_node(self) -> None:
+        self._node_default = ids.default_node_name()  # host and pid: differs in each worker
 
     @property
     def clock(self) -> Clock:
@@ -50,12 +55,7 @@ class Runtime:
     @property
     def node(self) -> str:
         """This process's node name: the one given, or host and pid (computed per process)."""
-        if self.settings.node:
-            return self.settings.node
-        pid = os.getpid()
-        if pid != self._node_pid:
-            self._node_default, self._node_pid = ids.default_node_name(), pid
-        return self._node_default
+        return self.settings.node or self._node_default
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         return self.persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)

@@ -111,7 +111,9 @@ class Session(MutableMapping[str, Any]):
         self.meta_changed = False  # owner or timeout changed
         self.updates_since_write = 0
         self.requests_since_write = 0
-        self.last_write_at = self.last_access_at  # last time data reached the store
+        # When data last reached the store: a *monotonic* reading of the manager's clock (an
+        # interval is measured from it), which the manager layer sets; never a timestamp.
+        self.last_write_at = 0.0
         self.last_store_access_at = self.last_access_at  # access time the store has
         self.stored_hashes: dict[str, int] = {}  # hash of each key's stored bytes ("accessed")
         # -- lifecycle --
@@ -330,7 +332,7 @@ class Session(MutableMapping[str, Any]):
             self.stored_hashes = {}
             self.updates_since_write = self.requests_since_write = 0
             self.created_at = self.last_access_at = now
-            self.last_write_at = self.last_store_access_at = now
+            self.last_store_access_at = now
             self._undo = {rid: {} for rid in self._undo}
             return values
 

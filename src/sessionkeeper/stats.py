@@ -9,6 +9,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from . import forks
+
 
 @dataclass
 class Counters:
@@ -53,6 +55,11 @@ class Stats:
     the ones earlier snapshots took."""
 
     def __init__(self) -> None:
+        self._start()
+        # A forked child counts what it does itself, from zero, under a lock of its own.
+        forks.at_fork_in_child(self, Stats._start)
+
+    def _start(self) -> None:
         self.c = Counters()  # adds of more than one (every add, without a GIL)
         self._lock = threading.Lock()
         self._ones = {name: itertools.count() for name in _NAMES} if _GIL else None

@@ -133,8 +133,9 @@ class Writer:
         self, sessions: Sequence[Session], now: float, *, raise_errors: bool = False
     ) -> tuple[list[Session], list[Session]]:
         """Write ``sessions`` in one batch. Returns ``(written, gone)``: ``gone`` sessions were
-        invalidated on another node meanwhile and must be dropped; a session whose row the store
-        lost is written again whole. Sessions that failed stay dirty; with ``raise_errors`` the
+        invalidated on another node meanwhile, or expired and swept, and must be dropped; a live
+        session whose row the store lost is written again whole. ``now`` is a monotonic reading
+        (``last_write_at``). Sessions that failed stay dirty; with ``raise_errors`` the
         store's error is raised after putting them back."""
         taken: list[_Taken] = []
         touched: list[Session] = []
@@ -154,9 +155,16 @@ class Writer:
             written: list[Session] = []
             gone: list[Session] = []
             missing: list[Session] = []
+            wall_now = self.store.clock.time()  # the manager's clock, given to its store
             for t, res in zip(taken, results, strict=True):
                 if res.status is SaveStatus.GONE and t.request.expected_version > 0:
-                    missing.append(self._as_unstored(t))
+                    if t.request.expires_at < wall_now:
+                        # Expired, and its row gone: swept, not lost. Writing it again would
+                        # bring a dead session back for a second sweep (and destroyed event).
+                        log.info("session %s expired and was swept: dropped", t.session.token[:8])
+                        gone.append(t.session)
+                    else:
+                        missing.append(self._as_unstored(t))
                 elif self._apply(t, res, now):
                     written.append(t.session)
                 elif res.status is SaveStatus.GONE:

@@ -124,6 +124,56 @@ async def test_write_happens_before_the_response_is_sent(manager: sk.SessionMana
     assert seen == [1]
 
 
+class ThreadsStore(MemoryStore):
+    """Records the thread of every save."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_threads: list[int] = []
+
+    def _save_batch(self, requests: Any) -> Any:
+        self.save_threads.append(threading.get_ident())
+        return super()._save_batch(requests)
+
+
+@pytest.mark.parametrize("policy", [sk.OnAttribute(), sk.AfterUpdates(1)], ids=lambda p: p.spec())
+async def test_inline_writes_never_run_on_the_event_loop(policy: sk.WritePolicy) -> None:
+    """Under OnAttribute and AfterUpdates a set writes inside the call; in an async endpoint that
+    call runs on the loop, so the write waits for the end of the request (a worker thread),
+    still before the response is sent."""
+    store = ThreadsStore()
+    m = sk.SessionManager(store, node="a", housekeeping=False, write=policy)
+    loop_thread = threading.get_ident()
+    seen: list[bytes | None] = []
+
+    async def spy_send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            cookie = dict(message["headers"])[b"set-cookie"].decode()
+            token = cookie.split("=", 1)[1].split(".", 1)[0]
+            stored = store.load("shop", token)
+            seen.append(None if stored is None else stored.attributes.get("n"))
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/incr", "headers": [], "query_string": b"",
+        "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": "",
+        "http_version": "1.1", "asgi": {"version": "3.0"},
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    try:
+        await make_app(m)(scope, receive, spy_send)
+        async with client(make_app(m)) as c:
+            await c.post("/incr")
+            await c.post("/incr")
+            assert (await c.post("/incr-sync")).json() == {"n": 3}
+    finally:
+        m.close()
+    assert seen == [b"1"]  # written before the response went out
+    assert store.save_threads and loop_thread not in store.save_threads
+
+
 @pytest.mark.parametrize("path", ["/fail", "/boom"])
 async def test_5xx_and_exceptions_roll_back(manager: sk.SessionManager, path: str) -> None:
     async with client(make_app(manager)) as c:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import sessionkeeper as sk
 
@@ -93,6 +94,54 @@ def test_destroyed_fires_exactly_once_across_two_nodes(
     assert sorted(fired) == sorted(token(s) for s in sids)
     assert all(e.reason is sk.DestroyReason.TIMED_OUT for e in la.events + lb.events)
     assert a.stats()["timed_out"] + b.stats()["timed_out"] == 20
+
+
+def sweep_ten_alternating(a: sk.SessionManager, b: sk.SessionManager, clock: sk.FakeClock) -> int:
+    """Ten sessions created alternately on nodes ``a`` and ``b`` of one store (deferred policy:
+    each node keeps its sessions' last change unwritten), the clock moved past their timeout and
+    grace, both nodes sweeping and flushing in turn, and once sweeping at the same time. Returns
+    how many ``session_destroyed`` events the two fired: the store's delete decides, so 10."""
+    import threading
+
+    la, lb = Destroyed(), Destroyed()
+    a.add_listener(la)
+    b.add_listener(lb)
+    sids = [new_session((a, b)[i % 2]) for i in range(10)]
+    for i, sid in enumerate(sids):
+        with (a, b)[i % 2].request(app="shop", session_id=sid) as s:
+            s["k"] = 1  # left for the flusher
+    with b.request(app="shop", session_id=sids[0]):
+        pass  # one cached on both nodes
+    clock.advance(100 + max(a.sweep_grace_s, b.sweep_grace_s) + 1)
+    a.sweep()  # deletes all ten rows; b still caches its five expired copies
+    b.flush_due()
+    b.flush()  # b's expired copies, whose rows are gone, must not come back
+    ts = [threading.Thread(target=m.sweep) for m in (a, b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    a.flush()
+    b.sweep()
+    fired = [e.token for e in la.events + lb.events]
+    assert sorted(fired) == sorted(token(s) for s in sids), len(fired)
+    assert a.stats()["timed_out"] + b.stats()["timed_out"] == 10
+    assert a.stats()["live"] == b.stats()["live"] == 0
+    return len(fired)
+
+
+def test_destroyed_fires_once_per_session_on_a_shared_sqlite_store(
+    tmp_path: Path, clock: sk.FakeClock
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    a, b = (
+        sk.SessionManager(url, node=n, clock=clock, timeout_s=100, housekeeping=False) for n in "ab"
+    )
+    try:
+        assert sweep_ten_alternating(a, b, clock) == 10
+    finally:
+        a.close(deadline_s=0)
+        b.close(deadline_s=0)
 
 
 def test_sweep_small_batches(make: MakeManager, store: RecordingStore, clock: sk.FakeClock) -> None:

@@ -19,6 +19,7 @@ import sessionkeeper as sk
 from sessionkeeper.wsgi import SessionMiddleware
 from tests.core.conftest import new_session
 from tests.core.test_concurrency import hammer, two_nodes_write_different_keys
+from tests.core.test_expiry import sweep_ten_alternating
 from tests.core.wsgi_util import call, environ
 
 from .conftest import Target
@@ -167,6 +168,15 @@ def test_session_kept_alive_on_another_node_is_not_swept(
         a.housekeep()
         assert b.sweep() == 0
     assert stored(target, "shop", sid) == {"n": b"0"}
+
+
+def test_destroyed_fires_once_per_session_of_two_alternating_nodes(
+    make: Any, clock: sk.FakeClock
+) -> None:
+    policy = sk.TimeBased(10)
+    a = make(node="a", timeout_s=100, write=policy)
+    b = make(node="b", timeout_s=100, write=policy)
+    assert sweep_ten_alternating(a, b, clock) == 10
 
 
 def test_destroyed_fires_exactly_once_across_two_nodes(

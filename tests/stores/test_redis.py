@@ -96,6 +96,35 @@ def test_ttl_is_timeout_plus_grace_and_refreshed(store: RedisStore, raw: Any) ->
     assert 200 + GRACE_S - 5 < ttl_s(raw, m) <= 200 + GRACE_S
 
 
+@pytest.mark.parametrize(("store_grace_s", "interval_s"), [(0.0, 600.0), (None, 7200.0)])
+def test_the_managers_sweep_grace_reaches_the_ttls(
+    redis_url: str, prefix: str, raw: Any, store_grace_s: float | None, interval_s: float
+) -> None:
+    """Redis must not end a session that the sweep would still keep: its TTLs carry at least the
+    manager's grace (here the TimeBased interval, longer than the store's own ``grace_s``)."""
+    import sessionkeeper as sk
+
+    options: dict[str, Any] = {"key_prefix": prefix}
+    if store_grace_s is not None:
+        options["grace_s"] = store_grace_s
+    m = sk.SessionManager(
+        redis_url,
+        store_options=options,
+        write=sk.TimeBased(interval_s),
+        timeout_s=100,
+        housekeeping=False,
+    )
+    try:
+        assert m.sweep_grace_s >= interval_s
+        with m.request(app="shop") as s:
+            s["k"] = 1
+        a, meta, _ = m.store._session_keys("shop", s.token)  # type: ignore[attr-defined]
+        want = 100 + m.sweep_grace_s
+        assert want - 5 < ttl_s(raw, meta) <= want and want - 5 < ttl_s(raw, a) <= want
+    finally:
+        m.close(deadline_s=0)
+
+
 def test_tombstone_is_a_key_with_ttl(store: RedisStore, raw: Any) -> None:
     store.save_many([req(tok(1), 0, {"a": b"1"})])
     store.delete("shop", tok(1), tombstone_until=time.time() + 300)

@@ -46,6 +46,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
+from .. import forks
+from ..clock import Clock, SystemClock
 from ..errors import CorruptSessionData, StoreError, StoreUnavailable
 
 log = logging.getLogger("sessionkeeper.store")
@@ -198,6 +200,14 @@ class Store(abc.ABC):
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
         self._failed_at = float("-inf")
+        #: Where :meth:`failing` and :meth:`count` read the time. A manager gives the store it
+        #: uses its own clock, so a fake clock governs the outage backoff too.
+        self.clock: Clock = SystemClock()
+        forks.at_fork_in_child(self, Store._reset_in_child)
+
+    def _reset_in_child(self) -> None:
+        self._stats_lock = threading.Lock()  # a thread of the parent may have held it
+        self._after_fork()
 
     # -- the shared rules ---------------------------------------------------------------------
 
@@ -212,7 +222,7 @@ class Store(abc.ABC):
                 if attempt == self.retry.attempts:
                     with self._stats_lock:
                         self.stats.available = False
-                        self._failed_at = time.monotonic()
+                        self._failed_at = self.clock.monotonic()
                     log.warning(
                         "store %s %s failed after %d attempts: %s", self.kind, op, attempt, exc
                     )
@@ -252,7 +262,7 @@ class Store(abc.ABC):
         ago and no call has succeeded since. Callers use it to skip optional work during an
         outage instead of paying every retry again."""
         with self._stats_lock:
-            return not self.stats.available and time.monotonic() - self._failed_at < within_s
+            return not self.stats.available and self.clock.monotonic() - self._failed_at < within_s
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -332,8 +342,8 @@ class Store(abc.ABC):
         return self._call("delete_expired", lambda: self._delete_expired(before, limit))
 
     def count(self, app: str | None = None, *, now: float | None = None) -> int:
-        """Live (unexpired at ``now``, default: the wall clock) sessions, of one app or all."""
-        counts = self.counts_by_app(now if now is not None else time.time())
+        """Live (unexpired at ``now``, default: :attr:`clock`'s) sessions, of one app or all."""
+        counts = self.counts_by_app(now if now is not None else self.clock.time())
         if app is not None:
             c = counts.get(app)
             return c.live if c else 0
@@ -342,8 +352,20 @@ class Store(abc.ABC):
     def counts_by_app(self, now: float) -> dict[str, AppCounts]:
         return self._call("count", lambda: self._counts(now))
 
+    def set_grace_s(self, grace_s: float) -> None:
+        """The sweep grace of a manager using this store (called at its construction): how long
+        after its timeout a session may still be kept alive by another node's unwritten access.
+        A store that also expires sessions on its own (Redis TTLs) keeps each at least that long;
+        the others ignore it."""
+        return None  # a backstop only the stores that expire sessions themselves have
+
     def close(self) -> None:
         self._close()
+
+    def _after_fork(self) -> None:
+        """In a child just forked (one thread runs): forget what belongs to the parent, such
+        as pooled connections, without closing it. A backend with such state overrides this."""
+        return None
 
     def describe(self) -> str:
         """Where this store keeps its data, without credentials."""

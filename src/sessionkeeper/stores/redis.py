@@ -101,8 +101,8 @@ class RedisStore(Store):
         if grace_s < 0:
             raise ConfigurationError("grace_s must not be negative")
         self.key_prefix = key_prefix
-        #: Added to every Redis TTL and to every tombstone's life; the manager passes its sweep
-        #: grace, so a Redis TTL never ends a session the sweep would still keep.
+        #: Added to every Redis TTL and to every tombstone's life. Raised to each manager's sweep
+        #: grace (:meth:`set_grace_s`), so a Redis TTL never ends a session the sweep would keep.
         self.grace_s = grace_s
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
@@ -139,6 +139,11 @@ class RedisStore(Store):
             register(lua.INDEX),
             register(lua.SWEEP),
         )
+
+    def set_grace_s(self, grace_s: float) -> None:
+        # Only ever raised: a longer TTL keeps a dead key a little longer, a shorter one would
+        # end a live session; several managers may share this store.
+        self.grace_s = max(self.grace_s, grace_s)
 
     # -- keys ---------------------------------------------------------------------------------
 

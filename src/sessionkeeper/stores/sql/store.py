@@ -7,7 +7,6 @@ the differences between databases in :mod:`.dialects`.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,8 +54,9 @@ class SqlStore(Store):
     connection), each later one once; the call gives up with ``StoreUnavailable`` after the
     retries. An engine you pass keeps its own settings.
 
-    Thread safe: each call checks a connection out of the engine's pool. Fork safe: the first
-    call in a forked child drops the pool inherited from the parent without closing its sockets.
+    Thread safe: each call checks a connection out of the engine's pool. Fork safe: a forked
+    child drops the pool inherited from the parent, right after the fork, without closing its
+    sockets (``Store._after_fork``).
     The tables are created on first use when ``create_schema`` (see :meth:`init_schema`).
     """
 
@@ -103,7 +103,11 @@ class SqlStore(Store):
         self._create_schema = create_schema
         self._ready = False
         self._ready_lock = threading.Lock()
-        self._pid = os.getpid()
+
+    def _after_fork(self) -> None:
+        # The pooled connections belong to the parent: forget them, unclosed.
+        self.engine.dispose(close=False)
+        self._ready_lock = threading.Lock()
 
     def _create_engine(
         self,
@@ -154,10 +158,6 @@ class SqlStore(Store):
         self._ready = True
 
     def _ensure_ready(self) -> None:
-        if os.getpid() != self._pid:
-            # Forked: the pooled connections belong to the parent. Forget them, unclosed.
-            self.engine.dispose(close=False)
-            self._pid = os.getpid()
         if self._ready:
             return
         with self._ready_lock:
