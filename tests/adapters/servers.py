@@ -21,6 +21,19 @@ COMMANDS = {
     "flask": ["gunicorn", "--threads", "4", "examples.flask_app:app"],
     "django": ["gunicorn", "--threads", "4", "examples.django_project.wsgi"],
     "fastapi": ["uvicorn", "examples.fastapi_app:app"],
+    "metrics": [
+        "gunicorn",
+        "-c",
+        "deploy/gunicorn_metrics.py",
+        "tests.adapters.metrics_app:application",
+    ],
+    "metrics-preload": [
+        "gunicorn",
+        "--preload",
+        "-c",
+        "deploy/gunicorn_metrics.py",
+        "tests.adapters.metrics_app:application",
+    ],
 }
 
 
@@ -34,7 +47,9 @@ class Server:
             cmd += ["--workers", str(workers), "--host", "127.0.0.1", "--port", str(self.port)]
         else:
             cmd += ["-w", str(workers), "-b", f"127.0.0.1:{self.port}"]
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "SESSIONKEEPER_STORE": store, **env}
+        # The sources of this checkout first, not those the venv was installed from.
+        pythonpath = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+        full_env = {**os.environ, "PYTHONPATH": pythonpath, "SESSIONKEEPER_STORE": store, **env}
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
