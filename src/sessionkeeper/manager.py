@@ -660,7 +660,7 @@ class SessionManager:
 
     def stats(self) -> dict[str, Any]:
         """Counters of this manager and of its store (``store_*``), plus gauges (``live``, ``dirty``,
-        ``unwritten_age_s``)."""
+        ``unwritten_age_s``; ``crash_window_s``, the most of it the policy allows)."""
         out: dict[str, Any] = dict(self.stats_counters.snapshot())
         sessions = self._cache.snapshot()
         out["live"] = len(sessions)
@@ -668,6 +668,7 @@ class SessionManager:
         # An upper bound of the oldest unwritten change's age: it was made after the last write.
         behind = [s.last_write_at for s in sessions if s.unwritten]
         out["unwritten_age_s"] = max(0.0, self.clock.time() - min(behind)) if behind else 0.0
+        out["crash_window_s"] = self.policy.max_loss(self._housekeeper.poll_s).seconds
         out["node"] = self.node
         out["policy"] = self.policy.spec()
         for key, value in self.store.stats.as_dict().items():

@@ -136,6 +136,7 @@ def test_unwritten_age_is_the_live_crash_window(
     assert value(got, "sessionkeeper_sessions_dirty") == 1
     # The change is 4 s old; the bound counts from the last write, 7 s ago.
     assert value(got, "sessionkeeper_unwritten_age_seconds") == 7
+    assert value(got, "sessionkeeper_crash_window_seconds") == 10 + 2 * 1.0  # two flush polls
     assert value(got, "sessionkeeper_unwritten_age_seconds") <= m.policy.max_loss().seconds
     clock.advance(3)
     m.housekeep()  # due: the flusher writes it
