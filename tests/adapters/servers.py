@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -39,10 +40,16 @@ COMMANDS = {
 
 class Server:
     def __init__(
-        self, framework: str, workers: int, store: str, log: Path, env: dict[str, str]
+        self,
+        framework: str,
+        workers: int,
+        store: str,
+        log: Path,
+        env: dict[str, str],
+        args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
-        cmd = [str(BIN / COMMANDS[framework][0]), *COMMANDS[framework][1:]]
+        cmd = [str(BIN / COMMANDS[framework][0]), *COMMANDS[framework][1:], *args]
         if framework == "fastapi":
             cmd += ["--workers", str(workers), "--host", "127.0.0.1", "--port", str(self.port)]
         else:
