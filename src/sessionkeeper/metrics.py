@@ -23,7 +23,8 @@ thread per process also pushes every ``push_interval_s``, so other workers' coun
 that, and gunicorn's ``worker_exit`` calls :func:`push_all` after ``close_all()`` so that nothing a
 worker counted is lost (``deploy/gunicorn_metrics.py``). Gauges there use the ``live*`` modes
 (``child_exit`` must call ``mark_process_dead``): sessions sum over workers, ages and latency take
-the worst, ``store_up`` the worst too.
+the worst, ``store_up`` the worst too. A fork (``--preload``) pushes first, so that a child adds
+only what it counts itself, and restarts the push thread in the child.
 
 Only this module imports ``prometheus_client``, and only when an exporter is first built.
 """
@@ -378,9 +379,17 @@ def push_all() -> None:
         exporter.push()
 
 
+def _before_fork() -> None:
+    # A child inherits the managers' counts and what was last pushed of them: push first, so
+    # that what the parent counted stays the parent's and the child adds only its own.
+    for exporter in list(_exporters):
+        if exporter.multiprocess:
+            exporter.push()
+
+
 def _after_fork_in_child() -> None:
     for exporter in list(_exporters):
         exporter._after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -4,8 +4,10 @@ The multiprocess (gunicorn) side is tested on a real server in tests/adapters/te
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -192,3 +194,43 @@ def test_core_does_not_import_prometheus_client() -> None:
         "assert 'prometheus_client' not in sys.modules, 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+FORKS = """
+import os, sys
+import sessionkeeper as sk
+from sessionkeeper import metrics
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+m = sk.SessionManager(sk.MemoryStore(), node="a", housekeeping=False)
+exporter = metrics.Exporter(push_interval_s=3600)
+exporter.add(m)
+for _ in range(3):  # counted in the parent, before any fork
+    with m.request("shop") as s:
+        s["k"] = 1
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        with m.request("shop") as s:
+            s["k"] = 1
+        metrics.push_all()
+        os._exit(0)
+    os.waitpid(pid, 0)
+metrics.push_all()
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+for line in generate_latest(registry).decode().splitlines():
+    if line.startswith("sessionkeeper_sessions_created_total"):
+        print(line.split()[-1])
+"""
+
+
+def test_counts_made_before_a_fork_are_counted_once(tmp_path: Path) -> None:
+    """A forked child inherits its parent's counts: it must push only what it counts itself
+    (gunicorn --preload forks workers from a master that built the manager)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", FORKS], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    assert float(out) == 3 + 1 + 1
