@@ -121,6 +121,7 @@ def test_a_scrape_sums_every_worker(
         time.sleep(0.1)
     got = parse(httpx.get(server.url + "/metrics", timeout=10).text)
     check_sums(got)
+    assert not [k for k in got if {"pid", "node"} & dict(k[1]).keys()]  # the scrape is the node
     assert get(got, "sessionkeeper_sessions_dirty") == 0
     assert get(got, "sessionkeeper_unwritten_age_seconds") == 0
     assert get(got, "sessionkeeper_store_up") == 1

@@ -187,6 +187,26 @@ def test_asgi_app(make: MakeManager, exporter: metrics.Exporter) -> None:
     assert b"sessionkeeper_sessions_cached 0.0" in sent[1]["body"]
 
 
+def test_asgi_app_alone_answers_lifespan_and_refuses_post(
+    make: MakeManager, exporter: metrics.Exporter
+) -> None:
+    app = metrics.metrics_app(make(), asgi=True, exporter=exporter)
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    incoming.append({"type": "http.request", "body": b""})
+    asyncio.run(app({"type": "http", "method": "POST", "path": "/metrics"}, receive, send))
+    assert sent[2]["status"] == 405
+
+
 def test_core_does_not_import_prometheus_client() -> None:
     code = (
         "import sys, sessionkeeper, sessionkeeper.wsgi, sessionkeeper.asgi, sessionkeeper.flask, "
