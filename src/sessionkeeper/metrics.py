@@ -31,6 +31,7 @@ Only this module imports ``prometheus_client``, and only when an exporter is fir
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import weakref
@@ -392,4 +393,22 @@ def _after_fork_in_child() -> None:
         exporter._after_fork()
 
 
+def _at_exit() -> None:
+    """For servers with no worker exit hook (uvicorn's workers): close the managers first, so
+    that their last flush is counted (registered after the manager's own ``close_all``, this runs
+    before it), push, and drop this process's live gauges, as gunicorn's ``child_exit`` would."""
+    exporters = [e for e in list(_exporters) if e.multiprocess]
+    if not exporters:
+        return
+    from prometheus_client import multiprocess as mp
+
+    from .manager import close_all
+
+    close_all()
+    for exporter in exporters:
+        exporter.push()
+    mp.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

@@ -28,6 +28,7 @@ COMMANDS = {
         "deploy/gunicorn_metrics.py",
         "tests.adapters.metrics_app:application",
     ],
+    "metrics-asgi": ["uvicorn", "tests.adapters.metrics_app:asgi_application"],
     "metrics-preload": [
         "gunicorn",
         "--preload",
@@ -50,7 +51,7 @@ class Server:
     ) -> None:
         self.port = free_port()
         cmd = [str(BIN / COMMANDS[framework][0]), *COMMANDS[framework][1:], *args]
-        if framework == "fastapi":
+        if cmd[0].endswith("uvicorn"):
             cmd += ["--workers", str(workers), "--host", "127.0.0.1", "--port", str(self.port)]
         else:
             cmd += ["-w", str(workers), "-b", f"127.0.0.1:{self.port}"]

@@ -1,6 +1,7 @@
 """``/metrics`` on a real gunicorn with several workers, in prometheus-client's multiprocess mode
 with the shipped ``deploy/gunicorn_metrics.py``: whichever worker answers the scrape, the counters
-are the sums over every worker of what the test sent, and they outlive the workers.
+are the sums over every worker of what the test sent, and they outlive the workers. Then the
+ASGI form under uvicorn's workers.
 
 The test reads the workers' files itself while it waits (a scrape would push the worker serving
 it, and hide a worker that does not push on its own)."""
@@ -32,19 +33,15 @@ COUNT = "sessionkeeper_store_operation_duration_seconds_count"
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[[float, bool], Server]]:
+def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def factory(push_s: float, preload: bool) -> Server:
+    def factory(push_s: float, kind: str = "metrics") -> Server:
+        """``kind``: a command of tests/adapters/servers.py."""
+        (tmp_path / "prom").mkdir(exist_ok=True)  # uvicorn has no config to make it
         env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"), "METRICS_PUSH_S": str(push_s)}
         store = f"sqlite:///{tmp_path / 'sessions.db'}"
-        s = Server(
-            "metrics-preload" if preload else "metrics",
-            WORKERS,
-            store,
-            tmp_path / "gunicorn.log",
-            env,
-        )
+        s = Server(kind, WORKERS, store, tmp_path / "server.log", env)
         started.append(s)
         s.wait_ready()
         return s
@@ -110,11 +107,11 @@ def check_sums(got: Samples) -> None:
 
 @pytest.mark.parametrize("preload", [False, True], ids=["per-worker", "preload"])
 def test_a_scrape_sums_every_worker(
-    start: Callable[[float, bool], Server], tmp_path: Path, preload: bool
+    start: Callable[..., Server], tmp_path: Path, preload: bool
 ) -> None:
     """With ``--preload`` the manager is built in the master: each forked worker restarts its
     own push thread."""
-    server = start(0.2, preload)
+    server = start(0.2, "metrics-preload" if preload else "metrics")
     traffic(server)
     deadline = time.monotonic() + 20  # each worker pushes every 0.2 s on its own
     while writes(files(tmp_path / "prom")) < TOTAL and time.monotonic() < deadline:
@@ -128,10 +125,10 @@ def test_a_scrape_sums_every_worker(
     assert CLIENTS <= get(got, "sessionkeeper_sessions_cached") <= CLIENTS * WORKERS
 
 
-def test_counts_outlive_the_workers(start: Callable[[float, bool], Server], tmp_path: Path) -> None:
+def test_counts_outlive_the_workers(start: Callable[..., Server], tmp_path: Path) -> None:
     """No push thread to speak of (one an hour): what the workers counted reaches the files
     through ``worker_exit``, and stays there after they are gone; their gauges do not."""
-    server = start(3600, False)
+    server = start(3600)
     traffic(server)
     os.kill(server.proc.pid, signal.SIGTERM)  # the master this test started: a graceful stop
     server.proc.wait(timeout=30)
@@ -139,3 +136,14 @@ def test_counts_outlive_the_workers(start: Callable[[float, bool], Server], tmp_
     check_sums(after)
     # Gauges count live workers only: child_exit marked every one of these dead.
     assert get(after, "sessionkeeper_sessions_cached") == 0
+
+
+def test_uvicorn_workers_add_up_too(start: Callable[..., Server], tmp_path: Path) -> None:
+    """The ASGI form under uvicorn's workers. They have no exit hook and uvicorn ends them by
+    re-raising SIGTERM (no atexit), so only the push thread carries their counts."""
+    server = start(0.2, "metrics-asgi")
+    traffic(server)
+    deadline = time.monotonic() + 20
+    while writes(files(tmp_path / "prom")) < TOTAL and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check_sums(parse(httpx.get(server.url + "/metrics", timeout=10).text))

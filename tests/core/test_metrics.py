@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 import sessionkeeper as sk
@@ -254,3 +255,34 @@ def test_counts_made_before_a_fork_are_counted_once(tmp_path: Path) -> None:
         [sys.executable, "-c", FORKS], env=env, check=True, capture_output=True, text=True
     ).stdout
     assert float(out) == 3 + 1 + 1
+
+
+EXIT = """
+import sessionkeeper as sk
+from sessionkeeper import metrics
+
+m = sk.SessionManager(sk.MemoryStore(), node="a", write="manual", housekeeping=False)
+exporter = metrics.Exporter(push_interval_s=3600)
+exporter.add(m)
+with m.request("shop") as s:
+    s["k"] = 1  # written at once (save on create)
+with m.request("shop", s.id) as s:
+    s["k"] = 2  # manual: written only by close()
+"""
+
+
+def test_a_process_that_exits_pushes_its_last_counts(tmp_path: Path) -> None:
+    """At exit (servers without a worker exit hook), the managers are closed first, so their
+    last flush is counted, then pushed; the process's live gauges go."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", EXIT], env=env, check=True)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in registry.collect()
+        for s in f.samples
+    }
+    assert value(got, "sessionkeeper_sessions_created_total") == 1
+    assert value(got, "sessionkeeper_store_writes_total", trigger="flush") == 1
+    assert not list(tmp_path.glob("gauge_live*"))
