@@ -12,19 +12,17 @@ store's ``observer`` hook, in the thread that made the call. Labels are bounded 
 ``result``, ``trigger``, ``outcome``, ``code``, ``op``); the node is the scrape instance, never a
 label. ``app`` is not a label: the manager counts per process, not per app.
 
-How values get in: ``stats()`` keeps counts since the manager started, so the exporter remembers
-what it last saw and *adds the difference* to prometheus-client ``Counter`` objects (gauges are
-set). Pushing deltas, rather than reading ``stats()`` in a custom collector at scrape time, is what
-makes gunicorn's workers add up: in prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
-set before anything imports ``prometheus_client``) every worker's counters live in its own file,
-which outlives the worker, and a scrape, served by any one worker, sums the files. A scrape pushes
-the serving process's managers first, so a single process is always exact; in multiprocess mode a
-thread per process also pushes every ``push_interval_s``, so other workers' counts lag by at most
-that, and gunicorn's ``worker_exit`` calls :func:`push_all` after ``close_all()`` so that nothing a
-worker counted is lost (``deploy/gunicorn_metrics.py``). Gauges there use the ``live*`` modes
-(``child_exit`` must call ``mark_process_dead``): sessions sum over workers, ages and latency take
-the worst, ``store_up`` the worst too. A fork (``--preload``) pushes first, so that a child adds
-only what it counts itself, and restarts the push thread in the child.
+How values get in: ``stats()`` counts since the manager started; the exporter *adds what each
+count grew by* since it last looked to a prometheus-client ``Counter`` (gauges are set). Deltas,
+not a collector reading ``stats()`` at scrape time, because that is what lets gunicorn's workers
+add up: in prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before anything
+imports it) each worker's values live in its own files, which outlive it, and a scrape served by
+any worker sums them. When values are pushed: a scrape first pushes its own process (exact in a
+single process); in multiprocess mode a thread per process pushes every ``push_interval_s``, a
+fork pushes first (a child then adds only what it counts itself), and so do gunicorn's
+``worker_exit`` (:func:`push_all`, after ``close_all()``) and a normal interpreter exit. Gauges
+use the ``live*`` modes (``child_exit`` calls ``mark_process_dead``): sessions sum over workers,
+ages and latency take the largest, ``store_up`` the smallest. See ``deploy/gunicorn_metrics.py``.
 
 Only this module imports ``prometheus_client``, and only when an exporter is first built.
 """
@@ -301,18 +299,16 @@ class Exporter:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        if scope.get("method", "GET") not in ("GET", "HEAD"):
-            await send({"type": "http.response.start", "status": 405, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        # No I/O but reading memory (and, in multiprocess mode, a few small files): fast enough
-        # to run on the event loop.
-        body, content_type = self.expose()
-        headers = [(k.lower().encode(), v.encode()) for k, v in _headers(body, content_type)]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": body if scope["method"] == "GET" else b""}
-        )
+        method = scope.get("method", "GET")
+        status, body, headers = 405, b"", [(b"allow", b"GET, HEAD")]
+        if method in ("GET", "HEAD"):
+            # Only memory to read (and, in multiprocess mode, a few small files): fast enough to
+            # run on the event loop.
+            body, content_type = self.expose()
+            status = 200
+            headers = [(k.lower().encode(), v.encode()) for k, v in _headers(body, content_type)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body if method == "GET" else b""})
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()  # a parent thread may have held it at the fork
@@ -394,9 +390,9 @@ def _after_fork_in_child() -> None:
 
 
 def _at_exit() -> None:
-    """For servers with no worker exit hook (uvicorn's workers): close the managers first, so
-    that their last flush is counted (registered after the manager's own ``close_all``, this runs
-    before it), push, and drop this process's live gauges, as gunicorn's ``child_exit`` would."""
+    """At a normal exit (no worker exit hook needed): close the managers first, so that their last
+    flush is counted (registered after the manager's own ``close_all``, this runs before it),
+    push, and drop this process's live gauges, as gunicorn's ``child_exit`` would."""
     exporters = [e for e in list(_exporters) if e.multiprocess]
     if not exporters:
         return
