@@ -287,11 +287,16 @@ class SessionManager:
     # -- observation and shutdown ------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Counters of this manager and of its store (``store_*``), plus gauges."""
+        """Counters of this manager and of its store (``store_*``), plus gauges (``live``, ``dirty``,
+        ``unwritten_age_s``; ``crash_window_s``, the most of it the policy allows)."""
         out: dict[str, Any] = dict(self.stats_counters.snapshot())
         sessions = self._cache.snapshot()
         out["live"] = len(sessions)
         out["dirty"] = sum(1 for s in sessions if s.created and s.has_changes())
+        # An upper bound of the oldest unwritten change's age: it was made after the last write.
+        behind = [s.last_write_at for s in sessions if s.unwritten]
+        out["unwritten_age_s"] = max(0.0, self.clock.monotonic() - min(behind)) if behind else 0.0
+        out["crash_window_s"] = self.policy.max_loss(self.settings.flush_poll_s).seconds
         out["node"] = self.node
         out["policy"] = self.policy.spec()
         for key, value in self.store.stats.as_dict().items():

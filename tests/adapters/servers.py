@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -21,20 +22,42 @@ COMMANDS = {
     "flask": ["gunicorn", "--threads", "4", "examples.flask_app:app"],
     "django": ["gunicorn", "--threads", "4", "examples.django_project.wsgi"],
     "fastapi": ["uvicorn", "examples.fastapi_app:app"],
+    "metrics": [
+        "gunicorn",
+        "-c",
+        "deploy/gunicorn_metrics.py",
+        "tests.adapters.metrics_app:application",
+    ],
+    "metrics-asgi": ["uvicorn", "tests.adapters.metrics_app:asgi_application"],
+    "metrics-preload": [
+        "gunicorn",
+        "--preload",
+        "-c",
+        "deploy/gunicorn_metrics.py",
+        "tests.adapters.metrics_app:application",
+    ],
 }
 
 
 class Server:
     def __init__(
-        self, framework: str, workers: int, store: str, log: Path, env: dict[str, str]
+        self,
+        framework: str,
+        workers: int,
+        store: str,
+        log: Path,
+        env: dict[str, str],
+        args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
-        cmd = [str(BIN / COMMANDS[framework][0]), *COMMANDS[framework][1:]]
-        if framework == "fastapi":
+        cmd = [str(BIN / COMMANDS[framework][0]), *COMMANDS[framework][1:], *args]
+        if cmd[0].endswith("uvicorn"):
             cmd += ["--workers", str(workers), "--host", "127.0.0.1", "--port", str(self.port)]
         else:
             cmd += ["-w", str(workers), "-b", f"127.0.0.1:{self.port}"]
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "SESSIONKEEPER_STORE": store, **env}
+        # The sources of this checkout first, not those the venv was installed from.
+        pythonpath = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+        full_env = {**os.environ, "PYTHONPATH": pythonpath, "SESSIONKEEPER_STORE": store, **env}
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,

@@ -203,6 +203,9 @@ class Store(abc.ABC):
         #: Where :meth:`failing` and :meth:`count` read the time. A manager gives the store it
         #: uses its own clock, so a fake clock governs the outage backoff too.
         self.clock: Clock = SystemClock()
+        #: Called after every attempt of a store operation with ``(op, elapsed_s, error)``, in the
+        #: calling thread (``sessionkeeper.metrics`` feeds its latency histogram from it).
+        self.observer: Callable[[str, float, bool], None] | None = None
         forks.at_fork_in_child(self, Store._reset_in_child)
 
     def _reset_in_child(self) -> None:
@@ -218,7 +221,7 @@ class Store(abc.ABC):
             try:
                 result = fn()
             except self.transient_errors as exc:
-                self._observe(time.perf_counter() - started, error=True)
+                self._observe(op, time.perf_counter() - started, error=True)
                 if attempt == self.retry.attempts:
                     with self._stats_lock:
                         self.stats.available = False
@@ -237,16 +240,19 @@ class Store(abc.ABC):
             except (StoreError, CorruptSessionData):
                 # Corrupt data is the caller's to handle (report it, replace the session), not a
                 # store failure to wrap.
-                self._observe(time.perf_counter() - started, error=True)
+                self._observe(op, time.perf_counter() - started, error=True)
                 raise
             except Exception as exc:
-                self._observe(time.perf_counter() - started, error=True)
+                self._observe(op, time.perf_counter() - started, error=True)
                 raise StoreError(f"{self.kind} store error during {op}: {exc!r}") from exc
-            self._observe(time.perf_counter() - started, error=False)
+            self._observe(op, time.perf_counter() - started, error=False)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _observe(self, elapsed_s: float, *, error: bool) -> None:
+    def _observe(self, op: str, elapsed_s: float, *, error: bool) -> None:
+        observer = self.observer
+        if observer is not None:
+            observer(op, elapsed_s, error)
         with self._stats_lock:
             s = self.stats
             s.calls += 1
