@@ -59,16 +59,26 @@ class Case:
     plumbing: Callable[[], Plumbing]
     contents: str = "updated"
     outages: bool = True
-    #: Whether a dead id must yield nothing on every node after a poll (DESIGN.md: the tombstone
-    #: feed), or only on the node that ended it (what today's code does; see test_lifecycle_found).
-    feed: bool = True
-    #: Whether a request may mutate a value in place and then fail (a sync() during an outage):
-    #: its rollback cannot undo the mutation today (see test_lifecycle_found).
-    fail_after_mutation: bool = True
+    #: Known defects (see :data:`DEFECTS`) this case steps around, so that it checks the rest.
+    skip: frozenset[str] = frozenset()
 
     @property
     def deferred(self) -> bool:
         return self.policy.deferred
+
+
+#: What today's code gets wrong, as the machine found it (test_lifecycle_found.py), and what a
+#: case that skips it does instead.
+DEFECTS = {
+    "A": "contents='all': a merged write overwrites the other node's newer keys (no two-node "
+    "rule under contents='all')",
+    "B": "no tombstone feed: a dead id is checked only on the node that ended it",
+    "C": "AfterRequests: sync() resets the request count (requests do not sync)",
+    "D": "a value mutated in place is not rolled back (no sync() after an append)",
+    "13": "an acknowledged write that failed in an outage is in no store (after an outage the "
+    "immediate policies are checked as the deferred ones are)",
+    "16": "a session is destroyed twice (the at-most-once check is off)",
+}
 
 
 @dataclass
@@ -283,7 +293,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         name = self.route(c, node)
         if name is None:
             return
-        if not self.case.fail_after_mutation and "append" in actions and "sync" in actions:
+        skip = self.case.skip
+        if ("D" in skip and "append" in actions) or (
+            "C" in skip and isinstance(self.case.policy, sk.AfterRequests)
+        ):
             actions = [a for a in actions if a != "sync"]
         before = (c.base, list(c.ops), c.cookie)
         try:
@@ -378,6 +391,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         c = self.clients[i]
         if not c.state or c.token in self.dead:
             return
+        if "A" in self.case.skip and self.contents == "all":
+            return
         a = self.route(c, "a")
         assert a is not None
         b = next(n for n in self.live() if n != a)
@@ -423,7 +438,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         if m is None or not self.dead:
             return
         token, (died, by) = sorted(self.dead.items())[which % len(self.dead)]
-        checked = self.case.feed or node == by
+        checked = "B" not in self.case.skip or node == by
         for suffix in NODES:
             try:
                 with m.request(app=APP, session_id=f"{token}.{suffix}") as s:
@@ -525,7 +540,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if not lost:
                 c.base, c.ops, c.tainted = held, [], False
                 continue
-            if c.tainted and self.case.deferred:
+            if c.tainted and (self.case.deferred or "13" in self.case.skip):
                 continue
             assert loss_allowed(self.case.policy, lost, self.loss_time(c)), (
                 f"store has {held}; a crash would lose {[op.state for op in lost]} "
@@ -569,7 +584,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert reasons[DestroyReason.TIMED_OUT] == total["timed_out"], (reasons, total)
         fired = Counter((app, token) for app, token, _ in self.destroyed)
         twice = [token[:8] for (_, token), n in fired.items() if n > 1]
-        assert twice == [], f"session_destroyed fired more than once for {twice}"
+        assert twice == [] or "16" in self.case.skip, (
+            f"session_destroyed fired more than once for {twice}"
+        )
 
 
 def make_machine(case: Case) -> type[LifecycleMachine]:

@@ -1,11 +1,11 @@
-"""The lifecycle state machine (lifecycle_model.py) on MemoryStore and SQLite: every policy, every
-``contents``, with and without store outages.
+"""The lifecycle state machine (lifecycle_model.py) on MemoryStore and SQLite.
 
-Cases that today's code fails are xfail(strict=False) with the defect that breaks them (hypothesis
-may not reach the failing sequence in every run); each shrunk example is a strict xfail in
-test_lifecycle_found.py. The tombstone-feed check (a dead id yields nothing on *every* node after
-a poll) is off in the matrix, which checks the node that ended the id, and on in its own cases;
-so is a request that mutates a value in place and then fails (finding D).
+The matrix (every policy; every ``contents`` on MemoryStore, ``"accessed"`` on SQLite; with and
+without store outages) steps around the defects the machine found on today's code
+(``lifecycle_model.DEFECTS``), so it checks everything else and must pass. Each defect then has
+cases of its own that check it, xfail(strict=False) while it is open (a run may not reach it;
+its shrunk example is a strict xfail in test_lifecycle_found.py). A fix makes them XPASS: then
+drop the defect from ``DEFECTS``, from the skips below and from the xfail.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 import sessionkeeper as sk
 
-from .lifecycle_model import Case, run
+from .lifecycle_model import DEFECTS, Case, run
 from .lifecycle_stores import Plumbing, memory_plumbing, sqlite_plumbing
 
 POLICIES: dict[str, sk.WritePolicy] = {
@@ -28,100 +28,61 @@ POLICIES: dict[str, sk.WritePolicy] = {
     "manual": sk.Manual(),
 }
 STORES: dict[str, tuple[Callable[[], Plumbing], int]] = {
-    "memory": (memory_plumbing, 30),
+    "memory": (memory_plumbing, 40),
     "sqlite": (sqlite_plumbing, 8),
 }
-CONTENTS = ("updated", "accessed", "all")
+CONTENTS = {"memory": ("updated", "accessed", "all"), "sqlite": ("accessed",)}
 
-MERGE_ALL = (
-    "lifecycle finding A: under contents='all' a write rebased after a version conflict carries "
-    "every key, so a stale copy's unchanged keys overwrite another node's newer ones"
-)
-FEED = (
-    "lifecycle finding B: no tombstone feed; a node that cached a session serves it under its "
-    "invalidated or rotated-away id after the flush_poll_s DESIGN.md allows"
-)
-DESTROYED_TWICE = (
-    "issue 9 defect 16: after a long idle time one node's sweep deletes a session, another's "
-    "flush writes its dirty copy again, and its sweep destroys it a second time"
-)
-SYNC_RESETS_COUNT = (
-    "lifecycle finding C: a sync() inside a request resets AfterRequests' count, so n changed "
-    "requests can be unwritten"
-)
-IN_PLACE_ROLLBACK = (
-    "lifecycle finding D: a failed request does not roll back a value it mutated in place"
-)
-NOT_DURABLE = (
-    "issue 9 defects 12/13: a change whose write failed during an outage is acknowledged, and "
-    "nothing retries it under EndOfRequest and OnAttribute"
-)
-
-
-def known(
-    policy: str, contents: str, outages: bool, feed: bool, fail_after_mutation: bool = False
-) -> list[str]:
-    """Why a case fails on today's code (empty: it must pass)."""
-    reasons = []
-    if policy == "time-based":
-        reasons.append(DESTROYED_TWICE)
-    if policy == "after-requests":
-        reasons.append(SYNC_RESETS_COUNT)
-    if fail_after_mutation:
-        reasons.append(IN_PLACE_ROLLBACK)
-    if contents == "all":
-        reasons.append(MERGE_ALL)
-    if feed:
-        reasons.append(FEED)
-    if outages and not POLICIES[policy].deferred:
-        reasons.append(NOT_DURABLE)
-    return reasons
+#: Defect -> the cases that check it: (policy, store, contents, outages).
+CHECKS: dict[str, list[tuple[str, str, str, bool]]] = {
+    "A": [("end-of-request", "memory", "all", False), ("manual", "sqlite", "all", False)],
+    "B": [("end-of-request", "memory", "updated", False)],
+    "C": [("after-requests", "memory", "updated", False)],
+    "D": [("manual", "memory", "accessed", True)],
+    "13": [("end-of-request", "memory", "updated", True), ("on-attribute", "sqlite", "all", True)],
+    "16": [("time-based", "memory", "updated", False), ("time-based", "sqlite", "accessed", False)],
+}
+REASONS = {
+    "A": "lifecycle finding A: under contents='all' a write rebased after a version conflict "
+    "carries every key, so a stale copy's unchanged keys overwrite another node's newer ones",
+    "B": "lifecycle finding B: no tombstone feed; a node that cached a session serves it under "
+    "its invalidated or rotated-away id after the flush_poll_s DESIGN.md allows",
+    "C": "lifecycle finding C: a sync() inside a request resets AfterRequests' count, so n "
+    "changed requests can be unwritten",
+    "D": "lifecycle finding D: a failed request does not roll back a value mutated in place",
+    "13": "issue 9 defects 13/12: a change whose write failed during an outage is acknowledged, "
+    "and nothing retries it under EndOfRequest and OnAttribute",
+    "16": "issue 9 defect 16: one node's sweep deletes an expired session, another's flush "
+    "writes its dirty copy again, and its sweep destroys it a second time",
+}
+assert REASONS.keys() == CHECKS.keys() == DEFECTS.keys()
 
 
 def cases() -> list[object]:
+    every = frozenset(DEFECTS)
     out: list[object] = []
     for policy in POLICIES:
         for store in STORES:
-            for contents in CONTENTS:
+            for contents in CONTENTS[store]:
                 for outages in (False, True):
-                    out.append(param(policy, store, contents, outages))
-        out.append(param(policy, "memory", "updated", False, feed=True))
-        out.append(param(policy, "memory", "accessed", True, fail_after_mutation=True))
+                    name = f"{policy}-{store}-{contents}-{'outages' if outages else 'up'}"
+                    out.append(pytest.param(policy, store, contents, outages, every, id=name))
+    for defect, checks in CHECKS.items():
+        mark = pytest.mark.xfail(strict=False, reason=REASONS[defect])
+        for policy, store, contents, outages in checks:
+            name = f"defect-{defect}-{policy}-{store}-{contents}-{'outages' if outages else 'up'}"
+            skip = every - {defect}
+            out.append(pytest.param(policy, store, contents, outages, skip, id=name, marks=mark))
     return out
 
 
-def param(
-    policy: str,
-    store: str,
-    contents: str,
-    outages: bool,
-    *,
-    feed: bool = False,
-    fail_after_mutation: bool = False,
-) -> object:
-    reasons = known(policy, contents, outages, feed, fail_after_mutation)
-    marks = [pytest.mark.xfail(strict=False, reason="; ".join(reasons))] if reasons else []
-    name = f"{policy}-{store}-{contents}-{'outages' if outages else 'up'}"
-    name += "-feed" * feed + "-fail-after-mutation" * fail_after_mutation
-    return pytest.param(
-        policy, store, contents, outages, feed, fail_after_mutation, id=name, marks=marks
-    )
-
-
-@pytest.mark.parametrize(
-    ("policy", "store", "contents", "outages", "feed", "fail_after_mutation"), cases()
-)
+@pytest.mark.parametrize(("policy", "store", "contents", "outages", "skip"), cases())
 def test_lifecycle(
-    policy: str, store: str, contents: str, outages: bool, feed: bool, fail_after_mutation: bool
+    policy: str, store: str, contents: str, outages: bool, skip: frozenset[str]
 ) -> None:
     plumbing, examples = STORES[store]
-    case = Case(
-        POLICIES[policy],
-        plumbing,
-        contents=contents,
-        outages=outages,
-        feed=feed,
-        fail_after_mutation=fail_after_mutation,
-    )
-    reasons = known(policy, contents, outages, feed, fail_after_mutation)
-    run(case, examples, shrink=not reasons)
+    case = Case(POLICIES[policy], plumbing, contents=contents, outages=outages, skip=skip)
+    if skip == frozenset(DEFECTS):
+        run(case, examples)
+    else:  # checks an open defect: more examples to reach it, no shrinking (kept elsewhere)
+        run(case, 4 * examples, shrink=False)
