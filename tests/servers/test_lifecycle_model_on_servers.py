@@ -80,14 +80,7 @@ def test_lifecycle_on_server(
     url: str = request.getfixturevalue(FIXTURE_OF[kind])
     plumbing = server_plumbing(kind, url)
     run(
-        Case(
-            policy,
-            plumbing,
-            contents=contents,
-            outages=outages,
-            feed=False,
-            fail_after_mutation=False,
-        ),
+        Case(policy, plumbing, contents=contents, outages=outages, skip=skip),
         EXAMPLES,
         steps=STEPS,
         shrink=case in CASES,
