@@ -193,7 +193,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def drop(self, name: str) -> None:
         m = self.nodes[name]
         assert m is not None
-        for key, value in m.stats_counters.snapshot().items():
+        for key, value in m.stats().items():
             if isinstance(value, int):
                 self.retired_stats[key] += value
         self.nodes[name] = None
@@ -508,13 +508,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         if m is None:
             return
         up = not self.plumbing.switch.down
+        this = (node, self.incarnation[node])
         unwritten = m.close(deadline_s=0)
         self.drop(node)
         if up:
             assert unwritten == [], f"close() with the store up left {unwritten}"
             for c in self.clients:
-                served = c.served_by is not None and c.served_by[0] == node
-                if served and c.token and c.token not in self.dead and not c.tainted:
+                if c.served_by == this and c.token and c.token not in self.dead and not c.tainted:
                     assert self.lost(c, self.stored(c.token)) == [], (
                         f"after close() of {node} the store lacks {c.state}"
                     )
@@ -574,7 +574,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         for name in self.live():
             m = self.nodes[name]
             assert m is not None
-            for key, value in m.stats_counters.snapshot().items():
+            for key, value in m.stats().items():
                 if isinstance(value, int):
                     total[key] += value
         assert total["created"] == self.expect["created"], (total["created"], self.expect)
