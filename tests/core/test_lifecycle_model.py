@@ -28,7 +28,7 @@ POLICIES: dict[str, sk.WritePolicy] = {
     "manual": sk.Manual(),
 }
 STORES: dict[str, tuple[Callable[[], Plumbing], int]] = {
-    "memory": (memory_plumbing, 40),
+    "memory": (memory_plumbing, 30),
     "sqlite": (sqlite_plumbing, 8),
 }
 CONTENTS = {"memory": ("updated", "accessed", "all"), "sqlite": ("accessed",)}
