@@ -1,0 +1,163 @@
+"""What the lifecycle state machine (test_lifecycle_model.py) found, each shrunk example kept as a
+regular test through the public API. Each is a strict xfail naming its defect: the fix turns it
+into a pass (and must then drop the mark)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import sessionkeeper as sk
+from sessionkeeper.errors import StoreError
+from sessionkeeper.events import SessionEvent, SessionListener
+
+from .conftest import MakeManager, RecordingStore
+
+
+def stored(store: RecordingStore, sid: str) -> dict[str, Any] | None:
+    got = store.raw("shop", sid.rsplit(".", 1)[0])
+    return None if got is None else {k: json.loads(v) for k, v in got.attributes.items()}
+
+
+def create(m: sk.SessionManager, **attrs: Any) -> str:
+    with m.request(app="shop") as s:
+        s.update(attrs)
+        return s.id
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lifecycle finding A: under contents='all' a write rebased after a version conflict "
+    "carries every key, so the stale copy's unchanged y overwrites the other node's newer y",
+)
+def test_all_contents_merge_keeps_the_other_nodes_newer_key(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    a = make(node="a", contents="all")
+    b = make(node="b", contents="all")
+    sid = create(a, x=1, y=2)
+    on_a = a.request(app="shop", session_id=sid)
+    sa = on_a.__enter__()
+    on_b = b.request(app="shop", session_id=sid)  # another node, at the same time
+    sb = on_b.__enter__()
+    sa["y"], sb["z"] = 3, 4
+    on_a.__exit__(None, None, None)  # a writes first: {x, y=3}
+    on_b.__exit__(None, None, None)  # b conflicts, is rebased, and writes its old y=2 too
+    assert stored(store, sid) == {"x": 1, "y": 3, "z": 4}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lifecycle finding B: no tombstone feed; a node that cached a session still serves "
+    "it under its invalidated id after a poll (DESIGN.md: ended on every node within "
+    "flush_poll_s)",
+)
+def test_an_invalidated_id_yields_nothing_on_the_node_that_cached_it(
+    make: MakeManager, clock: sk.FakeClock
+) -> None:
+    a, b = make(node="a"), make(node="b")
+    sid = create(a, x=1, y=2)
+    with b.request(app="shop", session_id=sid) as s:  # b loads it (failover) and ends it
+        s.invalidate()
+    clock.advance(1.0)
+    a.housekeep()
+    b.housekeep()
+    with a.request(app="shop", session_id=sid) as s:
+        assert dict(s) == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9 defect 13: under EndOfRequest a change whose write failed is acknowledged "
+    "(the request ends normally) though it is in no store",
+)
+def test_end_of_request_acknowledges_only_what_is_stored(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    a = make(node="a", outage_backoff_s=0.0)
+    store.down = True
+    try:
+        with a.request(app="shop") as s:
+            s["x"] = 1
+            sid = s.id
+        acknowledged = True
+    except StoreError:
+        acknowledged = False
+    store.down = False
+    if acknowledged:
+        assert stored(store, sid) == {"x": 1}
+    else:
+        with a.request(app="shop", session_id=sid) as s:
+            assert dict(s) == {}  # rolled back, as the 503 said
+
+
+class Destroyed(SessionListener):
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def session_destroyed(self, event: SessionEvent) -> None:
+        self.tokens.append(event.token)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9 defect 16 (another path): a node's flush writes its dirty copy of a session "
+    "another node's sweep just deleted (a 'lost row', written again whole), and its own sweep "
+    "then destroys it a second time",
+)
+def test_a_timed_out_session_is_destroyed_once(make: MakeManager, clock: sk.FakeClock) -> None:
+    events = Destroyed()
+    a = make(node="a", write=sk.TimeBased(interval_s=10), timeout_s=100)
+    b = make(node="b", write=sk.TimeBased(interval_s=10), timeout_s=100)
+    a.add_listener(events)
+    b.add_listener(events)
+    sid = create(b, x=1)
+    with b.request(app="shop", session_id=sid) as s:
+        s["y"] = 2  # dirty on b: TimeBased writes it later
+    clock.advance(10_000)
+    a.housekeep()  # a's sweep deletes the expired row
+    b.housekeep()  # b's flush writes its copy again, b's sweep deletes it again
+    assert len(events.tokens) == len(set(events.tokens)) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lifecycle finding C: AfterRequests counts requests from the last write, and a "
+    "sync() inside a request resets the count, so that request's later changes and two more "
+    "requests (n=3) are all unwritten",
+)
+def test_after_requests_writes_by_the_nth_changed_request(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    a = make(node="a", write=sk.AfterRequests(3))
+    with a.request(app="shop") as s:
+        s["x"] = 1
+        s.sync()
+        s["y"] = 2
+        sid = s.id
+    for value in (3, 4):
+        with a.request(app="shop", session_id=sid) as s:
+            s["y"] = value
+    # Three requests changed y since the store last saw the session: "fewer than 3" may be lost.
+    assert "y" in (stored(store, sid) or {})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lifecycle finding D: a failed request's rollback restores the value objects it "
+    "replaced, not a value it mutated in place, so an unacknowledged append stays",
+)
+def test_a_failed_request_rolls_back_an_in_place_mutation(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    a = make(node="a", write=sk.Manual(), contents="accessed", outage_backoff_s=0.0)
+    sid = create(a, x=1, lst=[1])
+    with pytest.raises(StoreError), a.request(app="shop", session_id=sid) as s:
+        s["lst"].append(2)
+        store.down = True
+        s.sync()  # fails: the request fails, its changes are rolled back
+    store.down = False
+    with a.request(app="shop", session_id=sid) as s:
+        assert s["lst"] == [1]
