@@ -101,12 +101,6 @@ class Destroyed(SessionListener):
         self.tokens.append(event.token)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 defect 16 (another path): a node's flush writes its dirty copy of a session "
-    "another node's sweep just deleted (a 'lost row', written again whole), and its own sweep "
-    "then destroys it a second time",
-)
 def test_a_timed_out_session_is_destroyed_once(make: MakeManager, clock: sk.FakeClock) -> None:
     events = Destroyed()
     a = make(node="a", write=sk.TimeBased(interval_s=10), timeout_s=100)

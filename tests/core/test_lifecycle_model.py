@@ -40,7 +40,6 @@ CHECKS: dict[str, list[tuple[str, str, str, bool]]] = {
     "C": [("after-requests", "memory", "updated", False)],
     "D": [("manual", "memory", "accessed", True)],
     "13": [("end-of-request", "memory", "updated", True), ("on-attribute", "sqlite", "all", True)],
-    "16": [("time-based", "memory", "updated", False), ("time-based", "sqlite", "accessed", False)],
 }
 REASONS = {
     "A": "lifecycle finding A: under contents='all' a write rebased after a version conflict "
@@ -52,8 +51,6 @@ REASONS = {
     "D": "lifecycle finding D: a failed request does not roll back a value mutated in place",
     "13": "issue 9 defects 13/12: a change whose write failed during an outage is acknowledged, "
     "and nothing retries it under EndOfRequest and OnAttribute",
-    "16": "issue 9 defect 16: one node's sweep deletes an expired session, another's flush "
-    "writes its dirty copy again, and its sweep destroys it a second time",
 }
 assert REASONS.keys() == CHECKS.keys() == DEFECTS.keys()
 
