@@ -77,6 +77,7 @@ class SessionManager:
         clock: Clock | None = None,
         store_options: Mapping[str, Any] | None = None,
         housekeeping: bool = True,
+        share_ids_across_apps: bool = False,
     ) -> None:
         # First, while locals() holds exactly the keywords: Settings has a field for each
         # (a test checks that the two lists agree).

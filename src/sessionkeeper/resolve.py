@@ -57,9 +57,14 @@ class Resolver:
                     return found
             if cached is not None and cached.expired(now) and not cached.in_use:
                 self._rt.cache.remove(key, cached)
-        # A browser carries one id for every app: a new session of this app takes the id its
-        # other apps' sessions use here, so that their shared cookie keeps working for all.
-        shared = parsed is not None and self._rt.cache.other_app_holds(app, parsed[0])
+        # Only when sharing is chosen does a new session take the id another app's session uses
+        # here (one cookie for every app). Otherwise an attacker who plants the id of their own
+        # session of one app would share the victim's new session of another (fixation).
+        shared = (
+            parsed is not None
+            and self._rt.settings.share_ids_across_apps
+            and self._rt.cache.other_app_holds(app, parsed[0])
+        )
         s = Session(
             self._host,
             app,

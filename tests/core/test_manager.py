@@ -102,8 +102,20 @@ def test_end_of_request_does_not_warn_on_affinity_break(
 # -- apps -------------------------------------------------------------------------------------
 
 
-def test_apps_share_an_id_but_not_data(make: MakeManager, store: RecordingStore) -> None:
+def test_another_apps_id_is_not_adopted_by_default(make: MakeManager) -> None:
+    """Fixation: an attacker plants the id of their own ``blog`` session in the victim's browser;
+    the victim's new ``shop`` session must not take it, or the attacker could read it."""
     m = make()
+    planted = new_session(m, app="blog", mine=1)
+    with held(m, app="shop", session_id=planted) as (hold, s):
+        s["card"] = "4111"
+    assert token(s.id) != token(planted) and m.lifecycle.cookie_action(hold) == "set"
+    with m.request(app="shop", session_id=planted) as s:
+        assert "card" not in s
+
+
+def test_apps_share_an_id_but_not_data(make: MakeManager, store: RecordingStore) -> None:
+    m = make(share_ids_across_apps=True)
     sid = new_session(m, app="shop", cart=["apple"])
     with held(m, app="blog", session_id=sid) as (hold, s):
         assert "cart" not in s
@@ -128,7 +140,7 @@ def test_app_timeouts(make: MakeManager, clock: sk.FakeClock) -> None:
 
 
 def test_invalidating_one_app_leaves_the_others(make: MakeManager, store: RecordingStore) -> None:
-    m = make()
+    m = make(share_ids_across_apps=True)
     sid = new_session(m, app="shop", a=1)
     with m.request(app="blog", session_id=sid) as s:
         s["b"] = 2
