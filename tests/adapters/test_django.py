@@ -70,6 +70,11 @@ def logout(request: HttpRequest) -> HttpResponse:
     return HttpResponse("bye")
 
 
+def create(request: HttpRequest) -> HttpResponse:
+    request.session.create()  # a new session: stored now (sync), an existing one: rotated
+    return HttpResponse("created")
+
+
 def expiry(request: HttpRequest) -> HttpResponse:
     request.session.set_expiry(int(request.GET["s"]))
     return HttpResponse("ok")
@@ -92,6 +97,7 @@ urlpatterns = [
     path("aincr", aincr),
     path("incr", incr), path("read", read), path("fail", fail), path("boom", boom),
     path("login", login), path("logout", logout), path("expiry", expiry), path("cart", cart),
+    path("create", create),
 ]  # fmt: skip
 
 
@@ -220,6 +226,22 @@ def test_store_down_for_an_uncached_session_is_503() -> None:
         assert r.status_code == 503 and r["Retry-After"] == "5"
         assert r.content == b"Session store unavailable, please retry.\n"
         assert skd.get_manager().stats()["unavailable"] == 1
+
+
+@pytest.mark.parametrize("route", ["/login", "/logout", "/create", "/create?new=1"])
+def test_a_session_operation_during_an_outage_is_503(route: str) -> None:
+    store = FlakyStore()
+    with override_settings(SESSIONKEEPER=config(STORE=store)):
+        c = Client()
+        if "new" not in route:
+            c.post("/incr")
+        store.down = True
+        r = c.post(route)
+        assert r.status_code == 503 and r["Retry-After"] == "5"
+        assert r.content == b"Session store unavailable, please retry.\n"
+        assert "sessionid" not in r.cookies and manager().stats()["unavailable"] == 1
+        store.down = False
+        assert c.get("/read").json()["n"] == (None if "new" in route else 1)
 
 
 def test_clearsessions_sweeps_expired_sessions() -> None:
