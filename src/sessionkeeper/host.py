@@ -20,7 +20,7 @@ from .errors import CacheFull, SerializationError, StoreError
 from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
 from .lifecycle import on_event_loop
 from .runtime import Runtime
-from .serialization import JsonSerializer, json_cannot_fail
+from .serialization import JsonSerializer, json_cannot_fail, place
 from .session import _MISSING, Session
 
 
@@ -36,7 +36,7 @@ class Host:
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
         if not (self._json and json_cannot_fail(value)):
             try:
-                self._rt.serializer.dumps(value)
+                self._rt.serializer.dumps(value, place=place(session.app, session.token, key))
             except (TypeError, ValueError, RecursionError) as exc:
                 raise SerializationError(key, value, str(exc)) from exc
         if not session.created:

@@ -16,6 +16,7 @@ from . import ids
 from .errors import CorruptSessionData, StoreError, StoreUnavailable
 from .events import call_hook
 from .runtime import Runtime
+from .serialization import place
 from .session import Session, SessionHost
 from .stores import StoredSession
 
@@ -104,7 +105,10 @@ class Resolver:
                 if cached is not None:
                     self._rt.cache.remove((app, token), cached)
                 return None
-            data = {k: self._rt.serializer.loads(v) for k, v in stored.attributes.items()}
+            data = {
+                k: self._rt.serializer.loads(v, place=place(app, token, k))
+                for k, v in stored.attributes.items()
+            }
         except CorruptSessionData as exc:
             self._rt.stats.add("corrupt_sessions")
             log.error(
