@@ -113,6 +113,7 @@ class SessionManager:
         )
         self._host = Host(self._rt)
         self._resolver = Resolver(self._rt, self._host)
+        self._host.find = self._resolver.find  # rotate_id() of a shared id finds the other apps'
         #: The adapters' protocol (see lifecycle.py).
         self.lifecycle = Lifecycle(self._rt, self._resolver.resolve, self._ensure_started)
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")

@@ -79,6 +79,16 @@ class Resolver:
         s.presented_id = session_id
         return s
 
+    def find(self, app: str, token: str) -> Session | None:
+        """The live, created session of ``app`` under ``token``: this node's cached copy, else
+        the store's (loaded into the cache), else ``None``. Reads the store; raises its errors."""
+        now = self._rt.clock.time()
+        cached = self._rt.cache.get((app, token))
+        if cached is not None:
+            return cached if cached.created and not cached.expired(now) else None
+        found = self._load(app, token, None, now)
+        return found if found is not None and found.created else None
+
     def _owner_ok(self, presented: str | None, bound: str | None) -> bool:
         if presented is None or bound is None or presented == bound:
             return True
