@@ -137,8 +137,7 @@ class _Body:
                 chunks.append(next(it))
             except StopIteration:
                 pass
-            except UNAVAILABLE_ERRORS:
-                self._close_body()
+            except UNAVAILABLE_ERRORS:  # the server still calls close(), which closes the body
                 yield from self._refuse()
                 return
             except BaseException:
@@ -148,13 +147,10 @@ class _Body:
         yield from chunks
         yield from it
 
-    def _close_body(self) -> None:
-        close = getattr(self._body, "close", None)
-        if close is not None:
-            close()
-
     def close(self) -> None:
         try:
-            self._close_body()
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
         finally:
             self._finish()  # no-op when already finished
