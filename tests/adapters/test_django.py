@@ -93,8 +93,18 @@ async def aincr(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"n": n})
 
 
+async def alogin(request: HttpRequest) -> HttpResponse:
+    await request.session.acycle_key()
+    return HttpResponse("hi")
+
+
+async def alogout(request: HttpRequest) -> HttpResponse:
+    await request.session.aflush()
+    return HttpResponse("bye")
+
+
 urlpatterns = [
-    path("aincr", aincr),
+    path("aincr", aincr), path("alogin", alogin), path("alogout", alogout),
     path("incr", incr), path("read", read), path("fail", fail), path("boom", boom),
     path("login", login), path("logout", logout), path("expiry", expiry), path("cart", cart),
     path("create", create),
@@ -379,5 +389,26 @@ def test_async_views_under_the_asgi_handler() -> None:
                 await c.post("/aincr")
             await c.get("/read")  # read only: released at request_finished
             assert (await c.post("/aincr")).json() == {"n": 5}
+
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize("route", ["/alogin", "/alogout"])
+def test_an_async_session_operation_during_an_outage_is_503(route: str) -> None:
+    from django.test import AsyncClient
+
+    store = FlakyStore()
+    with override_settings(SESSIONKEEPER=config(STORE=store)):
+
+        async def main() -> None:
+            c = AsyncClient()
+            r = await c.post("/aincr")
+            c.cookies["sessionid"] = r.cookies["sessionid"].value
+            store.down = True
+            r = await c.post(route)
+            assert r.status_code == 503 and r["Retry-After"] == "5"
+            assert "sessionid" not in r.cookies
+            store.down = False
+            assert (await c.post("/aincr")).json() == {"n": 2}
 
         asyncio.run(main())
