@@ -8,7 +8,10 @@ Ordering, as in :mod:`sessionkeeper.wsgi`: the session is written (when the poli
 application sends ``http.response.start``, before that message goes on, so under ``EndOfRequest``
 every response the client sees is already in the store. A status of 500 or more, or an exception,
 rolls the request's changes back. A request whose session is not cached while the store is down
-gets ``503`` with ``Retry-After``.
+gets ``503`` with ``Retry-After``; so does one whose ``rotate_id()``, ``invalidate()`` or ``sync()``
+meets an outage (one of ``UNAVAILABLE_ERRORS``) before its response starts. Added with Starlette's
+``add_middleware`` the middleware sees the app's exception first; wrapped around a whole Starlette
+app it comes after Starlette's ``ServerErrorMiddleware``, which has already answered 500.
 
 The event loop never blocks: a cached session is resolved on the loop (``begin_cached``); a miss,
 a busy session (``serialize_access``) and every store write run in a worker thread. Under
@@ -100,16 +103,16 @@ class SessionMiddleware:
         try:
             active = await self._begin(session_id, owner)
         except UNAVAILABLE_ERRORS:
-            refused = self.manager.lifecycle.refuse()
-            if scope["type"] == "http":
-                await _unavailable(send, refused)
-            else:
-                await send({"type": "websocket.close", "code": 1013})  # try again later
+            await self._refuse(scope, send)
             return
         scope[self.scope_key] = active.session
         https = scope.get("scheme") in ("https", "wss")
 
+        started: list[bool] = []  # whether a response (or websocket accept) went on
+
         async def session_send(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                started.append(True)
             if message["type"] == "http.response.start":
                 await self._finish(active, ok=message["status"] < 500)
                 message = dict(message)
@@ -127,12 +130,26 @@ class SessionMiddleware:
 
         try:
             await self.app(scope, receive, session_send)
+        except UNAVAILABLE_ERRORS:  # rotate_id(), invalidate(), sync() in the app: store down
+            with anyio.CancelScope(shield=True):
+                await self._finish(active, ok=False)
+            if started:  # too late for a 503: the server answers what it does for an error
+                raise
+            await self._refuse(scope, send)
+            return
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._finish(active, ok=False)
             raise
         # A websocket ends here; an http app that never started a response failed.
         await self._finish(active, ok=scope["type"] == "websocket")
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        refused = self.manager.lifecycle.refuse()
+        if scope["type"] == "http":
+            await _unavailable(send, refused)
+        else:
+            await send({"type": "websocket.close", "code": 1013})  # try again later
 
     async def _begin(self, session_id: str | None, owner: str | None) -> ActiveRequest:
         active = self.manager.lifecycle.begin_cached(self.app_name, session_id, owner=owner)

@@ -29,6 +29,7 @@ class SessionCache:
         # token -> the apps whose sessions use it here (apps may share an id), so that asking
         # "does another app use this id?" is a lookup, not a scan of the whole cache.
         self._apps_of: dict[str, set[str]] = {}
+        self._apps: set[str] = set()  # every app whose session was ever held here
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -50,6 +51,7 @@ class SessionCache:
                 return existing
             self._items[key] = session
             self._apps_of.setdefault(key[1], set()).add(key[0])
+            self._apps.add(key[0])
             return session
 
     def remove(self, key: Key, session: Session | None = None) -> bool:
@@ -72,6 +74,12 @@ class SessionCache:
                 for other in self._apps_of.get(token, ())
                 if other != app
             )
+
+    def apps(self) -> frozenset[str]:
+        """Every app whose session this cache has held since it was built (or forgotten), evicted
+        ones included: the apps a shared id may name in the store (``share_ids_across_apps``)."""
+        with self._lock:
+            return frozenset(self._apps)
 
     def over_capacity(self) -> int:
         return len(self._items) - self.capacity

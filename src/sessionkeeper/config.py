@@ -59,6 +59,7 @@ class Settings:
     clock: Clock | None = None
     store_options: Mapping[str, Any] | None = None
     housekeeping: bool = True
+    share_ids_across_apps: bool = False
 
     def __post_init__(self) -> None:
         if self.contents not in ("updated", "accessed", "all"):

@@ -13,7 +13,9 @@ Ordering: Flask calls ``save_session`` after the view and the ``after_request`` 
 the response is sent; the session's request ends there, so under ``EndOfRequest`` a response the
 client sees is already in the store. A status of 500 or more rolls the request's changes back; so
 does an exception that Flask propagates (testing, debug), through ``teardown_request``. Each request
-is ended exactly once.
+is ended exactly once. A session that cannot be loaded, and a view whose ``rotate_id()``,
+``invalidate()`` or ``sync()`` meets an outage (an error handler for ``UNAVAILABLE_ERRORS``), get
+``503`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -242,6 +244,9 @@ class SessionKeeper:
         # First of all before_request functions: nothing should run on a session that is not there.
         app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
         app.teardown_request(_end_failed_request)
+        # rotate_id(), invalidate() or sync() in a view, while the store is down: a 503, not a 500.
+        for error in UNAVAILABLE_ERRORS:
+            app.register_error_handler(error, _answer_unavailable)
 
 
 _WERKZEUG_COOKIES = WerkzeugRequest.__dict__["cookies"]
@@ -282,6 +287,15 @@ def _refuse_unavailable() -> Response | None:
     headers = flask.request.environ.get(_UNAVAILABLE)
     if headers is None:
         return None
+    return flask.current_app.response_class(UNAVAILABLE_BODY, status=503, headers=headers)
+
+
+def _answer_unavailable(exc: Exception) -> Response:
+    """The 503 of a view whose session operation met an outage (one of ``UNAVAILABLE_ERRORS``);
+    ``save_session`` then sees a status of 500 or more and rolls the request's changes back."""
+    interface = flask.current_app.session_interface
+    assert isinstance(interface, SessionKeeperInterface)  # init_app registered this handler
+    headers = interface.manager.lifecycle.refuse()
     return flask.current_app.response_class(UNAVAILABLE_BODY, status=503, headers=headers)
 
 

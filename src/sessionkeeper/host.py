@@ -13,6 +13,7 @@ response is sent. Nothing outside the manager layer calls a host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import ids
@@ -20,14 +21,19 @@ from .errors import CacheFull, SerializationError, StoreError
 from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
 from .lifecycle import on_event_loop
 from .runtime import Runtime
-from .serialization import JsonSerializer, json_cannot_fail
+from .serialization import JsonSerializer, json_cannot_fail, place
 from .session import _MISSING, Session
+
+#: ``(app, token) -> the live session of app under token, cached or loaded`` (``Resolver.find``).
+Find = Callable[[str, str], "Session | None"]
 
 
 class Host:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self._json = type(rt.serializer) is JsonSerializer  # plain scalars need no check
+        #: Set by the manager once its resolver exists (the resolver is built with this host).
+        self.find: Find | None = None
 
     @property
     def _node(self) -> str:
@@ -36,7 +42,7 @@ class Host:
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
         if not (self._json and json_cannot_fail(value)):
             try:
-                self._rt.serializer.dumps(value)
+                self._rt.serializer.dumps(value, place=place(session.app, session.token, key))
             except (TypeError, ValueError, RecursionError) as exc:
                 raise SerializationError(key, value, str(exc)) from exc
         if not session.created:
@@ -112,6 +118,27 @@ class Host:
         if not s.created:
             self._create(s)
         old, new = s.token, ids.new_token()
+        if self._rt.settings.share_ids_across_apps:
+            # The others first: should one fail (the store down), this session keeps its id
+            # and the login can be retried; the others moved are only lost to this browser.
+            self._rotate_sharing_apps(s.app, old, new)
+        self._move(s, new)
+
+    def _rotate_sharing_apps(self, app: str, old: str, new: str) -> None:
+        """Move every other app's session under ``old`` to ``new``, so that the shared cookie
+        names them all and the pre-login id none: those cached here, and those in the store of
+        every app this node has held a session of (the store keys rows by app and token; an app
+        this node never served is not known to it). Other nodes' cached copies of the old id go as
+        those of any retired id do: through the old rows' tombstones."""
+        assert self.find is not None  # the manager set it
+        for other in sorted(self._rt.cache.apps() - {app}):
+            shared = self.find(other, old)
+            if shared is not None:
+                self._move(shared, new)
+
+    def _move(self, s: Session, new: str) -> None:
+        """Give ``s`` the token ``new``: stored whole under it first, the old row retired after."""
+        old = s.token
         if s.in_store:
             # Store the whole session under the new token first; only then retire the old one.
             with s.lock:

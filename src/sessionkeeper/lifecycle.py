@@ -215,7 +215,9 @@ class Lifecycle:
             return "set" if session.presented_id != session.id else None
         presented = ids.parse(session.presented_id)
         if presented is not None and self._rt.cache.other_app_holds(session.app, presented[0]):
-            return None  # the id still names another app's session
+            # The id still names another app's session here: deleting the cookie would end that
+            # session for this browser. Keeping it gives this request nothing (no data adopted).
+            return None
         return "delete" if session.presented_id else None
 
     def response_headers(self, active: ActiveRequest, *, https: bool) -> list[tuple[str, str]]:

@@ -77,6 +77,7 @@ class SessionManager:
         clock: Clock | None = None,
         store_options: Mapping[str, Any] | None = None,
         housekeeping: bool = True,
+        share_ids_across_apps: bool = False,
     ) -> None:
         # First, while locals() holds exactly the keywords: Settings has a field for each
         # (a test checks that the two lists agree).
@@ -112,6 +113,7 @@ class SessionManager:
         )
         self._host = Host(self._rt)
         self._resolver = Resolver(self._rt, self._host)
+        self._host.find = self._resolver.find  # rotate_id() of a shared id finds the other apps'
         #: The adapters' protocol (see lifecycle.py).
         self.lifecycle = Lifecycle(self._rt, self._resolver.resolve, self._ensure_started)
         self._housekeeper = Housekeeper(self.housekeep, flush_poll_s, "housekeeping")

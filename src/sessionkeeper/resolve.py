@@ -16,6 +16,7 @@ from . import ids
 from .errors import CorruptSessionData, StoreError, StoreUnavailable
 from .events import call_hook
 from .runtime import Runtime
+from .serialization import place
 from .session import Session, SessionHost
 from .stores import StoredSession
 
@@ -57,9 +58,14 @@ class Resolver:
                     return found
             if cached is not None and cached.expired(now) and not cached.in_use:
                 self._rt.cache.remove(key, cached)
-        # A browser carries one id for every app: a new session of this app takes the id its
-        # other apps' sessions use here, so that their shared cookie keeps working for all.
-        shared = parsed is not None and self._rt.cache.other_app_holds(app, parsed[0])
+        # Only when sharing is chosen does a new session take the id another app's session uses
+        # here (one cookie for every app). Otherwise an attacker who plants the id of their own
+        # session of one app would share the victim's new session of another (fixation).
+        shared = (
+            parsed is not None
+            and self._rt.settings.share_ids_across_apps
+            and self._rt.cache.other_app_holds(app, parsed[0])
+        )
         s = Session(
             self._host,
             app,
@@ -72,6 +78,16 @@ class Resolver:
         s.last_write_at = self._rt.clock.monotonic()  # an interval starts at creation
         s.presented_id = session_id
         return s
+
+    def find(self, app: str, token: str) -> Session | None:
+        """The live, created session of ``app`` under ``token``: this node's cached copy, else
+        the store's (loaded into the cache), else ``None``. Reads the store; raises its errors."""
+        now = self._rt.clock.time()
+        cached = self._rt.cache.get((app, token))
+        if cached is not None:
+            return cached if cached.created and not cached.expired(now) else None
+        found = self._load(app, token, None, now)
+        return found if found is not None and found.created else None
 
     def _owner_ok(self, presented: str | None, bound: str | None) -> bool:
         if presented is None or bound is None or presented == bound:
@@ -99,7 +115,10 @@ class Resolver:
                 if cached is not None:
                     self._rt.cache.remove((app, token), cached)
                 return None
-            data = {k: self._rt.serializer.loads(v) for k, v in stored.attributes.items()}
+            data = {
+                k: self._rt.serializer.loads(v, place=place(app, token, k))
+                for k, v in stored.attributes.items()
+            }
         except CorruptSessionData as exc:
             self._rt.stats.add("corrupt_sessions")
             log.error(

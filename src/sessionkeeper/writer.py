@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import CorruptSessionData, StoreError
-from .serialization import Serializer
+from .serialization import Serializer, place
 from .session import Session
 from .stats import Stats
 from .stores.base import SaveRequest, SaveResult, SaveStatus, Store, StoredSession, Touch
@@ -54,7 +54,7 @@ class Writer:
 
     def _dumps(self, s: Session, key: str, value: Any) -> bytes | None:
         try:
-            return self.serializer.dumps(value)
+            return self.serializer.dumps(value, place=place(s.app, s.token, key))
         except (TypeError, ValueError, RecursionError) as exc:
             # The value passed the check when it was set and was mutated in place since.
             log.error(
@@ -282,7 +282,7 @@ class Writer:
             if key in mine:
                 continue
             try:
-                data[key] = self.serializer.loads(blob)
+                data[key] = self.serializer.loads(blob, place=place(s.app, s.token, key))
             except CorruptSessionData:
                 log.error(
                     "session %s: unreadable attribute %r from another node ignored",

@@ -4,11 +4,14 @@ Ordering: the session is written (when the policy says so) after the application
 status and before the first byte of the body goes to the server, so under ``EndOfRequest`` every
 response the client sees is already in the store. A status of 500 or more, or an exception, rolls
 the request's changes back and writes nothing. A request whose session is not cached while the
-store is down gets ``503`` with ``Retry-After``, never a silently empty session.
+store is down gets ``503`` with ``Retry-After``, never a silently empty session; so does a request
+whose ``rotate_id()``, ``invalidate()`` or ``sync()`` meets an outage (one of ``UNAVAILABLE_ERRORS``)
+before the app has returned its body (a lazy app: before its first chunk).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -86,12 +89,23 @@ class SessionMiddleware:
                 exc_info,
             )
 
+        def refuse() -> list[bytes]:
+            # exc_info: a server that already sent headers raises instead of sending a second
+            # status (PEP 3333); none has here, as the body was not handed on yet.
+            self.manager.lifecycle.end_request(active, ok=False)
+            start_response(
+                "503 Service Unavailable", self.manager.lifecycle.refuse(), sys.exc_info()
+            )
+            return [UNAVAILABLE_BODY]
+
         try:
             body = self.app(environ, session_start_response)
+        except UNAVAILABLE_ERRORS:  # rotate_id(), invalidate(), sync() in the app: the store's down
+            return refuse()
         except BaseException:
             self.manager.lifecycle.end_request(active, ok=False)
             raise
-        return _Body(body, self.manager, active, status)
+        return _Body(body, self.manager, active, status, refuse)
 
 
 class _Body:
@@ -103,11 +117,13 @@ class _Body:
         manager: SessionManager,
         active: ActiveRequest,
         status: list[int],
+        refuse: Callable[[], list[bytes]],
     ) -> None:
         self._body = body
         self._manager = manager
         self._active = active
         self._status = status
+        self._refuse = refuse  # the 503 of a lazy app whose first chunk met a store outage
 
     def _finish(self) -> None:
         ok = bool(self._status) and self._status[0] < 500
@@ -121,6 +137,9 @@ class _Body:
                 chunks.append(next(it))
             except StopIteration:
                 pass
+            except UNAVAILABLE_ERRORS:  # the server still calls close(), which closes the body
+                yield from self._refuse()
+                return
             except BaseException:
                 self._manager.lifecycle.end_request(self._active, ok=False)
                 raise

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -55,6 +56,11 @@ def make_app(manager: sk.SessionManager) -> Starlette:
         request.session.rotate_id()
         return PlainTextResponse("hi")
 
+    async def sync(request: Request) -> Response:
+        request.session["n"] = -3
+        await anyio.to_thread.run_sync(request.session.sync)  # store I/O: off the loop
+        return PlainTextResponse("synced")
+
     routes = [
         Route("/incr", incr, methods=["POST"]),
         Route("/incr-sync", incr_sync, methods=["POST"]),
@@ -63,6 +69,7 @@ def make_app(manager: sk.SessionManager) -> Starlette:
         Route("/boom", boom, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/login", login, methods=["POST"]),
+        Route("/sync", sync, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(SessionMiddleware, manager=manager, app_name="shop")
@@ -229,6 +236,22 @@ async def test_store_down_for_an_uncached_session_is_503() -> None:
         r = await c.get("/read")
     assert r.status_code == 503
     assert r.headers["retry-after"] == str(other.retry_after_s)
+
+
+@pytest.mark.parametrize("route", ["/login", "/logout", "/sync"])
+async def test_a_session_operation_during_an_outage_is_503(route: str) -> None:
+    store = FlakyStore()
+    m = sk.SessionManager(store, node="a", housekeeping=False)
+    async with client(make_app(m)) as c:
+        await c.post("/incr")
+        store.down = True
+        r = await c.post(route)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert r.content == b"Session store unavailable, please retry.\n"
+        assert "set-cookie" not in r.headers and m.stats()["unavailable"] == 1
+        store.down = False
+        assert (await c.get("/read")).json() == {"n": 1}
+    m.close()
 
 
 async def test_logout_deletes_the_cookie_and_login_rotates(manager: sk.SessionManager) -> None:

@@ -70,6 +70,11 @@ def logout(request: HttpRequest) -> HttpResponse:
     return HttpResponse("bye")
 
 
+def create(request: HttpRequest) -> HttpResponse:
+    request.session.create()  # a new session: stored now (sync), an existing one: rotated
+    return HttpResponse("created")
+
+
 def expiry(request: HttpRequest) -> HttpResponse:
     request.session.set_expiry(int(request.GET["s"]))
     return HttpResponse("ok")
@@ -88,10 +93,21 @@ async def aincr(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"n": n})
 
 
+async def alogin(request: HttpRequest) -> HttpResponse:
+    await request.session.acycle_key()
+    return HttpResponse("hi")
+
+
+async def alogout(request: HttpRequest) -> HttpResponse:
+    await request.session.aflush()
+    return HttpResponse("bye")
+
+
 urlpatterns = [
-    path("aincr", aincr),
+    path("aincr", aincr), path("alogin", alogin), path("alogout", alogout),
     path("incr", incr), path("read", read), path("fail", fail), path("boom", boom),
     path("login", login), path("logout", logout), path("expiry", expiry), path("cart", cart),
+    path("create", create),
 ]  # fmt: skip
 
 
@@ -220,6 +236,22 @@ def test_store_down_for_an_uncached_session_is_503() -> None:
         assert r.status_code == 503 and r["Retry-After"] == "5"
         assert r.content == b"Session store unavailable, please retry.\n"
         assert skd.get_manager().stats()["unavailable"] == 1
+
+
+@pytest.mark.parametrize("route", ["/login", "/logout", "/create", "/create?new=1"])
+def test_a_session_operation_during_an_outage_is_503(route: str) -> None:
+    store = FlakyStore()
+    with override_settings(SESSIONKEEPER=config(STORE=store)):
+        c = Client()
+        if "new" not in route:
+            c.post("/incr")
+        store.down = True
+        r = c.post(route)
+        assert r.status_code == 503 and r["Retry-After"] == "5"
+        assert r.content == b"Session store unavailable, please retry.\n"
+        assert "sessionid" not in r.cookies and manager().stats()["unavailable"] == 1
+        store.down = False
+        assert c.get("/read").json()["n"] == (None if "new" in route else 1)
 
 
 def test_clearsessions_sweeps_expired_sessions() -> None:
@@ -357,5 +389,26 @@ def test_async_views_under_the_asgi_handler() -> None:
                 await c.post("/aincr")
             await c.get("/read")  # read only: released at request_finished
             assert (await c.post("/aincr")).json() == {"n": 5}
+
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize("route", ["/alogin", "/alogout"])
+def test_an_async_session_operation_during_an_outage_is_503(route: str) -> None:
+    from django.test import AsyncClient
+
+    store = FlakyStore()
+    with override_settings(SESSIONKEEPER=config(STORE=store)):
+
+        async def main() -> None:
+            c = AsyncClient()
+            r = await c.post("/aincr")
+            c.cookies["sessionid"] = r.cookies["sessionid"].value
+            store.down = True
+            r = await c.post(route)
+            assert r.status_code == 503 and r["Retry-After"] == "5"
+            assert "sessionid" not in r.cookies
+            store.down = False
+            assert (await c.post("/aincr")).json() == {"n": 2}
 
         asyncio.run(main())

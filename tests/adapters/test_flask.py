@@ -70,6 +70,12 @@ def make_app(manager: sk.SessionManager | None = None, **config: Any) -> flask.F
         flask.session.rotate_id()  # type: ignore[attr-defined]
         return "ok"
 
+    @app.post("/sync")
+    def sync() -> str:
+        flask.session["n"] = -3
+        flask.session.sync()  # type: ignore[attr-defined]
+        return "ok"
+
     return app
 
 
@@ -212,6 +218,21 @@ def test_store_down_for_an_uncached_session_is_503() -> None:
     store.down = True
     r = other.post("/incr")
     assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("route", ["/login", "/logout", "/sync"])
+def test_a_session_operation_during_an_outage_is_503(route: str) -> None:
+    store = FlakyStore()
+    m = memory_manager(store=store)
+    c = make_app(m).test_client()
+    c.post("/incr")
+    store.down = True
+    r = c.post(route)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert r.data == b"Session store unavailable, please retry.\n"
+    assert "Set-Cookie" not in r.headers and m.stats()["unavailable"] == 1
+    store.down = False
+    assert c.get("/read").json["n"] == 1  # type: ignore[index]
 
 
 def test_failover_to_another_app_instance() -> None:

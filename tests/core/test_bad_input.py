@@ -196,6 +196,45 @@ def test_pickle_from_someone_without_the_key_is_refused(make: Any, store: Record
         assert "user" not in s
 
 
+PICKLE_KEY = b"0123456789abcdef0123"
+
+
+@pytest.mark.parametrize("move", ["session", "key", "app"])
+def test_a_signed_pickle_value_moved_to_another_place_is_refused(
+    make: Any, store: RecordingStore, move: str
+) -> None:
+    """The signature covers app, token and key: a validly signed value copied from the
+    attacker's session (or from a harmless key) into the victim's ``role`` is refused."""
+    a = make(node="a", serializer="pickle", pickle_key=PICKLE_KEY)
+    b = make(node="b", serializer="pickle", pickle_key=PICKLE_KEY)
+    victim = new_session(a, role="user", note="admin").split(".")[0]
+    attacker = new_session(a, role="admin").split(".")[0]
+    blog = new_session(a, app="blog", role="admin").split(".")[0]
+    app, tok, key = {
+        "session": ("shop", attacker, "role"),
+        "key": ("shop", victim, "note"),
+        "app": ("blog", blog, "role"),
+    }[move]
+    tamper(store, "shop", victim, "role", store._rows[(app, tok)].attributes[key])
+    with b.request(app="shop", session_id=f"{victim}.b") as s:
+        assert "role" not in s and s.token != victim
+    assert b.stats()["corrupt_sessions"] == 1
+
+
+def test_signed_pickle_values_stay_readable_after_rotate_id(
+    make: Any, store: RecordingStore
+) -> None:
+    a = make(node="a", serializer="pickle", pickle_key=PICKLE_KEY)
+    b = make(node="b", serializer="pickle", pickle_key=PICKLE_KEY)
+    sid = new_session(a, cart=["apple"], when=complex(1, 2))
+    with a.request(app="shop", session_id=sid) as s:
+        s.rotate_id()
+        new = s.id
+    with b.request(app="shop", session_id=new) as s:  # loaded from the store, signed anew
+        assert dict(s) == {"cart": ["apple"], "when": complex(1, 2)}
+    assert b.stats()["corrupt_sessions"] == 0
+
+
 def test_pickle_needs_a_key() -> None:
     with pytest.raises(sk.ConfigurationError):
         sk.SessionManager("memory://", serializer="pickle", housekeeping=False)

@@ -1,4 +1,5 @@
-"""The cache's token index answers "does another app use this id here?" as a scan would."""
+"""The cache's token index answers "does another app use this id here?" as a scan would; the
+apps it has held."""
 
 from __future__ import annotations
 
@@ -40,3 +41,15 @@ def test_a_session_not_yet_created_does_not_count(make: Any) -> None:
     t = "u" * 32
     cache.add(("shop", t), session(m, "shop", t, created=False))
     assert not cache.other_app_holds("blog", t)
+
+
+def test_apps_are_every_app_ever_held_and_forgotten_with_the_cache(make: Any) -> None:
+    m = make()
+    cache = SessionCache(10)
+    t = "v" * 32
+    cache.add(("shop", t), session(m, "shop", t))
+    cache.add(("blog", t), session(m, "blog", t))
+    assert cache.remove(("blog", t))
+    assert cache.apps() == {"shop", "blog"}  # evicted or removed: its rows may still be stored
+    cache.forget_all()
+    assert cache.apps() == frozenset()

@@ -102,8 +102,76 @@ def test_end_of_request_does_not_warn_on_affinity_break(
 # -- apps -------------------------------------------------------------------------------------
 
 
-def test_apps_share_an_id_but_not_data(make: MakeManager, store: RecordingStore) -> None:
+def test_another_apps_id_is_not_adopted_by_default(make: MakeManager) -> None:
+    """Fixation: an attacker plants the id of their own ``blog`` session in the victim's browser;
+    the victim's new ``shop`` session must not take it, or the attacker could read it."""
     m = make()
+    planted = new_session(m, app="blog", mine=1)
+    with held(m, app="shop", session_id=planted) as (hold, s):
+        s["card"] = "4111"
+    assert token(s.id) != token(planted) and m.lifecycle.cookie_action(hold) == "set"
+    with m.request(app="shop", session_id=planted) as s:
+        assert "card" not in s
+
+
+def test_sharing_ids_rotate_id_moves_every_app_off_the_planted_id(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    """With sharing on a planted id is adopted (one cookie for every app), so the login's
+    rotate_id() must move every app's session off it: the attacker's id then names nothing,
+    on this node or another, and the victim's new id still serves every app."""
+    a, b = make(share_ids_across_apps=True), make(node="b", share_ids_across_apps=True)
+    planted = new_session(a, app="blog", mine=1)
+    with a.request(app="shop", session_id=planted) as s:
+        s["cart"] = ["apple"]
+        assert s.id == planted  # adopted: sharing is on
+    with held(a, app="shop", session_id=planted) as (hold, s):
+        s.rotate_id()
+    new = s.id
+    assert token(new) != token(planted) and a.lifecycle.cookie_action(hold) == "set"
+    for m, node in ((a, "a"), (b, "b")):
+        for app in ("shop", "blog"):
+            with m.request(app=app, session_id=f"{token(planted)}.{node}") as s:
+                assert len(s) == 0 and s.token != token(planted)
+    assert store.raw("blog", token(planted)) is None and store.raw("shop", token(planted)) is None
+    with a.request(app="blog", session_id=new) as s:
+        assert dict(s) == {"mine": 1}
+    with b.request(app="shop", session_id=new) as s:
+        assert dict(s) == {"cart": ["apple"]}
+
+
+def test_sharing_ids_rotate_id_moves_another_apps_session_found_only_in_the_store(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    a = make(share_ids_across_apps=True, cache_size=2)
+    shared = new_session(a, app="blog", mine=1)
+    with a.request(app="shop", session_id=shared) as s:
+        s["cart"] = ["apple"]
+    new_session(a, app="wiki")  # over capacity: blog's copy, the least recently used, goes
+    assert a.stats()["evictions"] >= 1
+    with a.request(app="shop", session_id=shared) as s:
+        s.rotate_id()
+    assert store.raw("blog", token(shared)) is None
+    assert store.raw("blog", s.token).attributes == {"mine": b"1"}  # type: ignore[union-attr]
+
+
+def test_sharing_ids_rotate_id_during_an_outage_keeps_this_apps_session(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    m = make(share_ids_across_apps=True)
+    shared = new_session(m, app="blog", mine=1)
+    with m.request(app="shop", session_id=shared) as s:
+        s["cart"] = ["apple"]
+    store.down = True
+    with pytest.raises(sk.StoreUnavailable), m.request(app="shop", session_id=shared) as s:
+        s.rotate_id()
+    store.down = False
+    with m.request(app="shop", session_id=shared) as s:  # the login can be retried
+        assert s.id == shared and dict(s) == {"cart": ["apple"]}
+
+
+def test_apps_share_an_id_but_not_data(make: MakeManager, store: RecordingStore) -> None:
+    m = make(share_ids_across_apps=True)
     sid = new_session(m, app="shop", cart=["apple"])
     with held(m, app="blog", session_id=sid) as (hold, s):
         assert "cart" not in s
@@ -128,7 +196,7 @@ def test_app_timeouts(make: MakeManager, clock: sk.FakeClock) -> None:
 
 
 def test_invalidating_one_app_leaves_the_others(make: MakeManager, store: RecordingStore) -> None:
-    m = make()
+    m = make(share_ids_across_apps=True)
     sid = new_session(m, app="shop", a=1)
     with m.request(app="blog", session_id=sid) as s:
         s["b"] = 2

@@ -105,3 +105,16 @@ def test_signed_pickle_round_trips_arbitrary_objects() -> None:
     assert ser.loads(ser.dumps(value)) == value
     with pytest.raises(sk.CorruptSessionData):
         make_serializer("pickle", pickle_key=b"j" * 16).loads(ser.dumps(value))
+
+
+def test_places_of_different_app_token_key_differ() -> None:
+    from sessionkeeper.serialization import place
+
+    triples = [("ab", "t", "k"), ("a", "bt", "k"), ("a", "b", "tk"), ("1:a", "t", "k"),
+               ("", "1:at", "k"), ("a\ud800", "t", "k"), ("a", "t", "k\x00")]  # fmt: skip
+    assert len({place(*t) for t in triples}) == len(triples)
+    ser = make_serializer("pickle", pickle_key=b"k" * 16)
+    blob = ser.dumps("v", place=place("a", "t", "k"))
+    assert ser.loads(blob, place=place("a", "t", "k")) == "v"
+    with pytest.raises(sk.CorruptSessionData):
+        ser.loads(blob, place=place("a", "t", "j"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 import sessionkeeper as sk
 from sessionkeeper.tracking import Mode, Tracking
 from sessionkeeper.wsgi import SessionMiddleware
@@ -211,3 +213,35 @@ def test_a_new_session_of_a_failed_request_sets_no_cookie(make: MakeManager) -> 
     resp = call(SessionMiddleware(app, m, "shop"), environ())
     assert resp.status == 500 and resp.cookie is None
     assert m.stats()["live"] == 0
+
+
+def operation(name: str, lazy: bool) -> Any:
+    """An app that calls ``session.<name>()`` (rotate_id at login, invalidate at logout, sync);
+    ``lazy``: a generator, so that it runs when the body is first iterated."""
+
+    def app(env: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        s = env["sessionkeeper.session"]
+        s["n"] = 2
+        getattr(s, name)()
+        start_response("200 OK", [])
+        yield b"ok"
+
+    return app if lazy else lambda env, start: list(app(env, start))
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("name", ["rotate_id", "invalidate", "sync"])
+def test_a_session_operation_during_an_outage_is_503(
+    make: MakeManager, store: RecordingStore, name: str, lazy: bool
+) -> None:
+    m = make()
+    sid = call(SessionMiddleware(setter(), m, "shop"), environ()).session_id
+    store.down = True
+    app = SessionMiddleware(operation(name, lazy), m, "shop")
+    resp = call(app, environ(cookie=f"sessionid={sid}"))
+    assert resp.status == 503 and resp.header("Retry-After") == ["5"]
+    assert resp.cookie is None  # the id did not change: nothing to tell the browser
+    assert m.stats()["unavailable"] == 1
+    store.down = False
+    with m.request(app="shop", session_id=sid) as s:
+        assert s["n"] == 1  # the request's change was rolled back
