@@ -67,6 +67,12 @@ class SessionInvalidated(SessionKeeperError):
     code = "session_invalidated"
 
 
+class ManagerClosed(SessionKeeperError):
+    """The manager was closed: it serves no new request and writes nothing more to its store."""
+
+    code = "manager_closed"
+
+
 class InvalidSessionId(SessionKeeperError, ValueError):
     """A session id that fails validation (length, alphabet)."""
 
@@ -75,5 +81,10 @@ class InvalidSessionId(SessionKeeperError, ValueError):
 
 #: What an adapter answers with ``503 Service Unavailable`` and ``Retry-After`` when it happens
 #: while resolving a request's session: the store is down or refuses to work (a schema newer than
-#: this code, a missing table), or the session stayed busy. Never a 500, never an empty session.
-UNAVAILABLE_ERRORS: tuple[type[SessionKeeperError], ...] = (StoreError, AccessTimeout)
+#: this code, a missing table), the session stayed busy, or the manager was closed (a worker
+#: shutting down). Never a 500, never an empty session.
+UNAVAILABLE_ERRORS: tuple[type[SessionKeeperError], ...] = (
+    StoreError,
+    AccessTimeout,
+    ManagerClosed,
+)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import ids
-from .errors import CacheFull, SerializationError, StoreError
+from .errors import CacheFull, ManagerClosed, SerializationError, StoreError
 from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
 from .runtime import Runtime
 from .serialization import JsonSerializer, json_cannot_fail
@@ -127,6 +127,8 @@ class Host:
     def _retire(self, app: str, token: str, timeout_s: float) -> None:
         """Delete a session from the store, leaving a tombstone for as long as a copy on another
         node may still try to write it: its timeout plus the sweep's grace."""
+        if self._rt.persistence.store_closed:
+            raise ManagerClosed("the session manager was closed; nothing is deleted")
         self._rt.store.delete(
             app,
             token,

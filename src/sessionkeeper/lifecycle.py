@@ -62,7 +62,9 @@ class Lifecycle:
         """Resolve the session (loading it from the store when needed) and hold it.
 
         Raises :class:`StoreUnavailable` when the session is not cached and the store is down
-        (adapters answer 503), :class:`AccessTimeout` with ``serialize_access``."""
+        (adapters answer 503), :class:`AccessTimeout` with ``serialize_access``,
+        :class:`ManagerClosed` once the manager was closed."""
+        self._rt.check_open()
         self._on_begin()
         session = self._resolve(app, session_id, owner, True)
         assert session is not None  # allow_io always resolves
@@ -76,6 +78,7 @@ class Lifecycle:
         """Like :meth:`begin_request` but never blocks or touches the store: ``None`` when the
         store must be read or the session is busy. Async adapters call this on the event loop and
         fall back to ``begin_request`` in a worker thread."""
+        self._rt.check_open()
         self._on_begin()
         session = self._resolve(app, session_id, owner, False)
         if session is None:
@@ -175,6 +178,7 @@ class Lifecycle:
     def exists(self, app: str, session_id: str | None) -> bool:
         """Whether ``session_id`` names a live session of ``app``, here or in the store. Touches
         nothing: neither the access time nor the cache."""
+        self._rt.check_open()
         parsed = ids.parse(session_id)
         if parsed is None:
             return False

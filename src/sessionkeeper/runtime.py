@@ -15,6 +15,7 @@ from . import ids
 from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
+from .errors import ManagerClosed
 from .events import EventBus
 from .persistence import Persistence
 from .policies import WriteRules
@@ -35,6 +36,8 @@ class Runtime:
     writer: Writer
     persistence: Persistence
     rules: WriteRules
+    #: Set when ``SessionManager.close`` begins: the lifecycle serves no new request.
+    closed: bool = field(default=False, init=False)
     _node_pid: int = field(default=-1, init=False)
     _node_default: str = field(default="", init=False)
 
@@ -56,6 +59,11 @@ class Runtime:
         if pid != self._node_pid:
             self._node_default, self._node_pid = ids.default_node_name(), pid
         return self._node_default
+
+    def check_open(self) -> None:
+        """Raise :class:`ManagerClosed` once ``close()`` has begun."""
+        if self.closed:
+            raise ManagerClosed("the session manager was closed; it serves no new request")
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         return self.persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)
