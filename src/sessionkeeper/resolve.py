@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from . import ids
-from .errors import CorruptSessionData, StoreError, StoreUnavailable
+from .errors import AccessTimeout, CorruptSessionData, StoreError, StoreUnavailable
 from .events import call_hook
 from .runtime import Runtime
 from .session import Session, SessionHost
@@ -90,6 +90,23 @@ class Resolver:
             )
 
     def _load(self, app: str, token: str, cached: Session | None, now: float) -> Session | None:
+        if cached is None or not self._rt.settings.serialize_access:
+            return self._load_unheld(app, token, cached, now)
+        # A request holding the session must not see its copy replaced under it: the refresh
+        # waits for the access lock, as a request would.
+        if not cached.access_lock.acquire(timeout=self._rt.settings.access_wait_s):
+            self._rt.stats.add("access_timeouts")
+            raise AccessTimeout(
+                f"session busy for more than access_wait_s={self._rt.settings.access_wait_s:g}"
+            )
+        try:
+            return self._load_unheld(app, token, cached, now)
+        finally:
+            cached.access_lock.release()
+
+    def _load_unheld(
+        self, app: str, token: str, cached: Session | None, now: float
+    ) -> Session | None:
         if cached is not None and cached.has_changes():
             self._rt.write([cached], immediate=True)  # ours first, so the load merges it
         try:
@@ -137,7 +154,12 @@ class Resolver:
         return shared
 
     def _refresh(self, s: Session, stored: StoredSession, data: dict[str, Any]) -> None:
+        """Take the stored copy into the cached one, unless the cached one is as new or newer
+        (this node wrote it since the store was read): an older copy never replaces it."""
         with s.lock:
+            if stored.version <= s.version and s.in_store:
+                s.last_access_at = max(s.last_access_at, stored.last_access_at)
+                return
             s.replace_data(data)
             s.version = stored.version
             s.last_access_at = max(s.last_access_at, stored.last_access_at)

@@ -3,6 +3,9 @@ serialized access after a failover."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 
 import sessionkeeper as sk
@@ -49,3 +52,48 @@ def test_a_request_finishing_after_close_writes_nothing_and_keeps_its_change(
     assert store.raw("shop", token(sid)).attributes["n"] == b"1"  # type: ignore[union-attr]
     assert m.stats()["dirty"] == 1
     assert token(sid)[:8] in caplog.text
+
+
+# -- defect 15: serialize_access after a failover --------------------------------------------
+
+
+def test_serialized_increments_presented_with_another_nodes_suffix_lose_nothing(
+    tmp_path: Path, clock: sk.FakeClock
+) -> None:
+    """Each request names node b, so node a refreshes its cached copy from the store: before
+    taking the access lock, over a newer cached copy, that lost updates (31 of 50)."""
+    pytest.importorskip("sessionkeeper.stores.sql")
+    m = sk.SessionManager(
+        f"sqlite:///{tmp_path / 'sessions.db'}",
+        node="a",
+        clock=clock,
+        housekeeping=False,
+        serialize_access=True,
+        access_wait_s=60,
+    )
+    try:
+        sid = new_session(m, n=0)
+        foreign = f"{token(sid)}.b"
+        start = threading.Barrier(50)
+        errors: list[BaseException] = []
+
+        def increment() -> None:
+            try:
+                start.wait(10)
+                with m.request(app="shop", session_id=foreign) as s:
+                    s["n"] = s["n"] + 1
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        ts = [threading.Thread(target=increment, daemon=True) for _ in range(50)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert errors == [] and not any(t.is_alive() for t in ts)
+        with m.request(app="shop", session_id=sid) as s:
+            assert s["n"] == 50
+        stored = m.store.load("shop", token(sid))
+        assert stored is not None and stored.attributes["n"] == b"50"
+    finally:
+        m.close(deadline_s=0)
