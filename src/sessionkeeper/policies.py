@@ -84,6 +84,9 @@ class Stored(Tracked, Protocol):
     @property
     def unwritten(self) -> bool: ...
 
+    @property
+    def in_use(self) -> bool: ...
+
 
 class FailureSignal(Protocol):
     """A store's own record of its last failure (``Store.failing``): a local check, no I/O."""
@@ -285,8 +288,13 @@ class WriteRules:
         return store.failing(self.outage_backoff_s)
 
     def due_for_flush(self, s: Stored, now: float) -> bool:
-        """Should the housekeeping thread write this unwritten session now?"""
-        return self._first_save(s) or self.policy.due_for_flush(s, now)
+        """Should the housekeeping thread write this unwritten session now? Every dirty session
+        is the flusher's under every policy: besides the policy's own flush rule, a write the
+        policy wanted at a request's end and that did not happen (it failed, or waited out an
+        outage) is made by the next poll, once no request holds the session."""
+        if self._first_save(s) or self.policy.due_for_flush(s, now):
+            return True
+        return not s.in_use and self.policy.at_request_end(s, now)
 
     def touch_due(self, s: Stored, now: float) -> bool:
         """Should the housekeeping thread write only this session's access time? Dirty sessions

@@ -180,3 +180,26 @@ def test_an_invalidated_session_is_still_not_brought_back(
     a.flush()
     assert store.raw("shop", token(sid)) is None
     assert a.stats()["gone_on_write"] == 1 and a.stats()["recreated"] == 0
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [sk.EndOfRequest(), sk.OnAttribute(), sk.AfterUpdates(1), sk.AfterRequests(1)],
+    ids=lambda p: p.spec(),
+)
+def test_a_change_kept_dirty_by_a_failed_write_is_written_by_the_next_poll(
+    make: MakeManager, store: RecordingStore, policy: sk.WritePolicy
+) -> None:
+    """Defect 12: these policies had no flush rule, so a change whose inline write failed waited
+    for the session's next request, an eviction or a clean stop."""
+    m = make(write=policy)
+    sid = new_session(m, n=0)
+    store.down = True
+    with m.request(app="shop", session_id=sid) as s:
+        s["n"] = 1
+    assert m.stats()["dirty"] == 1
+    m.housekeep()  # still down: kept
+    store.down = False
+    m.housekeep()
+    assert store.raw("shop", token(sid)).attributes["n"] == b"1"  # type: ignore[union-attr]
+    assert m.stats()["dirty"] == 0

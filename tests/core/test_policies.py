@@ -386,6 +386,7 @@ class _Copy:
     created: bool = True
     in_store: bool = True
     is_new: bool = False
+    in_use: bool = False
     updates_since_write: int = 1
     requests_since_write: int = 1
     last_write_at: float = 0.0
