@@ -250,7 +250,7 @@ class SessionStore(SessionBase):
     def _adopt(self, active: ActiveRequest) -> Session:
         s = active.session
         self._session_cache = s
-        if self._manager.lifecycle.cookie_action(active) == "set" and s.presented_id:
+        if self._manager.lifecycle.cookie_action(active) == "set" and active.presented_id:
             self._modified = True  # served by another node now: the cookie must name this one
         state = _request.get()
         if state is None:

@@ -91,7 +91,7 @@ class FlaskSession(SessionMixin):
 
     @property
     def new(self) -> bool:  # type: ignore[override]
-        return self.session.new
+        return self.active.is_new
 
     @property
     def modified(self) -> bool:

@@ -18,7 +18,7 @@ from .errors import CacheFull, ManagerClosed, SerializationError, StoreError
 from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
 from .runtime import Runtime
 from .serialization import JsonSerializer, json_cannot_fail
-from .session import _MISSING, Session
+from .session import _MISSING, Session, current_request
 
 
 class Host:
@@ -54,7 +54,7 @@ class Host:
             )
         with s.lock:
             s.created = True
-            s.is_new = True
+            s.created_by = current_request.get()
         self._rt.cache.add((s.app, s.token), s)
         self._rt.stats.add("created")
         if self._rt.events:

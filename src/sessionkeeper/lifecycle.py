@@ -41,13 +41,22 @@ Resolve = Callable[[str, "str | None", "str | None", bool], "Session | None"]
 
 @dataclass(eq=False, slots=True)
 class ActiveRequest:
-    """One request's hold on its session, from ``begin_request`` to ``end_request``."""
+    """One request's hold on its session, from ``begin_request`` to ``end_request``. What is
+    about one request (the id it presented, whether it created the session) lives here, not on
+    the ``Session``, which concurrent requests of one session share."""
 
     session: Session
     rid: int
     updates_at_start: int
     locked: bool = False
     ended: bool = False
+    #: The id the request presented (cookie, URL or header), valid or not.
+    presented_id: str | None = None
+
+    @property
+    def is_new(self) -> bool:
+        """Whether this request created its session (Flask's ``session.new``)."""
+        return self.session.created and self.session.created_by == self.rid
 
 
 class Lifecycle:
@@ -68,7 +77,7 @@ class Lifecycle:
         self._on_begin()
         session = self._resolve(app, session_id, owner, True)
         assert session is not None  # allow_io always resolves
-        active = self.enter(session, wait=True)
+        active = self.enter(session, wait=True, presented_id=session_id)
         assert active is not None  # wait=True raises instead
         return active
 
@@ -83,10 +92,13 @@ class Lifecycle:
         session = self._resolve(app, session_id, owner, False)
         if session is None:
             return None
-        return self.enter(session, wait=False)
+        return self.enter(session, wait=False, presented_id=session_id)
 
-    def enter(self, session: Session, *, wait: bool) -> ActiveRequest | None:
-        """Hold ``session`` for a new request (``None`` when busy and not ``wait``)."""
+    def enter(
+        self, session: Session, *, wait: bool, presented_id: str | None = None
+    ) -> ActiveRequest | None:
+        """Hold ``session`` for a new request (``None`` when busy and not ``wait``);
+        ``presented_id`` is the id the request came with, for its cookie decision."""
         settings = self._rt.settings
         locked = False
         if settings.serialize_access:
@@ -110,7 +122,7 @@ class Lifecycle:
             if session.created:
                 session.last_access_at = max(session.last_access_at, now)
                 session.requests_since_write += 1
-        return ActiveRequest(session, rid, session.updates_since_write, locked)
+        return ActiveRequest(session, rid, session.updates_since_write, locked, False, presented_id)
 
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
         """Finish a request: ``ok`` means the response succeeded (status < 500, no exception).
@@ -131,7 +143,6 @@ class Lifecycle:
         finally:
             with s.lock:
                 s.active_requests -= 1
-                s.is_new = False
             if active.locked:
                 s.access_lock.release()
             if current_request.get() == active.rid:
@@ -161,7 +172,7 @@ class Lifecycle:
             return False
         if s.end_undo(active.rid, revert=True):
             self._rt.stats.add("reverted_requests")
-        if rules.discard_after_failure(s):
+        if rules.discard_after_failure(s, created_here=active.is_new):
             self._rt.cache.remove((s.app, s.token), s)
             s.created = False
             s.replace_data({})
@@ -192,13 +203,13 @@ class Lifecycle:
     def cookie_action(self, active: ActiveRequest) -> str | None:
         """What the response must do with the id: ``"set"`` (new or changed id), ``"delete"``
         (the presented session no longer exists and none was created), or ``None``."""
-        session = active.session
+        session, presented_id = active.session, active.presented_id
         if session.created:
-            return "set" if session.presented_id != session.id else None
-        presented = ids.parse(session.presented_id)
+            return "set" if presented_id != session.id else None
+        presented = ids.parse(presented_id)
         if presented is not None and self._rt.cache.other_app_holds(session.app, presented[0]):
             return None  # the id still names another app's session
-        return "delete" if session.presented_id else None
+        return "delete" if presented_id else None
 
     def response_headers(self, active: ActiveRequest, *, https: bool) -> list[tuple[str, str]]:
         """The headers that carry the id back (``Set-Cookie``, and the id header in header

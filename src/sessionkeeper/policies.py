@@ -73,9 +73,6 @@ class Stored(Tracked, Protocol):
     def in_store(self) -> bool: ...
 
     @property
-    def is_new(self) -> bool: ...
-
-    @property
     def last_access_at(self) -> float: ...
 
     @property
@@ -271,10 +268,10 @@ class WriteRules:
         """After a successful request of a created session: write it now?"""
         return self._first_save(s) or self.policy.at_request_end(s, now)
 
-    def discard_after_failure(self, s: Stored) -> bool:
-        """After a failed request: the session was new and never stored, so no one else may
-        ever see it; it is dropped rather than written."""
-        return s.is_new and s.created and not s.in_store
+    def discard_after_failure(self, s: Stored, *, created_here: bool) -> bool:
+        """After a failed request: the session was created by that request (``created_here``)
+        and never stored, so no one else may ever see it; it is dropped rather than written."""
+        return created_here and s.created and not s.in_store
 
     def write_after_failure(self, s: Stored) -> bool:
         """After a failed request whose changes were undone: write, so that what an immediate

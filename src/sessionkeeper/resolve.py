@@ -42,7 +42,6 @@ class Resolver:
             if node == self._rt.node and cached is not None and not cached.expired(now):
                 if owner is None or self._owner_ok(owner, cached.owner):
                     self._rt.stats.add("cache_hits")
-                    cached.presented_id = session_id
                     return cached
             elif not allow_io:
                 return None
@@ -53,7 +52,6 @@ class Resolver:
                 found = self._load(app, token, cached, now)
                 if found is not None and self._owner_ok(owner, found.owner):
                     self._rt.stats.add("failovers")
-                    found.presented_id = session_id
                     return found
             if cached is not None and cached.expired(now) and not cached.in_use:
                 self._rt.cache.remove(key, cached)
@@ -69,7 +67,6 @@ class Resolver:
             owner=owner,
             track_reads=self._rt.settings.contents == "accessed",
         )
-        s.presented_id = session_id
         return s
 
     def _owner_ok(self, presented: str | None, bound: str | None) -> bool:
@@ -144,7 +141,6 @@ class Resolver:
             data=data,
             track_reads=self._rt.settings.contents == "accessed",
         )
-        s.is_new = False
         self._remember_stored(s, stored)
         shared = self._rt.cache.add((app, token), s)
         if shared is s:

@@ -54,6 +54,40 @@ def test_a_request_finishing_after_close_writes_nothing_and_keeps_its_change(
     assert token(sid)[:8] in caplog.text
 
 
+# -- defect 5: per-request state lives on the request's hold -----------------------------------
+
+
+def test_two_concurrent_requests_of_one_session_each_get_their_own_cookie_decision(
+    make: MakeManager,
+) -> None:
+    a = make(node="a")
+    sid = new_session(a, n=1)
+    old = f"{token(sid)}.b"  # the id the browser had while node b served it
+    for first, second in ((old, sid), (sid, old)):
+        one = a.lifecycle.begin_request("shop", first)
+        two = a.lifecycle.begin_request("shop", second)
+        assert one.session is two.session  # one object, two requests
+        decisions = {first: a.lifecycle.cookie_action(one), second: a.lifecycle.cookie_action(two)}
+        assert decisions == {old: "set", sid: None}
+        a.lifecycle.end_request(one, ok=True)
+        a.lifecycle.end_request(two, ok=True)
+
+
+def test_a_request_that_creates_a_session_stays_new_while_another_request_ends(
+    make: MakeManager,
+) -> None:
+    m = make()
+    creating = m.lifecycle.begin_request("shop", None)
+    creating.session["n"] = 1  # created now, and cached
+    joining = m.lifecycle.begin_request("shop", creating.session.id)
+    assert joining.session is creating.session
+    assert creating.is_new and not joining.is_new
+    m.lifecycle.end_request(joining, ok=True)
+    assert creating.is_new  # the other request's end does not decide this one's
+    assert m.lifecycle.cookie_action(creating) == "set"
+    m.lifecycle.end_request(creating, ok=True)
+
+
 # -- defect 15: serialize_access after a failover --------------------------------------------
 
 
