@@ -21,6 +21,7 @@ from .errors import (
     SessionKeeperError,
     StoreError,
     StoreUnavailable,
+    WriteRefused,
 )
 from .events import AttributeEvent, DestroyReason, SessionEvent, SessionListener
 from .lifecycle import ActiveRequest
@@ -75,6 +76,7 @@ __all__ = [
     "TimeBased",
     "Tracking",
     "WritePolicy",
+    "WriteRefused",
     "__version__",
     "close_all",
     "encode_url",

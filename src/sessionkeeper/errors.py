@@ -30,6 +30,14 @@ class StoreUnavailable(StoreError):
     code = "store_unavailable"
 
 
+class WriteRefused(StoreError):
+    """A changed request's write could not be made durable under ``on_write_failure="refuse"``
+    (the default of ``EndOfRequest`` and ``OnAttribute``): its changes were rolled back, and
+    adapters answer ``503`` with ``Retry-After`` instead of acknowledging them."""
+
+    code = "write_refused"
+
+
 class CorruptSessionData(SessionKeeperError):
     """Stored bytes could not be turned back into values (truncated, tampered, wrong type)."""
 

@@ -22,13 +22,16 @@ time. ``bind`` makes the calling thread or task the one whose failure undoes the
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import ids
-from .errors import AccessTimeout
+from .errors import AccessTimeout, ManagerClosed, StoreError, WriteRefused
 from .runtime import Runtime
 from .session import Session, current_request
+
+log = logging.getLogger("sessionkeeper")
 
 _request_ids = itertools.count(1)
 
@@ -126,27 +129,32 @@ class Lifecycle:
 
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
         """Finish a request: ``ok`` means the response succeeded (status < 500, no exception).
-        Writes now when the policy says so; a failed store write keeps the session dirty."""
+        Writes now when the policy says so. A failed store write keeps the session dirty, or,
+        under ``on_write_failure="refuse"`` for a request that changed it, rolls the request's
+        changes back and raises :class:`WriteRefused` (the adapter answers 503)."""
         pending = self.finish_request(active, ok=ok)
         if pending is not None:
             pending()
 
     def finish_request(self, active: ActiveRequest, *, ok: bool) -> Callable[[], None] | None:
         """The I/O-free part of :meth:`end_request`; returns the write to run, if any (async
-        adapters run it in a worker thread)."""
+        adapters run it in a worker thread; it may raise :class:`WriteRefused`). A refusable
+        write keeps the hold, and its undo log, until it has run."""
         if active.ended:
             return None
         active.ended = True
         s = active.session
+        guarded = False
         try:
             write = self._settle(active, ok)
+            guarded = write and ok and self._refusable(active)
         finally:
-            with s.lock:
-                s.active_requests -= 1
-            if active.locked:
-                s.access_lock.release()
+            if not guarded:
+                self._release(active)
             if current_request.get() == active.rid:
                 current_request.set(None)
+        if guarded:
+            return lambda: self._write_or_refuse(active)
         if write and self._rt.store_failing():
             write = False
         if not write and self._rt.cache.over_capacity() <= 0:
@@ -159,25 +167,78 @@ class Lifecycle:
 
         return pending
 
+    def _release(self, active: ActiveRequest) -> None:
+        s = active.session
+        with s.lock:
+            s.active_requests -= 1
+        if active.locked:
+            s.access_lock.release()
+
     def _settle(self, active: ActiveRequest, ok: bool) -> bool:
-        """Keep or undo the request's changes; whether the session must be written now."""
+        """Keep or undo the request's changes; whether the session must be written now. A
+        write that may be refused keeps the undo log for :meth:`_write_or_refuse`."""
         s, rules = active.session, self._rt.rules
         if ok:
-            s.end_undo(active.rid, revert=False)
-            if s.created:
-                if rules.write_at_request_end(s, self._rt.clock.time()):
-                    return True
-                if s.updates_since_write > active.updates_at_start:
-                    self._rt.stats.add("writes_saved")
-            return False
+            write = s.created and rules.write_at_request_end(s, self._rt.clock.time())
+            if not (write and self._refusable(active)):
+                s.end_undo(active.rid, revert=False)
+            if s.created and not write and s.updates_since_write > active.updates_at_start:
+                self._rt.stats.add("writes_saved")
+            return write
         if s.end_undo(active.rid, revert=True):
             self._rt.stats.add("reverted_requests")
-        if rules.discard_after_failure(s, created_here=active.is_new):
-            self._rt.cache.remove((s.app, s.token), s)
-            s.created = False
-            s.replace_data({})
+        if self._discard_if_unseen(active):
             return False
         return rules.write_after_failure(s)
+
+    def _discard_if_unseen(self, active: ActiveRequest) -> bool:
+        s = active.session
+        if not self._rt.rules.discard_after_failure(s, created_here=active.is_new):
+            return False
+        self._rt.cache.remove((s.app, s.token), s)
+        s.created = False
+        s.replace_data({})
+        return True
+
+    def _refusable(self, active: ActiveRequest) -> bool:
+        """``on_write_failure="refuse"`` and the request changed its session."""
+        return self._rt.settings.refuses_failed_writes and (
+            active.is_new or active.session.changed_in(active.rid)
+        )
+
+    def _write_or_refuse(self, active: ActiveRequest) -> None:
+        """Write the session now; when that cannot be made durable (the store fails, or is
+        being skipped during an outage: ``outage_backoff_s``), roll the request's changes back
+        and raise :class:`WriteRefused`. Runs while the request still holds its session, so no
+        other request sees a change that is then undone."""
+        s, rt = active.session, self._rt
+        try:
+            if rt.rules.defer_inline_write(rt.store):
+                durable = False
+            else:
+                try:
+                    written = rt.write([s], immediate=True, raise_errors=True)
+                    # Kept dirty without an error: a conflict that merging could not settle.
+                    # (Gone, invalidated elsewhere, is not refused: that session ended.)
+                    durable = written > 0 or not (s.created and s.has_changes())
+                except ManagerClosed:  # shutting down: kept dirty and logged, not refused
+                    s.end_undo(active.rid, revert=False)
+                    return
+                except StoreError as exc:
+                    log.debug("write refused for session %s: %s", s.token[:8], exc)
+                    durable = False
+            if durable:
+                s.end_undo(active.rid, revert=False)
+                return
+            s.end_undo(active.rid, revert=True)
+            self._discard_if_unseen(active)
+            rt.stats.add("refused_writes")
+            raise WriteRefused(
+                f"session {s.token[:8]}: the change could not be stored and was rolled back"
+            )
+        finally:
+            self._release(active)
+            rt.evict_over_capacity()
 
     def bind(self, active: ActiveRequest) -> None:
         """Make the calling thread or task the one serving ``active``, so that its changes are

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from .cache import SessionCache
 from .clock import Clock
-from .config import Settings
+from .config import OnWriteFailure, Settings
 from .errors import StoreError
 from .events import EventBus, SessionListener
 from .host import Host
@@ -71,6 +71,7 @@ class SessionManager:
         tracking: Tracking | None = None,
         retry_after_s: int = 5,
         outage_backoff_s: float = 1.0,
+        on_write_failure: OnWriteFailure | None = None,
         shutdown_deadline_s: float = 10.0,
         clock: Clock | None = None,
         store_options: Mapping[str, Any] | None = None,

@@ -283,6 +283,11 @@ class Session(MutableMapping[str, Any]):
         if log is not None and key not in log:
             log[key] = (old, key in self.set_keys, key in self.deleted_keys)
 
+    def changed_in(self, rid: int) -> bool:
+        """Whether request ``rid`` set or deleted a key it could still roll back."""
+        with self._lock:
+            return bool(self._undo.get(rid))
+
     def begin_undo(self, rid: int) -> None:
         with self._lock:
             self._undo[rid] = {}
