@@ -8,7 +8,9 @@ Ordering, as in :mod:`sessionkeeper.wsgi`: the session is written (when the poli
 application sends ``http.response.start``, before that message goes on, so under ``EndOfRequest``
 every response the client sees is already in the store. A status of 500 or more, or an exception,
 rolls the request's changes back. A request whose session is not cached while the store is down
-gets ``503`` with ``Retry-After``.
+gets ``503`` with ``Retry-After``; so does a changed request whose write cannot be made durable
+(``WriteRefused``): the 503 is sent instead of the application's response start, whose body
+messages are then dropped.
 
 The event loop never blocks: a cached session is resolved on the loop (``begin_cached``); a miss,
 a busy session (``serialize_access``) and every store write run in a worker thread.
@@ -26,7 +28,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .errors import UNAVAILABLE_ERRORS
+from .errors import UNAVAILABLE_ERRORS, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
 from .tracking import split_path_param
@@ -104,10 +106,19 @@ class SessionMiddleware:
             return
         scope[self.scope_key] = active.session
         https = scope.get("scheme") in ("https", "wss")
+        write_refused = False
 
         async def session_send(message: Message) -> None:
+            nonlocal write_refused
+            if write_refused:
+                return  # the application's body, after a 503 took its response's place
             if message["type"] == "http.response.start":
-                await self._finish(active, ok=message["status"] < 500)
+                try:
+                    await self._finish(active, ok=message["status"] < 500)
+                except WriteRefused:
+                    write_refused = True
+                    await _unavailable(send, self.manager.lifecycle.refuse())
+                    return
                 message = dict(message)
                 message["headers"] = [
                     *message.get("headers", []),

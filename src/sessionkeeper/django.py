@@ -43,7 +43,7 @@ from django.utils.module_loading import import_string
 
 from . import ids
 from .config import MANAGER_OPTIONS, Settings, manager_options
-from .errors import UNAVAILABLE_ERRORS, ConfigurationError
+from .errors import UNAVAILABLE_ERRORS, ConfigurationError, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
 from .session import Session
@@ -411,13 +411,28 @@ def _token(session_id: str) -> str | None:
 
 class SessionUnavailableMiddleware:
     """Turns a session that cannot be loaded (the store is down and the session is not cached,
-    or it stayed busy past ``access_wait_s``) into ``503`` with ``Retry-After``."""
+    or it stayed busy past ``access_wait_s``) into ``503`` with ``Retry-After``; so too a
+    changed request whose write cannot be made durable (``WriteRefused``).
+
+    Ordering: below ``SessionMiddleware``, it ends the request's hold (and so makes its write)
+    as soon as the view answered below 500, while the response can still be replaced: the
+    ``save()`` that ``SessionMiddleware`` calls afterwards then has nothing left to write, and a
+    refused request is no longer ``modified``, so it gets no cookie."""
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> Any:
-        return self.get_response(request)
+        response = self.get_response(request)
+        session = getattr(request, "session", None)
+        if isinstance(session, SessionStore) and response.status_code < 500:
+            try:
+                session._end(ok=True)
+            except WriteRefused:
+                session._modified = False
+                headers = get_manager().lifecycle.refuse()
+                return HttpResponse(UNAVAILABLE_BODY, status=503, headers=headers)
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
         if not isinstance(exception, UNAVAILABLE_ERRORS):
