@@ -146,8 +146,7 @@ class Lifecycle:
         s = active.session
         guarded = False
         try:
-            write = self._settle(active, ok)
-            guarded = write and ok and self._refusable(active)
+            write, guarded = self._settle(active, ok)
         finally:
             if not guarded:
                 self._release(active)
@@ -174,22 +173,24 @@ class Lifecycle:
         if active.locked:
             s.access_lock.release()
 
-    def _settle(self, active: ActiveRequest, ok: bool) -> bool:
-        """Keep or undo the request's changes; whether the session must be written now. A
-        write that may be refused keeps the undo log for :meth:`_write_or_refuse`."""
+    def _settle(self, active: ActiveRequest, ok: bool) -> tuple[bool, bool]:
+        """Keep or undo the request's changes. Returns whether the session must be written now,
+        and whether that write may be refused (then the undo log is kept for
+        :meth:`_write_or_refuse`)."""
         s, rules = active.session, self._rt.rules
         if ok:
             write = s.created and rules.write_at_request_end(s, self._rt.clock.time())
-            if not (write and self._refusable(active)):
+            guarded = write and self._refusable(active)
+            if not guarded:
                 s.end_undo(active.rid, revert=False)
             if s.created and not write and s.updates_since_write > active.updates_at_start:
                 self._rt.stats.add("writes_saved")
-            return write
+            return write, guarded
         if s.end_undo(active.rid, revert=True):
             self._rt.stats.add("reverted_requests")
         if self._discard_if_unseen(active):
-            return False
-        return rules.write_after_failure(s)
+            return False, False
+        return rules.write_after_failure(s), False
 
     def _discard_if_unseen(self, active: ActiveRequest) -> bool:
         s = active.session
