@@ -15,6 +15,12 @@ returns may read or write the store, and must run in a worker thread under an ev
 ``response_headers`` and ``refuse`` never touch the store and never block, so an async adapter
 calls them on the loop (``begin_cached`` answers ``None`` when only ``begin_request`` can help).
 
+Refusal: ``begin_*`` raise ``UNAVAILABLE_ERRORS`` (``ManagerClosed`` after ``close()``);
+``end_request``, and the callable ``finish_request`` returns, raise :class:`WriteRefused` when a
+request that changed its session cannot have the change stored under
+``on_write_failure="refuse"``: its changes are rolled back, and the adapter answers ``refuse()``'s
+503 instead of the application's response.
+
 Thread safety: every method may be called from any thread; one hold is used by one request at a
 time. ``bind`` makes the calling thread or task the one whose failure undoes the hold's changes.
 """
