@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,3 +138,18 @@ def test_serialized_increments_presented_with_another_nodes_suffix_lose_nothing(
         increment_with_another_nodes_suffix(m)
     finally:
         m.close(deadline_s=0)
+
+
+def test_an_adapter_answers_503_once_its_manager_is_closed(make: MakeManager) -> None:
+    from sessionkeeper.wsgi import SessionMiddleware
+
+    from .wsgi_util import call, environ
+
+    def app(env: dict[str, object], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"served"]
+
+    m = make()
+    m.close()
+    resp = call(SessionMiddleware(app, m, "shop"), environ())
+    assert resp.status == 503 and resp.header("Retry-After") == ["5"]
