@@ -15,11 +15,13 @@ from .errors import (
     ConfigurationError,
     CorruptSessionData,
     InvalidSessionId,
+    ManagerClosed,
     SerializationError,
     SessionInvalidated,
     SessionKeeperError,
     StoreError,
     StoreUnavailable,
+    WriteRefused,
 )
 from .events import AttributeEvent, DestroyReason, SessionEvent, SessionListener
 from .lifecycle import ActiveRequest
@@ -54,6 +56,7 @@ __all__ = [
     "EndOfRequest",
     "FakeClock",
     "InvalidSessionId",
+    "ManagerClosed",
     "Manual",
     "MemoryStore",
     "Mode",
@@ -73,6 +76,7 @@ __all__ = [
     "TimeBased",
     "Tracking",
     "WritePolicy",
+    "WriteRefused",
     "__version__",
     "close_all",
     "encode_url",

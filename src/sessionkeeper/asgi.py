@@ -11,7 +11,9 @@ rolls the request's changes back. A request whose session is not cached while th
 gets ``503`` with ``Retry-After``; so does one whose ``rotate_id()``, ``invalidate()`` or ``sync()``
 meets an outage (one of ``UNAVAILABLE_ERRORS``) before its response starts. Added with Starlette's
 ``add_middleware`` the middleware sees the app's exception first; wrapped around a whole Starlette
-app it comes after Starlette's ``ServerErrorMiddleware``, which has already answered 500.
+app it comes after Starlette's ``ServerErrorMiddleware``, which has already answered 500. A
+changed request whose write cannot be made durable (``WriteRefused``) gets the 503 instead of the
+application's response start, whose body messages are then dropped.
 
 The event loop never blocks: a cached session is resolved on the loop (``begin_cached``); a miss,
 a busy session (``serialize_access``) and every store write run in a worker thread. Under
@@ -32,7 +34,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .errors import UNAVAILABLE_ERRORS
+from .errors import UNAVAILABLE_ERRORS, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
 from .tracking import split_path_param
@@ -107,14 +109,23 @@ class SessionMiddleware:
             return
         scope[self.scope_key] = active.session
         https = scope.get("scheme") in ("https", "wss")
+        write_refused = False
 
         started: list[bool] = []  # whether a response (or websocket accept) went on
 
         async def session_send(message: Message) -> None:
+            nonlocal write_refused
+            if write_refused:
+                return  # the application's body, after a 503 took its response's place
             if message["type"] in ("http.response.start", "websocket.accept"):
                 started.append(True)
             if message["type"] == "http.response.start":
-                await self._finish(active, ok=message["status"] < 500)
+                try:
+                    await self._finish(active, ok=message["status"] < 500)
+                except WriteRefused:
+                    write_refused = True
+                    await _unavailable(send, self.manager.lifecycle.refuse())
+                    return
                 message = dict(message)
                 message["headers"] = [
                     *message.get("headers", []),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import ids
 from .clock import Clock, SystemClock
@@ -20,6 +20,10 @@ from .policies import EndOfRequest, WritePolicy, parse_policy
 from .serialization import Serializer, make_serializer
 from .stores import Store
 from .tracking import Tracking
+
+#: What a changed request whose write cannot be made durable gets: ``"refuse"`` (503 with
+#: Retry-After, its changes rolled back) or ``"defer"`` (acknowledged, kept dirty, written later).
+OnWriteFailure = Literal["refuse", "defer"]
 
 if TYPE_CHECKING:  # a type only: config is core, the writer is the manager layer's
     from .writer import Contents
@@ -55,6 +59,7 @@ class Settings:
     tracking: Tracking | None = None
     retry_after_s: int = 5
     outage_backoff_s: float = 1.0
+    on_write_failure: OnWriteFailure | None = None
     shutdown_deadline_s: float = 10.0
     clock: Clock | None = None
     store_options: Mapping[str, Any] | None = None
@@ -77,6 +82,10 @@ class Settings:
             ids.check_node_name(self.node)
         policy = parse_policy(self.write) if self.write is not None else EndOfRequest()
         self._set("write", policy)
+        if self.on_write_failure is None:  # the policy's promise: durable ones refuse
+            self._set("on_write_failure", "defer" if policy.deferred else "refuse")
+        elif self.on_write_failure not in ("refuse", "defer"):
+            raise ConfigurationError("on_write_failure must be 'refuse' or 'defer'")
         self._set("serializer", make_serializer(self.serializer, pickle_key=self.pickle_key))
         self._set("app_timeouts_s", MappingProxyType(dict(self.app_timeouts_s or {})))
         self._set("store_options", MappingProxyType(dict(self.store_options or {})))
@@ -85,6 +94,10 @@ class Settings:
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)  # normalizing, once, before anyone reads it
+
+    @property
+    def refuses_failed_writes(self) -> bool:
+        return self.on_write_failure == "refuse"
 
     @property
     def policy(self) -> WritePolicy:

@@ -26,6 +26,7 @@ the event loop; store reads and writes run in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -43,7 +44,7 @@ from django.utils.module_loading import import_string
 
 from . import ids
 from .config import MANAGER_OPTIONS, Settings, manager_options
-from .errors import UNAVAILABLE_ERRORS, ConfigurationError
+from .errors import UNAVAILABLE_ERRORS, ConfigurationError, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
 from .session import Session
@@ -124,7 +125,10 @@ def _request_finished(**kwargs: Any) -> None:
         return
     _request.set(None)
     for store in state.stores:
-        store._end(ok=not (store.modified or state.failed))
+        # A refusal here is rolled back and counted; the response is already out (installed,
+        # SessionUnavailableMiddleware makes the write in time to answer 503 instead).
+        with contextlib.suppress(WriteRefused):
+            store._end(ok=not (store.modified or state.failed))
 
 
 signals.request_started.connect(_request_started, dispatch_uid="sessionkeeper.django.started")
@@ -250,7 +254,7 @@ class SessionStore(SessionBase):
     def _adopt(self, active: ActiveRequest) -> Session:
         s = active.session
         self._session_cache = s
-        if self._manager.lifecycle.cookie_action(active) == "set" and s.presented_id:
+        if self._manager.lifecycle.cookie_action(active) == "set" and active.presented_id:
             self._modified = True  # served by another node now: the cookie must name this one
         state = _request.get()
         if state is None:
@@ -411,17 +415,33 @@ def _token(session_id: str) -> str | None:
 
 class SessionUnavailableMiddleware:
     """Turns a session that cannot be loaded (the store is down and the session is not cached,
-    or it stayed busy past ``access_wait_s``) into ``503`` with ``Retry-After``."""
+    or it stayed busy past ``access_wait_s``) into ``503`` with ``Retry-After``; so too a
+    changed request whose write cannot be made durable (``WriteRefused``).
+
+    Ordering: below ``SessionMiddleware``, it ends the request's hold (and so makes its write)
+    as soon as the view answered below 500, while the response can still be replaced: the
+    ``save()`` that ``SessionMiddleware`` calls afterwards then has nothing left to write, and a
+    refused request is no longer ``modified``, so it gets no cookie."""
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> Any:
-        return self.get_response(request)
+        response = self.get_response(request)
+        session = getattr(request, "session", None)
+        if isinstance(session, SessionStore) and response.status_code < 500:
+            try:
+                session._end(ok=True)
+            except WriteRefused:
+                session._modified = False
+                headers = get_manager().lifecycle.refuse()
+                return HttpResponse(UNAVAILABLE_BODY, status=503, headers=headers)
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
         if not isinstance(exception, UNAVAILABLE_ERRORS):
             return None
+        _request_failed()  # the view failed: its session changes are rolled back, not written
         return HttpResponse(UNAVAILABLE_BODY, status=503, headers=get_manager().lifecycle.refuse())
 
 

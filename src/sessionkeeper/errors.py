@@ -30,6 +30,14 @@ class StoreUnavailable(StoreError):
     code = "store_unavailable"
 
 
+class WriteRefused(StoreError):
+    """A changed request's write could not be made durable under ``on_write_failure="refuse"``
+    (the default of ``EndOfRequest`` and ``OnAttribute``): its changes were rolled back, and
+    adapters answer ``503`` with ``Retry-After`` instead of acknowledging them."""
+
+    code = "write_refused"
+
+
 class CorruptSessionData(SessionKeeperError):
     """Stored bytes could not be turned back into values (truncated, tampered, wrong type)."""
 
@@ -67,6 +75,12 @@ class SessionInvalidated(SessionKeeperError):
     code = "session_invalidated"
 
 
+class ManagerClosed(SessionKeeperError):
+    """The manager was closed: it serves no new request and writes nothing more to its store."""
+
+    code = "manager_closed"
+
+
 class InvalidSessionId(SessionKeeperError, ValueError):
     """A session id that fails validation (length, alphabet)."""
 
@@ -75,5 +89,10 @@ class InvalidSessionId(SessionKeeperError, ValueError):
 
 #: What an adapter answers with ``503 Service Unavailable`` and ``Retry-After`` when it happens
 #: while resolving a request's session: the store is down or refuses to work (a schema newer than
-#: this code, a missing table), or the session stayed busy. Never a 500, never an empty session.
-UNAVAILABLE_ERRORS: tuple[type[SessionKeeperError], ...] = (StoreError, AccessTimeout)
+#: this code, a missing table), the session stayed busy, or the manager was closed (a worker
+#: shutting down). Never a 500, never an empty session.
+UNAVAILABLE_ERRORS: tuple[type[SessionKeeperError], ...] = (
+    StoreError,
+    AccessTimeout,
+    ManagerClosed,
+)

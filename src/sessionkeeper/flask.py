@@ -16,6 +16,8 @@ does an exception that Flask propagates (testing, debug), through ``teardown_req
 is ended exactly once. A session that cannot be loaded, and a view whose ``rotate_id()``,
 ``invalidate()`` or ``sync()`` meets an outage (an error handler for ``UNAVAILABLE_ERRORS``), get
 ``503`` with ``Retry-After``.
+A changed request whose write cannot be made durable (``WriteRefused``) has
+its response replaced, in ``save_session``, by a ``503`` with ``Retry-After`` and no cookie.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from flask.wrappers import Request, Response
 from werkzeug.sansio.request import Request as WerkzeugRequest
 
 from .config import manager_options
-from .errors import UNAVAILABLE_ERRORS
+from .errors import UNAVAILABLE_ERRORS, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
 from .session import Session
@@ -93,7 +95,7 @@ class FlaskSession(SessionMixin):
 
     @property
     def new(self) -> bool:  # type: ignore[override]
-        return self.session.new
+        return self.active.is_new
 
     @property
     def modified(self) -> bool:
@@ -177,7 +179,11 @@ class SessionKeeperInterface(SessionInterface):
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, FlaskSession):
             return
-        self.manager.lifecycle.end_request(session.active, ok=response.status_code < 500)
+        try:
+            self.manager.lifecycle.end_request(session.active, ok=response.status_code < 500)
+        except WriteRefused:
+            _replace_by_503(response, self.manager.lifecycle.refuse())
+            return
         if session.accessed:
             _vary_cookie(response)
         action = self.manager.lifecycle.cookie_action(session.active)
@@ -203,6 +209,16 @@ class SessionKeeperInterface(SessionInterface):
             "samesite": self.get_cookie_samesite(app),
             "httponly": self.get_cookie_httponly(app),
         }
+
+
+def _replace_by_503(response: Response, headers: list[tuple[str, str]]) -> None:
+    """Turn the application's response into the 503 of a refused write (its headers, cookies
+    included, and its body dropped)."""
+    response.status_code = 503
+    response.headers.clear()
+    response.set_data(UNAVAILABLE_BODY)
+    for name, value in headers:
+        response.headers[name] = value
 
 
 def _vary_cookie(response: Response) -> None:

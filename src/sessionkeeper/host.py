@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from . import ids
-from .errors import CacheFull, SerializationError, StoreError
+from .errors import CacheFull, ManagerClosed, SerializationError, StoreError
 from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
 from .lifecycle import on_event_loop
 from .runtime import Runtime
 from .serialization import JsonSerializer, json_cannot_fail, place
-from .session import _MISSING, Session
+from .session import _MISSING, Session, current_request
 
 #: ``(app, token) -> the live session of app under token, cached or loaded`` (``Resolver.find``).
 Find = Callable[[str, str], "Session | None"]
@@ -63,7 +63,7 @@ class Host:
             )
         with s.lock:
             s.created = True
-            s.is_new = True
+            s.created_by = current_request.get()
         self._rt.cache.add((s.app, s.token), s)
         self._rt.stats.add("created")
         if self._rt.events:
@@ -161,6 +161,8 @@ class Host:
     def _retire(self, app: str, token: str, timeout_s: float) -> None:
         """Delete a session from the store, leaving a tombstone for as long as a copy on another
         node may still try to write it: its timeout plus the sweep's grace."""
+        if self._rt.persistence.store_closed:
+            raise ManagerClosed("the session manager was closed; nothing is deleted")
         self._rt.store.delete(
             app,
             token,

@@ -18,6 +18,12 @@ so an async adapter calls them on the loop (``begin_cached`` answers ``None`` wh
 application runs: a set or delete that the policy writes inline (``OnAttribute``,
 ``AfterUpdates``) is then left, on the loop, to the write at the end of the request.
 
+Refusal: ``begin_*`` raise ``UNAVAILABLE_ERRORS`` (``ManagerClosed`` after ``close()``);
+``end_request``, and the callable ``finish_request`` returns, raise :class:`WriteRefused` when a
+request that changed its session cannot have the change stored under
+``on_write_failure="refuse"``: its changes are rolled back, and the adapter answers ``refuse()``'s
+503 instead of the application's response.
+
 Thread safety: every method may be called from any thread; one hold is used by one request at a
 time. ``bind`` makes the calling thread or task the one whose failure undoes the hold's changes.
 """
@@ -25,15 +31,18 @@ time. ``bind`` makes the calling thread or task the one whose failure undoes the
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from . import ids
-from .errors import AccessTimeout
+from .errors import AccessTimeout, ManagerClosed, StoreError, WriteRefused
 from .runtime import Runtime
 from .session import Session, current_request
+
+log = logging.getLogger("sessionkeeper")
 
 _request_ids = itertools.count(1)
 
@@ -57,13 +66,22 @@ Resolve = Callable[[str, "str | None", "str | None", bool], "Session | None"]
 
 @dataclass(eq=False, slots=True)
 class ActiveRequest:
-    """One request's hold on its session, from ``begin_request`` to ``end_request``."""
+    """One request's hold on its session, from ``begin_request`` to ``end_request``. What is
+    about one request (the id it presented, whether it created the session) lives here, not on
+    the ``Session``, which concurrent requests of one session share."""
 
     session: Session
     rid: int
     updates_at_start: int
     locked: bool = False
     ended: bool = False
+    #: The id the request presented (cookie, URL or header), valid or not.
+    presented_id: str | None = None
+
+    @property
+    def is_new(self) -> bool:
+        """Whether this request created its session (Flask's ``session.new``)."""
+        return self.session.created and self.session.created_by == self.rid
 
 
 class Lifecycle:
@@ -78,11 +96,13 @@ class Lifecycle:
         """Resolve the session (loading it from the store when needed) and hold it.
 
         Raises :class:`StoreUnavailable` when the session is not cached and the store is down
-        (adapters answer 503), :class:`AccessTimeout` with ``serialize_access``."""
+        (adapters answer 503), :class:`AccessTimeout` with ``serialize_access``,
+        :class:`ManagerClosed` once the manager was closed."""
+        self._rt.check_open()
         self._on_begin()
         session = self._resolve(app, session_id, owner, True)
         assert session is not None  # allow_io always resolves
-        active = self.enter(session, wait=True)
+        active = self.enter(session, wait=True, presented_id=session_id)
         assert active is not None  # wait=True raises instead
         return active
 
@@ -92,14 +112,18 @@ class Lifecycle:
         """Like :meth:`begin_request` but never blocks or touches the store: ``None`` when the
         store must be read or the session is busy. Async adapters call this on the event loop and
         fall back to ``begin_request`` in a worker thread."""
+        self._rt.check_open()
         self._on_begin()
         session = self._resolve(app, session_id, owner, False)
         if session is None:
             return None
-        return self.enter(session, wait=False)
+        return self.enter(session, wait=False, presented_id=session_id)
 
-    def enter(self, session: Session, *, wait: bool) -> ActiveRequest | None:
-        """Hold ``session`` for a new request (``None`` when busy and not ``wait``)."""
+    def enter(
+        self, session: Session, *, wait: bool, presented_id: str | None = None
+    ) -> ActiveRequest | None:
+        """Hold ``session`` for a new request (``None`` when busy and not ``wait``);
+        ``presented_id`` is the id the request came with, for its cookie decision."""
         settings = self._rt.settings
         locked = False
         if settings.serialize_access:
@@ -123,32 +147,35 @@ class Lifecycle:
             if session.created:
                 session.last_access_at = max(session.last_access_at, now)
                 session.requests_since_write += 1
-        return ActiveRequest(session, rid, session.updates_since_write, locked)
+        return ActiveRequest(session, rid, session.updates_since_write, locked, False, presented_id)
 
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
         """Finish a request: ``ok`` means the response succeeded (status < 500, no exception).
-        Writes now when the policy says so; a failed store write keeps the session dirty."""
+        Writes now when the policy says so. A failed store write keeps the session dirty, or,
+        under ``on_write_failure="refuse"`` for a request that changed it, rolls the request's
+        changes back and raises :class:`WriteRefused` (the adapter answers 503)."""
         pending = self.finish_request(active, ok=ok)
         if pending is not None:
             pending()
 
     def finish_request(self, active: ActiveRequest, *, ok: bool) -> Callable[[], None] | None:
         """The I/O-free part of :meth:`end_request`; returns the write to run, if any (async
-        adapters run it in a worker thread)."""
+        adapters run it in a worker thread; it may raise :class:`WriteRefused`). A refusable
+        write keeps the hold, and its undo log, until it has run."""
         if active.ended:
             return None
         active.ended = True
         s = active.session
+        guarded = False
         try:
-            write = self._settle(active, ok)
+            write, guarded = self._settle(active, ok)
         finally:
-            with s.lock:
-                s.active_requests -= 1
-                s.is_new = False
-            if active.locked:
-                s.access_lock.release()
+            if not guarded:
+                self._release(active)
             if current_request.get() == active.rid:
                 current_request.set(None)
+        if guarded:
+            return lambda: self._write_or_refuse(active)
         if write and self._rt.store_failing():
             write = False
         if not write and self._rt.cache.over_capacity() <= 0:
@@ -161,25 +188,80 @@ class Lifecycle:
 
         return pending
 
-    def _settle(self, active: ActiveRequest, ok: bool) -> bool:
-        """Keep or undo the request's changes; whether the session must be written now."""
+    def _release(self, active: ActiveRequest) -> None:
+        s = active.session
+        with s.lock:
+            s.active_requests -= 1
+        if active.locked:
+            s.access_lock.release()
+
+    def _settle(self, active: ActiveRequest, ok: bool) -> tuple[bool, bool]:
+        """Keep or undo the request's changes. Returns whether the session must be written now,
+        and whether that write may be refused (then the undo log is kept for
+        :meth:`_write_or_refuse`)."""
         s, rules = active.session, self._rt.rules
         if ok:
-            s.end_undo(active.rid, revert=False)
-            if s.created:
-                if rules.write_at_request_end(s, self._rt.clock.monotonic()):
-                    return True
-                if s.updates_since_write > active.updates_at_start:
-                    self._rt.stats.add("writes_saved")
-            return False
+            write = s.created and rules.write_at_request_end(s, self._rt.clock.monotonic())
+            guarded = write and self._refusable(active)
+            if not guarded:
+                s.end_undo(active.rid, revert=False)
+            if s.created and not write and s.updates_since_write > active.updates_at_start:
+                self._rt.stats.add("writes_saved")
+            return write, guarded
         if s.end_undo(active.rid, revert=True):
             self._rt.stats.add("reverted_requests")
-        if rules.discard_after_failure(s):
-            self._rt.cache.remove((s.app, s.token), s)
-            s.created = False
-            s.replace_data({})
+        if self._discard_if_unseen(active):
+            return False, False
+        return rules.write_after_failure(s), False
+
+    def _discard_if_unseen(self, active: ActiveRequest) -> bool:
+        s = active.session
+        if not self._rt.rules.discard_after_failure(s, created_here=active.is_new):
             return False
-        return rules.write_after_failure(s)
+        self._rt.cache.remove((s.app, s.token), s)
+        s.created = False
+        s.replace_data({})
+        return True
+
+    def _refusable(self, active: ActiveRequest) -> bool:
+        """``on_write_failure="refuse"`` and the request changed its session."""
+        return self._rt.settings.refuses_failed_writes and (
+            active.is_new or active.session.changed_in(active.rid)
+        )
+
+    def _write_or_refuse(self, active: ActiveRequest) -> None:
+        """Write the session now; when that cannot be made durable (the store fails, or is
+        being skipped during an outage: ``outage_backoff_s``), roll the request's changes back
+        and raise :class:`WriteRefused`. Runs while the request still holds its session, so no
+        other request sees a change that is then undone."""
+        s, rt = active.session, self._rt
+        try:
+            if rt.rules.defer_inline_write(rt.store):
+                durable = False
+            else:
+                try:
+                    written = rt.write([s], immediate=True, raise_errors=True)
+                    # Kept dirty without an error: a conflict that merging could not settle.
+                    # (Gone, invalidated elsewhere, is not refused: that session ended.)
+                    durable = written > 0 or not (s.created and s.has_changes())
+                except ManagerClosed:  # shutting down: kept dirty and logged, not refused
+                    s.end_undo(active.rid, revert=False)
+                    return
+                except StoreError as exc:
+                    log.debug("write refused for session %s: %s", s.token[:8], exc)
+                    durable = False
+            if durable:
+                s.end_undo(active.rid, revert=False)
+                return
+            s.end_undo(active.rid, revert=True)
+            self._discard_if_unseen(active)
+            rt.stats.add("refused_writes")
+            raise WriteRefused(
+                f"session {s.token[:8]}: the change could not be stored and was rolled back"
+            )
+        finally:
+            self._release(active)
+            rt.evict_over_capacity()
 
     def bind(self, active: ActiveRequest) -> None:
         """Make the calling thread or task the one serving ``active``, so that its changes are
@@ -197,6 +279,7 @@ class Lifecycle:
     def exists(self, app: str, session_id: str | None) -> bool:
         """Whether ``session_id`` names a live session of ``app``, here or in the store. Touches
         nothing: neither the access time nor the cache."""
+        self._rt.check_open()
         parsed = ids.parse(session_id)
         if parsed is None:
             return False
@@ -210,15 +293,15 @@ class Lifecycle:
     def cookie_action(self, active: ActiveRequest) -> str | None:
         """What the response must do with the id: ``"set"`` (new or changed id), ``"delete"``
         (the presented session no longer exists and none was created), or ``None``."""
-        session = active.session
+        session, presented_id = active.session, active.presented_id
         if session.created:
-            return "set" if session.presented_id != session.id else None
-        presented = ids.parse(session.presented_id)
+            return "set" if presented_id != session.id else None
+        presented = ids.parse(presented_id)
         if presented is not None and self._rt.cache.other_app_holds(session.app, presented[0]):
             # The id still names another app's session here: deleting the cookie would end that
             # session for this browser. Keeping it gives this request nothing (no data adopted).
             return None
-        return "delete" if session.presented_id else None
+        return "delete" if presented_id else None
 
     def response_headers(self, active: ActiveRequest, *, https: bool) -> list[tuple[str, str]]:
         """The headers that carry the id back (``Set-Cookie``, and the id header in header

@@ -23,7 +23,7 @@ from typing import Any, cast
 from . import forks
 from .cache import SessionCache
 from .clock import Clock
-from .config import Settings
+from .config import OnWriteFailure, Settings
 from .errors import StoreError
 from .events import EventBus, SessionListener
 from .host import Host
@@ -73,6 +73,7 @@ class SessionManager:
         tracking: Tracking | None = None,
         retry_after_s: int = 5,
         outage_backoff_s: float = 1.0,
+        on_write_failure: OnWriteFailure | None = None,
         shutdown_deadline_s: float = 10.0,
         clock: Clock | None = None,
         store_options: Mapping[str, Any] | None = None,
@@ -308,11 +309,14 @@ class SessionManager:
     def close(self, deadline_s: float | None = None) -> list[str]:
         """Stop housekeeping, write every dirty session (retrying until ``deadline_s``, default
         ``shutdown_deadline_s``), and close the store. Returns the ids that could not be
-        written, which are also logged. Idempotent."""
+        written, which are also logged. Idempotent. From its start, new requests raise
+        :class:`ManagerClosed`; once the store is closed nothing is written through it (a request
+        still in flight keeps its change in memory, dirty, and it is logged)."""
         with self._close_lock:
             if self._closed:
                 return []
             self._closed = True
+        self._rt.closed = True  # no new request from here on; those in flight may finish
         self._housekeeper.stop()
         # Real time, not self.clock: this bounds how long a process really waits to exit.
         deadline = time.monotonic() + (
@@ -335,6 +339,7 @@ class SessionManager:
                 len(unwritten),
                 ", ".join(unwritten),
             )
+        self._persistence.store_closed = True  # what changes from now on stays in memory
         self.store.close()
         return unwritten
 

@@ -95,6 +95,8 @@ COUNTERS: tuple[Family, ...] = (
     _f("writes_deferred_total", "writes_deferred",
        "Inline writes left to the flusher while the store was failing"),
     _f("write_failures_total", "write_failures", "Writes that failed and were kept dirty"),
+    _f("writes_refused_total", "refused_writes",
+       "Changed requests answered 503 and rolled back: their write could not be made durable"),
     _f("write_conflicts_total", {"conflicts_merged": "merged", "gone_on_write": "gone"},
        "Writes that met another node's change: merged key by key, or gone (invalidated there)",
        "outcome"),

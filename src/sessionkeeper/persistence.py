@@ -10,15 +10,20 @@ once); a session is never written by two threads at a time (its write lock, in t
 
 from __future__ import annotations
 
+import logging
+
 from . import ids
 from .cache import SessionCache
 from .clock import Clock
+from .errors import ManagerClosed
 from .events import DestroyReason, EventBus, SessionEvent, call_hook
 from .policies import WriteRules
 from .session import Session
 from .stats import Stats
 from .stores import Store
 from .writer import Writer
+
+log = logging.getLogger("sessionkeeper")
 
 
 class Persistence:
@@ -40,11 +45,24 @@ class Persistence:
         self.stats_counters = stats
         self.events = events
         self._clock = clock
+        #: Set by ``SessionManager.close`` just before it closes the store: from then on nothing
+        #: is written, touched or swept; a change made later stays in memory, dirty, and logged.
+        self.store_closed = False
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         """Write ``sessions`` now in one batch; returns how many were written. Failures keep the
         sessions dirty (and raise only with ``raise_errors``)."""
         if not sessions:
+            return 0
+        if self.store_closed:
+            for s in sessions:
+                log.error(
+                    "session %s of app %r changed after its manager was closed: not written",
+                    s.token[:8],
+                    s.app,
+                )
+            if raise_errors:
+                raise ManagerClosed("the session manager was closed; nothing is written")
             return 0
         # The writer records when it wrote on the monotonic clock: TimeBased measures from it.
         mono = self._clock.monotonic()
@@ -60,6 +78,8 @@ class Persistence:
 
     def flush(self) -> int:
         written = self.write(self.dirty(), immediate=False)
+        if self.store_closed:
+            return written
         self._writer.touch([s for s in self._cache if self.rules.touch_at_flush(s)])
         return written
 
@@ -68,6 +88,8 @@ class Persistence:
         written = self.write(
             [s for s in self.dirty() if self.rules.due_for_flush(s, mono)], immediate=False
         )
+        if self.store_closed:
+            return written
         self._writer.touch([s for s in self._cache if self.rules.touch_due(s, now)])
         return written
 
@@ -90,6 +112,8 @@ class Persistence:
                 self.stats_counters.add("evictions")
 
     def sweep(self, grace_s: float, batch_size: int) -> int:
+        if self.store_closed:
+            return 0
         now = self._clock.time()
         for s in self._cache:
             if not s.in_use and s.expired(now):

@@ -75,9 +75,6 @@ class Stored(Tracked, Protocol):
     def in_store(self) -> bool: ...
 
     @property
-    def is_new(self) -> bool: ...
-
-    @property
     def last_access_at(self) -> float: ...
 
     @property
@@ -85,6 +82,9 @@ class Stored(Tracked, Protocol):
 
     @property
     def unwritten(self) -> bool: ...
+
+    @property
+    def in_use(self) -> bool: ...
 
 
 class FailureSignal(Protocol):
@@ -273,10 +273,10 @@ class WriteRules:
         as in :meth:`due_for_flush`; :meth:`touch_due` compares stored timestamps instead.)"""
         return self._first_save(s) or self.policy.at_request_end(s, now)
 
-    def discard_after_failure(self, s: Stored) -> bool:
-        """After a failed request: the session was new and never stored, so no one else may
-        ever see it; it is dropped rather than written."""
-        return s.is_new and s.created and not s.in_store
+    def discard_after_failure(self, s: Stored, *, created_here: bool) -> bool:
+        """After a failed request: the session was created by that request (``created_here``)
+        and never stored, so no one else may ever see it; it is dropped rather than written."""
+        return created_here and s.created and not s.in_store
 
     def write_after_failure(self, s: Stored) -> bool:
         """After a failed request whose changes were undone: write, so that what an immediate
@@ -290,8 +290,13 @@ class WriteRules:
         return store.failing(self.outage_backoff_s)
 
     def due_for_flush(self, s: Stored, now: float) -> bool:
-        """Should the housekeeping thread write this unwritten session now (``now``: monotonic)?"""
-        return self._first_save(s) or self.policy.due_for_flush(s, now)
+        """Should the housekeeping thread write this unwritten session now (``now``: monotonic)? Every dirty session
+        is the flusher's under every policy: besides the policy's own flush rule, a write the
+        policy wanted at a request's end and that did not happen (it failed, or waited out an
+        outage) is made by the next poll, once no request holds the session."""
+        if self._first_save(s) or self.policy.due_for_flush(s, now):
+            return True
+        return not s.in_use and self.policy.at_request_end(s, now)
 
     def touch_due(self, s: Stored, now: float) -> bool:
         """Should the housekeeping thread write only this session's access time (``now``: the

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from . import ids
-from .errors import CorruptSessionData, StoreError, StoreUnavailable
+from .errors import AccessTimeout, CorruptSessionData, StoreError, StoreUnavailable
 from .events import call_hook
 from .runtime import Runtime
 from .serialization import place
@@ -43,7 +43,6 @@ class Resolver:
             if node == self._rt.node and cached is not None and not cached.expired(now):
                 if owner is None or self._owner_ok(owner, cached.owner):
                     self._rt.stats.add("cache_hits")
-                    cached.presented_id = session_id
                     return cached
             elif not allow_io:
                 return None
@@ -54,7 +53,6 @@ class Resolver:
                 found = self._load(app, token, cached, now)
                 if found is not None and self._owner_ok(owner, found.owner):
                     self._rt.stats.add("failovers")
-                    found.presented_id = session_id
                     return found
             if cached is not None and cached.expired(now) and not cached.in_use:
                 self._rt.cache.remove(key, cached)
@@ -76,7 +74,6 @@ class Resolver:
             track_reads=self._rt.settings.contents == "accessed",
         )
         s.last_write_at = self._rt.clock.monotonic()  # an interval starts at creation
-        s.presented_id = session_id
         return s
 
     def find(self, app: str, token: str) -> Session | None:
@@ -107,6 +104,23 @@ class Resolver:
             )
 
     def _load(self, app: str, token: str, cached: Session | None, now: float) -> Session | None:
+        if cached is None or not self._rt.settings.serialize_access:
+            return self._load_unheld(app, token, cached, now)
+        # A request holding the session must not see its copy replaced under it: the refresh
+        # waits for the access lock, as a request would.
+        if not cached.access_lock.acquire(timeout=self._rt.settings.access_wait_s):
+            self._rt.stats.add("access_timeouts")
+            raise AccessTimeout(
+                f"session busy for more than access_wait_s={self._rt.settings.access_wait_s:g}"
+            )
+        try:
+            return self._load_unheld(app, token, cached, now)
+        finally:
+            cached.access_lock.release()
+
+    def _load_unheld(
+        self, app: str, token: str, cached: Session | None, now: float
+    ) -> Session | None:
         if cached is not None and cached.has_changes():
             self._rt.write([cached], immediate=True)  # ours first, so the load merges it
         try:
@@ -147,7 +161,6 @@ class Resolver:
             data=data,
             track_reads=self._rt.settings.contents == "accessed",
         )
-        s.is_new = False
         s.last_write_at = self._rt.clock.monotonic()  # the stored copy is as of now
         self._remember_stored(s, stored)
         shared = self._rt.cache.add((app, token), s)
@@ -158,7 +171,12 @@ class Resolver:
         return shared
 
     def _refresh(self, s: Session, stored: StoredSession, data: dict[str, Any]) -> None:
+        """Take the stored copy into the cached one, unless the cached one is as new or newer
+        (this node wrote it since the store was read): an older copy never replaces it."""
         with s.lock:
+            if stored.version <= s.version and s.in_store:
+                s.last_access_at = max(s.last_access_at, stored.last_access_at)
+                return
             s.replace_data(data)
             s.version = stored.version
             s.last_access_at = max(s.last_access_at, stored.last_access_at)

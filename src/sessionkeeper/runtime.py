@@ -14,6 +14,7 @@ from . import forks, ids
 from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
+from .errors import ManagerClosed
 from .events import EventBus
 from .persistence import Persistence
 from .policies import WriteRules
@@ -34,6 +35,8 @@ class Runtime:
     writer: Writer
     persistence: Persistence
     rules: WriteRules
+    #: Set when ``SessionManager.close`` begins: the lifecycle serves no new request.
+    closed: bool = field(default=False, init=False)
     _node_default: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +59,11 @@ class Runtime:
     def node(self) -> str:
         """This process's node name: the one given, or host and pid (computed per process)."""
         return self.settings.node or self._node_default
+
+    def check_open(self) -> None:
+        """Raise :class:`ManagerClosed` once ``close()`` has begun."""
+        if self.closed:
+            raise ManagerClosed("the session manager was closed; it serves no new request")
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         return self.persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)

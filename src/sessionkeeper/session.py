@@ -57,14 +57,13 @@ class Session(MutableMapping[str, Any]):
         "app",
         "created",
         "created_at",
+        "created_by",
         "deleted_keys",
         "in_store",
-        "is_new",
         "last_access_at",
         "last_store_access_at",
         "last_write_at",
         "meta_changed",
-        "presented_id",
         "read_keys",
         "requests_since_write",
         "set_keys",
@@ -119,8 +118,9 @@ class Session(MutableMapping[str, Any]):
         # -- lifecycle --
         self.in_store = version > 0  # written at least once
         self.created = version > 0  # has become a real session (first write or loaded)
-        self.is_new = version == 0  # created during the current request
-        self.presented_id: str | None = None
+        # The request (its ``current_request`` number) that created this session, if one did:
+        # only that request's hold is new. Per-request state lives on the hold, not here.
+        self.created_by: int | None = None
         self.active_requests = 0
         # Per request: each key's value and change tracking before the request first changed it,
         # and the store version the request started at.
@@ -179,11 +179,6 @@ class Session(MutableMapping[str, Any]):
 
     def expired(self, now: float) -> bool:
         return now - self.last_access_at > self.timeout_s
-
-    @property
-    def new(self) -> bool:
-        """True while the request that created this session runs (Flask's ``session.new``)."""
-        return self.is_new
 
     # -- mapping ----------------------------------------------------------------------------
 
@@ -290,6 +285,11 @@ class Session(MutableMapping[str, Any]):
         if log is not None and key not in log:
             log[key] = (old, key in self.set_keys, key in self.deleted_keys)
 
+    def changed_in(self, rid: int) -> bool:
+        """Whether request ``rid`` set or deleted a key it could still roll back."""
+        with self._lock:
+            return bool(self._undo.get(rid))
+
     def begin_undo(self, rid: int) -> None:
         with self._lock:
             self._undo[rid] = {}
@@ -326,7 +326,7 @@ class Session(MutableMapping[str, Any]):
             self.token = token
             self.version = 0
             self.in_store = self.created = False
-            self.is_new = True
+            self.created_by = None
             self.set_keys, self.deleted_keys, self.read_keys = set(), set(), set()
             self.meta_changed = False
             self.stored_hashes = {}

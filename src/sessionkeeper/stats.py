@@ -40,6 +40,7 @@ class Counters:
     access_timeouts: int = 0
     sweeps: int = 0
     reverted_requests: int = 0  # failed requests whose changes were rolled back
+    refused_writes: int = 0  # changed requests answered 503, rolled back: write not durable
 
 
 #: CPython runs ``next()`` of an ``itertools.count`` as one step under the GIL, so concurrent

@@ -141,7 +141,9 @@ class Writer:
         touched: list[Session] = []
         locked: list[Session] = []
         try:
-            for s in sessions:
+            # One total order, (app, token), wherever several sessions are held: two batches
+            # taken in cache order (which requests keep changing) would wait on each other.
+            for s in sorted(sessions, key=lambda s: (s.app, s.token)):
                 s.write_lock.acquire()
                 locked.append(s)
                 t = self._take(s)

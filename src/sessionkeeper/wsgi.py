@@ -2,7 +2,10 @@
 
 Ordering: the session is written (when the policy says so) after the application has chosen a
 status and before the first byte of the body goes to the server, so under ``EndOfRequest`` every
-response the client sees is already in the store. A status of 500 or more, or an exception, rolls
+response the client sees is already in the store. A changed request whose write cannot be made
+durable (``WriteRefused``) answers ``503`` with ``Retry-After`` instead: ``start_response`` is
+called again with the error (PEP 3333 allows it before the first body byte), the application's
+body is closed unsent. A status of 500 or more, or an exception, rolls
 the request's changes back and writes nothing. A request whose session is not cached while the
 store is down gets ``503`` with ``Retry-After``, never a silently empty session; so does a request
 whose ``rotate_id()``, ``invalidate()`` or ``sync()`` meets an outage (one of ``UNAVAILABLE_ERRORS``)
@@ -15,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import UNAVAILABLE_ERRORS
+from .errors import UNAVAILABLE_ERRORS, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
 from .tracking import Mode, encode_url, split_path_param
@@ -125,9 +128,21 @@ class _Body:
         self._status = status
         self._refuse = refuse  # the 503 of a lazy app whose first chunk met a store outage
 
-    def _finish(self) -> None:
+    def _finish(self) -> bool:
+        """End the request; ``False`` when its write was refused and a 503 replaced the
+        response."""
         ok = bool(self._status) and self._status[0] < 500
-        self._manager.lifecycle.end_request(self._active, ok=ok)
+        try:
+            self._manager.lifecycle.end_request(self._active, ok=ok)
+        except WriteRefused:
+            self._refuse()  # the request was rolled back and ended; this sends the 503
+            return False
+        return True
+
+    def _close_body(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
 
     def __iter__(self) -> Iterator[bytes]:
         it = iter(self._body)
@@ -143,14 +158,16 @@ class _Body:
             except BaseException:
                 self._manager.lifecycle.end_request(self._active, ok=False)
                 raise
-        self._finish()
+        if not self._finish():
+            self._close_body()
+            self._body = ()  # closed: close() must not close it twice
+            yield UNAVAILABLE_BODY
+            return
         yield from chunks
         yield from it
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            self._close_body()
         finally:
             self._finish()  # no-op when already finished

@@ -29,3 +29,14 @@ class FlakyStore(MemoryStore):
     def delete(self, app: str, token: str, *, tombstone_until: float) -> bool:
         self._check()
         return super().delete(app, token, tombstone_until=tombstone_until)
+
+
+class WriteFailingStore(FlakyStore):
+    """A FlakyStore whose writes also fail while ``writes_down`` is set."""
+
+    writes_down = False
+
+    def save_many(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+        if self.writes_down:
+            raise StoreUnavailable("the test switched the store's writes off")
+        return super().save_many(requests)

@@ -18,7 +18,7 @@ from starlette.routing import Route
 import sessionkeeper as sk
 from sessionkeeper.asgi import SessionMiddleware
 from sessionkeeper.stores.memory import MemoryStore
-from tests.adapters.helpers import FlakyStore
+from tests.adapters.helpers import FlakyStore, WriteFailingStore
 
 pytestmark = pytest.mark.anyio
 
@@ -297,3 +297,22 @@ async def test_concurrent_increments_lose_nothing_with_serialize_access() -> Non
         await asyncio.gather(*(c.post("/incr-sync") for _ in range(50)))
         assert (await c.get("/read")).json() == {"n": 101}
     m.close()
+
+
+async def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
+    """Defect 13: under EndOfRequest a change that cannot be stored is not acknowledged."""
+    store = WriteFailingStore()
+    m = sk.SessionManager(store, node="a", housekeeping=False, outage_backoff_s=0)
+    try:
+        async with client(make_app(m)) as c:
+            assert (await c.post("/incr")).json() == {"n": 1}
+            store.writes_down = True
+            r = await c.post("/incr")
+            assert r.status_code == 503 and r.headers["retry-after"] == str(m.retry_after_s)
+            assert r.content == b"Session store unavailable, please retry.\n"
+            assert "set-cookie" not in r.headers
+            assert (await c.get("/read")).json() == {"n": 1}  # rolled back; reads still served
+            store.writes_down = False
+            assert (await c.post("/incr")).json() == {"n": 2}
+    finally:
+        m.close()

@@ -38,7 +38,7 @@ from django.urls import path
 import sessionkeeper as sk
 from sessionkeeper import django as skd
 from sessionkeeper.stores.memory import MemoryStore
-from tests.adapters.helpers import FlakyStore
+from tests.adapters.helpers import FlakyStore, WriteFailingStore
 
 
 def incr(request: HttpRequest) -> HttpResponse:
@@ -412,3 +412,19 @@ def test_an_async_session_operation_during_an_outage_is_503(route: str) -> None:
             assert (await c.post("/aincr")).json() == {"n": 2}
 
         asyncio.run(main())
+
+
+def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
+    """Defect 13: under EndOfRequest a change that cannot be stored is not acknowledged."""
+    store = WriteFailingStore()
+    with override_settings(SESSIONKEEPER=config(STORE=store, OUTAGE_BACKOFF_S=0)):
+        c = Client()
+        assert c.post("/incr").json() == {"n": 1}
+        store.writes_down = True
+        r = c.post("/incr")
+        assert r.status_code == 503 and r["Retry-After"] == "5"
+        assert r.content == b"Session store unavailable, please retry.\n"
+        assert "sessionid" not in r.cookies
+        assert c.get("/read").json()["n"] == 1  # rolled back; reads still served
+        store.writes_down = False
+        assert c.post("/incr").json() == {"n": 2}

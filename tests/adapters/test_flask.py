@@ -15,7 +15,7 @@ import sessionkeeper as sk
 from sessionkeeper.errors import ConfigurationError
 from sessionkeeper.flask import SessionKeeper, manager_from_config
 from sessionkeeper.stores.memory import MemoryStore
-from tests.adapters.helpers import FlakyStore
+from tests.adapters.helpers import FlakyStore, WriteFailingStore
 
 
 def make_app(manager: sk.SessionManager | None = None, **config: Any) -> flask.Flask:
@@ -291,3 +291,20 @@ def test_session_cookie_read_as_werkzeug_parses_it(header: str) -> None:
         with app.test_request_context(environ_base={"HTTP_COOKIE": header}):
             request = flask.request._get_current_object()  # type: ignore[attr-defined]
             assert _session_cookie(request, name) == parse_cookie(header).get(name)
+
+
+def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
+    """Defect 13: under EndOfRequest a change that cannot be stored is not acknowledged."""
+    store = WriteFailingStore()
+    m = memory_manager(store=store, outage_backoff_s=0)
+    c = make_app(m).test_client()
+    assert c.post("/incr").json == {"n": 1, "new": True}
+    store.writes_down = True
+    r = c.post("/incr")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert r.data == b"Session store unavailable, please retry.\n"
+    assert "Set-Cookie" not in r.headers
+    assert c.get("/read").json == {"n": 1, "cart": None}  # rolled back; reads still served
+    store.writes_down = False
+    assert c.post("/incr").json == {"n": 2, "new": False}
+    m.close()

@@ -75,8 +75,6 @@ DEFECTS = {
     "B": "no tombstone feed: a dead id is checked only on the node that ended it",
     "C": "AfterRequests: sync() resets the request count (requests do not sync)",
     "D": "a value mutated in place is not rolled back (no sync() after an append)",
-    "13": "an acknowledged write that failed in an outage is in no store (after an outage the "
-    "immediate policies are checked as the deferred ones are)",
 }
 
 
@@ -539,7 +537,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if not lost:
                 c.base, c.ops, c.tainted = held, [], False
                 continue
-            if c.tainted and (self.case.deferred or "13" in self.case.skip):
+            if c.tainted and self.case.deferred:
                 continue
             assert loss_allowed(self.case.policy, lost, self.loss_time(c)), (
                 f"store has {held}; a crash would lose {[op.state for op in lost]} "

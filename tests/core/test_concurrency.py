@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -178,3 +180,52 @@ def test_stats_counts_stay_exact_under_threads_and_concurrent_snapshots() -> Non
     assert final["touches"] == threads * (per_thread // 1000) * 3
     assert seen == sorted(seen) and all(0 <= v <= threads * per_thread for v in seen)
     assert stats.snapshot() == final  # reading changes nothing
+
+
+def test_concurrent_flushes_while_requests_reorder_the_lru_never_deadlock() -> None:
+    """Defect 3: each flush takes its sessions' write locks in cache (LRU) order, which requests
+    keep changing; two flushes at once then waited on each other. One order, (app, token)."""
+    m = sk.SessionManager(sk.MemoryStore(), node="a", write=sk.Manual(), housekeeping=False)
+    sids = [new_session(m, n=0) for _ in range(40)]
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+    served = threading.Event()
+
+    def requests(seed: int) -> None:
+        import random
+
+        rnd = random.Random(seed)
+        try:
+            start.wait(5)
+            for _ in range(5000):
+                with m.request(app="shop", session_id=rnd.choice(sids)) as s:
+                    s["n"] = s["n"] + 1
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            served.set()
+
+    def flushes() -> None:
+        try:
+            start.wait(5)
+            while not served.is_set():
+                m.flush()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    ts = [threading.Thread(target=requests, args=(i,), daemon=True) for i in range(2)]
+    ts += [threading.Thread(target=flushes, daemon=True) for _ in range(2)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads interleave inside a flush, as on several cores
+    try:
+        for t in ts:
+            t.start()
+        deadline = time.monotonic() + 20  # the work takes about a second
+        for t in ts:
+            t.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        sys.setswitchinterval(switch)
+    hung = [t for t in ts if t.is_alive()]
+    assert not hung, f"{len(hung)} of {len(ts)} threads hang (a lock-order deadlock)"
+    assert errors == []
+    m.close(deadline_s=0)  # only when nothing hangs: a hung thread holds write locks

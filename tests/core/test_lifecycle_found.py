@@ -68,11 +68,6 @@ def test_an_invalidated_id_yields_nothing_on_the_node_that_cached_it(
         assert dict(s) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 defect 13: under EndOfRequest a change whose write failed is acknowledged "
-    "(the request ends normally) though it is in no store",
-)
 def test_end_of_request_acknowledges_only_what_is_stored(
     make: MakeManager, store: RecordingStore
 ) -> None:

@@ -39,7 +39,6 @@ CHECKS: dict[str, list[tuple[str, str, str, bool]]] = {
     "B": [("end-of-request", "memory", "updated", False)],
     "C": [("after-requests", "memory", "updated", False)],
     "D": [("manual", "memory", "accessed", True)],
-    "13": [("end-of-request", "memory", "updated", True), ("on-attribute", "sqlite", "all", True)],
 }
 REASONS = {
     "A": "lifecycle finding A: under contents='all' a write rebased after a version conflict "
@@ -49,8 +48,6 @@ REASONS = {
     "C": "lifecycle finding C: a sync() inside a request resets AfterRequests' count, so n "
     "changed requests can be unwritten",
     "D": "lifecycle finding D: a failed request does not roll back a value mutated in place",
-    "13": "issue 9 defects 13/12: a change whose write failed during an outage is acknowledged, "
-    "and nothing retries it under EndOfRequest and OnAttribute",
 }
 assert REASONS.keys() == CHECKS.keys() == DEFECTS.keys()
 

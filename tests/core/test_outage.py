@@ -31,7 +31,7 @@ def counter_app(env: dict[str, Any], start_response: Any) -> list[bytes]:
 def test_cached_sessions_keep_working_and_nothing_dirty_is_lost(
     make: MakeManager, store: RecordingStore, clock: sk.FakeClock, policy: sk.WritePolicy
 ) -> None:
-    m = make(write=policy)
+    m = make(write=policy, on_write_failure="defer")
     sids = [new_session(m, n=0) for _ in range(4)]
     store.down = True
     for _round in range(3):
@@ -72,7 +72,7 @@ def test_sync_during_an_outage_raises_and_keeps_the_change(
 def test_uncached_session_gets_503_with_retry_after(
     make: MakeManager, store: RecordingStore
 ) -> None:
-    a, b = make(node="a"), make(node="b", retry_after_s=7)
+    a, b = make(node="a", on_write_failure="defer"), make(node="b", retry_after_s=7)
     sid = new_session(a, n=1)
     app = SessionMiddleware(counter_app, b, "shop")
     store.down = True
@@ -119,7 +119,7 @@ def test_failed_touch_does_not_undo_a_successful_save_in_the_same_batch(
 def test_inline_writes_pause_after_a_failure_and_nothing_is_lost(
     make: MakeManager, store: RecordingStore
 ) -> None:
-    m = make(write=sk.EndOfRequest(), outage_backoff_s=3600)
+    m = make(write=sk.EndOfRequest(), outage_backoff_s=3600, on_write_failure="defer")
     sids = [new_session(m, n=0) for _ in range(3)]
     store.down = True
     calls_before = store.stats.calls
@@ -139,7 +139,7 @@ def test_inline_writes_pause_after_a_failure_and_nothing_is_lost(
 def test_without_a_pause_every_request_tries_the_store(
     make: MakeManager, store: RecordingStore
 ) -> None:
-    m = make(write=sk.EndOfRequest(), outage_backoff_s=0)
+    m = make(write=sk.EndOfRequest(), outage_backoff_s=0, on_write_failure="defer")
     sids = [new_session(m, n=0) for _ in range(3)]
     store.down = True
     calls_before = store.stats.calls
@@ -180,3 +180,74 @@ def test_an_invalidated_session_is_still_not_brought_back(
     a.flush()
     assert store.raw("shop", token(sid)) is None
     assert a.stats()["gone_on_write"] == 1 and a.stats()["recreated"] == 0
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [sk.EndOfRequest(), sk.OnAttribute(), sk.AfterUpdates(1), sk.AfterRequests(1)],
+    ids=lambda p: p.spec(),
+)
+def test_a_change_kept_dirty_by_a_failed_write_is_written_by_the_next_poll(
+    make: MakeManager, store: RecordingStore, policy: sk.WritePolicy
+) -> None:
+    """Defect 12: these policies had no flush rule, so a change whose inline write failed waited
+    for the session's next request, an eviction or a clean stop (kept dirty: "defer")."""
+    m = make(write=policy, on_write_failure="defer")
+    sid = new_session(m, n=0)
+    store.down = True
+    with m.request(app="shop", session_id=sid) as s:
+        s["n"] = 1
+    assert m.stats()["dirty"] == 1
+    m.housekeep()  # still down: kept
+    store.down = False
+    m.housekeep()
+    assert store.raw("shop", token(sid)).attributes["n"] == b"1"  # type: ignore[union-attr]
+    assert m.stats()["dirty"] == 0
+
+
+# -- defect 13: under the durable policies a change that cannot be made durable is refused --
+
+
+@pytest.mark.parametrize("policy", [sk.EndOfRequest(), sk.OnAttribute()], ids=lambda p: p.spec())
+@pytest.mark.parametrize("backoff_s", [0.0, 3600.0], ids=["retrying", "backing-off"])
+def test_a_change_that_cannot_be_made_durable_is_refused_and_rolled_back(
+    make: MakeManager, store: RecordingStore, policy: sk.WritePolicy, backoff_s: float
+) -> None:
+    m = make(write=policy, outage_backoff_s=backoff_s)
+    sid = new_session(m, n=0)
+    with m.request(app="shop", session_id=sid) as s:
+        s["n"] = 1
+    store.down = True
+    if backoff_s:  # a failure seen first: requests then skip inline writes for a while
+        with pytest.raises(sk.WriteRefused), m.request(app="shop", session_id=sid) as s:
+            s["n"] = 2
+    with pytest.raises(sk.WriteRefused) as refused, m.request(app="shop", session_id=sid) as s:
+        s["n"] = 2
+        s["extra"] = "x"
+    assert refused.value.code == "write_refused"
+    with m.request(app="shop", session_id=sid) as s:  # a read is served from the cache
+        assert dict(s) == {"n": 1}
+    assert m.stats()["dirty"] == 0 and m.stats()["refused_writes"] == 1 + bool(backoff_s)
+    with pytest.raises(sk.WriteRefused), m.request(app="shop") as s:
+        s["born"] = "during the outage"  # a new session that cannot be stored is not kept
+    assert m.stats()["live"] == 1
+    store.down = False
+    m.flush()
+    assert store.raw("shop", token(sid)).attributes == {"n": b"1"}  # type: ignore[union-attr]
+
+
+def test_on_write_failure_defer_keeps_todays_behaviour_and_is_validated(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    m = make(write=sk.EndOfRequest(), on_write_failure="defer")
+    sid = new_session(m, n=0)
+    store.down = True
+    with m.request(app="shop", session_id=sid) as s:
+        s["n"] = 1  # acknowledged, kept dirty
+    store.down = False
+    m.housekeep()
+    assert store.raw("shop", token(sid)).attributes["n"] == b"1"  # type: ignore[union-attr]
+    assert make(write=sk.TimeBased(10)).settings.on_write_failure == "defer"
+    assert make(write=sk.OnAttribute()).settings.on_write_failure == "refuse"
+    with pytest.raises(sk.ConfigurationError):
+        make(on_write_failure="ignore")

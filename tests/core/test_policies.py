@@ -386,6 +386,7 @@ class _Copy:
     created: bool = True
     in_store: bool = True
     is_new: bool = False
+    in_use: bool = False
     updates_since_write: int = 1
     requests_since_write: int = 1
     last_write_at: float = 0.0
@@ -406,7 +407,7 @@ def test_the_shared_write_rules_hold_under_every_policy(policy: sk.WritePolicy) 
     never_stored = _Copy(in_store=False, changed=False)
     assert rules.write_at_request_end(never_stored, 0.0) and rules.due_for_flush(never_stored, 0.0)
     assert not WriteRules(policy, save_on_create=False).due_for_flush(never_stored, 0.0)
-    assert rules.discard_after_failure(_Copy(in_store=False, is_new=True))
+    assert rules.discard_after_failure(_Copy(in_store=False, is_new=True), created_here=True)
     assert rules.write_after_failure(_Copy()) == (not policy.deferred)
     assert rules.write_before_eviction(_Copy()) and not rules.write_before_eviction(
         _Copy(changed=False)

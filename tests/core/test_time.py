@@ -59,7 +59,7 @@ def test_the_stores_outage_backoff_follows_the_managers_clock(
     make: MakeManager, store: RecordingStore, clock: sk.FakeClock
 ) -> None:
     # A backoff no real test run outlives: only the fake clock can end it.
-    m = make(write=sk.EndOfRequest(), outage_backoff_s=1000)
+    m = make(write=sk.EndOfRequest(), outage_backoff_s=1000, on_write_failure="defer")
     sid = new_session(m, n=0)
     store.down = True
     with m.request(app="shop", session_id=sid) as s:

@@ -245,3 +245,27 @@ def test_a_session_operation_during_an_outage_is_503(
     store.down = False
     with m.request(app="shop", session_id=sid) as s:
         assert s["n"] == 1  # the request's change was rolled back
+
+
+def test_a_changed_request_whose_write_is_refused_answers_503_and_reads_still_work(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    """Defect 13 through WSGI: EndOfRequest refuses what it cannot make durable."""
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        s = env["sessionkeeper.session"]
+        if env["PATH_INFO"] == "/incr":
+            s["n"] = s.get("n", 0) + 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(s.get("n")).encode()]
+
+    mw = SessionMiddleware(app, make(write=sk.EndOfRequest(), outage_backoff_s=0), "shop")
+    sid = call(mw, environ("/incr")).session_id
+    store.down = True
+    resp = call(mw, environ("/incr", cookie=f"sessionid={sid}"))
+    assert resp.status == 503 and resp.header("Retry-After") == ["5"]
+    assert resp.body == b"Session store unavailable, please retry.\n" and resp.cookie is None
+    resp = call(mw, environ("/read", cookie=f"sessionid={sid}"))
+    assert resp.status == 200 and resp.body == b"1"  # rolled back, served from the cache
+    store.down = False
+    assert call(mw, environ("/incr", cookie=f"sessionid={sid}")).body == b"2"

@@ -20,6 +20,7 @@ from sessionkeeper.wsgi import SessionMiddleware
 from tests.core.conftest import new_session
 from tests.core.test_concurrency import hammer, two_nodes_write_different_keys
 from tests.core.test_expiry import sweep_ten_alternating
+from tests.core.test_lifecycle import increment_with_another_nodes_suffix
 from tests.core.wsgi_util import call, environ
 
 from .conftest import Target
@@ -218,3 +219,9 @@ def test_destroyed_fires_exactly_once_across_two_nodes(
     assert a.stats()["timed_out"] + b.stats()["timed_out"] == 30
     assert stored(target, "shop", live) == {"k": b"0", "still": b'"here"'}
     assert all(stored(target, "shop", s) is None for s in sids)
+
+
+def test_serialized_increments_after_a_failover_lose_nothing(make: Any) -> None:
+    """Defect 15 (seen on PostgreSQL: 31 of 50): the refresh takes the access lock first and
+    never replaces a newer cached copy with an older stored one."""
+    increment_with_another_nodes_suffix(make(serialize_access=True, access_wait_s=60))
