@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .changes import Taken
 from .errors import CorruptSessionData, StoreError
 from .serialization import Serializer
 from .session import Session
@@ -25,16 +26,12 @@ Contents = Literal["updated", "accessed", "all"]
 
 @dataclass
 class _Taken:
-    """The change tracking taken out of a session for one write, to put back if it fails."""
+    """One session's write: the request, and the change tracking taken out for it, to put back
+    if it fails."""
 
     session: Session
     request: SaveRequest
-    set_keys: set[str]
-    deleted_keys: set[str]
-    read_keys: set[str]
-    meta_changed: bool
-    updates: int
-    requests: int
+    changes: Taken
 
 
 class Writer:
@@ -70,13 +67,14 @@ class Writer:
         ``None`` when nothing but the access time changed."""
         with s.lock:
             data = s.data_view()
+            tracked = s.changes
             full = self.contents == "all" or not s.in_store
             if full:
                 keys: set[str] = set(data)
             else:
-                keys = set(s.set_keys)
+                keys = set(tracked.set_keys)
                 if self.contents == "accessed":
-                    keys |= s.read_keys
+                    keys |= tracked.read_keys
             changed: dict[str, bytes] = {}
             for key in keys:
                 if key not in data:
@@ -84,12 +82,16 @@ class Writer:
                 blob = self._dumps(s, key, data[key])
                 if blob is None:
                     continue
-                if not full and key not in s.set_keys and s.stored_hashes.get(key) == hash(blob):
+                if (
+                    not full
+                    and key not in tracked.set_keys
+                    and s.stored_hashes.get(key) == hash(blob)
+                ):
                     continue  # read, not changed
                 changed[key] = blob
-            removed = frozenset(s.deleted_keys)
-            if s.in_store and not changed and not removed and not s.meta_changed:
-                s.read_keys = set()  # read, compared, unchanged: nothing to write
+            removed = frozenset(tracked.deleted_keys)
+            if s.in_store and not changed and not removed and not tracked.meta_changed:
+                tracked.forget_reads()  # read, compared, unchanged: nothing to write
                 return None
             taken = _Taken(
                 session=s,
@@ -106,28 +108,13 @@ class Writer:
                     owner=s.owner,
                     node=self._node(),
                 ),
-                set_keys=s.set_keys,
-                deleted_keys=s.deleted_keys,
-                read_keys=s.read_keys,
-                meta_changed=s.meta_changed,
-                updates=s.updates_since_write,
-                requests=s.requests_since_write,
+                changes=tracked.take(),
             )
-            s.set_keys, s.deleted_keys, s.read_keys = set(), set(), set()
-            s.meta_changed = False
-            s.updates_since_write = s.requests_since_write = 0
             return taken
 
     @staticmethod
     def _put_back(t: _Taken) -> None:
-        s = t.session
-        with s.lock:
-            s.set_keys |= t.set_keys - s.deleted_keys
-            s.deleted_keys |= t.deleted_keys - s.set_keys
-            s.read_keys |= t.read_keys
-            s.meta_changed = s.meta_changed or t.meta_changed
-            s.updates_since_write += t.updates
-            s.requests_since_write += t.requests
+        t.session.changes.restore(t.changes)
 
     def write(
         self, sessions: Sequence[Session], now: float, *, raise_errors: bool = False
@@ -269,7 +256,7 @@ class Writer:
         if overwritten:
             self.stats.add("conflict_overwrites", overwritten)
         data = s.data_view()
-        mine = set(req.changed) | req.removed | s.set_keys | s.deleted_keys
+        mine = set(req.changed) | req.removed | s.changes.set_keys | s.changes.deleted_keys
         for key, blob in other.attributes.items():
             if key in mine:
                 continue
