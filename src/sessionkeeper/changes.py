@@ -1,7 +1,8 @@
 """What a ``Session`` changed since its last successful store write: its change tracking.
 
-Every method but :meth:`record_read` takes the owning session's lock (an ``RLock``, so callers
-that already hold it may call in).
+Every method takes the owning session's lock (an ``RLock``, so callers that already hold it may
+call in). That includes recording a read: a read added without it could land in a set the writer
+has just taken, and be lost for the next write (``contents="accessed"`` writes read keys).
 
 A write ``take()``s a snapshot and leaves the tracking empty; a failed write ``restore()``s it,
 merged under what changed meanwhile (a key set after the take stays set, one deleted after the
@@ -88,10 +89,11 @@ class Changes:
             self.updates += 1
 
     def record_read(self, key: str) -> None:
-        reads = self._read
-        if reads is None:
-            reads = self._read = set()
-        reads.add(key)
+        with self._lock:
+            if self._read is None:
+                self._read = {key}
+            else:
+                self._read.add(key)
 
     def record_meta(self) -> None:
         with self._lock:

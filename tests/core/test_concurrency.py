@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -178,3 +179,46 @@ def test_stats_counts_stay_exact_under_threads_and_concurrent_snapshots() -> Non
     assert final["touches"] == threads * (per_thread // 1000) * 3
     assert seen == sorted(seen) and all(0 <= v <= threads * per_thread for v in seen)
     assert stats.snapshot() == final  # reading changes nothing
+
+
+def test_reads_are_not_lost_while_the_writer_takes_the_tracking(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    """Issue 9, defect 6: under contents="accessed" a read key is written when its bytes
+    changed. A read recorded while a flush swaps out the tracking must land in the write or in
+    the next one, never in the set the flush already took. Each value is mutated in place and
+    then read, so every mutation is covered by a read that came after it."""
+    m = make(write=sk.Manual(), contents="accessed")
+    keys = [f"k{i}" for i in range(2000)]
+    sid = new_session(m, **{k: [0] for k in keys})
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def mutate() -> None:
+        try:
+            with m.request(app="shop", session_id=sid) as s:
+                held = {k: s[k] for k in keys}
+                for k in keys:
+                    held[k].append(1)  # mutated in place through a reference kept...
+                    s.get(k)  # ...and the read after it that must get it written
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, inside the writer's swap too
+    try:
+        reader = threading.Thread(target=mutate)
+        reader.start()
+        while not done.is_set():
+            m.flush()
+        reader.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors
+    m.flush()
+    stored = store.raw("shop", sid.split(".")[0])
+    assert stored is not None
+    unwritten = [k for k in keys if m.serializer.loads(stored.attributes[k]) != [0, 1]]
+    assert unwritten == []
