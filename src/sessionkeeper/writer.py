@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .changes import Taken
-from .errors import CorruptSessionData, StoreError
+from .errors import CorruptSessionData, StoreError, StoreUnavailable
 from .serialization import Serializer
 from .session import Session
 from .stats import Stats
@@ -122,7 +122,7 @@ class Writer:
         """Write ``sessions`` in one batch. Returns ``(written, gone)``: ``gone`` sessions were
         invalidated on another node meanwhile and must be dropped; a session whose row the store
         lost is written again whole. Sessions that failed stay dirty; with ``raise_errors`` the
-        store's error is raised after putting them back."""
+        first error is raised after every other session's result was applied."""
         taken: list[_Taken] = []
         touched: list[Session] = []
         locked: list[Session] = []
@@ -135,13 +135,13 @@ class Writer:
                     taken.append(t)
                 elif s.last_access_at > s.last_store_access_at:
                     touched.append(s)
-            results = self._save(taken, raise_errors)
-            if results is None:
-                return [], []
+            results, error = self._save(taken)
             written: list[Session] = []
             gone: list[Session] = []
             missing: list[Session] = []
             for t, res in zip(taken, results, strict=True):
+                if res is None:
+                    continue  # not written, put back by _save
                 if res.status is SaveStatus.GONE and t.request.expected_version > 0:
                     missing.append(self._as_unstored(t))
                 elif self._apply(t, res, now):
@@ -149,30 +149,62 @@ class Writer:
                 elif res.status is SaveStatus.GONE:
                     gone.append(t.session)
             if missing:
-                self._recreate(missing, now, written, gone, raise_errors)
-            # After the saves are applied: a failed touch must not put back what was saved.
-            try:
-                self.touch(touched)
-            except StoreError:
-                if raise_errors:
-                    raise
+                error = self._recreate(missing, now, written, gone) or error
+            if not isinstance(error, StoreUnavailable):
+                # After the saves are applied: a failed touch must not put back what was saved.
+                try:
+                    self.touch(touched)
+                except StoreError as exc:
+                    error = error or exc
+            if error is not None and raise_errors:
+                raise error
             return written, gone
         finally:
             for s in locked:
                 s.write_lock.release()
 
-    def _save(self, taken: list[_Taken], raise_errors: bool) -> list[SaveResult] | None:
-        """One ``save_many`` of the taken changes; on a store error every change is put back
-        (``None``, or the error with ``raise_errors``)."""
-        try:
-            return self.store.save_many([t.request for t in taken])
-        except StoreError:
-            for t in taken:
-                self._put_back(t)
-            self.stats.add("write_failures", len(taken))
-            if raise_errors:
-                raise
-            return None
+    def _save(self, taken: list[_Taken]) -> tuple[list[SaveResult | None], Exception | None]:
+        """``save_many`` of the taken changes: one result per change (``None``: not written, its
+        tracking put back), and the first error met.
+
+        An outage (:class:`StoreUnavailable`) puts back every change not yet written. Any other
+        error is about some session of the batch (a value the store refuses, a row it cannot
+        read to merge): the batch is split in halves, and halves again, so every other session
+        is written; the one that fails alone is put back, counted as ``write_refusals`` and
+        logged by id, and is tried again with the next write. The store is not marked failing
+        for it."""
+        results: list[SaveResult | None] = [None] * len(taken)
+        error: Exception | None = None
+        parts = [(0, len(taken))] if taken else []
+        while parts:
+            lo, hi = parts.pop()
+            try:
+                results[lo:hi] = self.store.save_many([t.request for t in taken[lo:hi]])
+            except StoreUnavailable as exc:
+                for a, b in [(lo, hi), *parts]:
+                    for t in taken[a:b]:
+                        self._put_back(t)
+                    self.stats.add("write_failures", b - a)
+                return results, error or exc
+            except (StoreError, CorruptSessionData) as exc:
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    parts += [(mid, hi), (lo, mid)]  # the first half is tried first
+                    continue
+                self._refused(taken[lo], exc)
+                error = error or exc
+        return results, error
+
+    def _refused(self, t: _Taken, exc: Exception) -> None:
+        self._put_back(t)
+        self.stats.add("write_refusals")
+        log.error(
+            "session %s of app %r was refused by the store and is kept dirty, to be tried "
+            "again with its next write: %s",
+            t.session.token[:8],
+            t.session.app,
+            exc,
+        )
 
     def _as_unstored(self, t: _Taken) -> Session:
         s = t.session
@@ -187,17 +219,16 @@ class Writer:
         now: float,
         written: list[Session],
         gone: list[Session],
-        raise_errors: bool,
-    ) -> None:
+    ) -> Exception | None:
         """GONE means a tombstone or a missing row. Only a tombstone (an invalidation) must not
         come back; a row the store lost (a Redis restart without persistence, a restored
         database) is written again, whole, from this node's copy. The store answers GONE again
-        for a tombstone."""
+        for a tombstone. Returns the error met, if any."""
         taken = [t for t in map(self._take, sessions) if t is not None]
-        results = self._save(taken, raise_errors)
-        if results is None:
-            return
+        results, error = self._save(taken)
         for t, res in zip(taken, results, strict=True):
+            if res is None:
+                continue
             if self._apply(t, res, now):
                 self.stats.add("recreated")
                 log.warning(
@@ -208,6 +239,7 @@ class Writer:
                 written.append(t.session)
             elif res.status is SaveStatus.GONE:
                 gone.append(t.session)
+        return error
 
     def touch(self, sessions: Sequence[Session]) -> None:
         """Write the access time of sessions whose attributes did not change."""

@@ -1,0 +1,99 @@
+"""One session's failure never costs another its write (issue 9, defects 1, 2, 4 and 14): a batch
+that meets an error about one session writes the others; the failing one stays dirty, is counted
+and logged, and is written once the store takes it. Outages stay outages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import pytest
+
+import sessionkeeper as sk
+from sessionkeeper.stores import SaveRequest, SaveResult
+
+from .conftest import MakeManager, RecordingStore, new_session
+
+
+def token(sid: str) -> str:
+    return sid.split(".")[0]
+
+
+class RefusingStore(RecordingStore):
+    """Raises ``refusal()`` from ``_save_batch`` for any batch holding a token in ``refused``,
+    as a backend does for one row it cannot write."""
+
+    def __init__(self, refusal: Callable[[], Exception]) -> None:
+        super().__init__()
+        self.refusal = refusal
+        self.refused: set[str] = set()
+
+    def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+        if any(r.token in self.refused for r in requests):
+            self._hook("save")
+            raise self.refusal()
+        return super()._save_batch(requests)
+
+
+REFUSALS = {
+    "corrupt": lambda: sk.CorruptSessionData("stored row cannot be merged"),
+    "store_error": lambda: sk.StoreError("value too large for this row"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSALS))
+def test_one_refused_session_does_not_cost_the_others_their_write(
+    make: MakeManager, clock: sk.FakeClock, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    store = RefusingStore(REFUSALS[kind])
+    m = make(store=store, write=sk.TimeBased(10))
+    sids = [new_session(m, n=0) for _ in range(8)]
+    m.flush()
+    bad = token(sids[3])
+    store.refused.add(bad)
+    for sid in sids:
+        with m.request(app="shop", session_id=sid) as s:
+            s["n"] = 1
+    clock.advance(11)
+    with caplog.at_level(logging.WARNING, logger="sessionkeeper"):
+        m.flush_due()  # raised before, and every session of the batch lost its change
+    stored = {token(sid): store.raw("shop", token(sid)) for sid in sids}
+    assert [t for t, st in stored.items() if st is None or st.attributes["n"] != b"1"] == [bad]
+    stats = m.stats()
+    assert stats["dirty"] == 1 and stats["write_refusals"] >= 1
+    assert stats["writes_deferred"] == 0 and store.stats.available
+    assert any(bad[:8] in r.getMessage() for r in caplog.records)
+    m.flush_due()  # still refused: still dirty, tried again
+    assert m.stats()["dirty"] == 1
+    store.refused.clear()
+    m.flush_due()
+    raw = store.raw("shop", bad)
+    assert raw is not None and raw.attributes["n"] == b"1"
+    assert m.stats()["dirty"] == 0
+
+
+def test_close_writes_the_others_and_closes_the_store(make: MakeManager) -> None:
+    store = RefusingStore(REFUSALS["corrupt"])
+    closed: list[bool] = []
+    store._close = lambda: closed.append(True)  # type: ignore[method-assign]
+    m = make(store=store, write=sk.Manual(), save_on_create=False)
+    sids = [new_session(m, n=5) for _ in range(4)]
+    store.refused.add(token(sids[0]))
+    left = m.close(deadline_s=0)
+    assert left == [f"shop:{token(sids[0])}"]
+    assert closed == [True]
+    assert all(store.raw("shop", token(sid)) is not None for sid in sids[1:])
+
+
+def test_an_outage_is_still_an_outage(make: MakeManager, store: RecordingStore) -> None:
+    m = make(write=sk.TimeBased(10))
+    sids = [new_session(m, n=0) for _ in range(4)]
+    for sid in sids:
+        with m.request(app="shop", session_id=sid) as s:
+            s["n"] = 1
+    store.down = True
+    tries = store.calls.count("save")
+    m.flush()
+    stats = m.stats()
+    assert stats["dirty"] == 4 and stats["write_failures"] == 4 and stats["write_refusals"] == 0
+    assert store.calls.count("save") - tries == store.retry.attempts  # one batch, not split
