@@ -20,6 +20,7 @@ from .errors import (
     SessionKeeperError,
     StoreError,
     StoreUnavailable,
+    ValueTooLarge,
 )
 from .events import AttributeEvent, DestroyReason, SessionEvent, SessionListener
 from .manager import ActiveRequest, SessionManager, close_all
@@ -71,6 +72,7 @@ __all__ = [
     "SystemClock",
     "TimeBased",
     "Tracking",
+    "ValueTooLarge",
     "WritePolicy",
     "__version__",
     "close_all",

@@ -135,6 +135,10 @@ class SqlDialect:
         """Whether a driver exception means "try again" (lost connection, lock timeout)."""
         return False
 
+    def max_value_bytes(self, conn: Connection) -> int | None:
+        """The largest attribute value a statement can carry to this server, if limited."""
+        return None
+
 
 class SqliteDialect(SqlDialect):
     """A file in WAL mode. pysqlite's own transaction handling is switched off and we emit
@@ -371,6 +375,13 @@ class MysqlDialect(SqlDialect):
             f"WHERE ({columns}) IN :keys"
         ).bindparams(keys)
         conn.execute(stmt, {"keys": [tuple(r[c] for c in key) for r in rows]})
+
+    def max_value_bytes(self, conn: Connection) -> int | None:
+        # The server drops the connection for a larger statement (error 2006, indistinguishable
+        # from an outage). PyMySQL sends bytes escaped inside the statement text: at worst two
+        # bytes each, plus the statement around them.
+        packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+        return (packet - 64 * 1024) // 2
 
     def is_transient(self, orig: BaseException | None) -> bool:
         args: tuple[Any, ...] = getattr(orig, "args", None) or ()
