@@ -54,48 +54,58 @@ class Writer:
             return self.serializer.dumps(value)
         except (TypeError, ValueError, RecursionError) as exc:
             # The value passed the check when it was set and was mutated in place since.
+            self.stats.add("unserializable_values")
             log.error(
-                "session %s attribute %r can no longer be serialized and is not written: %s",
+                "session %s attribute %r can no longer be serialized: not written (its stored "
+                "value is kept) and the session kept dirty: %s",
                 s.token[:8],
                 key,
                 exc,
             )
             return None
 
+    def _blobs(self, s: Session, full: bool) -> tuple[dict[str, bytes], list[str]]:
+        """The bytes to write per key, and the keys whose value cannot be serialized any more.
+        The caller holds the session's lock."""
+        data = s.data_view()
+        tracked = s.changes
+        if full:
+            keys: set[str] = set(data)
+        else:
+            keys = set(tracked.set_keys)
+            if self.contents == "accessed":
+                keys |= tracked.read_keys
+        changed: dict[str, bytes] = {}
+        failed: list[str] = []
+        for key in keys:
+            if key not in data:
+                continue
+            blob = self._dumps(s, key, data[key])
+            if blob is None:
+                failed.append(key)
+            elif (
+                full or key in tracked.set_keys or s.stored_hashes.get(key) != hash(blob)
+            ):  # else read, not changed
+                changed[key] = blob
+        return changed, failed
+
     def _take(self, s: Session) -> _Taken | None:
         """Snapshot what to write and clear the tracking, under the session's lock.
-        ``None`` when nothing but the access time changed."""
+        ``None`` when nothing but the access time changed. A key whose value cannot be
+        serialized stays marked set, so the session stays dirty; and the write becomes a
+        partial one, which leaves that key's stored value in place (a full write would
+        delete it)."""
         with s.lock:
-            data = s.data_view()
             tracked = s.changes
             full = self.contents == "all" or not s.in_store
-            if full:
-                keys: set[str] = set(data)
-            else:
-                keys = set(tracked.set_keys)
-                if self.contents == "accessed":
-                    keys |= tracked.read_keys
-            changed: dict[str, bytes] = {}
-            for key in keys:
-                if key not in data:
-                    continue
-                blob = self._dumps(s, key, data[key])
-                if blob is None:
-                    continue
-                if (
-                    not full
-                    and key not in tracked.set_keys
-                    and s.stored_hashes.get(key) == hash(blob)
-                ):
-                    continue  # read, not changed
-                changed[key] = blob
+            changed, failed = self._blobs(s, full)
+            full = full and not (failed and s.in_store)
             removed = frozenset(tracked.deleted_keys)
+            taken: _Taken | None = None
             if s.in_store and not changed and not removed and not tracked.meta_changed:
                 tracked.forget_reads()  # read, compared, unchanged: nothing to write
-                return None
-            taken = _Taken(
-                session=s,
-                request=SaveRequest(
+            else:
+                request = SaveRequest(
                     app=s.app,
                     token=s.token,
                     expected_version=s.version,
@@ -107,9 +117,10 @@ class Writer:
                     full=full,
                     owner=s.owner,
                     node=self._node(),
-                ),
-                changes=tracked.take(),
-            )
+                )
+                taken = _Taken(session=s, request=request, changes=tracked.take())
+            for key in failed:
+                tracked.put_key_state(key, True, False)
             return taken
 
     @staticmethod

@@ -97,3 +97,35 @@ def test_an_outage_is_still_an_outage(make: MakeManager, store: RecordingStore) 
     stats = m.stats()
     assert stats["dirty"] == 4 and stats["write_failures"] == 4 and stats["write_refusals"] == 0
     assert store.calls.count("save") - tries == store.retry.attempts  # one batch, not split
+
+
+@pytest.mark.parametrize("contents", ["all", "accessed"])
+def test_a_value_mutated_into_an_unserializable_one_never_deletes_the_stored_key(
+    make: MakeManager,
+    store: RecordingStore,
+    caplog: pytest.LogCaptureFixture,
+    contents: str,
+) -> None:
+    """Issue 9, defect 2: with contents="all" the write was a full one without ``cart``, so
+    the store lost the key while the log said it "is not written"."""
+    m = make(contents=contents)
+    sid = new_session(m, cart=[1], n=0)
+    with (
+        caplog.at_level(logging.ERROR, logger="sessionkeeper"),
+        m.request(app="shop", session_id=sid) as s,
+    ):
+        s["cart"].append(object())
+        s["n"] = 1
+    raw = store.raw("shop", token(sid))
+    assert raw is not None
+    assert raw.attributes.get("cart") == b"[1]" and raw.attributes["n"] == b"1"
+    stats = m.stats()
+    assert stats["unserializable_values"] == 1 and stats["dirty"] == 1
+    assert any("'cart'" in r.getMessage() for r in caplog.records)
+    with m.request(app="shop", session_id=sid) as s:
+        s["cart"].pop()  # serializable again: now it is written
+        s["cart"].append(2)
+    m.flush()
+    raw = store.raw("shop", token(sid))
+    assert raw is not None and raw.attributes["cart"] == b"[1,2]"
+    assert m.stats()["dirty"] == 0
