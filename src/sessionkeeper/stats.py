@@ -24,6 +24,7 @@ class Counters:
     writes_saved: int = 0  # changed requests whose write was coalesced into a later one
     writes_deferred: int = 0  # inline writes left to the flusher while the store was failing
     touches: int = 0
+    touch_failures: int = 0  # access times not written (the sessions stay due for a touch)
     conflicts_merged: int = 0
     conflict_overwrites: int = 0  # same key changed on two nodes: the later write won
     write_failures: int = 0  # writes that failed and were kept dirty for a retry

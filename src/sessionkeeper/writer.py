@@ -253,11 +253,25 @@ class Writer:
         return error
 
     def touch(self, sessions: Sequence[Session]) -> None:
-        """Write the access time of sessions whose attributes did not change."""
+        """Write the access time of sessions whose attributes did not change. A failure is
+        counted (``touch_failures``), logged, and raised; the sessions stay due."""
         if not sessions:
             return
         touches = [Touch(s.app, s.token, s.last_access_at) for s in sessions]
-        self.store.touch_many(touches)
+        try:
+            self.store.touch_many(touches)
+        except StoreError as exc:
+            # last_store_access_at stays behind, so the next flush touches them again; until
+            # then another node's sweep could see them as idle.
+            self.stats.add("touch_failures", len(touches))
+            log.warning(
+                "the access time of %d sessions was not written (touched again with the next "
+                "flush): %s: %s",
+                len(touches),
+                ", ".join(s.token[:8] for s in sessions[:20]),
+                exc,
+            )
+            raise
         for s, t in zip(sessions, touches, strict=True):
             s.last_store_access_at = max(s.last_store_access_at, t.last_access_at)
         self.stats.add("touches", len(touches))

@@ -129,3 +129,30 @@ def test_a_value_mutated_into_an_unserializable_one_never_deletes_the_stored_key
     raw = store.raw("shop", token(sid))
     assert raw is not None and raw.attributes["cart"] == b"[1,2]"
     assert m.stats()["dirty"] == 0
+
+
+def test_a_failed_touch_is_counted_logged_and_kept_due(
+    make: MakeManager,
+    store: RecordingStore,
+    clock: sk.FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 9, defect 4: a touch that failed inside a write was swallowed (no log, no count),
+    so another node's sweep could end a session in use here."""
+    m = make(contents="accessed")
+    sid = new_session(m, cart=[1])
+    clock.advance(60)
+    store.down = True
+    with (
+        caplog.at_level(logging.WARNING, logger="sessionkeeper"),
+        m.request(app="shop", session_id=sid) as s,
+    ):
+        s.get("cart")  # read, unchanged: the write at the end is a touch
+    assert m.stats()["touch_failures"] == 1
+    assert any(
+        token(sid)[:8] in r.getMessage() and "access time" in r.getMessage() for r in caplog.records
+    )
+    store.down = False
+    m.flush_due()  # still due: its access time is older than save_period_s in the store
+    raw = store.raw("shop", token(sid))
+    assert raw is not None and raw.last_access_at == clock.time()
