@@ -543,3 +543,22 @@ def test_value_over_max_allowed_packet_is_that_sessions_refusal(
         assert not isinstance(info.value, StoreUnavailable)
     finally:
         m.close(deadline_s=0)
+
+
+def test_single_row_session_over_the_limit_is_refused_not_an_outage(make_store: Any) -> None:
+    """In the single-row layout one blob holds every attribute: values each under the limit can
+    add up to a row the server drops the connection for."""
+    store: SqlStore = make_store(
+        "mysql", layout="single_row", retry=RetryPolicy(attempts=3, backoff_s=0)
+    )
+    store.save_many([req(tok(1), 0, {"a": b"1"})])
+    limit = store.max_value_bytes
+    assert limit is not None
+    half = b'"' + b"x" * (limit * 6 // 10) + b'"'
+    assert store.save_many([req(tok(1), 1, {"b": half})])[0].status is SaveStatus.SAVED
+    with pytest.raises(StoreError, match=tok(1)[:8]) as info:
+        store.save_many([req(tok(1), 2, {"c": half})])
+    assert not isinstance(info.value, StoreUnavailable)
+    assert store.stats.retries == 0 and store.stats.available
+    stored = store.load("shop", tok(1))
+    assert stored is not None and set(stored.attributes) == {"a", "b"}

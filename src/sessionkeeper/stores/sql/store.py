@@ -157,7 +157,9 @@ class SqlStore(Store):
             if self._ready:
                 return
             with self._tx(write=False) as conn:
-                self.max_value_bytes = self._dialect.max_value_bytes(conn)
+                self.max_value_bytes = self._ops.max_value_bytes = self._dialect.max_value_bytes(
+                    conn
+                )
             if self._create_schema:
                 self._init_schema()
             else:
