@@ -639,7 +639,7 @@ class SessionManager:
         Tests with a fake clock call it directly."""
         try:
             self.flush_due()
-        except StoreError as exc:
+        except (StoreError, CorruptSessionData) as exc:
             log.warning("flush failed, dirty sessions kept: %s", exc)
         now = self.clock.time()
         if now >= self._next_sweep_at:
@@ -647,7 +647,7 @@ class SessionManager:
             if within_hours(self.sweep_hours, now):
                 try:
                     self.sweep()
-                except StoreError as exc:
+                except (StoreError, CorruptSessionData) as exc:
                     log.warning("sweep failed: %s", exc)
 
     def sweep(self) -> int:
@@ -687,7 +687,7 @@ class SessionManager:
         while True:
             try:
                 self.flush()
-            except StoreError as exc:
+            except (StoreError, CorruptSessionData) as exc:
                 log.warning("flush at shutdown failed: %s", exc)
             left = self._persistence.dirty()
             if not left or time.monotonic() >= deadline:

@@ -165,7 +165,7 @@ class Writer:
                 # After the saves are applied: a failed touch must not put back what was saved.
                 try:
                     self.touch(touched)
-                except StoreError as exc:
+                except (StoreError, CorruptSessionData) as exc:
                     error = error or exc
             if error is not None and raise_errors:
                 raise error
@@ -260,7 +260,7 @@ class Writer:
         touches = [Touch(s.app, s.token, s.last_access_at) for s in sessions]
         try:
             self.store.touch_many(touches)
-        except StoreError as exc:
+        except (StoreError, CorruptSessionData) as exc:
             # last_store_access_at stays behind, so the next flush touches them again; until
             # then another node's sweep could see them as idle.
             self.stats.add("touch_failures", len(touches))

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 import sessionkeeper as sk
-from sessionkeeper.stores import SaveRequest, SaveResult
+from sessionkeeper.stores import SaveRequest, SaveResult, Touch
 
 from .conftest import MakeManager, RecordingStore, new_session
 
@@ -156,3 +156,31 @@ def test_a_failed_touch_is_counted_logged_and_kept_due(
     m.flush_due()  # still due: its access time is older than save_period_s in the store
     raw = store.raw("shop", token(sid))
     assert raw is not None and raw.last_access_at == clock.time()
+
+
+class CorruptTouchStore(RecordingStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def _touch_batch(self, touches: Sequence[Touch]) -> None:
+        raise sk.CorruptSessionData("stored row cannot be read to raise its access time")
+
+    def _close(self) -> None:
+        self.closed = True
+
+
+def test_close_and_housekeep_survive_corrupt_data_from_the_store(
+    make: MakeManager, clock: sk.FakeClock
+) -> None:
+    """CorruptSessionData is not a StoreError: close() let it through before closing the
+    store, and the housekeeping tick died on it."""
+    store = CorruptTouchStore()
+    m = make(store=store)
+    sid = new_session(m)
+    clock.advance(120)
+    with m.request(app="shop", session_id=sid):
+        pass  # nothing changed: only its access time is behind, for a touch
+    m.housekeep()
+    assert m.close(deadline_s=0) == []
+    assert store.closed
