@@ -494,11 +494,14 @@ class SessionManager:
     # -- SessionHost: called by Session ------------------------------------------------------
 
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
-        if not (self._json and json_cannot_fail(value)):
+        limit = self.store.max_value_bytes  # known once the store has connected
+        if not (self._json and json_cannot_fail(value, limit)):
             try:
-                self.serializer.dumps(value)
+                size = len(self.serializer.dumps(value))
             except (TypeError, ValueError, RecursionError) as exc:
                 raise SerializationError(key, value, str(exc)) from exc
+            if limit is not None and size > limit:
+                raise SerializationError(key, value, f"{size} bytes, over the store's {limit}")
         if not session.created:
             self._create(session)
 

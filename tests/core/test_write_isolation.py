@@ -184,3 +184,20 @@ def test_close_and_housekeep_survive_corrupt_data_from_the_store(
     m.housekeep()
     assert m.close(deadline_s=0) == []
     assert store.closed
+
+
+@pytest.mark.parametrize("value", ["x" * 101, ["x" * 101], b"\xff" * 120])
+def test_a_value_larger_than_the_store_takes_is_refused_when_set(
+    make: MakeManager, store: RecordingStore, value: object
+) -> None:
+    """Issue 9, defect 14: where the store's limit is known, a value over it is refused at set
+    time (naming the key), like any value that cannot be serialized, and nothing changes."""
+    store.max_value_bytes = 100
+    m = make(serializer="msgpack" if isinstance(value, bytes) else "json")
+    sid = new_session(m, n=0)
+    with m.request(app="shop", session_id=sid) as s:
+        with pytest.raises(sk.SerializationError, match="'big'"):
+            s["big"] = value
+        assert "big" not in s and not s.has_changes()
+        s["small"] = "x" * 90
+    assert m.stats()["dirty"] == 0

@@ -520,8 +520,15 @@ def test_value_over_max_allowed_packet_is_that_sessions_refusal(
     store: SqlStore = make_store("mysql", layout=layout, retry=RetryPolicy(attempts=3, backoff_s=0))
     with store.engine.connect() as conn:
         packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+    # Nothing reaches the store before the flush, so the values are set before its limit is
+    # known (as on a node's first requests): the flush meets it.
     m = sk.SessionManager(
-        store, clock=sk.FakeClock(), node="a", housekeeping=False, write=sk.Manual()
+        store,
+        clock=sk.FakeClock(),
+        node="a",
+        housekeeping=False,
+        write=sk.Manual(),
+        save_on_create=False,
     )
     try:
         sids = []
@@ -541,6 +548,12 @@ def test_value_over_max_allowed_packet_is_that_sessions_refusal(
         with pytest.raises(StoreError, match="'big'") as info:
             store.save_many([req(tok(1), 0, {"big": b"x" * packet})])
         assert not isinstance(info.value, StoreUnavailable)
+        # Now that the store has connected, its limit is known when a value is set.
+        with (
+            m.request(app="shop", session_id=sids[0]) as s,
+            pytest.raises(sk.SerializationError, match="'big'"),
+        ):
+            s["big"] = "x" * packet
     finally:
         m.close(deadline_s=0)
 
