@@ -15,25 +15,38 @@ empty set costs 216 bytes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Set
 
 _EMPTY: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
 class Taken:
-    """The tracking taken out of a session for one write."""
+    """The tracking taken out of a session for one write. It owns the sets it holds (the
+    session starts new ones), so they never change after the take; treat them as read-only."""
 
-    set_keys: frozenset[str]
-    deleted_keys: frozenset[str]
-    read_keys: frozenset[str]
-    meta_changed: bool
-    updates: int
-    requests: int
+    __slots__ = ("deleted_keys", "meta_changed", "read_keys", "requests", "set_keys", "updates")
+
+    def __init__(
+        self,
+        set_keys: Set[str],
+        deleted_keys: Set[str],
+        read_keys: Set[str],
+        meta_changed: bool,
+        updates: int,
+        requests: int,
+    ) -> None:
+        self.set_keys = set_keys
+        self.deleted_keys = deleted_keys
+        self.read_keys = read_keys
+        self.meta_changed = meta_changed
+        self.updates = updates
+        self.requests = requests
 
 
 class Changes:
+    """One session's change tracking. The ``Session`` records into it; the writer takes it out
+    for a write and restores it when the write fails."""
+
     __slots__ = (
         "_deleted",
         "_lock",
@@ -80,12 +93,22 @@ class Changes:
 
     def record_set(self, key: str) -> None:
         with self._lock:
-            self._mark(key, set_=True, deleted=False)
+            if self._set is None:
+                self._set = {key}
+            else:
+                self._set.add(key)
+            if self._deleted:
+                self._deleted.discard(key)
             self.updates += 1
 
     def record_delete(self, key: str) -> None:
         with self._lock:
-            self._mark(key, set_=False, deleted=True)
+            if self._deleted is None:
+                self._deleted = {key}
+            else:
+                self._deleted.add(key)
+            if self._set:
+                self._set.discard(key)
             self.updates += 1
 
     def record_read(self, key: str) -> None:
@@ -145,14 +168,16 @@ class Changes:
         """Swap out everything recorded for one write; the tracking is empty afterwards."""
         with self._lock:
             taken = Taken(
-                frozenset(self.set_keys),
-                frozenset(self.deleted_keys),
-                frozenset(self.read_keys),
+                self._set or _EMPTY,
+                self._deleted or _EMPTY,
+                self._read or _EMPTY,
                 self.meta_changed,
                 self.updates,
                 self.requests,
             )
-            self.clear()
+            self._set = self._deleted = self._read = None
+            self.meta_changed = False
+            self.updates = self.requests = 0
             return taken
 
     def restore(self, t: Taken) -> None:

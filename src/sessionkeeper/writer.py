@@ -2,7 +2,8 @@
 
 The writer decides nothing about *when* (that is the policy's and the manager's job); it turns a
 set of sessions into one ``save_many`` call, and on failure puts every change back so nothing dirty
-is ever dropped.
+is ever dropped. One session's failure never costs another its write: an error that is not an
+outage is isolated to the session that causes it (see :meth:`Writer._save`).
 """
 
 from __future__ import annotations
