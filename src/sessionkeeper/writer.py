@@ -177,7 +177,7 @@ class Writer:
 
     def _save(self, taken: list[_Taken]) -> tuple[list[SaveResult | None], Exception | None]:
         """``save_many`` of the taken changes: one result per change (``None``: not written, its
-        tracking put back), and the first error met.
+        tracking put back), and the error met: an outage, else the first refusal.
 
         An outage (:class:`StoreUnavailable`) puts back every change not yet written. Any other
         error is about some session of the batch (a value the store refuses, a row it cannot
@@ -197,7 +197,7 @@ class Writer:
                     for t in taken[a:b]:
                         self._put_back(t)
                     self.stats.add("write_failures", b - a)
-                return results, error or exc
+                return results, exc  # the outage, rather than an earlier refusal
             except (StoreError, CorruptSessionData) as exc:
                 if hi - lo > 1:
                     mid = (lo + hi) // 2
