@@ -182,8 +182,8 @@ class Writer:
         An outage (:class:`StoreUnavailable`) puts back every change not yet written. Any other
         error is about some session of the batch (a value the store refuses, a row it cannot
         read to merge): the batch is split in halves, and halves again, so every other session
-        is written; the one that fails alone is put back, counted as ``write_refusals`` and
-        logged by id, and is tried again with the next write. The store is not marked failing
+        is written; the one that fails alone is put back, counted in ``write_failures`` and
+        ``write_refusals``, and logged by id, and is tried again with the next write. The store is not marked failing
         for it."""
         results: list[SaveResult | None] = [None] * len(taken)
         error: Exception | None = None
@@ -209,6 +209,7 @@ class Writer:
 
     def _refused(self, t: _Taken, exc: Exception) -> None:
         self._put_back(t)
+        self.stats.add("write_failures")  # every failed write; of which refusals:
         self.stats.add("write_refusals")
         log.error(
             "session %s of app %r was refused by the store and is kept dirty, to be tried "
