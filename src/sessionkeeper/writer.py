@@ -186,6 +186,7 @@ class Writer:
         ``write_refusals``, and logged by id, and is tried again with the next write. The store is not marked failing
         for it."""
         results: list[SaveResult | None] = [None] * len(taken)
+        refused: list[Session] = []
         error: Exception | None = None
         parts = [(0, len(taken))] if taken else []
         while parts:
@@ -197,26 +198,29 @@ class Writer:
                     for t in taken[a:b]:
                         self._put_back(t)
                     self.stats.add("write_failures", b - a)
-                return results, exc  # the outage, rather than an earlier refusal
+                error = exc  # the outage, rather than an earlier refusal
+                break
             except (StoreError, CorruptSessionData) as exc:
                 if hi - lo > 1:
                     mid = (lo + hi) // 2
                     parts += [(mid, hi), (lo, mid)]  # the first half is tried first
                     continue
-                self._refused(taken[lo], exc)
+                self._put_back(taken[lo])
+                refused.append(taken[lo].session)
                 error = error or exc
+        if refused:
+            self._refused(refused, error)
         return results, error
 
-    def _refused(self, t: _Taken, exc: Exception) -> None:
-        self._put_back(t)
-        self.stats.add("write_failures")  # every failed write; of which refusals:
-        self.stats.add("write_refusals")
+    def _refused(self, sessions: list[Session], first: Exception | None) -> None:
+        self.stats.add("write_failures", len(sessions))  # every failed write; of which:
+        self.stats.add("write_refusals", len(sessions))
         log.error(
-            "session %s of app %r was refused by the store and is kept dirty, to be tried "
-            "again with its next write: %s",
-            t.session.token[:8],
-            t.session.app,
-            exc,
+            "%d sessions refused by the store, kept dirty and tried again with their next "
+            "write: %s; the first error: %s",
+            len(sessions),
+            ", ".join(f"{s.app}:{s.token[:8]}" for s in sessions[:20]),
+            first,
         )
 
     def _as_unstored(self, t: _Taken) -> Session:
