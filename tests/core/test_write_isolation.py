@@ -186,7 +186,9 @@ def test_close_and_housekeep_survive_corrupt_data_from_the_store(
     assert store.closed
 
 
-@pytest.mark.parametrize("value", ["x" * 101, ["x" * 101], b"\xff" * 120])
+@pytest.mark.parametrize(
+    "value", ["x" * 101, ["x" * 101], b"\xff" * 120], ids=["str", "list", "bytes"]
+)
 def test_a_value_larger_than_the_store_takes_is_refused_when_set(
     make: MakeManager, store: RecordingStore, value: object
 ) -> None:
