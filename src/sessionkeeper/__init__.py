@@ -21,6 +21,7 @@ from .errors import (
     SessionKeeperError,
     StoreError,
     StoreUnavailable,
+    ValueTooLarge,
     WriteRefused,
 )
 from .events import AttributeEvent, DestroyReason, SessionEvent, SessionListener
@@ -75,6 +76,7 @@ __all__ = [
     "SystemClock",
     "TimeBased",
     "Tracking",
+    "ValueTooLarge",
     "WritePolicy",
     "WriteRefused",
     "__version__",

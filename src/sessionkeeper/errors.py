@@ -38,6 +38,22 @@ class WriteRefused(StoreError):
     code = "write_refused"
 
 
+class ValueTooLarge(StoreError):
+    """One session's write refused by the store because a value is larger than it takes (for
+    MariaDB/MySQL, what ``max_allowed_packet`` lets through). The session's error, not an
+    outage: the writer writes the other sessions and keeps this one dirty."""
+
+    code = "value_too_large"
+
+    def __init__(self, token: str, key: str, size: int, limit: int) -> None:
+        self.token = token
+        self.key = key
+        super().__init__(
+            f"session {token[:8]} attribute {key!r}: {size} bytes, more than the {limit} "
+            "this store takes"
+        )
+
+
 class CorruptSessionData(SessionKeeperError):
     """Stored bytes could not be turned back into values (truncated, tampered, wrong type)."""
 

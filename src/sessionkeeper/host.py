@@ -40,11 +40,16 @@ class Host:
         return self._rt.node
 
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
-        if not (self._json and json_cannot_fail(value)):
+        limit = self._rt.store.max_value_bytes  # known once the store has connected
+        if not (self._json and json_cannot_fail(value, limit)):
             try:
-                self._rt.serializer.dumps(value, place=place(session.app, session.token, key))
+                blob = self._rt.serializer.dumps(
+                    value, place=place(session.app, session.token, key)
+                )
             except (TypeError, ValueError, RecursionError) as exc:
                 raise SerializationError(key, value, str(exc)) from exc
+            if limit is not None and len(blob) > limit:
+                raise SerializationError(key, value, f"{len(blob)} bytes, over the store's {limit}")
         if not session.created:
             self._create(session)
 

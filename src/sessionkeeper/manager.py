@@ -24,7 +24,7 @@ from . import forks
 from .cache import SessionCache
 from .clock import Clock
 from .config import OnWriteFailure, Settings
-from .errors import StoreError
+from .errors import CorruptSessionData, StoreError
 from .events import EventBus, SessionListener
 from .host import Host
 from .housekeeping import Housekeeper, within_hours
@@ -270,7 +270,7 @@ class SessionManager:
         Tests with a fake clock call it directly."""
         try:
             self.flush_due()
-        except StoreError as exc:
+        except (StoreError, CorruptSessionData) as exc:
             log.warning("flush failed, dirty sessions kept: %s", exc)
         mono = self.clock.monotonic()
         if mono >= self._next_sweep_mono:
@@ -278,7 +278,7 @@ class SessionManager:
             if within_hours(self.settings.sweep_hours, self.clock.time()):
                 try:
                     self.sweep()
-                except StoreError as exc:
+                except (StoreError, CorruptSessionData) as exc:
                     log.warning("sweep failed: %s", exc)
 
     def sweep(self) -> int:
@@ -326,7 +326,7 @@ class SessionManager:
         while True:
             try:
                 self.flush()
-            except StoreError as exc:
+            except (StoreError, CorruptSessionData) as exc:
                 log.warning("flush at shutdown failed: %s", exc)
             left = self._persistence.dirty()
             if not left or time.monotonic() >= deadline:

@@ -131,15 +131,16 @@ class JsonSerializer:
 _SAFE_INT = 1 << 256
 
 
-def json_cannot_fail(value: Any) -> bool:
+def json_cannot_fail(value: Any, max_bytes: int | None = None) -> bool:
     """Whether :meth:`JsonSerializer.dumps` surely accepts ``value``, so a set can skip encoding
     it just to check: ``None``, a ``bool``, any ``float`` (non-finite ones are tagged), an ``int``
-    below 2**256 in size, an ASCII ``str`` (no lone surrogate to refuse). Exact types only."""
+    below 2**256 in size, an ASCII ``str`` (no lone surrogate to refuse) that stays within
+    ``max_bytes`` even if every character is escaped (``\\u0000``). Exact types only."""
     t = type(value)
     if t is int:
         return -_SAFE_INT < value < _SAFE_INT  # type: ignore[no-any-return]
     if t is str:
-        return value.isascii()  # type: ignore[no-any-return]
+        return value.isascii() and (max_bytes is None or 6 * len(value) + 2 <= max_bytes)
     return value is None or t is bool or t is float
 
 

@@ -10,12 +10,17 @@ The session never does I/O itself: writes, invalidation and id rotation are dele
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator, MutableMapping
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from .changes import Changes
+
 _MISSING: Any = object()
+#: Values a request cannot change in place: reading one needs no copy for the undo log.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
 #: The request (an opaque int) the current thread or task is serving, for the per-request undo log.
 current_request: ContextVar[int | None] = ContextVar("sessionkeeper_request", default=None)
@@ -50,28 +55,23 @@ class Session(MutableMapping[str, Any]):
         "_host",
         "_lock",
         "_owner",
+        "_read_copies",
         "_undo",
         "_undo_version",
         "access_lock",
         "active_requests",
         "app",
+        "changes",
         "created",
         "created_at",
         "created_by",
-        "deleted_keys",
         "in_store",
         "last_access_at",
         "last_store_access_at",
         "last_write_at",
-        "meta_changed",
-        "read_keys",
-        "requests_since_write",
-        "set_keys",
         "stored_hashes",
         "timeout_s",
         "token",
-        "track_reads",
-        "updates_since_write",
         "version",
         "write_lock",
     )
@@ -102,14 +102,8 @@ class Session(MutableMapping[str, Any]):
         self._lock = threading.RLock()
         self.access_lock = threading.Lock()  # held for a whole request with serialize_access
         self.write_lock = threading.Lock()  # one store write of this session at a time
-        # -- change tracking since the last successful store write --
-        self.set_keys: set[str] = set()
-        self.deleted_keys: set[str] = set()
-        self.read_keys: set[str] = set()
-        self.track_reads = track_reads  # contents="accessed": a read key may have changed
-        self.meta_changed = False  # owner or timeout changed
-        self.updates_since_write = 0
-        self.requests_since_write = 0
+        # What changed since the last successful store write.
+        self.changes = Changes(self._lock, track_reads=track_reads)
         # When data last reached the store: a *monotonic* reading of the manager's clock (an
         # interval is measured from it), which the manager layer sets; never a timestamp.
         self.last_write_at = 0.0
@@ -126,6 +120,9 @@ class Session(MutableMapping[str, Any]):
         # and the store version the request started at.
         self._undo: dict[int, dict[str, tuple[Any, bool, bool]]] = {}
         self._undo_version: dict[int, int] = {}
+        # Per request: a copy of each mutable value it read before changing it, so that a failed
+        # request can undo an in-place mutation too (``s["cart"].append(x)``). Made on demand.
+        self._read_copies: dict[int, dict[str, tuple[Any, Any]]] | None = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -144,7 +141,7 @@ class Session(MutableMapping[str, Any]):
         principal then gets a new session instead."""
         with self._lock:
             self._owner = principal
-            self.meta_changed = True
+            self.changes.record_meta()
         self._host._metadata_changed(self)
 
     def set_timeout(self, timeout_s: float) -> None:
@@ -156,18 +153,14 @@ class Session(MutableMapping[str, Any]):
             if self.timeout_s == timeout_s:
                 return
             self.timeout_s = float(timeout_s)
-            self.meta_changed = True
+            self.changes.record_meta()
         self._host._metadata_changed(self)
 
     def mark_modified(self) -> None:
         """Treat every key read since the last write as changed, so values mutated in place are
         written under ``contents="updated"`` too (Flask's and Django's ``session.modified = True``)."""
         with self._lock:
-            keys = (self.read_keys & self._data.keys()) - self.set_keys
-            if not keys:
-                return
-            self.set_keys |= keys
-            self.updates_since_write += 1
+            self.changes.reads_as_set(self._data.keys())
 
     @property
     def in_use(self) -> bool:
@@ -184,7 +177,9 @@ class Session(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         value = self._data[key]
-        self.read_keys.add(key)
+        self.changes.record_read(key)
+        if type(value) not in _IMMUTABLE and self._undo:
+            self._copy_on_read(key, value)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -193,7 +188,9 @@ class Session(MutableMapping[str, Any]):
         value = self._data.get(key, _MISSING)
         if value is _MISSING:
             return default
-        self.read_keys.add(key)
+        self.changes.record_read(key)
+        if type(value) not in _IMMUTABLE and self._undo:
+            self._copy_on_read(key, value)
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -204,18 +201,14 @@ class Session(MutableMapping[str, Any]):
             old = self._data.get(key, _MISSING)
             self._record_undo(key, old)
             self._data[key] = value
-            self.set_keys.add(key)
-            self.deleted_keys.discard(key)
-            self.updates_since_write += 1
+            self.changes.record_set(key)
         self._host._attribute_changed(self, key, old, value)
 
     def __delitem__(self, key: str) -> None:
         with self._lock:
             old = self._data.pop(key)  # KeyError when absent, as a dict
             self._record_undo(key, old)
-            self.set_keys.discard(key)
-            self.deleted_keys.add(key)
-            self.updates_since_write += 1
+            self.changes.record_delete(key)
         self._host._attribute_changed(self, key, old, _MISSING)
 
     def __contains__(self, key: object) -> bool:
@@ -262,14 +255,62 @@ class Session(MutableMapping[str, Any]):
         return self._data
 
     def has_changes(self) -> bool:
-        """Anything the next write would carry. With ``track_reads`` (contents="accessed") a
-        read key counts: it may have been mutated in place, which only its bytes can tell."""
-        return bool(
-            self.set_keys
-            or self.deleted_keys
-            or self.meta_changed
-            or (self.track_reads and self.read_keys)
-        )
+        """Anything the next write would carry (see :meth:`Changes.any`)."""
+        return self.changes.any()
+
+    # The policies read these (policies.SessionView). The setters keep the manager's call sites
+    # (``requests_since_write += 1``, ``meta_changed = True``, clearing the key sets on a refresh)
+    # working; new code calls ``changes`` directly.
+    @property
+    def updates_since_write(self) -> int:
+        return self.changes.updates
+
+    @property
+    def requests_since_write(self) -> int:
+        return self.changes.requests
+
+    @requests_since_write.setter
+    def requests_since_write(self, n: int) -> None:
+        with self._lock:
+            self.changes.requests = n
+
+    @property
+    def meta_changed(self) -> bool:
+        return self.changes.meta_changed
+
+    @meta_changed.setter
+    def meta_changed(self, changed: bool) -> None:
+        with self._lock:
+            self.changes.meta_changed = changed
+
+    @property
+    def set_keys(self) -> frozenset[str]:
+        return frozenset(self.changes.set_keys)
+
+    @set_keys.setter
+    def set_keys(self, keys: set[str]) -> None:
+        self._clear_keys(keys)
+
+    @property
+    def deleted_keys(self) -> frozenset[str]:
+        return frozenset(self.changes.deleted_keys)
+
+    @deleted_keys.setter
+    def deleted_keys(self, keys: set[str]) -> None:
+        self._clear_keys(keys)
+
+    @property
+    def read_keys(self) -> frozenset[str]:
+        return frozenset(self.changes.read_keys)
+
+    @read_keys.setter
+    def read_keys(self, keys: set[str]) -> None:
+        self._clear_keys(keys)
+
+    def _clear_keys(self, keys: set[str]) -> None:
+        if keys:
+            raise ValueError("change tracking is recorded through session.changes")
+        self.changes.forget_keys()
 
     @property
     def unwritten(self) -> bool:
@@ -283,12 +324,44 @@ class Session(MutableMapping[str, Any]):
             return
         log = self._undo.get(rid)
         if log is not None and key not in log:
-            log[key] = (old, key in self.set_keys, key in self.deleted_keys)
+            log[key] = (old, *self.changes.key_state(key))
+
+    def _copy_on_read(self, key: str, value: Any) -> None:
+        """Keep a copy of a mutable value the current request reads first, before any change of
+        it (the undo log then has the value itself)."""
+        rid = current_request.get()
+        if rid is None or rid not in self._undo:
+            return
+        with self._lock:
+            if key in self._undo[rid]:
+                return
+            if self._read_copies is None:
+                self._read_copies = {}
+            copies = self._read_copies.setdefault(rid, {})
+            if key not in copies:
+                try:
+                    copies[key] = (value, copy.deepcopy(value))
+                except Exception:  # a value that cannot be copied cannot be rolled back either
+                    copies[key] = (value, value)
+
+    def _mutated_in(self, rid: int) -> list[tuple[str, Any]]:
+        """The keys request ``rid`` read and then mutated in place (not set or deleted), each
+        with its value as read. Caller holds the lock."""
+        copies = self._read_copies.get(rid) if self._read_copies else None
+        if not copies:
+            return []
+        log = self._undo.get(rid, {})
+        return [
+            (key, before)
+            for key, (value, before) in copies.items()
+            if key not in log and self._data.get(key, _MISSING) is value and value != before
+        ]
 
     def changed_in(self, rid: int) -> bool:
-        """Whether request ``rid`` set or deleted a key it could still roll back."""
+        """Whether request ``rid`` set, deleted or mutated in place a key it could still roll
+        back."""
         with self._lock:
-            return bool(self._undo.get(rid))
+            return bool(self._undo.get(rid)) or bool(self._mutated_in(rid))
 
     def begin_undo(self, rid: int) -> None:
         with self._lock:
@@ -302,10 +375,19 @@ class Session(MutableMapping[str, Any]):
         something was (``sync()``, an immediate policy), they stay marked changed, so a later
         write restores the stored value."""
         with self._lock:
+            mutated = self._mutated_in(rid) if revert else []
+            if self._read_copies is not None:
+                self._read_copies.pop(rid, None)
+                if not self._read_copies:
+                    self._read_copies = None
             log = self._undo.pop(rid, None)
             written = self._undo_version.pop(rid, self.version) != self.version
+            for key, before in mutated:
+                self._data[key] = before
+                if written:  # the store has the mutated value: write the restored one
+                    self.changes.put_key_state(key, True, False)
             if not revert or not log:
-                return False
+                return bool(mutated)
             for key, (old, was_set, was_deleted) in log.items():
                 if old is _MISSING:
                     self._data.pop(key, None)
@@ -313,8 +395,7 @@ class Session(MutableMapping[str, Any]):
                     self._data[key] = old
                 if written:
                     was_set, was_deleted = old is not _MISSING, old is _MISSING
-                _mark(self.set_keys, key, was_set)
-                _mark(self.deleted_keys, key, was_deleted)
+                self.changes.put_key_state(key, was_set, was_deleted)
             return True
 
     def reset_as_new(self, token: str, now: float) -> dict[str, Any]:
@@ -327,22 +408,14 @@ class Session(MutableMapping[str, Any]):
             self.version = 0
             self.in_store = self.created = False
             self.created_by = None
-            self.set_keys, self.deleted_keys, self.read_keys = set(), set(), set()
-            self.meta_changed = False
+            self.changes.clear()
             self.stored_hashes = {}
-            self.updates_since_write = self.requests_since_write = 0
             self.created_at = self.last_access_at = now
             self.last_store_access_at = now
             self._undo = {rid: {} for rid in self._undo}
+            self._read_copies = None
             return values
 
     def replace_data(self, data: dict[str, Any]) -> None:
         with self._lock:
             self._data = data
-
-
-def _mark(keys: set[str], key: str, present: bool) -> None:
-    if present:
-        keys.add(key)
-    else:
-        keys.discard(key)

@@ -26,9 +26,12 @@ class Counters:
     writes_saved: int = 0  # changed requests whose write was coalesced into a later one
     writes_deferred: int = 0  # inline writes left to the flusher while the store was failing
     touches: int = 0
+    touch_failures: int = 0  # access times not written (the sessions stay due for a touch)
     conflicts_merged: int = 0
     conflict_overwrites: int = 0  # same key changed on two nodes: the later write won
     write_failures: int = 0  # writes that failed and were kept dirty for a retry
+    write_refusals: int = 0  # of write_failures: one session's, refused by a store that is up
+    unserializable_values: int = 0  # values mutated in place into unserializable ones: not written
     gone_on_write: int = 0  # written after another node invalidated it: dropped
     recreated: int = 0  # missing from the store (its data lost), written again from the cache
     evictions: int = 0

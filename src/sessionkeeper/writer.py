@@ -2,7 +2,8 @@
 
 The writer decides nothing about *when* (that is the policy's and the manager's job); it turns a
 set of sessions into one ``save_many`` call, and on failure puts every change back so nothing dirty
-is ever dropped.
+is ever dropped. One session's failure never costs another its write: an error that is not an
+outage is isolated to the session that causes it (see :meth:`Writer._save`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import CorruptSessionData, StoreError
+from .changes import Taken
+from .errors import CorruptSessionData, StoreError, StoreUnavailable
 from .serialization import Serializer, place
 from .session import Session
 from .stats import Stats
@@ -25,16 +27,12 @@ Contents = Literal["updated", "accessed", "all"]
 
 @dataclass
 class _Taken:
-    """The change tracking taken out of a session for one write, to put back if it fails."""
+    """One session's write: the request, and the change tracking taken out for it, to put back
+    if it fails."""
 
     session: Session
     request: SaveRequest
-    set_keys: set[str]
-    deleted_keys: set[str]
-    read_keys: set[str]
-    meta_changed: bool
-    updates: int
-    requests: int
+    changes: Taken
 
 
 class Writer:
@@ -57,43 +55,58 @@ class Writer:
             return self.serializer.dumps(value, place=place(s.app, s.token, key))
         except (TypeError, ValueError, RecursionError) as exc:
             # The value passed the check when it was set and was mutated in place since.
+            self.stats.add("unserializable_values")
             log.error(
-                "session %s attribute %r can no longer be serialized and is not written: %s",
+                "session %s attribute %r can no longer be serialized: not written (its stored "
+                "value is kept) and the session kept dirty: %s",
                 s.token[:8],
                 key,
                 exc,
             )
             return None
 
+    def _blobs(self, s: Session, full: bool) -> tuple[dict[str, bytes], list[str]]:
+        """The bytes to write per key, and the keys whose value cannot be serialized any more.
+        The caller holds the session's lock."""
+        data = s.data_view()
+        tracked = s.changes
+        if full:
+            keys: set[str] = set(data)
+        else:
+            keys = set(tracked.set_keys)
+            if self.contents == "accessed":
+                keys |= tracked.read_keys
+        changed: dict[str, bytes] = {}
+        failed: list[str] = []
+        for key in keys:
+            if key not in data:
+                continue
+            blob = self._dumps(s, key, data[key])
+            if blob is None:
+                failed.append(key)
+            elif (
+                full or key in tracked.set_keys or s.stored_hashes.get(key) != hash(blob)
+            ):  # else read, not changed
+                changed[key] = blob
+        return changed, failed
+
     def _take(self, s: Session) -> _Taken | None:
         """Snapshot what to write and clear the tracking, under the session's lock.
-        ``None`` when nothing but the access time changed."""
+        ``None`` when nothing but the access time changed. A key whose value cannot be
+        serialized stays marked set, so the session stays dirty; and the write becomes a
+        partial one, which leaves that key's stored value in place (a full write would
+        delete it)."""
         with s.lock:
-            data = s.data_view()
+            tracked = s.changes
             full = self.contents == "all" or not s.in_store
-            if full:
-                keys: set[str] = set(data)
+            changed, failed = self._blobs(s, full)
+            full = full and not (failed and s.in_store)
+            removed = frozenset(tracked.deleted_keys)
+            taken: _Taken | None = None
+            if s.in_store and not changed and not removed and not tracked.meta_changed:
+                tracked.forget_reads()  # read, compared, unchanged: nothing to write
             else:
-                keys = set(s.set_keys)
-                if self.contents == "accessed":
-                    keys |= s.read_keys
-            changed: dict[str, bytes] = {}
-            for key in keys:
-                if key not in data:
-                    continue
-                blob = self._dumps(s, key, data[key])
-                if blob is None:
-                    continue
-                if not full and key not in s.set_keys and s.stored_hashes.get(key) == hash(blob):
-                    continue  # read, not changed
-                changed[key] = blob
-            removed = frozenset(s.deleted_keys)
-            if s.in_store and not changed and not removed and not s.meta_changed:
-                s.read_keys = set()  # read, compared, unchanged: nothing to write
-                return None
-            taken = _Taken(
-                session=s,
-                request=SaveRequest(
+                request = SaveRequest(
                     app=s.app,
                     token=s.token,
                     expected_version=s.version,
@@ -105,29 +118,15 @@ class Writer:
                     full=full,
                     owner=s.owner,
                     node=self._node(),
-                ),
-                set_keys=s.set_keys,
-                deleted_keys=s.deleted_keys,
-                read_keys=s.read_keys,
-                meta_changed=s.meta_changed,
-                updates=s.updates_since_write,
-                requests=s.requests_since_write,
-            )
-            s.set_keys, s.deleted_keys, s.read_keys = set(), set(), set()
-            s.meta_changed = False
-            s.updates_since_write = s.requests_since_write = 0
+                )
+                taken = _Taken(session=s, request=request, changes=tracked.take())
+            for key in failed:
+                tracked.put_key_state(key, True, False)
             return taken
 
     @staticmethod
     def _put_back(t: _Taken) -> None:
-        s = t.session
-        with s.lock:
-            s.set_keys |= t.set_keys - s.deleted_keys
-            s.deleted_keys |= t.deleted_keys - s.set_keys
-            s.read_keys |= t.read_keys
-            s.meta_changed = s.meta_changed or t.meta_changed
-            s.updates_since_write += t.updates
-            s.requests_since_write += t.requests
+        t.session.changes.restore(t.changes)
 
     def write(
         self, sessions: Sequence[Session], now: float, *, raise_errors: bool = False
@@ -135,8 +134,8 @@ class Writer:
         """Write ``sessions`` in one batch. Returns ``(written, gone)``: ``gone`` sessions were
         invalidated on another node meanwhile, or expired and swept, and must be dropped; a live
         session whose row the store lost is written again whole. ``now`` is a monotonic reading
-        (``last_write_at``). Sessions that failed stay dirty; with ``raise_errors`` the
-        store's error is raised after putting them back."""
+        (``last_write_at``). Sessions that failed stay dirty; with ``raise_errors`` the first
+        error is raised after every other session's result was applied."""
         taken: list[_Taken] = []
         touched: list[Session] = []
         locked: list[Session] = []
@@ -151,14 +150,14 @@ class Writer:
                     taken.append(t)
                 elif s.last_access_at > s.last_store_access_at:
                     touched.append(s)
-            results = self._save(taken, raise_errors)
-            if results is None:
-                return [], []
+            results, error = self._save(taken)
             written: list[Session] = []
             gone: list[Session] = []
             missing: list[Session] = []
             wall_now = self.store.clock.time()  # the manager's clock, given to its store
             for t, res in zip(taken, results, strict=True):
+                if res is None:
+                    continue  # not written, put back by _save
                 if res.status is SaveStatus.GONE and t.request.expected_version > 0:
                     if t.request.expires_at < wall_now:
                         # Expired, and its row gone: swept, not lost. Writing it again would
@@ -172,30 +171,67 @@ class Writer:
                 elif res.status is SaveStatus.GONE:
                     gone.append(t.session)
             if missing:
-                self._recreate(missing, now, written, gone, raise_errors)
-            # After the saves are applied: a failed touch must not put back what was saved.
-            try:
-                self.touch(touched)
-            except StoreError:
-                if raise_errors:
-                    raise
+                error = self._recreate(missing, now, written, gone) or error
+            if not isinstance(error, StoreUnavailable):
+                # After the saves are applied: a failed touch must not put back what was saved.
+                try:
+                    self.touch(touched)
+                except (StoreError, CorruptSessionData) as exc:
+                    error = error or exc
+            if error is not None and raise_errors:
+                raise error
             return written, gone
         finally:
             for s in locked:
                 s.write_lock.release()
 
-    def _save(self, taken: list[_Taken], raise_errors: bool) -> list[SaveResult] | None:
-        """One ``save_many`` of the taken changes; on a store error every change is put back
-        (``None``, or the error with ``raise_errors``)."""
-        try:
-            return self.store.save_many([t.request for t in taken])
-        except StoreError:
-            for t in taken:
-                self._put_back(t)
-            self.stats.add("write_failures", len(taken))
-            if raise_errors:
-                raise
-            return None
+    def _save(self, taken: list[_Taken]) -> tuple[list[SaveResult | None], Exception | None]:
+        """``save_many`` of the taken changes: one result per change (``None``: not written, its
+        tracking put back), and the error met: an outage, else the first refusal.
+
+        An outage (:class:`StoreUnavailable`) puts back every change not yet written. Any other
+        error is about some session of the batch (a value the store refuses, a row it cannot
+        read to merge): the batch is split in halves, and halves again, so every other session
+        is written; the one that fails alone is put back, counted in ``write_failures`` and
+        ``write_refusals``, and logged by id, and is tried again with the next write. The store is not marked failing
+        for it."""
+        results: list[SaveResult | None] = [None] * len(taken)
+        refused: list[Session] = []
+        error: Exception | None = None
+        parts = [(0, len(taken))] if taken else []
+        while parts:
+            lo, hi = parts.pop()
+            try:
+                results[lo:hi] = self.store.save_many([t.request for t in taken[lo:hi]])
+            except StoreUnavailable as exc:
+                for a, b in [(lo, hi), *parts]:
+                    for t in taken[a:b]:
+                        self._put_back(t)
+                    self.stats.add("write_failures", b - a)
+                error = exc  # the outage, rather than an earlier refusal
+                break
+            except (StoreError, CorruptSessionData) as exc:
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    parts += [(mid, hi), (lo, mid)]  # the first half is tried first
+                    continue
+                self._put_back(taken[lo])
+                refused.append(taken[lo].session)
+                error = error or exc
+        if refused:
+            self._refused(refused, error)
+        return results, error
+
+    def _refused(self, sessions: list[Session], first: Exception | None) -> None:
+        self.stats.add("write_failures", len(sessions))  # every failed write; of which:
+        self.stats.add("write_refusals", len(sessions))
+        log.error(
+            "%d sessions refused by the store, kept dirty and tried again with their next "
+            "write: %s; the first error: %s",
+            len(sessions),
+            ", ".join(f"{s.app}:{s.token[:8]}" for s in sessions[:20]),
+            first,
+        )
 
     def _as_unstored(self, t: _Taken) -> Session:
         s = t.session
@@ -210,17 +246,16 @@ class Writer:
         now: float,
         written: list[Session],
         gone: list[Session],
-        raise_errors: bool,
-    ) -> None:
+    ) -> Exception | None:
         """GONE means a tombstone or a missing row. Only a tombstone (an invalidation) must not
         come back; a row the store lost (a Redis restart without persistence, a restored
         database) is written again, whole, from this node's copy. The store answers GONE again
-        for a tombstone."""
+        for a tombstone. Returns the error met, if any."""
         taken = [t for t in map(self._take, sessions) if t is not None]
-        results = self._save(taken, raise_errors)
-        if results is None:
-            return
+        results, error = self._save(taken)
         for t, res in zip(taken, results, strict=True):
+            if res is None:
+                continue
             if self._apply(t, res, now):
                 self.stats.add("recreated")
                 log.warning(
@@ -231,13 +266,28 @@ class Writer:
                 written.append(t.session)
             elif res.status is SaveStatus.GONE:
                 gone.append(t.session)
+        return error
 
     def touch(self, sessions: Sequence[Session]) -> None:
-        """Write the access time of sessions whose attributes did not change."""
+        """Write the access time of sessions whose attributes did not change. A failure is
+        counted (``touch_failures``), logged, and raised; the sessions stay due."""
         if not sessions:
             return
         touches = [Touch(s.app, s.token, s.last_access_at) for s in sessions]
-        self.store.touch_many(touches)
+        try:
+            self.store.touch_many(touches)
+        except (StoreError, CorruptSessionData) as exc:
+            # last_store_access_at stays behind, so the next flush touches them again; until
+            # then another node's sweep could see them as idle.
+            self.stats.add("touch_failures", len(touches))
+            log.warning(
+                "the access time of %d sessions was not written (touched again with the next "
+                "flush): %s: %s",
+                len(touches),
+                ", ".join(s.token[:8] for s in sessions[:20]),
+                exc,
+            )
+            raise
         for s, t in zip(sessions, touches, strict=True):
             s.last_store_access_at = max(s.last_store_access_at, t.last_access_at)
         self.stats.add("touches", len(touches))
@@ -279,7 +329,7 @@ class Writer:
         if overwritten:
             self.stats.add("conflict_overwrites", overwritten)
         data = s.data_view()
-        mine = set(req.changed) | req.removed | s.set_keys | s.deleted_keys
+        mine = set(req.changed) | req.removed | s.changes.set_keys | s.changes.deleted_keys
         for key, blob in other.attributes.items():
             if key in mine:
                 continue

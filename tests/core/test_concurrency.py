@@ -229,3 +229,46 @@ def test_concurrent_flushes_while_requests_reorder_the_lru_never_deadlock() -> N
     assert not hung, f"{len(hung)} of {len(ts)} threads hang (a lock-order deadlock)"
     assert errors == []
     m.close(deadline_s=0)  # only when nothing hangs: a hung thread holds write locks
+
+
+def test_reads_are_not_lost_while_the_writer_takes_the_tracking(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    """Issue 9, defect 6: under contents="accessed" a read key is written when its bytes
+    changed. A read recorded while a flush swaps out the tracking must land in the write or in
+    the next one, never in the set the flush already took. Each value is mutated in place and
+    then read, so every mutation is covered by a read that came after it."""
+    m = make(write=sk.Manual(), contents="accessed")
+    keys = [f"k{i}" for i in range(2000)]
+    sid = new_session(m, **{k: [0] for k in keys})
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def mutate() -> None:
+        try:
+            with m.request(app="shop", session_id=sid) as s:
+                held = {k: s[k] for k in keys}
+                for k in keys:
+                    held[k].append(1)  # mutated in place through a reference kept...
+                    s.get(k)  # ...and the read after it that must get it written
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, inside the writer's swap too
+    try:
+        reader = threading.Thread(target=mutate)
+        reader.start()
+        while not done.is_set():
+            m.flush()
+        reader.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors
+    m.flush()
+    stored = store.raw("shop", sid.split(".")[0])
+    assert stored is not None
+    unwritten = [k for k in keys if m.serializer.loads(stored.attributes[k]) != [0, 1]]
+    assert unwritten == []

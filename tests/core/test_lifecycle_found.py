@@ -133,11 +133,6 @@ def test_after_requests_writes_by_the_nth_changed_request(
     assert "y" in (stored(store, sid) or {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle finding D: a failed request's rollback restores the value objects it "
-    "replaced, not a value it mutated in place, so an unacknowledged append stays",
-)
 def test_a_failed_request_rolls_back_an_in_place_mutation(
     make: MakeManager, store: RecordingStore
 ) -> None:

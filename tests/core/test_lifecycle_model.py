@@ -38,7 +38,6 @@ CHECKS: dict[str, list[tuple[str, str, str, bool]]] = {
     "A": [("end-of-request", "memory", "all", False), ("manual", "sqlite", "all", False)],
     "B": [("end-of-request", "memory", "updated", False)],
     "C": [("after-requests", "memory", "updated", False)],
-    "D": [("manual", "memory", "accessed", True)],
 }
 REASONS = {
     "A": "lifecycle finding A: under contents='all' a write rebased after a version conflict "
@@ -47,7 +46,6 @@ REASONS = {
     "its invalidated or rotated-away id after the flush_poll_s DESIGN.md allows",
     "C": "lifecycle finding C: a sync() inside a request resets AfterRequests' count, so n "
     "changed requests can be unwritten",
-    "D": "lifecycle finding D: a failed request does not roll back a value mutated in place",
 }
 assert REASONS.keys() == CHECKS.keys() == DEFECTS.keys()
 

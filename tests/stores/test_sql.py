@@ -500,3 +500,76 @@ def test_users_sqlite_engine_keeps_its_own_transactions(tmp_path: Path) -> None:
     store.close()
     assert store.load("shop", tok(1)) is not None  # close() left the user's engine usable
     engine.dispose()
+
+
+# -- one session's refusal -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_value_over_max_allowed_packet_is_that_sessions_refusal(
+    layout: str, make_store: Any
+) -> None:
+    """Issue 9, defect 14: MariaDB drops the connection for a statement over
+    ``max_allowed_packet`` (error 2006, as if the server had gone away). A value that large is
+    refused by the store before it is sent: the session's error, never an outage, and the other
+    sessions of the flush are written."""
+    import sessionkeeper as sk
+
+    store: SqlStore = make_store("mysql", layout=layout, retry=RetryPolicy(attempts=3, backoff_s=0))
+    with store.engine.connect() as conn:
+        packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+    # Nothing reaches the store before the flush, so the values are set before its limit is
+    # known (as on a node's first requests): the flush meets it.
+    m = sk.SessionManager(
+        store,
+        clock=sk.FakeClock(),
+        node="a",
+        housekeeping=False,
+        write=sk.Manual(),
+        save_on_create=False,
+    )
+    try:
+        sids = []
+        for i in range(5):
+            with m.request(app="shop") as s:
+                s["n"] = i
+                if i == 2:
+                    s["big"] = "x" * packet
+                sids.append(s.id)
+        m.flush()
+        tokens = [sid.split(".")[0] for sid in sids]
+        assert [store.load("shop", t) is not None for t in tokens] == [1, 1, 0, 1, 1]
+        stats = m.stats()
+        assert stats["dirty"] == 1 and stats["write_refusals"] == stats["write_failures"] >= 1
+        assert stats["writes_deferred"] == 0 and store.stats.available
+        assert store.stats.retries == 0
+        with pytest.raises(StoreError, match="'big'") as info:
+            store.save_many([req(tok(1), 0, {"big": b"x" * packet})])
+        assert not isinstance(info.value, StoreUnavailable)
+        # Now that the store has connected, its limit is known when a value is set.
+        with (
+            m.request(app="shop", session_id=sids[0]) as s,
+            pytest.raises(sk.SerializationError, match="'big'"),
+        ):
+            s["big"] = "x" * packet
+    finally:
+        m.close(deadline_s=0)
+
+
+def test_single_row_session_over_the_limit_is_refused_not_an_outage(make_store: Any) -> None:
+    """In the single-row layout one blob holds every attribute: values each under the limit can
+    add up to a row the server drops the connection for."""
+    store: SqlStore = make_store(
+        "mysql", layout="single_row", retry=RetryPolicy(attempts=3, backoff_s=0)
+    )
+    store.save_many([req(tok(1), 0, {"a": b"1"})])
+    limit = store.max_value_bytes
+    assert limit is not None
+    half = b'"' + b"x" * (limit * 6 // 10) + b'"'
+    assert store.save_many([req(tok(1), 1, {"b": half})])[0].status is SaveStatus.SAVED
+    with pytest.raises(StoreError, match=tok(1)[:8]) as info:
+        store.save_many([req(tok(1), 2, {"c": half})])
+    assert not isinstance(info.value, StoreUnavailable)
+    assert store.stats.retries == 0 and store.stats.available
+    stored = store.load("shop", tok(1))
+    assert stored is not None and set(stored.attributes) == {"a", "b"}

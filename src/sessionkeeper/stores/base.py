@@ -48,7 +48,7 @@ from typing import ClassVar, TypeVar
 
 from .. import forks
 from ..clock import Clock, SystemClock
-from ..errors import CorruptSessionData, StoreError, StoreUnavailable
+from ..errors import CorruptSessionData, StoreError, StoreUnavailable, ValueTooLarge
 
 log = logging.getLogger("sessionkeeper.store")
 
@@ -200,6 +200,10 @@ class Store(abc.ABC):
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
         self._failed_at = float("-inf")
+        #: The largest serialized value this store takes, when it has a limit (``None``: none
+        #: known). A larger one is refused by :meth:`save_many` with :class:`ValueTooLarge`
+        #: before anything is sent. A backend that learns its limit on connecting sets it then.
+        self.max_value_bytes: int | None = None
         #: Where :meth:`failing` and :meth:`count` read the time. A manager gives the store it
         #: uses its own clock, so a fake clock governs the outage backoff too.
         self.clock: Clock = SystemClock()
@@ -284,6 +288,7 @@ class Store(abc.ABC):
         version (its changed and removed keys applied on top) and written again."""
         if not requests:
             return []
+        self._check_value_sizes(requests)
         results = self._call("save", lambda: self._save_batch(requests))
         if len(results) != len(requests):
             raise StoreError(
@@ -322,6 +327,16 @@ class Store(abc.ABC):
                     if res.merged_from is not None:  # merged here or by the backend
                         self.stats.conflicts_merged += 1
         return results
+
+    def _check_value_sizes(self, requests: Sequence[SaveRequest]) -> None:
+        """Raise :class:`ValueTooLarge` for the first value over ``max_value_bytes``."""
+        limit = self.max_value_bytes
+        if limit is None:
+            return
+        for r in requests:
+            for key, blob in r.changed.items():
+                if len(blob) > limit:
+                    raise ValueTooLarge(r.token, key, len(blob), limit)
 
     def touch_many(self, touches: Sequence[Touch]) -> None:
         """Raise the access time of sessions whose attributes did not change."""

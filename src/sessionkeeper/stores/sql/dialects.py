@@ -143,6 +143,10 @@ class SqlDialect:
         """Whether a driver exception means "try again" (lost connection, lock timeout)."""
         return False
 
+    def max_value_bytes(self, conn: Connection) -> int | None:
+        """The largest attribute value a statement can carry to this server, if limited."""
+        return None
+
 
 class SqliteDialect(SqlDialect):
     """A file in WAL mode. pysqlite's own transaction handling is switched off and we emit
@@ -384,6 +388,14 @@ class MysqlDialect(SqlDialect):
             f"WHERE ({columns}) IN :keys"
         ).bindparams(keys)
         conn.execute(stmt, {"keys": [tuple(r[c] for c in key) for r in rows]})
+
+    def max_value_bytes(self, conn: Connection) -> int | None:
+        # The server drops the connection for a statement over max_allowed_packet (error 2006,
+        # indistinguishable from an outage), and refuses a value over about half of it even in a
+        # statement that fits (1153, MariaDB 10.11). PyMySQL's escaping (at worst two bytes each)
+        # stays within the packet at half.
+        packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+        return (packet - 64 * 1024) // 2
 
     def is_transient(self, orig: BaseException | None) -> bool:
         import pymysql

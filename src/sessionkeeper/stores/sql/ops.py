@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from ...errors import CorruptSessionData
+from ...errors import CorruptSessionData, ValueTooLarge
 from ..base import (
     AppCounts,
     ExpiredSession,
@@ -79,6 +79,9 @@ class SqlOps:
         self.layout = layout
         self._dialect = dialect
         self._key_chunk = max(1, min(_KEYS, dialect.max_params // 2 - 1))
+        #: The store's limit on one value (set on connecting); in the single-row layout it
+        #: bounds the blob of all attributes.
+        self.max_value_bytes: int | None = None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -246,7 +249,7 @@ class SqlOps:
             "data": None,
         }
         if self.layout is Layout.SINGLE_ROW:
-            row["data"] = sch.encode_blob(req.changed)
+            row["data"] = self._blob(req, req.changed)
         return row
 
     def _updated_row(self, req: SaveRequest, row: RowMapping) -> dict[str, Any]:
@@ -268,8 +271,15 @@ class SqlOps:
             attrs.update(req.changed)
             for name in () if req.full else req.removed:
                 attrs.pop(name, None)
-            new["data"] = sch.encode_blob(attrs)
+            new["data"] = self._blob(req, attrs)
         return new
+
+    def _blob(self, req: SaveRequest, attrs: Mapping[str, bytes]) -> bytes:
+        blob = sch.encode_blob(attrs)
+        limit = self.max_value_bytes
+        if limit is not None and len(blob) > limit:
+            raise ValueTooLarge(req.token, "(all attributes, one row)", len(blob), limit)
+        return blob
 
     def _decode_for_write(self, req: SaveRequest, blob: object) -> dict[str, bytes]:
         # Stored data nobody can read is already lost; refusing the write would only block

@@ -163,6 +163,10 @@ class SqlStore(Store):
         with self._ready_lock:
             if self._ready:
                 return
+            with self._tx(write=False) as conn:
+                self.max_value_bytes = self._ops.max_value_bytes = self._dialect.max_value_bytes(
+                    conn
+                )
             if self._create_schema:
                 self._init_schema()
             else:
@@ -210,7 +214,12 @@ class SqlStore(Store):
         return self._run(lambda conn: self._ops.load(conn, app, token), write=False)
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
-        return self._run(lambda conn: self._ops.save(conn, requests), write=True)
+        def save(conn: Connection) -> list[SaveResult]:
+            # Again here: the first call learns the server's limit on connecting.
+            self._check_value_sizes(requests)
+            return self._ops.save(conn, requests)
+
+        return self._run(save, write=True)
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:
         latest: dict[tuple[str, str], float] = {}

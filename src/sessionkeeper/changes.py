@@ -1,0 +1,214 @@
+"""What a ``Session`` changed since its last successful store write: its change tracking.
+
+Every method takes the owning session's lock (an ``RLock``, so callers that already hold it may
+call in). That includes recording a read: a read added without it could land in a set the writer
+has just taken, and be lost for the next write (``contents="accessed"`` writes read keys).
+
+A write ``take()``s a snapshot and leaves the tracking empty; a failed write ``restore()``s it,
+merged under what changed meanwhile (a key set after the take stays set, one deleted after the
+take stays deleted).
+
+The key sets are allocated when first needed: most cached sessions have nothing unwritten, and an
+empty set costs 216 bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Set
+
+_EMPTY: frozenset[str] = frozenset()
+
+
+class Taken:
+    """The tracking taken out of a session for one write. It owns the sets it holds (the
+    session starts new ones), so they never change after the take; treat them as read-only."""
+
+    __slots__ = ("deleted_keys", "meta_changed", "read_keys", "requests", "set_keys", "updates")
+
+    def __init__(
+        self,
+        set_keys: Set[str],
+        deleted_keys: Set[str],
+        read_keys: Set[str],
+        meta_changed: bool,
+        updates: int,
+        requests: int,
+    ) -> None:
+        self.set_keys = set_keys
+        self.deleted_keys = deleted_keys
+        self.read_keys = read_keys
+        self.meta_changed = meta_changed
+        self.updates = updates
+        self.requests = requests
+
+
+class Changes:
+    """One session's change tracking. The ``Session`` records into it; the writer takes it out
+    for a write and restores it when the write fails."""
+
+    __slots__ = (
+        "_deleted",
+        "_lock",
+        "_read",
+        "_set",
+        "meta_changed",
+        "requests",
+        "track_reads",
+        "updates",
+    )
+
+    def __init__(self, lock: threading.RLock, *, track_reads: bool = False) -> None:
+        self._lock = lock
+        self._set: set[str] | None = None
+        self._deleted: set[str] | None = None
+        self._read: set[str] | None = None
+        self.track_reads = track_reads  # contents="accessed": a read key may have changed
+        self.meta_changed = False  # owner or timeout changed
+        self.updates = 0  # sets and deletes since the last write
+        self.requests = 0  # requests since the last write
+
+    # -- views (read-only; callers hold the lock to get a consistent picture) --------------------
+
+    @property
+    def set_keys(self) -> frozenset[str] | set[str]:
+        return self._set or _EMPTY
+
+    @property
+    def deleted_keys(self) -> frozenset[str] | set[str]:
+        return self._deleted or _EMPTY
+
+    @property
+    def read_keys(self) -> frozenset[str] | set[str]:
+        return self._read or _EMPTY
+
+    def any(self) -> bool:
+        """Anything the next write would carry. With ``track_reads`` a read key counts: it may
+        have been mutated in place, which only its bytes can tell."""
+        return bool(
+            self._set or self._deleted or self.meta_changed or (self.track_reads and self._read)
+        )
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def record_set(self, key: str) -> None:
+        with self._lock:
+            if self._set is None:
+                self._set = {key}
+            else:
+                self._set.add(key)
+            if self._deleted:
+                self._deleted.discard(key)
+            self.updates += 1
+
+    def record_delete(self, key: str) -> None:
+        with self._lock:
+            if self._deleted is None:
+                self._deleted = {key}
+            else:
+                self._deleted.add(key)
+            if self._set:
+                self._set.discard(key)
+            self.updates += 1
+
+    def record_read(self, key: str) -> None:
+        with self._lock:
+            if self._read is None:
+                self._read = {key}
+            else:
+                self._read.add(key)
+
+    def record_meta(self) -> None:
+        with self._lock:
+            self.meta_changed = True
+
+    def record_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def reads_as_set(self, present: Iterable[str]) -> bool:
+        """Mark every read key among ``present`` as set (``mark_modified``); counts one update
+        when any was not set already."""
+        with self._lock:
+            keys = (self.read_keys & set(present)) - self.set_keys
+            if not keys:
+                return False
+            for key in keys:
+                self._mark(key, set_=True, deleted=False)
+            self.updates += 1
+            return True
+
+    def key_state(self, key: str) -> tuple[bool, bool]:
+        """``(set, deleted)`` of ``key``, for a request's undo log."""
+        with self._lock:
+            return key in self.set_keys, key in self.deleted_keys
+
+    def put_key_state(self, key: str, set_: bool, deleted: bool) -> None:
+        """Give ``key`` back a state from :meth:`key_state` (a rolled-back request)."""
+        with self._lock:
+            self._mark(key, set_=set_, deleted=deleted)
+
+    def _mark(self, key: str, *, set_: bool, deleted: bool) -> None:
+        if set_:
+            if self._set is None:
+                self._set = set()
+            self._set.add(key)
+        elif self._set is not None:
+            self._set.discard(key)
+        if deleted:
+            if self._deleted is None:
+                self._deleted = set()
+            self._deleted.add(key)
+        elif self._deleted is not None:
+            self._deleted.discard(key)
+
+    # -- for the writer --------------------------------------------------------------------------
+
+    def take(self) -> Taken:
+        """Swap out everything recorded for one write; the tracking is empty afterwards."""
+        with self._lock:
+            taken = Taken(
+                self._set or _EMPTY,
+                self._deleted or _EMPTY,
+                self._read or _EMPTY,
+                self.meta_changed,
+                self.updates,
+                self.requests,
+            )
+            self._set = self._deleted = self._read = None
+            self.meta_changed = False
+            self.updates = self.requests = 0
+            return taken
+
+    def restore(self, t: Taken) -> None:
+        """Put back what a failed write took, without overriding what changed since: a key set
+        (or deleted) after the take keeps its newer state."""
+        with self._lock:
+            for key in t.set_keys - self.deleted_keys:
+                self._mark(key, set_=True, deleted=False)
+            for key in t.deleted_keys - self.set_keys:
+                self._mark(key, set_=False, deleted=True)
+            if t.read_keys:
+                if self._read is None:
+                    self._read = set(t.read_keys)
+                else:
+                    self._read |= t.read_keys
+            self.meta_changed = self.meta_changed or t.meta_changed
+            self.updates += t.updates
+            self.requests += t.requests
+
+    def forget_reads(self) -> None:
+        """Reads were compared with the stored bytes and found unchanged."""
+        with self._lock:
+            self._read = None
+
+    def forget_keys(self) -> None:
+        """Set, deleted and read keys no longer matter (the data was replaced from the store)."""
+        with self._lock:
+            self._set = self._deleted = self._read = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._set = self._deleted = self._read = None
+            self.meta_changed = False
+            self.updates = self.requests = 0

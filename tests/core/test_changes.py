@@ -1,0 +1,32 @@
+"""The Session's change tracking (sessionkeeper.changes): take and restore."""
+
+from __future__ import annotations
+
+import threading
+
+from sessionkeeper.changes import Changes
+
+
+def test_restore_puts_back_without_overriding_newer_changes() -> None:
+    c = Changes(threading.RLock(), track_reads=True)
+    c.record_set("a")
+    c.record_set("b")
+    c.record_delete("gone")
+    c.record_read("r")
+    c.record_meta()
+    c.record_request()
+    taken = c.take()
+    assert not c.any() and c.updates == c.requests == 0
+    c.record_delete("a")  # after the take: the newer state wins
+    c.record_set("gone")
+    c.restore(taken)
+    assert set(c.set_keys) == {"b", "gone"}
+    assert set(c.deleted_keys) == {"a"}
+    assert set(c.read_keys) == {"r"} and c.meta_changed
+    assert c.updates == 5 and c.requests == 1
+
+
+def test_empty_tracking_reads_as_empty_sets() -> None:
+    c = Changes(threading.RLock())
+    assert not c.any() and c.set_keys == c.deleted_keys == c.read_keys == frozenset()
+    assert c.take().set_keys == frozenset()
