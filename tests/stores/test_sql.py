@@ -239,6 +239,28 @@ def test_newer_schema_is_refused(backend: str, make_store: Any) -> None:
     assert again.stats.retries == 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_version_1_schema_is_migrated_by_init_db_and_refused_without(
+    backend: str, make_store: Any
+) -> None:
+    store: SqlStore = make_store(backend)
+    store.init_schema()
+    with store.engine.begin() as conn:  # a version 1 database: no invalidations table
+        conn.execute(sa.update(store.tables.schema).values(version=1))
+        store.tables.invalidations.drop(conn)
+    prefix = store.tables.schema.name[:-6]
+    old: SqlStore = make_store(backend, table_prefix=prefix, create_schema=False)
+    with pytest.raises(StoreError, match=r"version 1.*init-db"):
+        old.load("shop", tok(1))
+    again: SqlStore = make_store(backend, table_prefix=prefix)
+    again.init_schema()
+    _, start = again.invalidations_since(None)
+    again.delete("shop", tok(1), tombstone_until=T0 + 60)
+    assert [e.token for e in again.invalidations_since(start)[0]] == [tok(1)]
+    with again.engine.begin() as conn:
+        assert conn.execute(sa.select(store.tables.schema.c.version)).scalar() == SCHEMA_VERSION
+
+
 def test_other_layout_is_refused(make_store: Any) -> None:
     store: SqlStore = make_store("sqlite", layout="multi_row")
     store.init_schema()

@@ -21,6 +21,7 @@ from ...errors import ConfigurationError
 from ..base import (
     AppCounts,
     ExpiredSession,
+    Invalidation,
     RetryPolicy,
     SaveRequest,
     SaveResult,
@@ -28,6 +29,7 @@ from ..base import (
     StoredSession,
     Touch,
 )
+from . import feed
 from . import schema as sch
 from .dialects import dialect_for, normalize_url
 from .ops import SqlOps
@@ -223,6 +225,11 @@ class SqlStore(Store):
         return self._run(
             lambda conn: self._ops.delete(conn, app, token, tombstone_until), write=True
         )
+
+    def _invalidations_since(
+        self, cursor: str | None, limit: int
+    ) -> tuple[list[Invalidation], str]:
+        return self._run(lambda conn: feed.since(conn, self.tables, cursor, limit), write=False)
 
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
         return self._run(lambda conn: self._ops.delete_expired(conn, before, limit), write=True)
