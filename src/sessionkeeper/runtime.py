@@ -16,6 +16,7 @@ from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
 from .events import EventBus
+from .feed import InvalidationFeed
 from .persistence import Persistence
 from .policies import WriteRules
 from .serialization import Serializer
@@ -35,6 +36,7 @@ class Runtime:
     writer: Writer
     persistence: Persistence
     rules: WriteRules
+    feed: InvalidationFeed
     _node_pid: int = field(default=-1, init=False)
     _node_default: str = field(default="", init=False)
 
@@ -70,3 +72,8 @@ class Runtime:
             self.stats.add("writes_deferred")
             return True
         return False
+
+    def store_failing_quietly(self) -> bool:
+        """Whether optional store reads (the feed's) wait out an outage, as inline writes do;
+        not counted."""
+        return self.rules.defer_inline_write(self.store)

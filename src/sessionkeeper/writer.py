@@ -45,12 +45,15 @@ class Writer:
         stats: Stats,
         contents: Contents,
         node: Callable[[], str],
+        *,
+        may_recreate: Callable[[Session, float], bool],
     ) -> None:
         self.store = store
         self.serializer = serializer
         self.stats = stats
         self.contents = contents
         self._node = node
+        self._may_recreate = may_recreate  # InvalidationFeed.may_recreate
 
     def _dumps(self, s: Session, key: str, value: Any) -> bytes | None:
         try:
@@ -155,8 +158,17 @@ class Writer:
             gone: list[Session] = []
             missing: list[Session] = []
             for t, res in zip(taken, results, strict=True):
-                if res.status is SaveStatus.GONE and t.request.expected_version > 0:
+                lost = res.status is SaveStatus.GONE and t.request.expected_version > 0
+                if lost and self._may_recreate(t.session, now):
                     missing.append(self._as_unstored(t))
+                elif lost:
+                    self.stats.add("not_recreated")
+                    log.warning(
+                        "session %s is missing from the store and this node has not seen it "
+                        "live within its timeout: dropped, not written again",
+                        t.session.token[:8],
+                    )
+                    gone.append(t.session)
                 elif self._apply(t, res, now):
                     written.append(t.session)
                 elif res.status is SaveStatus.GONE:
@@ -205,7 +217,8 @@ class Writer:
         """GONE means a tombstone or a missing row. Only a tombstone (an invalidation) must not
         come back; a row the store lost (a Redis restart without persistence, a restored
         database) is written again, whole, from this node's copy. The store answers GONE again
-        for a tombstone."""
+        for a tombstone; ``may_recreate`` (checked by the caller) keeps out copies whose
+        tombstone may already be gone."""
         taken = [t for t in map(self._take, sessions) if t is not None]
         results = self._save(taken, raise_errors)
         if results is None:

@@ -201,6 +201,9 @@ class Store(abc.ABC):
     max_merge_rounds: ClassVar[int] = 16
     #: A short name for logs and stats (``"sqlite"``, ``"postgresql"``, ``"redis"``...).
     kind: ClassVar[str] = "store"
+    #: How long one wait for the server may take (stores with a server set it from their
+    #: ``timeout_s``); part of how stale the invalidation feed may get (feed.py).
+    timeout_s: float = 0.0
 
     def __init__(
         self,
@@ -216,7 +219,7 @@ class Store(abc.ABC):
 
     # -- the shared rules ---------------------------------------------------------------------
 
-    def _call(self, op: str, fn: Callable[[], T]) -> T:
+    def _call(self, op: str, fn: Callable[[], T], *, mark_failing: bool = True) -> T:
         delay = self.retry.backoff_s
         for attempt in range(1, self.retry.attempts + 1):
             started = time.perf_counter()
@@ -226,8 +229,9 @@ class Store(abc.ABC):
                 self._observe(time.perf_counter() - started, error=True)
                 if attempt == self.retry.attempts:
                     with self._stats_lock:
-                        self.stats.available = False
-                        self._failed_at = time.monotonic()
+                        if mark_failing:
+                            self.stats.available = False
+                            self._failed_at = time.monotonic()
                     log.warning(
                         "store %s %s failed after %d attempts: %s", self.kind, op, attempt, exc
                     )
@@ -340,14 +344,20 @@ class Store(abc.ABC):
         return deleted
 
     def invalidations_since(
-        self, cursor: str | None, limit: int = 1000
+        self, cursor: str | None, limit: int = 1000, *, probe: bool = False
     ) -> tuple[list[Invalidation], str]:
         """The ids ended since ``cursor`` (oldest first, at most ``limit``) and the cursor to
         pass next time; ``cursor=None`` starts at the feed's current end (no entries). One cheap
-        query; every node's housekeeping calls it each poll."""
+        query; every node's housekeeping calls it each poll. With ``probe`` (a request reading
+        it before trusting a cached copy) a failure does not make :meth:`failing` true: whether
+        requests write inline during an outage stays decided by their writes."""
         if limit <= 0:
             raise ValueError("limit must be positive")
-        return self._call("invalidations", lambda: self._invalidations_since(cursor, limit))
+        return self._call(
+            "invalidations",
+            lambda: self._invalidations_since(cursor, limit),
+            mark_failing=not probe,
+        )
 
     def delete_expired(self, before: float, limit: int = 1000) -> list[ExpiredSession]:
         """Delete up to ``limit`` sessions that expired before ``before``; each is returned to exactly

@@ -106,6 +106,7 @@ class RedisStore(Store):
         if grace_s < 0:
             raise ConfigurationError("grace_s must not be negative")
         self.key_prefix = key_prefix
+        self.timeout_s = timeout_s
         #: Added to every Redis TTL and to every tombstone's life; the manager passes its sweep
         #: grace, so a Redis TTL never ends a session the sweep would still keep.
         self.grace_s = grace_s

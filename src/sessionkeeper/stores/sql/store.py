@@ -80,6 +80,7 @@ class SqlStore(Store):
         create_schema: bool = True,
     ) -> None:
         super().__init__(retry=retry, sleep=sleep)
+        self.timeout_s = timeout_s
         try:
             self.layout = Layout(layout)
         except ValueError:
