@@ -36,8 +36,8 @@ class Resolver:
         if session_id and parsed is None:
             self._rt.stats.add("invalid_ids")
         now = self._rt.clock.time()
-        if allow_io and not self._rt.feed.started and not self._rt.store_failing_quietly():
-            self._rt.feed.catch_up()  # its end, before this process caches anything
+        if allow_io:
+            self._rt.start_feed()
         if parsed is not None:
             token, node = parsed
             key = (app, token)

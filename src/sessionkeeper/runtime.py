@@ -60,7 +60,15 @@ class Runtime:
         return self._node_default
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
+        self.start_feed()  # a session this process writes is cached after the feed's start
         return self.persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)
+
+    def start_feed(self) -> None:
+        """Take the feed's end if this process has not yet: before the first store contact that
+        puts a session in the cache (a load, a write), so every cached copy postdates the
+        cursor. Only where the caller does store I/O anyway; skipped during an outage."""
+        if not self.feed.started and not self.store_failing_quietly():
+            self.feed.catch_up()
 
     def evict_over_capacity(self, room: int = 0) -> None:
         self.persistence.evict_over_capacity(room)
