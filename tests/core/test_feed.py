@@ -211,3 +211,19 @@ def test_a_row_the_store_lost_is_still_written_again_by_a_node_that_served_it_la
     a.flush()
     assert a.stats()["recreated"] == 1
     assert store.raw("shop", token(sid)).attributes["user"] == b'"bob"'  # type: ignore[union-attr]
+
+
+def test_on_an_event_loop_a_stale_feed_sends_the_hit_to_a_worker_thread(
+    make: MakeManager, clock: sk.FakeClock
+) -> None:
+    _, b, sid = cached_on_b(make)
+    own = f"{token(sid)}.b"
+    fresh = b.lifecycle.begin_cached("shop", own)
+    assert fresh is not None  # fresh: served on the loop, no store I/O
+    b.lifecycle.end_request(fresh, ok=True)
+    clock.advance(2 * b.settings.flush_poll_s + b.store.timeout_s + 0.1)
+    assert b.lifecycle.begin_cached("shop", own) is None  # the feed must be read first
+    b.housekeep()
+    again = b.lifecycle.begin_cached("shop", own)
+    assert again is not None and again.session["user"] == "alice"
+    b.lifecycle.end_request(again, ok=True)
