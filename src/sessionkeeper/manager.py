@@ -26,6 +26,7 @@ from .clock import Clock
 from .config import OnWriteFailure, Settings
 from .errors import CorruptSessionData, StoreError
 from .events import EventBus, SessionListener
+from .feed import InvalidationFeed
 from .host import Host
 from .housekeeping import Housekeeper, within_hours
 from .lifecycle import Lifecycle
@@ -89,8 +90,23 @@ class SessionManager:
         self.stats_counters = Stats()
         self.events = EventBus()
         self._cache = SessionCache(cache_size)
+        self._feed = InvalidationFeed(
+            self.store,
+            self._cache,
+            self.clock,
+            self.stats_counters,
+            poll_s=flush_poll_s,
+            retention_s=min([timeout_s, *(t for t in (app_timeouts_s or {}).values() if t)]),
+            write=lambda sessions: self._persistence.write(sessions, immediate=False),
+            backoff_s=outage_backoff_s,
+        )
         self._writer = Writer(
-            self.store, self.serializer, self.stats_counters, contents, lambda: self._rt.node
+            self.store,
+            self.serializer,
+            self.stats_counters,
+            contents,
+            lambda: self._rt.node,
+            may_recreate=self._feed.may_recreate,
         )
         rules = WriteRules(self.policy, save_on_create, save_period_s, outage_backoff_s)
         self._persistence = Persistence(
@@ -111,6 +127,7 @@ class SessionManager:
             self._writer,
             self._persistence,
             rules,
+            self._feed,
         )
         self._host = Host(self._rt)
         self._resolver = Resolver(self._rt, self._host)
@@ -266,8 +283,13 @@ class SessionManager:
             self._housekeeper.ensure_started()
 
     def housekeep(self) -> None:
-        """One tick of the housekeeping thread: flush what is due, sweep when it is time.
+        """One tick of the housekeeping thread: read the invalidation feed (dropping the copies
+        it names, before they could be flushed), flush what is due, sweep when it is time.
         Tests with a fake clock call it directly."""
+        try:
+            self._feed.poll()
+        except StoreError as exc:
+            log.warning("reading the invalidation feed failed: %s", exc)
         try:
             self.flush_due()
         except (StoreError, CorruptSessionData) as exc:

@@ -1,6 +1,7 @@
 """``Resolver``: which ``Session`` object serves a presented id, loading it when needed.
 
-The cached copy is trusted only when the id's node suffix names this node; otherwise the session
+The cached copy is trusted only when the id's node suffix names this node and the invalidation
+feed is fresh (read lately, or read now: feed.py); otherwise the session
 is loaded from the store (a failover) and merged into the cached copy, if any. An absent, invalid,
 expired or foreign-owned id gets a new, not yet created session (a request that never writes to
 it creates nothing). ``resolve`` may be called from any thread at once; only with ``allow_io``
@@ -36,10 +37,16 @@ class Resolver:
         if session_id and parsed is None:
             self._rt.stats.add("invalid_ids")
         now = self._rt.clock.time()
+        if allow_io:
+            self._rt.start_feed()
         if parsed is not None:
             token, node = parsed
             key = (app, token)
             cached = self._rt.cache.get(key)
+            if node == self._rt.node and cached is not None and not cached.expired(now):
+                if not self._feed_trusted(allow_io):
+                    return None
+                cached = self._rt.cache.get(key)  # a catch-up may have dropped it
             if node == self._rt.node and cached is not None and not cached.expired(now):
                 if owner is None or self._owner_ok(owner, cached.owner):
                     self._rt.stats.add("cache_hits")
@@ -85,6 +92,22 @@ class Resolver:
             return cached if cached.created and not cached.expired(now) else None
         found = self._load(app, token, None, now)
         return found if found is not None and found.created else None
+
+    def _feed_trusted(self, allow_io: bool) -> bool:
+        """Whether a cached copy may serve a cache hit: the feed was read lately (then it would
+        have dropped a copy another node ended), or it could be read now. ``False`` only without
+        ``allow_io`` (read it from a worker thread). If the store cannot be read at all, the
+        outage rules serve the copy (counted as ``unverified_hits``; docs/security.md)."""
+        feed = self._rt.feed
+        if feed.fresh():
+            return True
+        if not allow_io:
+            return False
+        self._rt.stats.add("feed_catch_ups")
+        if not self._rt.store_failing_quietly() and feed.catch_up():
+            return True
+        self._rt.stats.add("unverified_hits")
+        return True
 
     def _owner_ok(self, presented: str | None, bound: str | None) -> bool:
         if presented is None or bound is None or presented == bound:

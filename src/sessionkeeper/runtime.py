@@ -16,6 +16,7 @@ from .clock import Clock
 from .config import Settings
 from .errors import ManagerClosed
 from .events import EventBus
+from .feed import InvalidationFeed
 from .persistence import Persistence
 from .policies import WriteRules
 from .serialization import Serializer
@@ -35,6 +36,7 @@ class Runtime:
     writer: Writer
     persistence: Persistence
     rules: WriteRules
+    feed: InvalidationFeed
     #: Set when ``SessionManager.close`` begins: the lifecycle serves no new request.
     closed: bool = field(default=False, init=False)
     _node_default: str = field(default="", init=False)
@@ -66,7 +68,15 @@ class Runtime:
             raise ManagerClosed("the session manager was closed; it serves no new request")
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
+        self.start_feed()  # a session this process writes is cached after the feed's start
         return self.persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)
+
+    def start_feed(self) -> None:
+        """Take the feed's end if this process has not yet: before the first store contact that
+        puts a session in the cache (a load, a write), so every cached copy postdates the
+        cursor. Only where the caller does store I/O anyway; skipped during an outage."""
+        if not self.feed.started and not self.store_failing_quietly():
+            self.feed.catch_up()
 
     def evict_over_capacity(self, room: int = 0) -> None:
         self.persistence.evict_over_capacity(room)
@@ -78,3 +88,8 @@ class Runtime:
             self.stats.add("writes_deferred")
             return True
         return False
+
+    def store_failing_quietly(self) -> bool:
+        """Whether optional store reads (the feed's) wait out an outage, as inline writes do;
+        not counted."""
+        return self.rules.defer_inline_write(self.store)

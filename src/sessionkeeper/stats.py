@@ -44,6 +44,15 @@ class Counters:
     sweeps: int = 0
     reverted_requests: int = 0  # failed requests whose changes were rolled back
     refused_writes: int = 0  # changed requests answered 503, rolled back: write not durable
+    feed_dropped: int = 0  # cached copies dropped because the invalidation feed named them
+    feed_gaps: int = 0  # feed reads after a pause longer than the store keeps entries
+    feed_catch_ups: int = (
+        0  # cache hits that found the feed stale (read first, if the store allowed)
+    )
+    unverified_hits: int = 0  # cache hits served on a stale feed the store could not refresh
+    not_recreated: int = (
+        0  # missing from the store but not confirmed lately: dropped, not rewritten
+    )
 
 
 #: CPython runs ``next()`` of an ``itertools.count`` as one step under the GIL, so concurrent

@@ -43,12 +43,15 @@ class Writer:
         stats: Stats,
         contents: Contents,
         node: Callable[[], str],
+        *,
+        may_recreate: Callable[[Session, float], bool],
     ) -> None:
         self.store = store
         self.serializer = serializer
         self.stats = stats
         self.contents = contents
         self._node = node
+        self._may_recreate = may_recreate  # InvalidationFeed.may_recreate
 
     def _dumps(self, s: Session, key: str, value: Any) -> bytes | None:
         try:
@@ -158,14 +161,22 @@ class Writer:
             for t, res in zip(taken, results, strict=True):
                 if res is None:
                     continue  # not written, put back by _save
-                if res.status is SaveStatus.GONE and t.request.expected_version > 0:
-                    if t.request.expires_at < wall_now:
-                        # Expired, and its row gone: swept, not lost. Writing it again would
-                        # bring a dead session back for a second sweep (and destroyed event).
-                        log.info("session %s expired and was swept: dropped", t.session.token[:8])
-                        gone.append(t.session)
-                    else:
-                        missing.append(self._as_unstored(t))
+                lost = res.status is SaveStatus.GONE and t.request.expected_version > 0
+                if lost and t.request.expires_at < wall_now:
+                    # Expired, and its row gone: swept, not lost. Writing it again would bring a
+                    # dead session back for a second sweep (and destroyed event).
+                    log.info("session %s expired and was swept: dropped", t.session.token[:8])
+                    gone.append(t.session)
+                elif lost and self._may_recreate(t.session, wall_now):
+                    missing.append(self._as_unstored(t))
+                elif lost:
+                    self.stats.add("not_recreated")
+                    log.warning(
+                        "session %s is missing from the store and this node has not seen it "
+                        "live within its timeout: dropped, not written again",
+                        t.session.token[:8],
+                    )
+                    gone.append(t.session)
                 elif self._apply(t, res, now):
                     written.append(t.session)
                 elif res.status is SaveStatus.GONE:
@@ -250,7 +261,8 @@ class Writer:
         """GONE means a tombstone or a missing row. Only a tombstone (an invalidation) must not
         come back; a row the store lost (a Redis restart without persistence, a restored
         database) is written again, whole, from this node's copy. The store answers GONE again
-        for a tombstone. Returns the error met, if any."""
+        for a tombstone; ``may_recreate`` (checked by the caller) keeps out copies whose
+        tombstone may already be gone. Returns the error met, if any."""
         taken = [t for t in map(self._take, sessions) if t is not None]
         results, error = self._save(taken)
         for t, res in zip(taken, results, strict=True):

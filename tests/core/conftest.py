@@ -13,6 +13,7 @@ import pytest
 import sessionkeeper as sk
 from sessionkeeper.stores import (
     ExpiredSession,
+    Invalidation,
     MemoryStore,
     RetryPolicy,
     SaveRequest,
@@ -66,6 +67,12 @@ class RecordingStore(MemoryStore):
     def _delete(self, app: str, token: str, tombstone_until: float) -> bool:
         self._hook("delete")
         return super()._delete(app, token, tombstone_until)
+
+    def _invalidations_since(
+        self, cursor: str | None, limit: int
+    ) -> tuple[list[Invalidation], str]:
+        self._hook("feed")
+        return super()._invalidations_since(cursor, limit)
 
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
         self._hook("delete_expired")

@@ -48,12 +48,6 @@ def test_all_contents_merge_keeps_the_other_nodes_newer_key(
     assert stored(store, sid) == {"x": 1, "y": 3, "z": 4}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle finding B: no tombstone feed; a node that cached a session still serves "
-    "it under its invalidated id after a poll (DESIGN.md: ended on every node within "
-    "flush_poll_s)",
-)
 def test_an_invalidated_id_yields_nothing_on_the_node_that_cached_it(
     make: MakeManager, clock: sk.FakeClock
 ) -> None:

@@ -158,8 +158,12 @@ def test_store_down_shows(
         pass
     got = scrape(exporter)
     assert value(got, "sessionkeeper_store_up") == 0
-    assert value(got, "sessionkeeper_store_errors_total") == 2  # both attempts
-    assert value(got, "sessionkeeper_store_retries_total") == 1
+    # Both attempts of the load, and both of the invalidation feed's first read before it.
+    assert value(got, "sessionkeeper_store_errors_total") == 4
+    assert value(got, "sessionkeeper_store_retries_total") == 2
+    assert (
+        value(got, "sessionkeeper_store_operation_duration_seconds_count", op="invalidations") == 2
+    )
     assert value(got, "sessionkeeper_store_operation_duration_seconds_count", op="load") == 2
 
 

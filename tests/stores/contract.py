@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from sessionkeeper.stores import SaveRequest, SaveStatus, Store, Touch
+from sessionkeeper.stores import Invalidation, SaveRequest, SaveStatus, Store, Touch
 
 T0 = 1_700_000_000.0
 
@@ -133,6 +133,37 @@ class StoreContract:
         [again] = store.save_many([req(tok(1), 0, {"a": b"new"})])
         assert again.status is SaveStatus.GONE
         assert store.load("shop", tok(1)) is None
+
+    def test_feed_starts_at_its_end_and_names_each_deletion_in_order(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {"a": b"1"}), req(tok(2), 0, {"a": b"1"}, app="blog")])
+        store.delete("shop", tok(9), tombstone_until=T0 + 60)  # before this node started
+        none, start = store.invalidations_since(None)
+        assert none == []
+        assert store.invalidations_since(start) == ([], start)
+        store.delete("shop", tok(1), tombstone_until=T0 + 60)
+        store.delete("blog", tok(2), tombstone_until=T0 + 60)
+        entries, cursor = store.invalidations_since(start)
+        assert entries == [Invalidation("shop", tok(1)), Invalidation("blog", tok(2))]
+        assert store.invalidations_since(cursor) == ([], cursor)
+        store.delete("shop", tok(3), tombstone_until=T0 + 60)  # absent: still ended everywhere
+        assert store.invalidations_since(cursor)[0] == [Invalidation("shop", tok(3))]
+
+    def test_feed_pages_by_limit(self, store: Store) -> None:
+        _, cursor = store.invalidations_since(None)
+        for i in range(5):
+            store.delete("shop", tok(i), tombstone_until=T0 + 60)
+        seen: list[Invalidation] = []
+        for _ in range(3):
+            page, cursor = store.invalidations_since(cursor, limit=2)
+            assert len(page) <= 2
+            seen += page
+        assert seen == [Invalidation("shop", tok(i)) for i in range(5)]
+
+    def test_feed_entry_outlives_a_sweep_before_its_tombstone_ends(self, store: Store) -> None:
+        _, cursor = store.invalidations_since(None)
+        store.delete("shop", tok(1), tombstone_until=T0 + 100)
+        store.delete_expired(T0 + 50)
+        assert store.invalidations_since(cursor)[0] == [Invalidation("shop", tok(1))]
 
     def test_delete_absent(self, store: Store) -> None:
         assert store.delete("shop", tok(9), tombstone_until=T0 + 60) is False

@@ -19,6 +19,7 @@ from ..errors import ConfigurationError
 from .base import (
     AppCounts,
     ExpiredSession,
+    Invalidation,
     RetryPolicy,
     SaveRequest,
     SaveResult,
@@ -33,6 +34,7 @@ from .memory import MemoryStore
 __all__ = [
     "AppCounts",
     "ExpiredSession",
+    "Invalidation",
     "MemoryStore",
     "RetryPolicy",
     "SaveRequest",

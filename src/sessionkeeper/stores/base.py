@@ -22,7 +22,13 @@ Backends must provide (the abstract section below):
   row before the retry, so a session that other writers keep changing may never be merged within
   ``max_merge_rounds``; merging under the lock always converges.
 * ``_touch_batch(touches)``: raise ``last_access_at`` (never lower it) without changing the version.
-* ``_delete(app, token, tombstone_until)``: drop the data and leave a tombstone until that time.
+* ``_delete(app, token, tombstone_until)``: drop the data and leave a tombstone until that time,
+  and append ``(app, token)`` to the invalidation feed in the same atomic step.
+* ``_invalidations_since(cursor)``: the feed entries after ``cursor`` (at most ``limit``, oldest
+  first) and the cursor after the last one; with ``cursor=None``, none and the feed's current
+  end. A cursor is the store's own sequence (never wall time: nodes' clocks differ), opaque to
+  callers. The feed keeps an entry at least as long as its tombstone (pruned with it, or by a
+  bound on its length far above what nodes polling every second fall behind by).
 * ``_delete_expired(before, limit)``: delete at most ``limit`` live sessions whose ``expires_at`` is
   before ``before`` and return them; the deletion and the return are one atomic step, so when several
   nodes sweep at once each expired session is returned to exactly one of them. Tombstones whose time
@@ -130,6 +136,15 @@ class ExpiredSession:
 
 
 @dataclass(frozen=True, slots=True)
+class Invalidation:
+    """One entry of the invalidation feed: this session's id was ended (invalidated, or
+    retired by a rotation) on some node."""
+
+    app: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class AppCounts:
     live: int
     expired: int  # expired but not yet swept
@@ -188,6 +203,9 @@ class Store(abc.ABC):
     max_merge_rounds: ClassVar[int] = 16
     #: A short name for logs and stats (``"sqlite"``, ``"postgresql"``, ``"redis"``...).
     kind: ClassVar[str] = "store"
+    #: How long one wait for the server may take (stores with a server set it from their
+    #: ``timeout_s``); part of how stale the invalidation feed may get (feed.py).
+    timeout_s: float = 0.0
 
     def __init__(
         self,
@@ -218,7 +236,7 @@ class Store(abc.ABC):
 
     # -- the shared rules ---------------------------------------------------------------------
 
-    def _call(self, op: str, fn: Callable[[], T]) -> T:
+    def _call(self, op: str, fn: Callable[[], T], *, mark_failing: bool = True) -> T:
         delay = self.retry.backoff_s
         for attempt in range(1, self.retry.attempts + 1):
             started = time.perf_counter()
@@ -228,8 +246,9 @@ class Store(abc.ABC):
                 self._observe(op, time.perf_counter() - started, error=True)
                 if attempt == self.retry.attempts:
                     with self._stats_lock:
-                        self.stats.available = False
-                        self._failed_at = self.clock.monotonic()
+                        if mark_failing:
+                            self.stats.available = False
+                            self._failed_at = self.clock.monotonic()
                     log.warning(
                         "store %s %s failed after %d attempts: %s", self.kind, op, attempt, exc
                     )
@@ -355,6 +374,22 @@ class Store(abc.ABC):
             self.stats.deletes += 1
         return deleted
 
+    def invalidations_since(
+        self, cursor: str | None, limit: int = 1000, *, probe: bool = False
+    ) -> tuple[list[Invalidation], str]:
+        """The ids ended since ``cursor`` (oldest first, at most ``limit``) and the cursor to
+        pass next time; ``cursor=None`` starts at the feed's current end (no entries). One cheap
+        query; every node's housekeeping calls it each poll. With ``probe`` (a request reading
+        it before trusting a cached copy) a failure does not make :meth:`failing` true: whether
+        requests write inline during an outage stays decided by their writes."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        return self._call(
+            "invalidations",
+            lambda: self._invalidations_since(cursor, limit),
+            mark_failing=not probe,
+        )
+
     def delete_expired(self, before: float, limit: int = 1000) -> list[ExpiredSession]:
         """Delete up to ``limit`` sessions that expired before ``before``; each is returned to exactly
         one caller, so exactly one node fires its destroyed event."""
@@ -405,6 +440,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _delete(self, app: str, token: str, tombstone_until: float) -> bool: ...
+
+    @abc.abstractmethod
+    def _invalidations_since(
+        self, cursor: str | None, limit: int
+    ) -> tuple[list[Invalidation], str]: ...
 
     @abc.abstractmethod
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]: ...

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from .base import (
     AppCounts,
     ExpiredSession,
+    Invalidation,
     RetryPolicy,
     SaveRequest,
     SaveResult,
@@ -46,6 +47,9 @@ class MemoryStore(Store):
     ) -> None:
         super().__init__(retry=retry, sleep=sleep)
         self._rows: dict[tuple[str, str], _Row] = {}
+        # The invalidation feed: (sequence, entry, kept until), in sequence order.
+        self._feed: list[tuple[int, Invalidation, float]] = []
+        self._seq = 0
         self._lock = threading.Lock()
 
     def _snapshot(self, app: str, token: str, row: _Row) -> StoredSession:
@@ -119,11 +123,24 @@ class MemoryStore(Store):
             row = self._rows.get((app, token))
             live = row is not None and row.tombstone_until is None
             self._rows[(app, token)] = _Row({}, 0, 0.0, 0.0, 0.0, None, None, tombstone_until)
+            self._seq += 1
+            self._feed.append((self._seq, Invalidation(app, token), tombstone_until))
             return live
+
+    def _invalidations_since(
+        self, cursor: str | None, limit: int
+    ) -> tuple[list[Invalidation], str]:
+        with self._lock:
+            if cursor is None:
+                return [], str(self._seq)
+            after = int(cursor)
+            entries = [(n, e) for n, e, _ in self._feed if n > after][:limit]
+            return [e for _, e in entries], str(entries[-1][0] if entries else after)
 
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
         out: list[ExpiredSession] = []
         with self._lock:
+            self._feed = [f for f in self._feed if f[2] >= before]  # pruned with the tombstones
             for key, row in list(self._rows.items()):
                 if row.tombstone_until is not None:
                     if row.tombstone_until < before:

@@ -37,6 +37,7 @@ from . import redis_lua as lua
 from .base import (
     AppCounts,
     ExpiredSession,
+    Invalidation,
     RetryPolicy,
     SaveRequest,
     SaveResult,
@@ -49,6 +50,10 @@ from .base import (
 log = logging.getLogger("sessionkeeper.store.redis")
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
+#: About how many entries the invalidation feed keeps (``XADD MAXLEN ~``): nodes read it every
+#: poll, so only a node that stopped reading for that many logouts misses any, and a node that
+#: stopped reading verifies its cached copies against the store meanwhile (docs/security.md).
+FEED_MAXLEN = 100_000
 #: (keys, args) of one script call.
 Call: TypeAlias = tuple[list[str], list[str | bytes]]
 
@@ -101,6 +106,7 @@ class RedisStore(Store):
         if grace_s < 0:
             raise ConfigurationError("grace_s must not be negative")
         self.key_prefix = key_prefix
+        self.timeout_s = timeout_s
         #: Added to every Redis TTL and to every tombstone's life. Raised to each manager's sweep
         #: grace (:meth:`set_grace_s`), so a Redis TTL never ends a session the sweep would keep.
         self.grace_s = grace_s
@@ -158,6 +164,12 @@ class RedisStore(Store):
     @property
     def _apps_key(self) -> str:
         return f"{self.key_prefix}apps"
+
+    @property
+    def _feed_key(self) -> str:
+        """The invalidation feed: a stream of ``a`` (app), ``t`` (token) entries. Its ids are the
+        cursor (the server's sequence; never a node's clock)."""
+        return f"{self.key_prefix}feed"
 
     def _ttl_ms(self, timeout_s: float) -> str:
         return str(max(1, int((timeout_s + self.grace_s) * 1000)))
@@ -330,13 +342,28 @@ class RedisStore(Store):
     def _delete(self, app: str, token: str, tombstone_until: float) -> bool:
         keys = self._session_keys(app, token)
         index = self._index_keys(app)
-        args: list[str | bytes] = [repr(tombstone_until), str(int(self.grace_s * 1000)), token, app]
+        grace_ms = str(int(self.grace_s * 1000))
+        args: list[str | bytes] = [repr(tombstone_until), grace_ms, token, app, str(FEED_MAXLEN)]
         if not self.split_index:
-            return bool(self._eval(self._delete_s, [*keys, *index, self._apps_key], args))
+            keys += [*index, self._apps_key, self._feed_key]
+            return bool(self._eval(self._delete_s, keys, args))
         live = self._eval(self._delete_s, keys, args)
         self._eval(self._index_s, index, ["tomb", token, repr(tombstone_until)])
         self.client.sadd(self._apps_key, app)
+        # After the tombstone, so that a node reading the entry finds the tombstone too.
+        self.client.xadd(self._feed_key, {"a": app, "t": token}, maxlen=FEED_MAXLEN)
         return bool(live)
+
+    def _invalidations_since(
+        self, cursor: str | None, limit: int
+    ) -> tuple[list[Invalidation], str]:
+        if cursor is None:
+            last: Any = self.client.xrevrange(self._feed_key, count=1)
+            return [], last[0][0].decode() if last else "0-0"
+        reply: Any = self.client.xread({self._feed_key: cursor}, count=limit)
+        rows = reply[0][1] if reply else []
+        entries = [Invalidation(f[b"a"].decode(), f[b"t"].decode()) for _, f in rows]
+        return entries, rows[-1][0].decode() if rows else cursor
 
     def _apps(self) -> list[str]:
         members: Any = self.client.smembers(self._apps_key)

@@ -129,8 +129,8 @@ return {expires, side}
 """
 )
 
-#: KEYS a m x [e d t apps]; ARGV tombstone_until, grace_ms, token, app. Returns 1 if a live session
-#: was there.
+#: KEYS a m x [e d t apps feed]; ARGV tombstone_until, grace_ms, token, app, feed_maxlen. Returns
+#: 1 if a live session was there. On one server the feed entry is added in the same script.
 DELETE = (
     _COMMON
     + """
@@ -147,6 +147,7 @@ if #KEYS > 3 then
   index_drop(KEYS[4], KEYS[5], ARGV[3])
   redis.call('ZADD', KEYS[6], ARGV[1], ARGV[3])
   redis.call('SADD', KEYS[7], ARGV[4])
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[5], '*', 'a', ARGV[4], 't', ARGV[3])
 end
 if live then return 1 end
 return 0

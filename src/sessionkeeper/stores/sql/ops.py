@@ -27,6 +27,7 @@ from ..base import (
     StoredSession,
     _rebase,
 )
+from . import feed
 from . import schema as sch
 from .dialects import SqlDialect
 from .schema import Layout
@@ -358,6 +359,7 @@ class SqlOps:
             conn.execute(sa.update(s).where(where).values(**tombstone))
         if self.layout is Layout.MULTI_ROW:
             conn.execute(sa.delete(a).where(a.c.app == app, a.c.token == token))
+        feed.append(conn, self.tables, app, token, tombstone_until)
         return row is not None and row["tombstone_until"] is None
 
     def delete_expired(self, conn: Connection, before: float, limit: int) -> list[ExpiredSession]:
@@ -370,6 +372,7 @@ class SqlOps:
             # backlog made a sweep quadratic.
             done = self._claim(conn, s.c.tombstone_until.is_not(None), before, limit)
             self._purge(conn, [(r["app"], r["token"]) for r in done])
+            feed.prune(conn, self.tables, before)  # with the tombstones
         return [
             ExpiredSession(
                 r["app"],

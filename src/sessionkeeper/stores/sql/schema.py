@@ -22,8 +22,9 @@ from ...errors import CorruptSessionData, StoreError
 from ..base import StoredSession
 
 #: The schema this code reads and writes. A later release that changes the tables raises it and
-#: migrates; a database whose version is higher than this is refused.
-SCHEMA_VERSION = 1
+#: migrates; a database whose version is higher than this is refused. 2 added the invalidations
+#: table (the feed every node polls); ``create_schema`` (``init-db``) migrates a version 1.
+SCHEMA_VERSION = 2
 
 log = logging.getLogger("sessionkeeper.store.sql")
 
@@ -68,6 +69,7 @@ class Tables:
     sessions: sa.Table
     attributes: sa.Table
     schema: sa.Table
+    invalidations: sa.Table
     metadata: sa.MetaData
 
 
@@ -106,7 +108,19 @@ def make_tables(prefix: str, schema: str | None) -> Tables:
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("layout", sa.String(16), nullable=False),
     )
-    return Tables(sessions, attributes, schema_table, md)
+    invalidations = sa.Table(
+        f"{prefix}invalidations",
+        md,
+        # The feed's cursor: a sequence, never wall time (nodes' clocks differ). A delete takes
+        # the schema row's lock before inserting, so sequence order is commit order and a
+        # reader never passes an entry still to commit.
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("app", _key_type(64), nullable=False),
+        sa.Column("token", _key_type(64), nullable=False),
+        sa.Column("kept_until", sa.Double, nullable=False),  # the tombstone's end: pruned with it
+        sa.Index(f"{prefix}invalidations_kept_until", "kept_until"),
+    )
+    return Tables(sessions, attributes, schema_table, invalidations, md)
 
 
 # -- creating and checking the schema -------------------------------------------------------------
@@ -126,12 +140,17 @@ def create_schema(
             with begin() as conn:
                 tables.metadata.create_all(conn, checkfirst=True)
             with begin() as conn:
-                if _read_version_row(conn, tables) is None:
+                row = _read_version_row(conn, tables)
+                if row is None:
                     conn.execute(
                         sa.insert(tables.schema).values(
                             id=1, version=SCHEMA_VERSION, layout=layout.value
                         )
                     )
+                elif isinstance(row[0], int) and row[0] < SCHEMA_VERSION:
+                    # create_all above made the tables a later version added: migrated.
+                    t = tables.schema
+                    conn.execute(sa.update(t).where(t.c.id == 1).values(version=SCHEMA_VERSION))
             break
         except sa.exc.DBAPIError as exc:
             if attempt == 4 or exc.connection_invalidated or is_transient(exc.orig):
@@ -159,6 +178,12 @@ def check_schema(conn: Connection, tables: Tables, layout: Layout) -> None:
         raise StoreError(
             f"the session tables were created by a newer sessionkeeper (schema version {version}; "
             f"this one knows up to {SCHEMA_VERSION}): upgrade sessionkeeper"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"the session tables are at schema version {version}, this sessionkeeper needs "
+            f"{SCHEMA_VERSION} (the invalidation feed): run `sessionkeeper init-db URL` or open "
+            "the store with create_schema=True"
         )
     if stored_layout != layout.value:
         raise StoreError(

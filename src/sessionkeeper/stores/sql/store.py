@@ -20,6 +20,7 @@ from ...errors import ConfigurationError
 from ..base import (
     AppCounts,
     ExpiredSession,
+    Invalidation,
     RetryPolicy,
     SaveRequest,
     SaveResult,
@@ -27,6 +28,7 @@ from ..base import (
     StoredSession,
     Touch,
 )
+from . import feed
 from . import schema as sch
 from .dialects import dialect_for, normalize_url
 from .ops import SqlOps
@@ -78,6 +80,7 @@ class SqlStore(Store):
         create_schema: bool = True,
     ) -> None:
         super().__init__(retry=retry, sleep=sleep)
+        self.timeout_s = timeout_s
         try:
             self.layout = Layout(layout)
         except ValueError:
@@ -232,6 +235,11 @@ class SqlStore(Store):
         return self._run(
             lambda conn: self._ops.delete(conn, app, token, tombstone_until), write=True
         )
+
+    def _invalidations_since(
+        self, cursor: str | None, limit: int
+    ) -> tuple[list[Invalidation], str]:
+        return self._run(lambda conn: feed.since(conn, self.tables, cursor, limit), write=False)
 
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
         return self._run(lambda conn: self._ops.delete_expired(conn, before, limit), write=True)
