@@ -163,7 +163,7 @@ class ScriptRunner:
         todo = list(range(len(calls)))
         for attempt in range(2):
             missing = []
-            for pipe, group in self.pipelines(calls, todo, wait):
+            for pipe, group in self.pipelines(calls, todo):
                 for i in group:
                     keys, args = calls[i]
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -185,11 +185,11 @@ class ScriptRunner:
             todo = missing
         return results
 
-    def pipelines(self, calls: Sequence[Call], todo: list[int], wait: int) -> list[Any]:
-        """(pipeline, call indexes) to send. A WAIT counts the writes of its own connection, so
-        on a cluster a waiting batch goes to each node's own client, never through the cluster
-        pipeline (which could send the WAIT to another node)."""
-        if not (wait and isinstance(self.client, RedisCluster)):
+    def pipelines(self, calls: Sequence[Call], todo: list[int]) -> list[Any]:
+        """(pipeline, call indexes) to send. On a cluster, one pipeline per node on that node's
+        own client: redis-py's cluster pipeline refuses EVALSHA, and a WAIT counts the writes
+        of its own connection, so it must follow them on the node that took them."""
+        if not isinstance(self.client, RedisCluster):
             return [(self.client.pipeline(transaction=False), todo)]
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for i in todo:
