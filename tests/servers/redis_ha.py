@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,10 +87,14 @@ class Node:
             cmd = [server, str(conf), "--sentinel", *base]
         else:
             cmd = [server, *base, "--save", "", "--appendonly", "no", *args]
-        with open(self.dir / "log", "wb") as log:  # the child keeps its own descriptor
-            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT
-            )
+        self.cmd = cmd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the process (again, after :meth:`kill`: same port, directory and options)."""
+        with open(self.dir / "log", "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
         _until(lambda: _client(self.port).ping(), f"redis-server on {self.port}")
 
     @property
@@ -133,10 +138,16 @@ def _replicas_online(port: int) -> int:
 
 
 class SentinelSet(Deployment):
+    def __init__(self, replicas: int = 1) -> None:
+        super().__init__()
+        self.replica_count = replicas
+
     def setup(self) -> None:
         self.master = self.node()
-        self.replica = self.node("--replicaof", "127.0.0.1", str(self.master.port))
-        _until(lambda: _replicas_online(self.master.port) == 1, "replica in sync")
+        follow = ("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replicas = [self.node(*follow) for _ in range(self.replica_count)]
+        self.replica = self.replicas[0]
+        _until(lambda: _replicas_online(self.master.port) == self.replica_count, "replicas in sync")
         self.sentinel = self.node(
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.master.port} 1",
             f"sentinel down-after-milliseconds {SERVICE} 1000",
@@ -145,7 +156,10 @@ class SentinelSet(Deployment):
             sentinel=True,
         )
         s = _client(self.sentinel.port)
-        _until(lambda: s.execute_command("SENTINEL", "REPLICAS", SERVICE), "sentinel sees replica")
+        _until(
+            lambda: len(s.execute_command("SENTINEL", "REPLICAS", SERVICE)) == self.replica_count,
+            "sentinel sees the replicas",
+        )
 
     @property
     def url(self) -> str:
@@ -156,15 +170,24 @@ class SentinelSet(Deployment):
         _host, port = s.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
         return int(port)
 
-    def kill_master(self) -> int:
-        """SIGKILL the current master; returns its port."""
+    def kill_master_of(self, key: str) -> Node:
+        """SIGKILL the master (every key's)."""
+        del key
         port = self.master_port()
-        next(n for n in self.nodes if n.port == port).kill()
-        return port
+        node = next(n for n in self.nodes if n.port == port)
+        node.kill()
+        return node
 
-    def wait_promoted(self, old_port: int) -> int:
-        return int(
-            _until(lambda: self.master_port() != old_port and self.master_port(), "failover")
+    def recover(self, dead: Node) -> None:
+        """Until the sentinel has promoted a replica and the other replica follows it."""
+        new = _until(lambda: self.master_port() != dead.port and self.master_port(), "failover")
+        _until(lambda: _replicas_online(new) >= 1, "a replica of the new master")
+        # Clients (redis-py) ask SENTINEL MASTERS, which names the new master only once the
+        # failover has reconfigured the replicas; until then it reports the old one as down.
+        s = _client(self.sentinel.port)
+        _until(
+            lambda: s.execute_command("SENTINEL", "MASTER", SERVICE)[b"flags"] == b"master",
+            "the sentinel's failover finished",
         )
 
 
@@ -217,19 +240,27 @@ class ClusterSet(Deployment):
         port = next(p for first, last, p in self._slots() if first <= slot <= last)
         return next(n for n in self.nodes if n.port == port)
 
-    def wait_promoted(self, dead: Node) -> None:
-        """Until no slot is served by the dead master any more (its replica took over)."""
+    def kill_master_of(self, key: str) -> Node:
+        node = self.master_of(key)
+        node.kill()
+        return node
+
+    def recover(self, dead: Node) -> None:
+        """Until no slot is served by the dead master (its replica took over); then start the
+        dead node again, as the box coming back, until it is the new master's replica."""
         live = next(n for n in self.nodes if n.alive)
         _until(
             lambda: all(p != dead.port for *_, p in self._slots()) and self._state_ok(live.port),
             "cluster failover",
         )
+        dead.restart()
+        _until(lambda: len(self.masters()) == 3 and self._replicas_synced(), "replicas in sync")
 
 
 D = TypeVar("D", bound=Deployment)
 
 
-def start(kind: type[D]) -> D:
+def start(kind: Callable[[], D]) -> D:
     """A started deployment; the caller closes it. Skips (or fails, under
     ``SESSIONKEEPER_REQUIRE_SERVICES=1``) with the reason when it cannot start here."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
@@ -244,7 +275,7 @@ def start(kind: type[D]) -> D:
                 raise
             return deployment
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            reason = f"cannot start a {kind.__name__}: {exc}"
+            reason = f"cannot start {getattr(kind, '__name__', kind)}: {exc}"
     if services_required():
         pytest.fail(f"{reason} ({REQUIRE_ENV}=1)", pytrace=False)
     pytest.skip(reason)
