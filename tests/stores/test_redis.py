@@ -385,3 +385,28 @@ def test_script_error_is_a_store_error_not_a_retry(store: RedisStore) -> None:
         store.load("shop", tok(1))
     assert not isinstance(info.value, StoreUnavailable)
     assert store.stats.retries == 0
+
+
+def test_thousands_of_attributes_in_one_write(store: RedisStore) -> None:
+    """Changed and removed names go to HSET and HDEL in chunks: one ``unpack`` of them all would
+    overflow Lua's stack."""
+    many = {f"k{i}": b"v" for i in range(6000)}
+    [res] = store.save_many([req(tok(1), 0, many)])
+    assert res.status is SaveStatus.SAVED
+    [res] = store.save_many([req(tok(1), 1, {"new": b"1"}, frozenset(list(many)[:5000]))])
+    assert res.status is SaveStatus.SAVED
+    s = store.load("shop", tok(1))
+    assert s is not None and len(s.attributes) == 1001 and s.attributes["new"] == b"1"
+
+
+def test_a_lost_apps_set_is_written_again_by_the_sweep(store: RedisStore, raw: Any) -> None:
+    """The apps set is written once per process and app; a failover that lost it must not hide
+    the app's sessions from the sweep and the counts of every other node for good."""
+    store.save_many([req(tok(1), 0, {}, timeout_s=10)])
+    raw.delete(store._apps_key)
+    other = RedisStore(raw, key_prefix=store.key_prefix)
+    assert other.counts_by_app(T0) == {}
+    assert store.delete_expired(T0, limit=10) == []  # nothing expired yet; the set is back
+    assert other.counts_by_app(T0)["shop"].live == 1
+    [gone] = other.delete_expired(T0 + 11, limit=10)
+    assert gone.token == tok(1)
