@@ -25,6 +25,8 @@ __all__ = [
     "test_two_nodes_writing_different_keys_keep_both",
 ]
 
+pytestmark = pytest.mark.slow  # starts its own Redis servers
+
 KINDS: dict[str, type[Deployment]] = {"sentinel": SentinelSet, "cluster": ClusterSet}
 
 

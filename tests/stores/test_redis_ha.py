@@ -25,6 +25,8 @@ from tests.servers.redis_ha import ClusterSet, Deployment, SentinelSet, start  #
 from .contract import T0, StoreContract, req, tok  # noqa: E402
 from .test_redis_commands import command_calls  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts its own Redis servers
+
 GRACE_S = 600.0
 
 
