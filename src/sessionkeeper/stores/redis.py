@@ -72,6 +72,22 @@ def bucket_of(token: str) -> int:
     return zlib.crc32(token.encode("utf-8", "surrogatepass")) % INDEX_BUCKETS
 
 
+def _client_of(url_or_client: str | Client, timeout_s: float) -> tuple[Client, Topology, str]:
+    """(client, topology, where) for a URL or a client of ours to use."""
+    if isinstance(url_or_client, str):
+        conn = connect(url_or_client, timeout_s)
+        client, topology, where = conn.client, conn.topology, conn.where
+    elif isinstance(url_or_client, redis.Redis | RedisCluster):
+        client, topology, where = url_or_client, topology_of(url_or_client), ""
+    else:
+        raise ConfigurationError(
+            f"RedisStore needs a URL or a redis client, got {type(url_or_client).__name__}"
+        )
+    if client.get_encoder().decode_responses:
+        raise ConfigurationError("the redis client must use decode_responses=False")
+    return client, topology, where
+
+
 class RedisStore(Store):
     """Sessions in Redis.
 
@@ -125,19 +141,7 @@ class RedisStore(Store):
         #: grace (:meth:`set_grace_s`), so a Redis TTL never ends a session the sweep would keep.
         self.grace_s = grace_s
         self._owns_client = isinstance(url_or_client, str)
-        if isinstance(url_or_client, str):
-            conn = connect(url_or_client, timeout_s)
-            self.client: Client = conn.client
-            self.topology, self._where = conn.topology, conn.where
-        elif isinstance(url_or_client, redis.Redis | RedisCluster):
-            self.client, self._where = url_or_client, ""
-            self.topology = topology_of(url_or_client)
-        else:
-            raise ConfigurationError(
-                f"RedisStore needs a URL or a redis client, got {type(url_or_client).__name__}"
-            )
-        if self.client.get_encoder().decode_responses:
-            raise ConfigurationError("the redis client must use decode_responses=False")
+        self.client, self.topology, self._where = _client_of(url_or_client, timeout_s)
         self.wait_replicas = wait_replicas
         if replicated is None:
             replicated = wait_replicas > 0 or self.topology is Topology.SENTINEL
