@@ -146,10 +146,20 @@ def stop_replica(d: SentinelSet) -> int:
     return pid
 
 
+@pytest.mark.parametrize("through", ["sentinel", "plain"])
 def test_an_invalidation_waits_for_the_replica(
-    sentinel_set: SentinelSet, caplog: pytest.LogCaptureFixture
+    sentinel_set: SentinelSet, caplog: pytest.LogCaptureFixture, through: str
 ) -> None:
-    store = store_on(sentinel_set, wait_timeout_s=0.3)
+    """Through the sentinels (replicated by default), or to the master by a plain URL with
+    ``replicated=True``."""
+    if through == "sentinel":
+        store = store_on(sentinel_set, wait_timeout_s=0.3)
+    else:
+        plain = f"redis://127.0.0.1:{sentinel_set.master_port()}/0"
+        assert RedisStore(plain).tombstone_replicas == 0
+        store = RedisStore(
+            plain, key_prefix=services.unique_name("skha"), wait_timeout_s=0.3, replicated=True
+        )
     replica = redis.Redis(port=sentinel_set.replica.port)
     store.save_many([req(tok(1), 0, {"a": b"1"})])
     store.delete("shop", tok(1), tombstone_until=T0 + 60)
