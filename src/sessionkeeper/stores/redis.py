@@ -316,6 +316,7 @@ class RedisStore(Store):
             self._apps_known |= new
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:
+        self._register_apps({t.app for t in touches})
         grace_ms = str(int(self.grace_s * 1000))
         calls: list[Call] = [
             (
