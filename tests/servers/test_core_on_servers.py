@@ -81,7 +81,8 @@ def contents_app(env: dict[str, Any], start_response: Any) -> list[bytes]:
 @pytest.mark.slow
 def test_failover_to_another_process_after_sigkill(target: Target, clock: sk.FakeClock) -> None:
     options = {k: v for k, v in target.options.items() if k != "retry"}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The checkout's own sources first: a shared virtualenv may hold another checkout's install.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.servers.node_proc", target.url, json.dumps(options), "20"],
         stdout=subprocess.PIPE,

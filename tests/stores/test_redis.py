@@ -63,18 +63,6 @@ class TestRedisStore(StoreContract):
     pass
 
 
-class TestRedisStoreSplitIndex(StoreContract):
-    """The cluster code path (index updated in its own calls, sweep claims in the index and then
-    deletes in the session's slot), run on one server: its logic, not cluster routing."""
-
-    @pytest.fixture
-    def store(self, redis_url: str, prefix: str) -> Iterator[RedisStore]:
-        s = RedisStore(redis_url, key_prefix=prefix, grace_s=GRACE_S)
-        s.split_index = True
-        yield s
-        s.close()
-
-
 # -- TTLs ---------------------------------------------------------------------------------------
 
 
@@ -146,11 +134,7 @@ def expire_now(raw: Any, keys: list[str]) -> None:
     assert raw.exists(*keys) == 0
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_session_expired_by_redis_is_still_swept_once(
-    store: RedisStore, raw: Any, split: bool
-) -> None:
-    store.split_index = split
+def test_session_expired_by_redis_is_still_swept_once(store: RedisStore, raw: Any) -> None:
     store.save_many(
         [
             req(tok(1), 0, {"a": b"1"}, timeout_s=10, owner="alice"),
@@ -168,15 +152,11 @@ def test_session_expired_by_redis_is_still_swept_once(
     assert other.delete_expired(T0 + 100, limit=10) == []
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_stale_index_entry_of_a_live_session_is_reindexed(
-    store: RedisStore, raw: Any, split: bool
-) -> None:
-    """A node that died between its session write and its index write (split index) leaves a too
-    early index entry: the sweep must check the session itself, keep it, and index it again."""
-    store.split_index = split
+def test_stale_index_entry_of_a_live_session_is_reindexed(store: RedisStore, raw: Any) -> None:
+    """A too early index entry (the layout of an older version could leave one): the sweep must
+    check the session itself, keep it, and index it again."""
     store.save_many([req(tok(1), 0, {"a": b"1"}, timeout_s=1000)])
-    e, _, _ = store._index_keys("shop")
+    e, _, _ = store._index_keys("shop", tok(1))
     raw.zadd(e, {tok(1): T0 + 1})
     raw.hset(store._session_keys("shop", tok(1))[1], "l", repr(T0 + 500))
     assert store.delete_expired(T0 + 100, limit=10) == []
@@ -290,8 +270,8 @@ def test_keys_of_one_session_share_a_slot(store: RedisStore) -> None:
     for app in ("shop", "we:ird{app}", "ключ"):
         keys = store._session_keys(app, tok(1))
         assert len({key_slot(k.encode()) for k in keys}) == 1
-        index = store._index_keys(app)
-        assert len({key_slot(k.encode()) for k in index}) == 1
+        index = store._index_keys(app, tok(1))
+        assert len({key_slot(k.encode()) for k in keys + index}) == 1
     assert store._session_keys("a:b", "c") != store._session_keys("a", "b:c")
 
 
@@ -405,3 +385,28 @@ def test_script_error_is_a_store_error_not_a_retry(store: RedisStore) -> None:
         store.load("shop", tok(1))
     assert not isinstance(info.value, StoreUnavailable)
     assert store.stats.retries == 0
+
+
+def test_thousands_of_attributes_in_one_write(store: RedisStore) -> None:
+    """Changed and removed names go to HSET and HDEL in chunks: one ``unpack`` of them all would
+    overflow Lua's stack."""
+    many = {f"k{i}": b"v" for i in range(6000)}
+    [res] = store.save_many([req(tok(1), 0, many)])
+    assert res.status is SaveStatus.SAVED
+    [res] = store.save_many([req(tok(1), 1, {"new": b"1"}, frozenset(list(many)[:5000]))])
+    assert res.status is SaveStatus.SAVED
+    s = store.load("shop", tok(1))
+    assert s is not None and len(s.attributes) == 1001 and s.attributes["new"] == b"1"
+
+
+def test_a_lost_apps_set_is_written_again_by_the_sweep(store: RedisStore, raw: Any) -> None:
+    """The apps set is written once per process and app; a failover that lost it must not hide
+    the app's sessions from the sweep and the counts of every other node for good."""
+    store.save_many([req(tok(1), 0, {}, timeout_s=10)])
+    raw.delete(store._apps_key)
+    other = RedisStore(raw, key_prefix=store.key_prefix)
+    assert other.counts_by_app(T0) == {}
+    assert store.delete_expired(T0, limit=10) == []  # nothing expired yet; the set is back
+    assert other.counts_by_app(T0)["shop"].live == 1
+    [gone] = other.delete_expired(T0 + 11, limit=10)
+    assert gone.token == tok(1)

@@ -7,6 +7,8 @@
 | ``postgresql://user@host/db`` | ``SqlStore`` on PostgreSQL (psycopg 3) |
 | ``mysql://user@host/db`` | ``SqlStore`` on MySQL/MariaDB (PyMySQL) |
 | ``redis://host:6379/0``, ``rediss://`` | :class:`~sessionkeeper.stores.redis.RedisStore` |
+| ``redis+sentinel://h1:26379,h2:26379/service/0`` | ``RedisStore`` on the master Sentinel names |
+| ``redis+cluster://h1:7000,h2:7001`` | ``RedisStore`` on Redis Cluster |
 
 Drivers are imported only when their store is opened.
 """

@@ -1,36 +1,37 @@
-"""``RedisStore``: sessions in Redis (a single server, or Redis Cluster through a client you pass).
+"""``RedisStore``: sessions in Redis: one server, a Sentinel-managed master, or Redis Cluster.
 
 Layout (see :mod:`.redis_lua` and ``docs/stores-redis.md``): per session, an attributes hash, a
-metadata hash and, once invalidated, a tombstone key, all under the hash tag ``{app:token}`` so one
-session lives in one cluster slot. Every key of a session carries a Redis TTL of its timeout plus
-``grace_s``, refreshed on each write and touch; it is a backstop, the sweep is the normal way out.
+metadata hash and, once invalidated, a tombstone key. Every key of a session carries a Redis TTL
+of its timeout plus ``grace_s``, refreshed on each write and touch; it is a backstop, the sweep is
+the normal way out.
 
-Expiry index: per app, a sorted set of ``expires_at`` plus a sidecar hash holding what an
-:class:`ExpiredSession` needs, so a session Redis has already dropped is still reported once. A
-sweep claims an index entry with ``ZREM`` inside a script; only the caller whose ``ZREM`` removed
-it gets the session back, however many nodes sweep at once.
+Expiry index: per app, :data:`INDEX_BUCKETS` buckets, each a sorted set of ``expires_at`` plus a
+sidecar hash holding what an :class:`ExpiredSession` needs (so a session Redis has already dropped
+is still reported once). A session's bucket is chosen by a hash of its token, and the hash tag of
+its keys is its bucket's, ``{app:bucket}``: a session and its index entry share one slot, so every
+save, touch, delete and sweep step is one script in one slot, one call also on a cluster, and one
+app's index is spread over many slots (no hot key). A sweep claims an index entry with ``ZREM``
+inside a script; only the caller whose ``ZREM`` removed it gets the session back.
 
-On one server each operation is one script touching the session and its index atomically. On a
-cluster the index lives in another slot, so the store runs the session script, then the index
-script (one more round trip); the sweep then claims in the index and deletes in the session's slot,
-re-indexing a session that turned out alive. See the docs for what that costs.
+Replicas: an invalidation is followed by ``WAIT`` on the same connection, so a failover cannot
+promote a replica that never saw the tombstone; ``wait_replicas`` does the same for every write.
 
-Thread safety: redis-py clients are thread safe (a connection pool); the store keeps no other state.
+Thread safety: redis-py clients are thread safe (a connection pool); the store's own state is a
+set of the apps it has registered and a counter, each changed under the GIL in one step.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, NoReturn, TypeAlias
-from urllib.parse import quote, urlsplit
+from typing import Any, ClassVar, NoReturn
+from urllib.parse import quote
 
 import redis
 import redis.exceptions as rex
-from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.retry import Retry
 
 from ..errors import ConfigurationError, CorruptSessionData, StoreError
 from . import redis_lua as lua
@@ -46,16 +47,16 @@ from .base import (
     StoredSession,
     Touch,
 )
+from .redis_connect import Call, Client, ScriptRunner, Topology, connect, topology_of
 
 log = logging.getLogger("sessionkeeper.store.redis")
 
-Client: TypeAlias = "redis.Redis | RedisCluster"
 #: About how many entries the invalidation feed keeps (``XADD MAXLEN ~``): nodes read it every
 #: poll, so only a node that stopped reading for that many logouts misses any, and a node that
 #: stopped reading verifies its cached copies against the store meanwhile (docs/security.md).
 FEED_MAXLEN = 100_000
-#: (keys, args) of one script call.
-Call: TypeAlias = tuple[list[str], list[str | bytes]]
+#: Expiry-index buckets per app. Part of the layout: every node sharing a key prefix must agree.
+INDEX_BUCKETS = 64
 
 
 def _esc(part: str) -> str:
@@ -71,15 +72,44 @@ def _unflag(raw: str) -> str | None:
     return None if raw.startswith("-") else raw[1:]
 
 
+def bucket_of(token: str) -> int:
+    """The expiry-index bucket of a token: the same in every process (not Python's ``hash``)."""
+    return zlib.crc32(token.encode("utf-8", "surrogatepass")) % INDEX_BUCKETS
+
+
+def _client_of(url_or_client: str | Client, timeout_s: float) -> tuple[Client, Topology, str]:
+    """(client, topology, where) for a URL or a client of ours to use."""
+    if isinstance(url_or_client, str):
+        conn = connect(url_or_client, timeout_s)
+        client, topology, where = conn.client, conn.topology, conn.where
+    elif isinstance(url_or_client, redis.Redis | RedisCluster):
+        client, topology, where = url_or_client, topology_of(url_or_client), ""
+    else:
+        raise ConfigurationError(
+            f"RedisStore needs a URL or a redis client, got {type(url_or_client).__name__}"
+        )
+    if client.get_encoder().decode_responses:
+        raise ConfigurationError("the redis client must use decode_responses=False")
+    return client, topology, where
+
+
 class RedisStore(Store):
     """Sessions in Redis.
 
-    ``url_or_client``: a ``redis://``, ``rediss://`` or ``unix://`` URL (user and password in the
-    URL), or a ``redis.Redis`` / ``redis.cluster.RedisCluster`` client made with
+    ``url_or_client``: a ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
+    ``redis+cluster://`` URL (see :mod:`.redis_connect`), or a ``redis.Redis`` (also one from
+    ``Sentinel.master_for``) / ``redis.cluster.RedisCluster`` client made with
     ``decode_responses=False``; a client you pass is not closed by :meth:`close`.
 
     ``timeout_s`` is the connect and the read timeout of a client built from a URL: a server that
-    stops answering makes each attempt fail within it (a client you pass keeps its own)."""
+    stops answering makes each attempt fail within it (a client you pass keeps its own).
+
+    ``wait_replicas``: every write waits (``WAIT``, up to ``wait_timeout_s``) until that many
+    replicas have it, and a write that reached fewer raises :class:`StoreUnavailable` (it is on
+    the master, but not durable). ``replicated``: whether invalidations wait for
+    ``max(1, wait_replicas)`` replicas; by default yes on Sentinel, on a cluster whose slot map
+    lists replicas, and whenever ``wait_replicas`` is set. An invalidation that reached no replica
+    is still done; it is counted (:attr:`replica_wait_misses`) and logged."""
 
     kind = "redis"
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = (
@@ -88,6 +118,7 @@ class RedisStore(Store):
         rex.TryAgainError,
         rex.ClusterDownError,
         rex.ReadOnlyError,  # a replica promoted or demoted under us: retry reaches the primary
+        rex.MovedError,  # a slot moved (failover): the slot map is read again before the retry
     )
 
     def __init__(
@@ -97,6 +128,9 @@ class RedisStore(Store):
         key_prefix: str = "sk:",
         grace_s: float = 3600.0,
         timeout_s: float = 3.0,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 1.0,
+        replicated: bool | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -105,46 +139,32 @@ class RedisStore(Store):
             raise ConfigurationError("key_prefix must not contain braces (they form hash tags)")
         if grace_s < 0:
             raise ConfigurationError("grace_s must not be negative")
+        if wait_replicas < 0 or wait_timeout_s <= 0:
+            raise ConfigurationError("wait_replicas must be >= 0 and wait_timeout_s positive")
         self.key_prefix = key_prefix
         self.timeout_s = timeout_s
         #: Added to every Redis TTL and to every tombstone's life. Raised to each manager's sweep
         #: grace (:meth:`set_grace_s`), so a Redis TTL never ends a session the sweep would keep.
         self.grace_s = grace_s
         self._owns_client = isinstance(url_or_client, str)
-        if isinstance(url_or_client, str):
-            self._url = url_or_client
-            # The base retries; the driver retrying too would multiply the wait in an outage. A
-            # command that times out disconnects its connection (redis-py), so no half-read
-            # reply is left on a pooled one.
-            self.client: Client = redis.Redis.from_url(
-                url_or_client,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
-        elif isinstance(url_or_client, redis.Redis | RedisCluster):
-            self.client = url_or_client
-            self._url = ""
-        else:
-            raise ConfigurationError(
-                f"RedisStore needs a URL or a redis client, got {type(url_or_client).__name__}"
-            )
-        if self.client.get_encoder().decode_responses:
-            raise ConfigurationError("the redis client must use decode_responses=False")
-        #: Update the expiry index in separate calls: needed on a cluster, where the index lives in
-        #: another slot than the session; on one server everything is one atomic script.
-        self.split_index = isinstance(self.client, RedisCluster)
+        self.client, self.topology, self._where = _client_of(url_or_client, timeout_s)
+        self.wait_replicas = wait_replicas
+        if replicated is None:
+            replicated = wait_replicas > 0 or self.topology is Topology.SENTINEL
+            if isinstance(self.client, RedisCluster):
+                replicated = replicated or bool(self.client.get_replicas())  # type: ignore[no-untyped-call]
+        #: Replicas an invalidation waits for (0: none).
+        self.tombstone_replicas = max(1, wait_replicas) if replicated else 0
+        self._runner = ScriptRunner(self.client, wait_timeout_s, self._raise)
+        #: Apps this process has added to the apps set (a cache: re-added by every sweep).
+        self._apps_known: set[str] = set()
         register = self.client.register_script
         self._load_s, self._save_s, self._touch_s = (
             register(lua.LOAD),
             register(lua.SAVE),
             register(lua.TOUCH),
         )
-        self._delete_s, self._index_s, self._sweep_s = (
-            register(lua.DELETE),
-            register(lua.INDEX),
-            register(lua.SWEEP),
-        )
+        self._delete_s, self._sweep_s = register(lua.DELETE), register(lua.SWEEP)
 
     def set_grace_s(self, grace_s: float) -> None:
         # Only ever raised: a longer TTL keeps a dead key a little longer, a shorter one would
@@ -153,13 +173,21 @@ class RedisStore(Store):
 
     # -- keys ---------------------------------------------------------------------------------
 
+    def _tag(self, app: str, bucket: int) -> str:
+        return f"{self.key_prefix}{{{_esc(app)}:{bucket:02x}}}"
+
     def _session_keys(self, app: str, token: str) -> list[str]:
-        base = f"{self.key_prefix}{{{_esc(app)}:{_esc(token)}}}"
+        base = f"{self._tag(app, bucket_of(token))}:{_esc(token)}"
         return [base + ":a", base + ":m", base + ":x"]
 
-    def _index_keys(self, app: str) -> list[str]:
-        base = f"{self.key_prefix}idx:{{{_esc(app)}}}"
-        return [base + ":e", base + ":d", base + ":t"]
+    def _bucket_keys(self, app: str, bucket: int) -> list[str]:
+        """``e``, ``d``, ``t`` of one bucket of an app's expiry index."""
+        tag = self._tag(app, bucket)
+        return [tag + ":e", tag + ":d", tag + ":t"]
+
+    def _index_keys(self, app: str, token: str) -> list[str]:
+        """The index keys of the bucket holding ``token``: in the session's slot."""
+        return self._bucket_keys(app, bucket_of(token))
 
     @property
     def _apps_key(self) -> str:
@@ -176,32 +204,16 @@ class RedisStore(Store):
 
     # -- running scripts ----------------------------------------------------------------------
 
-    def _eval_many(self, script: Any, calls: Sequence[Call]) -> list[Any]:
-        """Run ``script`` once per call in one non-transactional pipeline: one round trip.
+    def _eval_many(
+        self, script: Any, calls: Sequence[Call], *, wait: int = 0, durable: bool = False
+    ) -> list[Any]:
+        """Run ``script`` once per call: one round trip (see :meth:`ScriptRunner.eval_many`)."""
+        return self._runner.eval_many(script, calls, wait=wait, durable=durable)
 
-        EVALSHA only; if the server lost its script cache (restart, failover, SCRIPT FLUSH) the
-        calls that failed with NOSCRIPT did nothing, so they are run again after loading it."""
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for i in todo:
-                keys, args = calls[i]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = pipe.execute(raise_on_error=False)
-            missing = []
-            for i, reply in zip(todo, replies, strict=True):
-                if isinstance(reply, rex.NoScriptError) and attempt == 0:
-                    missing.append(i)
-                elif isinstance(reply, Exception):
-                    self._raise(reply)
-                else:
-                    results[i] = reply
-            if not missing:
-                break
-            script.sha = self.client.script_load(script.script)
-            todo = missing
-        return results
+    @property
+    def replica_wait_misses(self) -> int:
+        """WAITs that reached fewer replicas than asked."""
+        return self._runner.wait_misses
 
     def _eval(self, script: Any, keys: list[str], args: list[str | bytes]) -> Any:
         try:
@@ -268,9 +280,7 @@ class RedisStore(Store):
         return self._snapshot(app, token, reply[0], reply[1])
 
     def _save_call(self, r: SaveRequest) -> Call:
-        keys = self._session_keys(r.app, r.token)
-        if not self.split_index:
-            keys += [*self._index_keys(r.app)[:2], self._apps_key]
+        keys = [*self._session_keys(r.app, r.token), *self._index_keys(r.app, r.token)[:2]]
         args: list[str | bytes] = [
             str(r.expected_version),
             repr(r.created_at),
@@ -290,67 +300,52 @@ class RedisStore(Store):
         return keys, args
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
-        replies = self._eval_many(self._save_s, [self._save_call(r) for r in requests])
+        self._register_apps({r.app for r in requests})
+        replies = self._eval_many(
+            self._save_s,
+            [self._save_call(r) for r in requests],
+            wait=self.wait_replicas,
+            durable=True,
+        )
         out: list[SaveResult] = []
-        index: list[tuple[str, str, bytes, bytes]] = []
         for r, reply in zip(requests, replies, strict=True):
             status = reply[0]
             if status == b"S":
                 out.append(SaveResult(SaveStatus.SAVED, int(reply[1])))
-                index.append((r.app, r.token, reply[2], reply[3]))
             elif status == b"C":
                 current = self._snapshot(r.app, r.token, reply[2], reply[3])
                 out.append(SaveResult(SaveStatus.CONFLICT, int(reply[1]), current))
             else:
                 out.append(SaveResult(SaveStatus.GONE))
-        if self.split_index and index:
-            self._index_put(index, add_apps=True)
         return out
 
-    def _index_put(
-        self, entries: Sequence[tuple[str, str, bytes, bytes]], *, add_apps: bool = False
-    ) -> None:
-        """Cluster only: record (app, token, expires, side) in each app's index."""
-        self._eval_many(
-            self._index_s,
-            [
-                (self._index_keys(app)[:2], ["put", token, expires, side])
-                for app, token, expires, side in entries
-            ],
-        )
-        if add_apps:
-            self.client.sadd(self._apps_key, *{app for app, *_ in entries})
+    def _register_apps(self, apps: set[str]) -> None:
+        """Add apps to the apps set (its own slot) once per process, so that a write of a known
+        app is one script call. A sweep adds them again, should a failover have lost the set."""
+        new = apps - self._apps_known
+        if new:
+            self.client.sadd(self._apps_key, *sorted(new))
+            self._apps_known |= new
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:
+        self._register_apps({t.app for t in touches})
         grace_ms = str(int(self.grace_s * 1000))
-        calls: list[Call] = []
-        for t in touches:
-            keys = self._session_keys(t.app, t.token)
-            if not self.split_index:
-                keys += self._index_keys(t.app)[:2]
-            calls.append((keys, [repr(t.last_access_at), grace_ms, t.token]))
-        replies = self._eval_many(self._touch_s, calls)
-        if self.split_index:
-            self._index_put(
-                [
-                    (t.app, t.token, reply[0], reply[1])
-                    for t, reply in zip(touches, replies, strict=True)
-                    if reply
-                ]
+        calls: list[Call] = [
+            (
+                [*self._session_keys(t.app, t.token), *self._index_keys(t.app, t.token)[:2]],
+                [repr(t.last_access_at), grace_ms, t.token],
             )
+            for t in touches
+        ]
+        self._eval_many(self._touch_s, calls)
 
     def _delete(self, app: str, token: str, tombstone_until: float) -> bool:
-        keys = self._session_keys(app, token)
-        index = self._index_keys(app)
-        grace_ms = str(int(self.grace_s * 1000))
-        args: list[str | bytes] = [repr(tombstone_until), grace_ms, token, app, str(FEED_MAXLEN)]
-        if not self.split_index:
-            keys += [*index, self._apps_key, self._feed_key]
-            return bool(self._eval(self._delete_s, keys, args))
-        live = self._eval(self._delete_s, keys, args)
-        self._eval(self._index_s, index, ["tomb", token, repr(tombstone_until)])
-        self.client.sadd(self._apps_key, app)
-        # After the tombstone, so that a node reading the entry finds the tombstone too.
+        self._register_apps({app})
+        keys = [*self._session_keys(app, token), *self._index_keys(app, token)]
+        args: list[str | bytes] = [repr(tombstone_until), str(int(self.grace_s * 1000)), token]
+        [live] = self._eval_many(self._delete_s, [(keys, args)], wait=self.tombstone_replicas)
+        # After the tombstone (one slot), in the feed's own key: a node reading the entry finds
+        # the tombstone there too. Invalidations are rare: one more round trip each.
         self.client.xadd(self._feed_key, {"a": app, "t": token}, maxlen=FEED_MAXLEN)
         return bool(live)
 
@@ -367,78 +362,80 @@ class RedisStore(Store):
 
     def _apps(self) -> list[str]:
         members: Any = self.client.smembers(self._apps_key)
-        return sorted(m.decode() for m in members)
+        found = {m.decode() for m in members}
+        if self._apps_known - found:
+            self.client.sadd(self._apps_key, *sorted(self._apps_known - found))
+        return sorted(found | self._apps_known)
+
+    def _each_bucket(self, app: str, command: Callable[[Any, list[str]], object]) -> list[Any]:
+        """``command(pipe, bucket keys)`` for every bucket of ``app``, in one pipeline; the
+        replies in bucket order."""
+        pipe = self.client.pipeline(transaction=False)
+        for b in range(INDEX_BUCKETS):
+            command(pipe, self._bucket_keys(app, b))
+        return list(pipe.execute())
 
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
         out: list[ExpiredSession] = []
         bound = f"({before!r}"
         for app in self._apps():
-            e, _, t = self._index_keys(app)
-            self._purge_tombstones(app, t, bound)
+            self._purge_tombstones(app, bound)
             while len(out) < limit:
                 # Candidates only: another sweeper may claim some first; the loop then goes on,
                 # and it ends because every claimed or re-scored entry leaves the range.
-                found: Any = self.client.zrangebyscore(e, "-inf", bound, 0, limit - len(out))
-                if not found:
+                tokens = self._candidates(app, bound, limit - len(out))
+                if not tokens:
                     break
-                tokens = [f.decode() for f in found]
                 out += self._claim(app, tokens, before)
             if len(out) >= limit:
                 break
         return out
 
+    def _candidates(self, app: str, bound: str, n: int) -> list[str]:
+        def first_expired(pipe: Any, keys: list[str]) -> None:
+            pipe.zrangebyscore(keys[0], "-inf", bound, 0, n)
+
+        found = self._each_bucket(app, first_expired)
+        return [t.decode() for bucket in found for t in bucket][:n]
+
     def _claim(self, app: str, tokens: list[str], before: float) -> list[ExpiredSession]:
-        e, d, _ = self._index_keys(app)
-        args = [repr(before)]
-        claimed: list[ExpiredSession] = []
-        if not self.split_index:
-            replies = self._eval_many(
-                self._sweep_s,
-                [([e, d, *self._session_keys(app, tok)], [*args, tok]) for tok in tokens],
+        calls: list[Call] = [
+            (
+                [*self._index_keys(app, tok)[:2], *self._session_keys(app, tok)],
+                [repr(before), tok],
             )
-            for tok, side in zip(tokens, replies, strict=True):
-                if side is not None and (gone := self._expired(app, tok, side)):
-                    claimed.append(gone)
-            return claimed
-        sides = self._eval_many(self._sweep_s, [([e, d], [*args, tok]) for tok in tokens])
-        won = [(tok, side) for tok, side in zip(tokens, sides, strict=True) if side is not None]
-        finals = self._eval_many(
-            self._sweep_s, [(self._session_keys(app, tok), [*args, tok]) for tok, _ in won]
-        )
-        alive: list[tuple[str, str, bytes, bytes]] = []
-        for (tok, side), final in zip(won, finals, strict=True):
-            kind = final[0]
-            if kind == b"A":
-                alive.append((app, tok, final[1], final[2]))
-            elif kind in (b"D", b"E"):
-                gone = self._expired(app, tok, final[1] if kind == b"D" else side)
-                if gone:
-                    claimed.append(gone)
-        if alive:
-            self._index_put(alive)
+            for tok in tokens
+        ]
+        claimed: list[ExpiredSession] = []
+        for tok, side in zip(tokens, self._eval_many(self._sweep_s, calls), strict=True):
+            if side is not None and (gone := self._expired(app, tok, side)):
+                claimed.append(gone)
         return claimed
 
-    def _purge_tombstones(self, app: str, t_key: str, bound: str) -> None:
-        old: Any = self.client.zrangebyscore(t_key, "-inf", bound, start=0, num=1000)
-        if not old:
+    def _purge_tombstones(self, app: str, bound: str) -> None:
+        found = self._each_bucket(
+            app, lambda p, k: p.zrangebyscore(k[2], "-inf", bound, start=0, num=1000)
+        )
+        if not any(found):
             return
         pipe = self.client.pipeline(transaction=False)
-        for tok in old:
-            pipe.delete(self._session_keys(app, tok.decode())[2])
-        pipe.zrem(t_key, *old)
+        for b, old in enumerate(found):
+            if old:  # one bucket's keys share a slot: one DEL and one ZREM each
+                pipe.delete(*(self._session_keys(app, t.decode())[2] for t in old))
+                pipe.zrem(self._bucket_keys(app, b)[2], *old)
         pipe.execute()
 
     def _counts(self, now: float) -> dict[str, AppCounts]:
-        apps = self._apps()
-        pipe = self.client.pipeline(transaction=False)
-        for app in apps:
-            e = self._index_keys(app)[0]
-            pipe.zcount(e, "-inf", f"({now!r}")
-            pipe.zcount(e, repr(now), "+inf")
-        replies = pipe.execute()
         out: dict[str, AppCounts] = {}
-        for i, app in enumerate(apps):
-            expired, live = int(replies[2 * i]), int(replies[2 * i + 1])
+        for app in self._apps():
+            replies = self._each_bucket(
+                app,
+                lambda p, k: (
+                    p.zcount(k[0], "-inf", f"({now!r}"),
+                    p.zcount(k[0], repr(now), "+inf"),
+                ),
+            )
+            expired, live = sum(map(int, replies[::2])), sum(map(int, replies[1::2]))
             if expired or live:
                 out[app] = AppCounts(live=live, expired=expired)
         return out
@@ -448,12 +445,10 @@ class RedisStore(Store):
             self.client.close()
 
     def describe(self) -> str:
-        """``redis://[user@]host:port/db`` (or the socket path), never the password."""
-        if self._url:
-            u = urlsplit(self._url)
-            user = f"{u.username}@" if u.username else ""
-            where = f"{u.scheme}://{user}{u.hostname or ''}{':' + str(u.port) if u.port else ''}"
-            return f"redis {where}{u.path} prefix={self.key_prefix}"
+        """Where the data is (``redis://[user@]host:port/db``, the sentinels and service, or the
+        cluster's startup nodes), never the password."""
+        if self._where:
+            return f"redis {self._where} prefix={self.key_prefix}"
         if isinstance(self.client, RedisCluster):
             return f"redis cluster prefix={self.key_prefix}"
         kw: Mapping[str, Any] = self.client.get_connection_kwargs()

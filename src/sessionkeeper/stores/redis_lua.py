@@ -1,18 +1,19 @@
 """The Lua scripts behind :class:`~sessionkeeper.stores.redis.RedisStore`.
 
-Each script runs atomically on the server. Session keys are ``a`` (attributes hash), ``m``
-(metadata hash: ``v`` version, ``c`` created, ``l`` last access, ``t`` timeout, ``o`` owner, ``n``
-node) and ``x`` (tombstone string); they share one hash tag, so one cluster slot. The expiry index
-of an app is ``e`` (sorted set: token -> expires_at), ``d`` (hash: token ->
+Each script runs atomically on the server, and every key it gets lives in one hash slot, so each
+also runs as one call on Redis Cluster. Session keys are ``a`` (attributes hash), ``m`` (metadata
+hash: ``v`` version, ``c`` created, ``l`` last access, ``t`` timeout, ``o`` owner, ``n`` node) and
+``x`` (tombstone string). The expiry index is split into buckets per app; a session's bucket keys
+share the session's hash tag: ``e`` (sorted set: token -> expires_at), ``d`` (hash: token ->
 ``last_access|timeout|owner``, enough to report a session Redis has already expired) and ``t``
-(sorted set of tombstones); they share the app's hash tag. A script gets the index keys after its
-session keys only when all keys may be used in one script (one server); on a cluster the store
-updates the index in a separate call.
+(sorted set of tombstones).
 
 Numbers are passed and stored as the client's strings: Lua prints numbers with 14 digits only, so a
 computed number is formatted with ``%.17g``. Optional strings are flagged: ``-`` for none, ``=`` and
 the value otherwise. A script validates everything it reads before its first write, because Redis
-does not roll back a script that fails half way.
+does not roll back a script that fails half way; a command on a key of the wrong type is such a
+check too (``HMGET`` of metadata that is not a hash fails before anything is written). Each
+script runs as few commands as it can: every ``redis.call`` is work the server does per request.
 """
 
 from __future__ import annotations
@@ -25,18 +26,15 @@ local function need_num(raw, what)
   if n == nil then corrupt(what .. ' is ' .. tostring(raw)) end
   return n
 end
-local function need_hash(key)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'hash' and t ~= 'none' then corrupt(key .. ' is a ' .. t) end
-end
-local function flagged(key, field)
-  local v = redis.call('HGET', key, field)
-  if v then return '=' .. v end
-  return '-'
-end
-local function set_opt(key, field, value)
-  if string.sub(value, 1, 1) == '=' then redis.call('HSET', key, field, string.sub(value, 2))
-  else redis.call('HDEL', key, field) end
+local function flag(v) if v then return '=' .. v end return '-' end
+-- One command per chunk: unpack() of a very large argument list would overflow Lua's stack.
+local function chunked(cmd, key, first, last)
+  local i = first
+  while i <= last do
+    local j = math.min(last, i + 999)
+    redis.call(cmd, key, unpack(ARGV, i, j))
+    i = j + 1
+  end
 end
 local function index_put(e, d, token, expires, side)
   redis.call('ZADD', e, expires, token)
@@ -59,78 +57,74 @@ return {meta, redis.call('HGETALL', KEYS[1])}
 """
 )
 
-#: KEYS a m x [e d apps]; ARGV expected, created, last_access, timeout, owner, node, full, nchanged,
+#: KEYS a m x e d; ARGV expected, created, last_access, timeout, owner, node, full, nchanged,
 #: ttl_ms, token, app, changed name/value pairs..., removed names...
 #: Returns {'S', version, expires, side} | {'C', version, meta pairs, attribute pairs} | {'G'}.
+#: An update runs 8 commands: EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d.
 SAVE = (
     _COMMON
     + """
-local a, m, x = KEYS[1], KEYS[2], KEYS[3]
-need_hash(a); need_hash(m)
+local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', x) == 1 then return {'G'} end
+local meta = redis.call('HMGET', m, 'v', 'l', 'o', 'n')
 local expected = tonumber(ARGV[1])
-local cur = redis.call('HGET', m, 'v')
-local la = ARGV[3]
+local cur, la = meta[1], ARGV[3]
 if cur == false then
   if expected ~= 0 then return {'G'} end
   cur = 0
 else
   cur = need_num(cur, 'version')
-  local stored_la = redis.call('HGET', m, 'l')
-  local old = need_num(stored_la, 'last_access')
+  local old = need_num(meta[2], 'last_access')
   if cur ~= expected then
     return {'C', cur, redis.call('HGETALL', m), redis.call('HGETALL', a)}
   end
-  if old > tonumber(la) then la = stored_la end
+  if old > tonumber(la) then la = meta[2] end
 end
-if cur == 0 or ARGV[7] == '1' then redis.call('DEL', a) end
-local i = 12
-for _ = 1, tonumber(ARGV[8]) do
-  redis.call('HSET', a, ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-if ARGV[7] ~= '1' then
-  for j = i, #ARGV do redis.call('HDEL', a, ARGV[j]) end
-end
+local full = ARGV[7] == '1'
+local last_changed = 11 + 2 * tonumber(ARGV[8])
+-- The first write to a: on a key of another type it fails before anything else is written.
+if cur == 0 or full then redis.call('DEL', a) end
+chunked('HSET', a, 12, last_changed)
+if not full then chunked('HDEL', a, last_changed + 1, #ARGV) end
 local version = cur + 1
-redis.call('HSET', m, 'v', version, 'l', la, 't', ARGV[4])
-if cur == 0 then redis.call('HSET', m, 'c', ARGV[2]) end
-set_opt(m, 'o', ARGV[5]); set_opt(m, 'n', ARGV[6])
+local fields = {'v', version, 'l', la, 't', ARGV[4]}
+if cur == 0 then fields[7] = 'c'; fields[8] = ARGV[2] end
+local drop = {}
+for k, pair in ipairs({{'o', ARGV[5], meta[3]}, {'n', ARGV[6], meta[4]}}) do
+  if string.sub(pair[2], 1, 1) == '=' then
+    fields[#fields + 1] = pair[1]; fields[#fields + 1] = string.sub(pair[2], 2)
+  elseif pair[3] then drop[#drop + 1] = pair[1] end
+end
+redis.call('HSET', m, unpack(fields))
+if #drop > 0 then redis.call('HDEL', m, unpack(drop)) end
 redis.call('PEXPIRE', m, ARGV[9]); redis.call('PEXPIRE', a, ARGV[9])
 local expires = fmt(tonumber(la) + tonumber(ARGV[4]))
 local side = la .. '|' .. ARGV[4] .. '|' .. ARGV[5]
-if #KEYS > 3 then
-  index_put(KEYS[4], KEYS[5], ARGV[10], expires, side)
-  redis.call('SADD', KEYS[6], ARGV[11])
-end
+index_put(e, d, ARGV[10], expires, side)
 return {'S', version, expires, side}
 """
 )
 
-#: KEYS a m x [e d]; ARGV last_access, grace_ms, token. Returns nil (absent) or {expires, side}.
+#: KEYS a m x e d; ARGV last_access, grace_ms, token. Returns 1 if the session was there, else 0.
 TOUCH = (
     _COMMON
     + """
-local a, m, x = KEYS[1], KEYS[2], KEYS[3]
-need_hash(m)
-if redis.call('EXISTS', x) == 1 or redis.call('EXISTS', m) == 0 then return false end
-local stored_la = redis.call('HGET', m, 'l')
-local old = need_num(stored_la, 'last_access')
-local raw_t = redis.call('HGET', m, 't')
-local timeout = need_num(raw_t, 'timeout')
+local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', x) == 1 then return 0 end
+local meta = redis.call('HMGET', m, 'l', 't', 'o')
+if not meta[1] and not meta[2] and not meta[3] then return 0 end
+local old = need_num(meta[1], 'last_access')
+local timeout = need_num(meta[2], 'timeout')
 local la = ARGV[1]
-if old >= tonumber(la) then la = stored_la else redis.call('HSET', m, 'l', la) end
+if old >= tonumber(la) then la = meta[1] else redis.call('HSET', m, 'l', la) end
 local ttl = string.format('%d', math.max(1, math.floor(timeout * 1000 + tonumber(ARGV[2]))))
 redis.call('PEXPIRE', m, ttl); redis.call('PEXPIRE', a, ttl)
-local expires = fmt(tonumber(la) + timeout)
-local side = la .. '|' .. raw_t .. '|' .. flagged(m, 'o')
-if #KEYS > 3 then index_put(KEYS[4], KEYS[5], ARGV[3], expires, side) end
-return {expires, side}
+index_put(e, d, ARGV[3], fmt(tonumber(la) + timeout), la .. '|' .. meta[2] .. '|' .. flag(meta[3]))
+return 1
 """
 )
 
-#: KEYS a m x [e d t apps feed]; ARGV tombstone_until, grace_ms, token, app, feed_maxlen. Returns
-#: 1 if a live session was there. On one server the feed entry is added in the same script.
+#: KEYS a m x e d t; ARGV tombstone_until, grace_ms, token. Returns 1 if a live session was there.
 DELETE = (
     _COMMON
     + """
@@ -143,73 +137,39 @@ local now_s = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local left_ms = math.max(0, tonumber(ARGV[1]) - now_s) * 1000
 local ttl = math.max(1, math.floor(left_ms + tonumber(ARGV[2])))
 redis.call('SET', x, ARGV[1], 'PX', string.format('%d', ttl))
-if #KEYS > 3 then
-  index_drop(KEYS[4], KEYS[5], ARGV[3])
-  redis.call('ZADD', KEYS[6], ARGV[1], ARGV[3])
-  redis.call('SADD', KEYS[7], ARGV[4])
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[5], '*', 'a', ARGV[4], 't', ARGV[3])
-end
+index_drop(KEYS[4], KEYS[5], ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[1], ARGV[3])
 if live then return 1 end
 return 0
 """
 )
 
-#: KEYS e d; ARGV op ('put' expires side | 'drop' | 'tomb' until), token. Cluster only: the index
-#: half of SAVE, TOUCH and DELETE, in the index's own slot (for 'tomb', KEYS e d t).
-INDEX = (
-    _COMMON
-    + """
-local op, token = ARGV[1], ARGV[2]
-if op == 'put' then index_put(KEYS[1], KEYS[2], token, ARGV[3], ARGV[4])
-elseif op == 'drop' then index_drop(KEYS[1], KEYS[2], token)
-else
-  index_drop(KEYS[1], KEYS[2], token)
-  redis.call('ZADD', KEYS[3], ARGV[3], token)
-end
-return 1
-"""
-)
-
-#: Claim one expired session and delete it. ARGV before, token. Three forms:
-#: KEYS e d a m x (one server: claim and delete in one step), returns nil or side;
-#: KEYS e d (cluster, index slot: claim), returns nil or side;
-#: KEYS a m x (cluster, session slot: delete if still expired), returns {'D', side} deleted,
-#: {'E'} already expired by Redis, {'T'} tombstoned, {'A', expires, side} alive after all.
+#: Claim one expired session and delete it. KEYS e d a m x; ARGV before, token. Returns its side
+#: (``last_access|timeout|owner``) when this call deleted an expired session, else nil. Only the
+#: caller whose ZREM removed the index entry goes on; a session found alive after all (its entry
+#: was stale) is not deleted and is indexed again from its own metadata.
 SWEEP = (
     _COMMON
     + """
-local before = tonumber(ARGV[1])
-local token = ARGV[2]
-local function claim(e, d)
-  local score = redis.call('ZSCORE', e, token)
-  if not score or tonumber(score) >= before then return false end
-  local side = redis.call('HGET', d, token)
-  index_drop(e, d, token)
-  return side or ''
-end
-local function finish(a, m, x)
-  if redis.call('EXISTS', x) == 1 then return {'T'} end
-  if redis.call('TYPE', m)['ok'] ~= 'hash' then
-    redis.call('DEL', a, m)
-    return {'E'}
-  end
-  local la, t = redis.call('HGET', m, 'l'), redis.call('HGET', m, 't')
-  local side = tostring(la) .. '|' .. tostring(t) .. '|' .. flagged(m, 'o')
-  if tonumber(la) and tonumber(t) and tonumber(la) + tonumber(t) >= before then
-    return {'A', fmt(tonumber(la) + tonumber(t)), side}
-  end
+local e, d, a, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local before, token = tonumber(ARGV[1]), ARGV[2]
+local score = redis.call('ZSCORE', e, token)
+if not score or tonumber(score) >= before then return false end
+local side = redis.call('HGET', d, token) or ''
+index_drop(e, d, token)
+if redis.call('EXISTS', x) == 1 then return false end
+if redis.call('TYPE', m)['ok'] ~= 'hash' then
   redis.call('DEL', a, m)
-  if tonumber(la) and tonumber(t) then return {'D', side} end
-  return {'E'}
+  return side
 end
-if #KEYS == 2 then return claim(KEYS[1], KEYS[2]) end
-if #KEYS == 3 then return finish(KEYS[1], KEYS[2], KEYS[3]) end
-local side = claim(KEYS[1], KEYS[2])
-if not side then return false end
-local r = finish(KEYS[3], KEYS[4], KEYS[5])
-if r[1] == 'D' then return r[2] end
-if r[1] == 'E' then return side end
-if r[1] == 'A' then index_put(KEYS[1], KEYS[2], token, r[2], r[3]) end
-return false
+local meta = redis.call('HMGET', m, 'l', 't', 'o')
+local la, t = tonumber(meta[1]), tonumber(meta[2])
+if la and t and la + t >= before then
+  index_put(e, d, token, fmt(la + t), meta[1] .. '|' .. meta[2] .. '|' .. flag(meta[3]))
+  return false
+end
+redis.call('DEL', a, m)
+if la and t then return meta[1] .. '|' .. meta[2] .. '|' .. flag(meta[3]) end
+return side
 """
 )

@@ -1,0 +1,55 @@
+"""What one changed request costs Redis, from the server's own counters (``INFO commandstats``,
+which counts the commands a script runs besides the EVALSHA that ran it), on a private
+redis-server so that no other client is counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import sessionkeeper as sk
+from tests.servers.instances import Instance, own_instance
+
+redis = pytest.importorskip("redis")
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Instance]:
+    instance = own_instance("redis")
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+def command_calls(client: Any) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def test_a_changed_request_is_one_script_call(private_redis: Instance) -> None:
+    """Was 15 commands per request (1 EVALSHA running 14): TYPE x2, HGET x2, HSET x4, HDEL
+    (an owner that was never set), PEXPIRE x2, EXISTS, ZADD, and SADD of the app every time."""
+    client = redis.Redis.from_url(private_redis.url)
+    m = sk.SessionManager(
+        private_redis.url, write=sk.EndOfRequest(), housekeeping=False, clock=sk.FakeClock()
+    )
+    try:
+        with m.request(app="shop") as s:
+            s["n"] = 0
+        before = command_calls(client)
+        requests = 50
+        for i in range(requests):
+            with m.request(app="shop", session_id=s.id) as s:
+                s["n"] = i + 1
+        after = command_calls(client)
+    finally:
+        m.close(deadline_s=0)
+        client.close()
+    sent = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    sent.pop("info", None)
+    assert sent.pop("evalsha") == requests, sent
+    per_request = sum(sent.values()) / requests
+    assert per_request <= 8, sent  # inside the script: EXISTS, HMGET, HSET x3, PEXPIRE x2, ZADD
