@@ -26,7 +26,7 @@ from sessionkeeper.stores import RetryPolicy, SaveStatus, Touch, open_store  # n
 from sessionkeeper.stores.redis import RedisStore  # noqa: E402
 from tests import services  # noqa: E402
 
-from .contract import T0, StoreContract, req, tok  # noqa: E402
+from .contract import T0, OwnerContract, StoreContract, req, tok  # noqa: E402
 from .damage import damage_redis_session  # noqa: E402
 
 GRACE_S = 600.0
@@ -59,11 +59,11 @@ def store(redis_url: str, prefix: str) -> Iterator[RedisStore]:
     s.close()
 
 
-class TestRedisStore(StoreContract):
+class TestRedisStore(StoreContract, OwnerContract):
     pass
 
 
-class TestRedisStoreSplitIndex(StoreContract):
+class TestRedisStoreSplitIndex(StoreContract, OwnerContract):
     """The cluster code path (index updated in its own calls, sweep claims in the index and then
     deletes in the session's slot), run on one server: its logic, not cluster routing."""
 
@@ -405,3 +405,12 @@ def test_script_error_is_a_store_error_not_a_retry(store: RedisStore) -> None:
         store.load("shop", tok(1))
     assert not isinstance(info.value, StoreUnavailable)
     assert store.stats.retries == 0
+
+
+def test_owner_set_expires_and_forgets_sessions_redis_dropped(store: RedisStore, raw: Any) -> None:
+    store.save_many([req(tok(1), 0, {}, owner="alice"), req(tok(2), 0, {}, owner="alice")])
+    key = store._owner_key("shop", "alice")
+    assert 0 < raw.pttl(key) <= (1800 + GRACE_S) * 1000
+    raw.delete(*store._session_keys("shop", tok(1))[:2])  # what Redis's own TTL does
+    assert [s.token for s in store.sessions_of("shop", "alice")] == [tok(2)]
+    assert raw.smembers(key) == {tok(2).encode()}

@@ -15,6 +15,13 @@ cluster the index lives in another slot, so the store runs the session script, t
 script (one more round trip); the sweep then claims in the index and deletes in the session's slot,
 re-indexing a session that turned out alive. See the docs for what that costs.
 
+Owner index (logout everywhere): per app and owner, a set of tokens under the hash tag
+``{app:owner}``, kept by the save script on one server (by a second call on a cluster, the set
+being in another slot) and cleaned when a delete or a sweep ends a session. A session Redis
+expires by itself, or one whose owner changed, leaves a stale member: reading the set checks each
+session it names and drops those. Reading it is one call in the set's slot, then one per session
+in the session's own slot.
+
 Thread safety: redis-py clients are thread safe (a connection pool); the store keeps no other state.
 """
 
@@ -139,6 +146,7 @@ class RedisStore(Store):
             register(lua.INDEX),
             register(lua.SWEEP),
         )
+        self._owner_s = register(lua.OWNER)
 
     def set_grace_s(self, grace_s: float) -> None:
         # Only ever raised: a longer TTL keeps a dead key a little longer, a shorter one would
@@ -154,6 +162,9 @@ class RedisStore(Store):
     def _index_keys(self, app: str) -> list[str]:
         base = f"{self.key_prefix}idx:{{{_esc(app)}}}"
         return [base + ":e", base + ":d", base + ":t"]
+
+    def _owner_key(self, app: str, owner: str) -> str:
+        return f"{self.key_prefix}own:{{{_esc(app)}:{_esc(owner)}}}"
 
     @property
     def _apps_key(self) -> str:
@@ -259,6 +270,8 @@ class RedisStore(Store):
         keys = self._session_keys(r.app, r.token)
         if not self.split_index:
             keys += [*self._index_keys(r.app)[:2], self._apps_key]
+            if r.owner is not None:
+                keys.append(self._owner_key(r.app, r.owner))
         args: list[str | bytes] = [
             str(r.expected_version),
             repr(r.created_at),
@@ -281,11 +294,13 @@ class RedisStore(Store):
         replies = self._eval_many(self._save_s, [self._save_call(r) for r in requests])
         out: list[SaveResult] = []
         index: list[tuple[str, str, bytes, bytes]] = []
+        saved: list[tuple[SaveRequest, str | None]] = []
         for r, reply in zip(requests, replies, strict=True):
             status = reply[0]
             if status == b"S":
                 out.append(SaveResult(SaveStatus.SAVED, int(reply[1])))
                 index.append((r.app, r.token, reply[2], reply[3]))
+                saved.append((r, _unflag(reply[4].decode())))
             elif status == b"C":
                 current = self._snapshot(r.app, r.token, reply[2], reply[3])
                 out.append(SaveResult(SaveStatus.CONFLICT, int(reply[1]), current))
@@ -293,7 +308,34 @@ class RedisStore(Store):
                 out.append(SaveResult(SaveStatus.GONE))
         if self.split_index and index:
             self._index_put(index, add_apps=True)
+        self._owners_put(saved)
         return out
+
+    def _owners_put(self, saved: Sequence[tuple[SaveRequest, str | None]]) -> None:
+        """The owner index after saves: on a cluster, add each to its owner's set (the script
+        did on one server); everywhere, drop it from a previous owner's set."""
+        calls: list[Call] = []
+        if self.split_index:
+            calls = [
+                ([self._owner_key(r.app, r.owner)], [r.token, self._ttl_ms(r.timeout_s)])
+                for r, _ in saved
+                if r.owner is not None
+            ]
+            self._eval_many(self._owner_s, calls)
+        moved = [(r.app, old, r.token) for r, old in saved if old is not None and old != r.owner]
+        self._owners_drop(moved)
+
+    def _owners_drop(self, entries: Sequence[tuple[str, str | None, str]]) -> None:
+        """Drop (app, owner, token) from the owner index: one SREM per entry, each in its set's
+        slot, in one pipeline."""
+        entries = [e for e in entries if e[1] is not None]
+        if not entries:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for app, owner, token in entries:
+            assert owner is not None
+            pipe.srem(self._owner_key(app, owner), token)
+        pipe.execute()
 
     def _index_put(
         self, entries: Sequence[tuple[str, str, bytes, bytes]], *, add_apps: bool = False
@@ -332,10 +374,12 @@ class RedisStore(Store):
         index = self._index_keys(app)
         args: list[str | bytes] = [repr(tombstone_until), str(int(self.grace_s * 1000)), token, app]
         if not self.split_index:
-            return bool(self._eval(self._delete_s, [*keys, *index, self._apps_key], args))
-        live = self._eval(self._delete_s, keys, args)
-        self._eval(self._index_s, index, ["tomb", token, repr(tombstone_until)])
-        self.client.sadd(self._apps_key, app)
+            live, owner = self._eval(self._delete_s, [*keys, *index, self._apps_key], args)
+        else:
+            live, owner = self._eval(self._delete_s, keys, args)
+            self._eval(self._index_s, index, ["tomb", token, repr(tombstone_until)])
+            self.client.sadd(self._apps_key, app)
+        self._owners_drop([(app, _unflag(owner.decode()), token)])
         return bool(live)
 
     def _apps(self) -> list[str]:
@@ -358,6 +402,7 @@ class RedisStore(Store):
                 out += self._claim(app, tokens, before)
             if len(out) >= limit:
                 break
+        self._owners_drop([(e.app, e.owner, e.token) for e in out])
         return out
 
     def _claim(self, app: str, tokens: list[str], before: float) -> list[ExpiredSession]:
@@ -414,6 +459,36 @@ class RedisStore(Store):
             expired, live = int(replies[2 * i]), int(replies[2 * i + 1])
             if expired or live:
                 out[app] = AppCounts(live=live, expired=expired)
+        return out
+
+    def _load_many(self, app: str, tokens: Sequence[str]) -> dict[str, StoredSession]:
+        """The stored sessions among ``tokens``, each loaded in its own slot, one pipeline."""
+        calls: list[Call] = [(self._session_keys(app, t), []) for t in tokens]
+        found: dict[str, StoredSession] = {}
+        for token, reply in zip(tokens, self._eval_many(self._load_s, calls), strict=True):
+            if reply is not None:
+                found[token] = self._snapshot(app, token, reply[0], reply[1])
+        return found
+
+    def _sessions_of(self, app: str, owner: str) -> list[StoredSession]:
+        members: Any = self.client.smembers(self._owner_key(app, owner))
+        tokens = sorted(m.decode() for m in members)
+        found = self._load_many(app, tokens)
+        stale = [t for t in tokens if t not in found or found[t].owner != owner]
+        if stale:
+            self.client.srem(self._owner_key(app, owner), *stale)
+        return [s for s in found.values() if s.owner == owner]
+
+    def _list_sessions(self, app: str, after: str | None, limit: int) -> list[StoredSession]:
+        # The expiry index names every stored session of the app; sorted here, as a sorted set
+        # orders by score. A console's page: it reads the app's whole index each time.
+        members: Any = self.client.zrange(self._index_keys(app)[0], 0, -1)
+        tokens = sorted(t for t in (m.decode() for m in members) if after is None or t > after)
+        out: list[StoredSession] = []
+        while tokens and len(out) < limit:
+            chunk, tokens = tokens[: limit - len(out)], tokens[limit - len(out) :]
+            found = self._load_many(app, chunk)
+            out += [found[t] for t in chunk if t in found]  # Redis may have expired some
         return out
 
     def _close(self) -> None:

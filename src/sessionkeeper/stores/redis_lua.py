@@ -5,9 +5,10 @@ Each script runs atomically on the server. Session keys are ``a`` (attributes ha
 node) and ``x`` (tombstone string); they share one hash tag, so one cluster slot. The expiry index
 of an app is ``e`` (sorted set: token -> expires_at), ``d`` (hash: token ->
 ``last_access|timeout|owner``, enough to report a session Redis has already expired) and ``t``
-(sorted set of tombstones); they share the app's hash tag. A script gets the index keys after its
-session keys only when all keys may be used in one script (one server); on a cluster the store
-updates the index in a separate call.
+(sorted set of tombstones); they share the app's hash tag. The owner index is one set of tokens
+per app and owner, under the hash tag ``{app:owner}``, with a Redis TTL at least its longest
+session's. A script gets the index keys after its session keys only when all keys may be used in
+one script (one server); on a cluster the store updates the indexes in separate calls.
 
 Numbers are passed and stored as the client's strings: Lua prints numbers with 14 digits only, so a
 computed number is formatted with ``%.17g``. Optional strings are flagged: ``-`` for none, ``=`` and
@@ -42,6 +43,10 @@ local function index_put(e, d, token, expires, side)
   redis.call('ZADD', e, expires, token)
   redis.call('HSET', d, token, side)
 end
+local function owner_add(own, token, ttl_ms)
+  redis.call('SADD', own, token)
+  if redis.call('PTTL', own) < tonumber(ttl_ms) then redis.call('PEXPIRE', own, ttl_ms) end
+end
 local function index_drop(e, d, token)
   redis.call('ZREM', e, token)
   redis.call('HDEL', d, token)
@@ -59,9 +64,10 @@ return {meta, redis.call('HGETALL', KEYS[1])}
 """
 )
 
-#: KEYS a m x [e d apps]; ARGV expected, created, last_access, timeout, owner, node, full, nchanged,
-#: ttl_ms, token, app, changed name/value pairs..., removed names...
-#: Returns {'S', version, expires, side} | {'C', version, meta pairs, attribute pairs} | {'G'}.
+#: KEYS a m x [e d apps [own]]; ARGV expected, created, last_access, timeout, owner, node, full,
+#: nchanged, ttl_ms, token, app, changed name/value pairs..., removed names...
+#: Returns {'S', version, expires, side, previous owner (flagged)} | {'C', version, meta pairs,
+#: attribute pairs} | {'G'}.
 SAVE = (
     _COMMON
     + """
@@ -93,6 +99,7 @@ if ARGV[7] ~= '1' then
   for j = i, #ARGV do redis.call('HDEL', a, ARGV[j]) end
 end
 local version = cur + 1
+local previous = flagged(m, 'o')
 redis.call('HSET', m, 'v', version, 'l', la, 't', ARGV[4])
 if cur == 0 then redis.call('HSET', m, 'c', ARGV[2]) end
 set_opt(m, 'o', ARGV[5]); set_opt(m, 'n', ARGV[6])
@@ -103,7 +110,8 @@ if #KEYS > 3 then
   index_put(KEYS[4], KEYS[5], ARGV[10], expires, side)
   redis.call('SADD', KEYS[6], ARGV[11])
 end
-return {'S', version, expires, side}
+if #KEYS > 6 then owner_add(KEYS[7], ARGV[10], ARGV[9]) end
+return {'S', version, expires, side, previous}
 """
 )
 
@@ -129,13 +137,15 @@ return {expires, side}
 """
 )
 
-#: KEYS a m x [e d t apps]; ARGV tombstone_until, grace_ms, token, app. Returns 1 if a live session
-#: was there.
+#: KEYS a m x [e d t apps]; ARGV tombstone_until, grace_ms, token, app. Returns {1 if a live
+#: session was there else 0, its owner (flagged)}: the store drops it from that owner's index.
 DELETE = (
     _COMMON
     + """
 local a, m, x = KEYS[1], KEYS[2], KEYS[3]
 local live = redis.call('EXISTS', m) == 1 and redis.call('EXISTS', x) == 0
+local owner = '-'
+if live then owner = flagged(m, 'o') end
 redis.call('DEL', a, m)
 local now = redis.call('TIME')
 local now_s = tonumber(now[1]) + tonumber(now[2]) / 1e6
@@ -148,8 +158,8 @@ if #KEYS > 3 then
   redis.call('ZADD', KEYS[6], ARGV[1], ARGV[3])
   redis.call('SADD', KEYS[7], ARGV[4])
 end
-if live then return 1 end
-return 0
+if live then return {1, owner} end
+return {0, owner}
 """
 )
 
@@ -165,6 +175,16 @@ else
   index_drop(KEYS[1], KEYS[2], token)
   redis.call('ZADD', KEYS[3], ARGV[3], token)
 end
+return 1
+"""
+)
+
+#: KEYS own; ARGV token, ttl_ms. Cluster only: the owner index half of SAVE, in the owner set's
+#: own slot.
+OWNER = (
+    _COMMON
+    + """
+owner_add(KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 )

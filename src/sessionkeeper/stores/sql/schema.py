@@ -22,8 +22,9 @@ from ...errors import CorruptSessionData, StoreError
 from ..base import StoredSession
 
 #: The schema this code reads and writes. A later release that changes the tables raises it and
-#: migrates; a database whose version is higher than this is refused.
-SCHEMA_VERSION = 1
+#: migrates; a database whose version is higher than this is refused. 2 added the owner index
+#: (logout everywhere); ``create_schema`` (``init-db``) migrates a version 1.
+SCHEMA_VERSION = 2
 
 log = logging.getLogger("sessionkeeper.store.sql")
 
@@ -90,6 +91,8 @@ def make_tables(prefix: str, schema: str | None) -> Tables:
         sa.Column("tombstone_until", sa.Double, nullable=True),
         sa.Column("data", _blob_type(), nullable=True),  # single_row only
         sa.Index(f"{prefix}sessions_expires_at", "expires_at"),
+        # Every session of a principal (logout everywhere) without a scan of the app.
+        sa.Index(f"{prefix}sessions_owner", "app", "owner"),
     )
     attributes = sa.Table(
         f"{prefix}attributes",
@@ -126,12 +129,15 @@ def create_schema(
             with begin() as conn:
                 tables.metadata.create_all(conn, checkfirst=True)
             with begin() as conn:
-                if _read_version_row(conn, tables) is None:
+                row = _read_version_row(conn, tables)
+                if row is None:
                     conn.execute(
                         sa.insert(tables.schema).values(
                             id=1, version=SCHEMA_VERSION, layout=layout.value
                         )
                     )
+                elif isinstance(row[0], int) and row[0] < SCHEMA_VERSION:
+                    _migrate(conn, tables)
             break
         except sa.exc.DBAPIError as exc:
             if attempt == 4 or exc.connection_invalidated or is_transient(exc.orig):
@@ -139,6 +145,15 @@ def create_schema(
             time.sleep(0.05 * (attempt + 1))
     with begin() as conn:
         check_schema(conn, tables, layout)
+
+
+def _migrate(conn: Connection, tables: Tables) -> None:
+    """From an older version: ``create_all`` made the tables a later version added, but it
+    leaves an existing table's indexes alone, so those are created here."""
+    for index in tables.sessions.indexes:
+        index.create(conn, checkfirst=True)
+    t = tables.schema
+    conn.execute(sa.update(t).where(t.c.id == 1).values(version=SCHEMA_VERSION))
 
 
 def check_schema(conn: Connection, tables: Tables, layout: Layout) -> None:
