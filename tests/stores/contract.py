@@ -281,13 +281,13 @@ class OwnerContract:
             [req(tok(i), 0, {"a": b"1"}, owner="alice") for i in range(3)]
             + [req(tok(9), 0, {}, owner="bob"), req(tok(8), 0, {}, owner="alice", app="blog")]
         )
-        ended = store.delete_owner("shop", "alice", tombstone_until=T0 + 60)
+        ended = store.delete_owner("shop", "alice", grace_s=60.0)
         assert sorted(s.token for s in ended) == [tok(0), tok(1), tok(2)]
         assert all(store.load("shop", tok(i)) is None for i in range(3))
         [late] = store.save_many([req(tok(1), 1, {"a": b"late"}, owner="alice")])
         assert late.status is SaveStatus.GONE  # tombstoned: an in-flight write cannot return
         assert store.sessions_of("shop", "alice") == []
-        assert store.delete_owner("shop", "alice", tombstone_until=T0 + 60) == []
+        assert store.delete_owner("shop", "alice", grace_s=60.0) == []
         assert store.load("shop", tok(9)) is not None
         assert store.load("blog", tok(8)) is not None
 

@@ -368,15 +368,18 @@ class Store(abc.ABC):
         found = self._call("sessions_of", lambda: self._sessions_of(app, owner))
         return sorted((s for s in found if s.owner == owner), key=lambda s: s.token)
 
-    def delete_owner(self, app: str, owner: str, *, tombstone_until: float) -> list[StoredSession]:
+    def delete_owner(self, app: str, owner: str, *, grace_s: float) -> list[StoredSession]:
         """Delete every session of ``app`` bound to ``owner`` (logout everywhere), each through
         :meth:`delete`: tombstoned, as an invalidation on one node is, so whatever a delete
-        tells other nodes it tells them here too. Returns the sessions this call ended (a
-        session another caller deleted meanwhile is not in it), so exactly one caller fires
-        each destroyed event. A session created for the owner while this runs may survive it."""
+        tells other nodes it tells them here too. Each tombstone lasts from now (:attr:`clock`)
+        for its session's timeout plus ``grace_s``, as a node's own invalidation leaves it.
+        Returns the sessions this call ended (a session another caller deleted meanwhile is not
+        in it), so exactly one caller fires each destroyed event. A session created for the
+        owner while this runs may survive it."""
         ended = []
         for s in self.sessions_of(app, owner):
-            if self.delete(app, s.token, tombstone_until=tombstone_until):
+            until = self.clock.time() + s.timeout_s + grace_s
+            if self.delete(app, s.token, tombstone_until=until):
                 ended.append(s)
         return ended
 
