@@ -85,7 +85,7 @@ def test_overview_charts_the_nodes_counters(
     box[0] = 60  # 50 more writes in 10 s
     html = client.get("/").get_data(as_text=True)
     assert "1 answered last time" in html
-    assert "store writes (nodes)" in html and "max 5 /s, last 5" in html
+    assert "store writes (nodes)" in html and "max 5 /s, last 5 /s" in html
     assert console.sampler.samples()[-1].failovers == 2.0
 
 

@@ -201,8 +201,8 @@ class AdminConsole:
         samples = self.sampler.samples()
         charts = {
             "sessions": svg_chart(series(samples, "sessions"), "live sessions (store)", ""),
-            "writes": svg_chart(series(samples, "writes"), "store writes (nodes)", "/s"),
-            "failovers": svg_chart(series(samples, "failovers"), "failovers (nodes)", "/s"),
+            "writes": svg_chart(series(samples, "writes"), "store writes (nodes)", " /s"),
+            "failovers": svg_chart(series(samples, "failovers"), "failovers (nodes)", " /s"),
         }
         counts = sorted(latest.counts.items())
         return self._page(

@@ -165,7 +165,7 @@ def svg_chart(points: Sequence[tuple[float, float]], title: str, unit: str) -> M
     body = (
         f'<polyline points="{line}" fill="none" stroke="#1f6feb" stroke-width="2"/>'
         f'<text x="{w - 4}" y="14" font-size="11" fill="#333" text-anchor="end">'
-        f"max {top:.3g} {escape(unit)}, last {points[-1][1]:.3g}</text>"
+        f"max {top:.3g}{escape(unit)}, last {points[-1][1]:.3g}{escape(unit)}</text>"
         f'<text x="{pad}" y="{h - 8}" font-size="11" fill="#777">{span:.0f} s</text>'
     )
     return Markup(head + body + "</svg>")
