@@ -409,7 +409,7 @@ def test_script_error_is_a_store_error_not_a_retry(store: RedisStore) -> None:
 
 def test_owner_set_expires_and_forgets_sessions_redis_dropped(store: RedisStore, raw: Any) -> None:
     store.save_many([req(tok(1), 0, {}, owner="alice"), req(tok(2), 0, {}, owner="alice")])
-    key = store._owner_key("shop", "alice")
+    key = store.owner_key("shop", "alice")
     assert 0 < raw.pttl(key) <= (1800 + GRACE_S) * 1000
     raw.delete(*store._session_keys("shop", tok(1))[:2])  # what Redis's own TTL does
     assert [s.token for s in store.sessions_of("shop", "alice")] == [tok(2)]

@@ -16,11 +16,7 @@ script (one more round trip); the sweep then claims in the index and deletes in 
 re-indexing a session that turned out alive. See the docs for what that costs.
 
 Owner index (logout everywhere): per app and owner, a set of tokens under the hash tag
-``{app:owner}``, kept by the save script on one server (by a second call on a cluster, the set
-being in another slot) and cleaned when a delete or a sweep ends a session. A session Redis
-expires by itself, or one whose owner changed, leaves a stale member: reading the set checks each
-session it names and drops those. Reading it is one call in the set's slot, then one per session
-in the session's own slot.
+``{app:owner}``, kept by the save script on one server; see :mod:`.redis_owners`.
 
 Thread safety: redis-py clients are thread safe (a connection pool); the store keeps no other state.
 """
@@ -41,6 +37,7 @@ from redis.retry import Retry
 
 from ..errors import ConfigurationError, CorruptSessionData, StoreError
 from . import redis_lua as lua
+from . import redis_owners as owners
 from .base import (
     AppCounts,
     ExpiredSession,
@@ -163,8 +160,12 @@ class RedisStore(Store):
         base = f"{self.key_prefix}idx:{{{_esc(app)}}}"
         return [base + ":e", base + ":d", base + ":t"]
 
-    def _owner_key(self, app: str, owner: str) -> str:
+    def owner_key(self, app: str, owner: str) -> str:
+        """The set of ``owner``'s tokens in ``app`` (:mod:`.redis_owners`)."""
         return f"{self.key_prefix}own:{{{_esc(app)}:{_esc(owner)}}}"
+
+    def expiry_index_key(self, app: str) -> str:
+        return self._index_keys(app)[0]
 
     @property
     def _apps_key(self) -> str:
@@ -271,7 +272,7 @@ class RedisStore(Store):
         if not self.split_index:
             keys += [*self._index_keys(r.app)[:2], self._apps_key]
             if r.owner is not None:
-                keys.append(self._owner_key(r.app, r.owner))
+                keys.append(self.owner_key(r.app, r.owner))
         args: list[str | bytes] = [
             str(r.expected_version),
             repr(r.created_at),
@@ -308,34 +309,8 @@ class RedisStore(Store):
                 out.append(SaveResult(SaveStatus.GONE))
         if self.split_index and index:
             self._index_put(index, add_apps=True)
-        self._owners_put(saved)
+        owners.put(self, saved)
         return out
-
-    def _owners_put(self, saved: Sequence[tuple[SaveRequest, str | None]]) -> None:
-        """The owner index after saves: on a cluster, add each to its owner's set (the script
-        did on one server); everywhere, drop it from a previous owner's set."""
-        calls: list[Call] = []
-        if self.split_index:
-            calls = [
-                ([self._owner_key(r.app, r.owner)], [r.token, self._ttl_ms(r.timeout_s)])
-                for r, _ in saved
-                if r.owner is not None
-            ]
-            self._eval_many(self._owner_s, calls)
-        moved = [(r.app, old, r.token) for r, old in saved if old is not None and old != r.owner]
-        self._owners_drop(moved)
-
-    def _owners_drop(self, entries: Sequence[tuple[str, str | None, str]]) -> None:
-        """Drop (app, owner, token) from the owner index: one SREM per entry, each in its set's
-        slot, in one pipeline."""
-        entries = [e for e in entries if e[1] is not None]
-        if not entries:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for app, owner, token in entries:
-            assert owner is not None
-            pipe.srem(self._owner_key(app, owner), token)
-        pipe.execute()
 
     def _index_put(
         self, entries: Sequence[tuple[str, str, bytes, bytes]], *, add_apps: bool = False
@@ -379,7 +354,7 @@ class RedisStore(Store):
             live, owner = self._eval(self._delete_s, keys, args)
             self._eval(self._index_s, index, ["tomb", token, repr(tombstone_until)])
             self.client.sadd(self._apps_key, app)
-        self._owners_drop([(app, _unflag(owner.decode()), token)])
+        owners.drop(self, [(app, _unflag(owner.decode()), token)])
         return bool(live)
 
     def _apps(self) -> list[str]:
@@ -402,7 +377,7 @@ class RedisStore(Store):
                 out += self._claim(app, tokens, before)
             if len(out) >= limit:
                 break
-        self._owners_drop([(e.app, e.owner, e.token) for e in out])
+        owners.drop(self, [(e.app, e.owner, e.token) for e in out])
         return out
 
     def _claim(self, app: str, tokens: list[str], before: float) -> list[ExpiredSession]:
@@ -461,7 +436,7 @@ class RedisStore(Store):
                 out[app] = AppCounts(live=live, expired=expired)
         return out
 
-    def _load_many(self, app: str, tokens: Sequence[str]) -> dict[str, StoredSession]:
+    def load_many(self, app: str, tokens: Sequence[str]) -> dict[str, StoredSession]:
         """The stored sessions among ``tokens``, each loaded in its own slot, one pipeline."""
         calls: list[Call] = [(self._session_keys(app, t), []) for t in tokens]
         found: dict[str, StoredSession] = {}
@@ -470,26 +445,14 @@ class RedisStore(Store):
                 found[token] = self._snapshot(app, token, reply[0], reply[1])
         return found
 
+    def eval_owner_script(self, calls: Sequence[Call]) -> None:
+        self._eval_many(self._owner_s, calls)
+
     def _sessions_of(self, app: str, owner: str) -> list[StoredSession]:
-        members: Any = self.client.smembers(self._owner_key(app, owner))
-        tokens = sorted(m.decode() for m in members)
-        found = self._load_many(app, tokens)
-        stale = [t for t in tokens if t not in found or found[t].owner != owner]
-        if stale:
-            self.client.srem(self._owner_key(app, owner), *stale)
-        return [s for s in found.values() if s.owner == owner]
+        return owners.sessions_of(self, app, owner)
 
     def _list_sessions(self, app: str, after: str | None, limit: int) -> list[StoredSession]:
-        # The expiry index names every stored session of the app; sorted here, as a sorted set
-        # orders by score. A console's page: it reads the app's whole index each time.
-        members: Any = self.client.zrange(self._index_keys(app)[0], 0, -1)
-        tokens = sorted(t for t in (m.decode() for m in members) if after is None or t > after)
-        out: list[StoredSession] = []
-        while tokens and len(out) < limit:
-            chunk, tokens = tokens[: limit - len(out)], tokens[limit - len(out) :]
-            found = self._load_many(app, chunk)
-            out += [found[t] for t in chunk if t in found]  # Redis may have expired some
-        return out
+        return owners.list_sessions(self, app, after, limit)
 
     def _close(self) -> None:
         if self._owns_client:
