@@ -228,8 +228,11 @@ def describe_session(s: StoredSession, *, values: bool) -> str:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from .admin import admin_app
-    from .admin.serve import serve
+    try:
+        from .admin import admin_app
+        from .admin.serve import serve
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from exc
 
     # Credentials first: without them the console refuses to start, before opening the store.
     key = Path(args.pickle_key_file).read_bytes().strip() if args.pickle_key_file else None

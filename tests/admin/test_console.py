@@ -238,7 +238,10 @@ def test_invalidate_one_session(
     h = short_hash("shop", token(sid))
     page = client.get(f"/apps/shop/sessions/{h}")
     r = client.post(f"/apps/shop/sessions/{h}/invalidate", data={"csrf": csrf_of(page)})
-    assert r.status_code == 303 and "invalidated" in r.headers["Location"]
+    assert r.status_code == 303 and r.headers["Location"] == "/apps/shop"
+    message = f"Session {h} invalidated."
+    assert message in client.get("/apps/shop").get_data(as_text=True)
+    assert message not in client.get("/apps/shop").get_data(as_text=True)  # shown once
     assert store.load("shop", token(sid)) is None and store.load("shop", token(other))
     node_b = sk.SessionManager(store=store, clock=manager.clock, node="b", housekeeping=False)
     with node_b.request(app="shop", session_id=sid) as s:  # its next request: a new session
@@ -258,6 +261,7 @@ def test_invalidate_every_session_of_an_owner(
     csrf = login(client)
     r = client.post("/apps/shop/owners/invalidate", data={"csrf": csrf, "owner": "alice"})
     assert r.status_code == 303
+    assert "3 sessions of alice invalidated." in client.get("/").get_data(as_text=True)
     assert store.sessions_of("shop", "alice") == [] and store.load("shop", bob) is not None
     assert all(store.load("shop", t) is None for t in alice)
     line = next(x for x in (tmp_path / "audit.log").read_text().splitlines() if "owner" in x)

@@ -100,3 +100,13 @@ def test_cli_refuses_to_start_without_credentials(
     assert "no default" in capsys.readouterr().err
     args = build_parser().parse_args(["admin", url])
     assert (args.host, args.port) == ("127.0.0.1", 8900)
+
+
+def test_views_sampling_often_do_not_crowd_the_chart(store: Any, clock: sk.FakeClock) -> None:
+    from sessionkeeper.admin.samples import Sampler
+
+    sampler = Sampler(store, clock, interval_s=10)
+    for step in (0, 1, 1, 3, 1):  # at 0, 1, 2, 5, 6 s
+        clock.advance(step)
+        assert sampler.sample().at == clock.time()  # each view gets fresh counts
+    assert [s.at - sampler.samples()[0].at for s in sampler.samples()] == [0, 5]

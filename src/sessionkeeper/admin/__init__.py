@@ -19,6 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+try:
+    import jinja2  # noqa: F401  # only to say what is missing
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "sessionkeeper.admin needs Jinja2: pip install 'sessionkeeper[admin]'"
+    ) from exc
+
 from ..clock import Clock
 from ..serialization import Serializer
 from ..stores import Store, open_store

@@ -143,7 +143,7 @@ class AdminConsole:
             user=login.user if login else None,
             csrf=login.csrf if login else "",
             store_name=self.store.describe(),
-            message=context.pop("message", req.query.get("done", "")[:200]),
+            message=context.pop("message", None) or (login.take_flash() if login else ""),
             **context,
         )
         return Response(body=html.encode("utf-8"))
@@ -271,8 +271,9 @@ class AdminConsole:
         until = self.clock.time() + stored.timeout_s + self.tombstone_grace_s
         self.store.delete(app, token, tombstone_until=until)
         self.audit.record(who, "invalidate", req.remote, app=app, session=h)
-        done = quote(f"Session {h} invalidated.")
-        return Response.redirect(f"{req.root}/apps/{quote(app, safe='')}?done={done}")
+        if login is not None:
+            login.flash = f"Session {h} invalidated."
+        return Response.redirect(f"{req.root}/apps/{quote(app, safe='')}")
 
     def _invalidate_owner(self, req: Request, who: str, login: Login | None, app: str) -> Response:
         owner = req.form.get("owner", "").strip()
@@ -283,5 +284,6 @@ class AdminConsole:
         self.audit.record(
             who, "invalidate-owner", req.remote, app=app, owner=owner, sessions=hashes
         )
-        done = quote(f"{len(ended)} sessions of {owner} invalidated.")
-        return Response.redirect(f"{req.root}/apps/{quote(app, safe='')}?done={done}")
+        if login is not None:
+            login.flash = f"{len(ended)} sessions of {owner} invalidated."
+        return Response.redirect(f"{req.root}/apps/{quote(app, safe='')}")

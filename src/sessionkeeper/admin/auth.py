@@ -101,6 +101,13 @@ class Login:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     user: str | None = None
     last_seen: float = 0.0
+    #: What the last action did, shown once by the next page (never carried in a URL, where a
+    #: crafted link could make the console say anything).
+    flash: str = ""
+
+    def take_flash(self) -> str:
+        message, self.flash = self.flash, ""
+        return message
 
 
 class Logins:

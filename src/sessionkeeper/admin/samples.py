@@ -94,7 +94,8 @@ class Sampler:
             log.warning("console sample failed: %s", exc)
 
     def sample(self) -> Sample:
-        """Take a sample now (store counts, then each node's metrics) and keep it."""
+        """Take a sample now (store counts, then each node's metrics); keep it unless the last
+        one kept is less than half an interval old."""
         now = self._clock.time()
         counts = self._store.counts_by_app(now)
         totals: dict[str, float] = {}
@@ -117,7 +118,10 @@ class Sampler:
             nodes_up=up,
         )
         with self._lock:
-            self._samples.append(s)
+            # Views sample too (their counts are live): kept for the chart only when spaced out,
+            # so a page reloaded often does not crowd the chart's window.
+            if not self._samples or now - self._samples[-1].at >= self.interval_s / 2:
+                self._samples.append(s)
         return s
 
     def samples(self) -> list[Sample]:
