@@ -68,6 +68,19 @@ def test_login_checks_csrf_and_password_and_starts_a_new_console_session(client:
     assert client.get("/").status_code == 200
 
 
+def test_failed_logins_are_throttled_per_address(
+    client: Client, console: AdminConsole, clock: sk.FakeClock
+) -> None:
+    csrf = csrf_of(client.get("/login"))
+    form = {"csrf": csrf, "user": "mallory", "password": "guess-0000000"}
+    for _ in range(console.throttle.limit):
+        assert client.post("/login", data=form).status_code == 401
+    assert client.post("/login", data=form).status_code == 429
+    assert client.post("/login", data={**form, "password": PASSWORD}).status_code == 429
+    clock.advance(console.throttle.window_s)
+    assert client.post("/login", data={**form, "password": PASSWORD}).status_code == 303
+
+
 def test_every_post_needs_the_csrf_token(
     client: Client, manager: sk.SessionManager, store: MemoryStore
 ) -> None:

@@ -27,7 +27,7 @@ from ..clock import Clock, SystemClock
 from ..serialization import Serializer, make_serializer
 from ..stores import Store
 from . import views
-from .auth import Audit, Credentials, Login, Logins
+from .auth import Audit, Credentials, Login, Logins, Throttle
 from .http import Request, Response
 from .samples import Sampler, series, svg_chart
 
@@ -57,6 +57,7 @@ class AdminConsole:
         self.tombstone_grace_s = tombstone_grace_s
         self.page_size = page_size
         self.logins = Logins(self.clock)
+        self.throttle = Throttle(self.clock)
         self.audit = Audit(self.clock, audit_file)
         self.hashes = views.Hashes(store)
         self.sampler = Sampler(store, self.clock, metrics_urls, interval_s=sample_interval_s)
@@ -175,7 +176,11 @@ class AdminConsole:
         if before is None or not self._csrf_ok(req, before):
             self.audit.record(user, "refused-csrf", req.remote, path=req.path)
             return self._refuse(req, 403, "Refused", "The form's CSRF token is missing or wrong.")
+        if not self.throttle.allowed(req.remote):
+            self.audit.record(user, "login-throttled", req.remote)
+            return self._refuse(req, 429, "Too many failed logins", "Try again later.")
         if not self.credentials.check_password(req.form.get("password", "")):
+            self.throttle.failed(req.remote)
             self.audit.record(user, "login-failed", req.remote)
             r = self._page(req, "login.html", Login(csrf=before.csrf), message="Wrong password.")
             r.status = 401

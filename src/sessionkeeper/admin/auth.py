@@ -154,6 +154,36 @@ class Logins:
                 del self._by_id[sid]
 
 
+class Throttle:
+    """Failed logins per client address: after ``limit`` within ``window_s`` that address is
+    refused until the oldest of them leaves the window, so a password cannot be guessed at
+    the speed of the network."""
+
+    def __init__(self, clock: Clock, limit: int = 10, window_s: float = 900.0) -> None:
+        self._clock = clock
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, remote: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(remote, []) if now - t < self.window_s]
+        if kept:
+            self._failures[remote] = kept
+        else:
+            self._failures.pop(remote, None)
+        return kept
+
+    def allowed(self, remote: str) -> bool:
+        with self._lock:
+            return len(self._recent(remote, self._clock.monotonic())) < self.limit
+
+    def failed(self, remote: str) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            self._failures[remote] = [*self._recent(remote, now), now]
+
+
 class Audit:
     """Every action the console takes, one line each: who, what, which session (its short
     hash), from where. To the ``sessionkeeper.admin.audit`` logger and, if given, a file."""
