@@ -187,6 +187,15 @@ def test_listing_pages(make_console: Any, manager: sk.SessionManager, store: Mem
     assert seen == [short_hash("shop", t) for t in tokens]
 
 
+def test_an_app_name_that_needs_escaping(client: Client, manager: sk.SessionManager) -> None:
+    sid = create(manager, "alice", app="my shop%20")
+    login(client)
+    overview = client.get("/").get_data(as_text=True)
+    assert 'href="/apps/my%20shop%2520"' in overview
+    html = client.get("/apps/my%20shop%2520").get_data(as_text=True)
+    assert short_hash("my shop%20", token(sid)) in html
+
+
 def test_search_by_owner(client: Client, manager: sk.SessionManager) -> None:
     mine = {token(create(manager, "alice")) for _ in range(2)}
     create(manager, "bob")

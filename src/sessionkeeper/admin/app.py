@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import jinja2
 
@@ -102,7 +102,7 @@ class AdminConsole:
             if method != req.method:
                 allowed.append(method)
                 continue
-            args = {k: unquote(v) for k, v in m.groupdict().items()}
+            args = m.groupdict()  # PATH_INFO is already percent-decoded by the server
             if handler in (self._static, self._login_page, self._login):
                 return handler(req, **args)
             who, login = self._who(req)
