@@ -227,6 +227,28 @@ def describe_session(s: StoredSession, *, values: bool) -> str:
     return "\n".join(lines)
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    try:
+        from .admin import admin_app
+        from .admin.serve import serve
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+    # Credentials first: without them the console refuses to start, before opening the store.
+    key = Path(args.pickle_key_file).read_bytes().strip() if args.pickle_key_file else None
+    app = admin_app(
+        _open(args.url, create=False),
+        password_file=args.password_file,
+        token_file=args.token_file,
+        serializer=args.serializer,
+        pickle_key=key,
+        metrics_urls=args.metrics,
+        audit_file=args.audit_log,
+    )
+    serve(app, args.host, args.port)
+    return EXIT_OK
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 
@@ -316,6 +338,34 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("app", metavar="APP")
     inspect.add_argument("id", metavar="ID", help="the session id (<token> or <token>.<node>)")
     inspect.add_argument("--values", action="store_true", help="also print attribute values")
+
+    admin = add(
+        "admin",
+        cmd_admin,
+        "Serve the session console (needs the admin extra). Credentials: "
+        "SESSIONKEEPER_ADMIN_PASSWORD or SESSIONKEEPER_ADMIN_TOKEN (or their _FILE forms), or "
+        "the options below; it refuses to start without one.",
+    )
+    admin.add_argument("url", metavar="STORE_URL")
+    admin.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    admin.add_argument("--port", type=int, default=8900, help="port (default 8900)")
+    admin.add_argument("--password-file", metavar="FILE", help="a file holding the password")
+    admin.add_argument("--token-file", metavar="FILE", help="a file holding the bearer token")
+    admin.add_argument(
+        "--serializer",
+        default="json",
+        choices=["json", "msgpack", "pickle"],
+        help="the apps' serializer, to show values decoded (default json)",
+    )
+    admin.add_argument("--pickle-key-file", metavar="FILE", help="the apps' pickle signing key")
+    admin.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a node's /metrics URL for the chart (repeatable)",
+    )
+    admin.add_argument("--audit-log", metavar="FILE", help="also append the audit log to FILE")
     return parser
 
 

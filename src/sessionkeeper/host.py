@@ -101,14 +101,23 @@ class Host:
         self._rt.write([session], immediate=True, raise_errors=True)
 
     def _invalidate(self, s: Session) -> None:
-        now = self._rt.clock.time()
         with s.write_lock:
             if s.in_store:
                 self._retire(s.app, s.token, s.timeout_s)
             self._rt.cache.remove((s.app, s.token), s)
+        self._ended(s)
+
+    def end_cached(self, s: Session) -> None:
+        """``s``'s store copy was deleted by this node (``invalidate_owner``): drop the cached
+        copy and end it as :meth:`_invalidate` does, without a second delete."""
+        with s.write_lock:  # a write of it in flight ends first, then meets the tombstone
+            self._rt.cache.remove((s.app, s.token), s)
+        self._ended(s)
+
+    def _ended(self, s: Session) -> None:
         was_created = s.created
         old_token = s.token
-        values = s.reset_as_new(ids.new_token(), now)
+        values = s.reset_as_new(ids.new_token(), self._rt.clock.time())
         if not was_created:
             return
         self._rt.stats.add("invalidated")

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
-from . import forks
+from . import forks, logout
 from .cache import SessionCache
 from .clock import Clock
 from .config import OnWriteFailure, Settings
@@ -37,7 +37,7 @@ from .runtime import Runtime
 from .serialization import Serializer
 from .session import Session
 from .stats import Stats
-from .stores import Store, open_store
+from .stores import Store, StoredSession, open_store
 from .tracking import Tracking
 from .writer import Contents, Writer
 
@@ -258,6 +258,21 @@ class SessionManager:
             ok = True
         finally:
             self.lifecycle.end_request(active, ok=ok)
+
+    # -- logout everywhere (see logout.py) -----------------------------------------------------
+
+    def sessions_of(self, app: str, owner: str) -> list[StoredSession]:
+        """The sessions of ``app`` bound to ``owner`` (``request(owner=...)``), as the store holds
+        them, in token order: a session a deferred policy has not written yet is not there."""
+        return logout.sessions_of(self._rt, app, owner)
+
+    def invalidate_owner(self, app: str, owner: str) -> int:
+        """End every session of ``owner`` in ``app``, on every node: each is deleted from the
+        store and tombstoned, as ``session.invalidate()`` does; this node drops its cached copies
+        now, other nodes within their housekeeping's next poll (the tombstone feed). Fires each
+        session's destroyed event once. Returns how many sessions it ended. Store I/O: call it
+        from a worker thread in an async app."""
+        return logout.invalidate_owner(self._rt, self._host, app, owner)
 
     # -- flushing (see persistence.py) ---------------------------------------------------------
 

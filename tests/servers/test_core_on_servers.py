@@ -61,6 +61,25 @@ def test_two_nodes_writing_different_keys_keep_both(make: Any, target: Target) -
         assert dict(s) == {"from_a": 49, "from_b": 49, "base": 0}
 
 
+def test_logout_everywhere_on_two_nodes(make: Any, target: Target) -> None:
+    """invalidate_owner on node a ends alice's sessions written by a and by b; b, which never
+    cached a's session, gets a new session for it; bob's is kept."""
+    a, b = make(node="a"), make(node="b")
+    sids = []
+    for m, owner in ((a, "alice"), (b, "alice"), (b, "bob")):
+        with m.request(app="shop", owner=owner) as s:
+            s["user"] = owner
+        sids.append(s.id)
+    assert sorted(s.token for s in a.sessions_of("shop", "alice")) == sorted(
+        token(x) for x in sids[:2]
+    )
+    assert a.invalidate_owner("shop", "alice") == 2
+    assert stored(target, "shop", sids[0]) is None and stored(target, "shop", sids[1]) is None
+    with b.request(app="shop", session_id=sids[0]) as s:
+        assert dict(s) == {} and s.token != token(sids[0])
+    assert stored(target, "shop", sids[2]) == {"user": b'"bob"'}
+
+
 # -- failover to another process -------------------------------------------------------------------
 
 

@@ -280,3 +280,70 @@ class StoreContract:
 @pytest.fixture
 def t0() -> float:
     return T0
+
+
+class OwnerContract:
+    """The owner index (logout everywhere) and the console's paginated listing."""
+
+    def test_sessions_of_finds_only_that_owners(self, store: Store) -> None:
+        store.save_many(
+            [
+                req(tok(3), 0, {"a": b"1"}, owner="alice"),
+                req(tok(1), 0, {}, owner="alice"),
+                req(tok(2), 0, {}, owner="bob"),
+                req(tok(4), 0, {}),
+                req(tok(5), 0, {}, owner="alice", app="blog"),
+            ]
+        )
+        found = store.sessions_of("shop", "alice")
+        assert [s.token for s in found] == [tok(1), tok(3)]
+        assert dict(found[1].attributes) == {"a": b"1"} and found[1].owner == "alice"
+        assert [s.token for s in store.sessions_of("blog", "alice")] == [tok(5)]
+        assert store.sessions_of("shop", "carol") == []
+
+    def test_owner_change_moves_the_session_in_the_index(self, store: Store) -> None:
+        store.save_many([req(tok(1), 0, {}, owner="alice")])
+        store.save_many([req(tok(1), 1, {"k": b"v"}, owner="bob")])
+        assert store.sessions_of("shop", "alice") == []
+        assert [s.token for s in store.sessions_of("shop", "bob")] == [tok(1)]
+
+    def test_delete_owner_tombstones_every_session_of_the_owner(self, store: Store) -> None:
+        store.save_many(
+            [req(tok(i), 0, {"a": b"1"}, owner="alice") for i in range(3)]
+            + [req(tok(9), 0, {}, owner="bob"), req(tok(8), 0, {}, owner="alice", app="blog")]
+        )
+        ended = store.delete_owner("shop", "alice", grace_s=60.0)
+        assert sorted(s.token for s in ended) == [tok(0), tok(1), tok(2)]
+        assert all(store.load("shop", tok(i)) is None for i in range(3))
+        [late] = store.save_many([req(tok(1), 1, {"a": b"late"}, owner="alice")])
+        assert late.status is SaveStatus.GONE  # tombstoned: an in-flight write cannot return
+        assert store.sessions_of("shop", "alice") == []
+        assert store.delete_owner("shop", "alice", grace_s=60.0) == []
+        assert store.load("shop", tok(9)) is not None
+        assert store.load("blog", tok(8)) is not None
+
+    def test_delete_and_sweep_clean_the_index(self, store: Store) -> None:
+        store.save_many(
+            [
+                req(tok(1), 0, {}, owner="alice"),
+                req(tok(2), 0, {}, owner="alice", timeout_s=10.0),
+                req(tok(3), 0, {}, owner="alice", timeout_s=1000.0),
+            ]
+        )
+        store.delete("shop", tok(1), tombstone_until=T0 + 60)
+        assert [e.token for e in store.delete_expired(T0 + 100)] == [tok(2)]
+        assert [s.token for s in store.sessions_of("shop", "alice")] == [tok(3)]
+
+    def test_list_sessions_pages_in_token_order(self, store: Store) -> None:
+        store.save_many([req(tok(i), 0, {"n": str(i).encode()}) for i in (5, 1, 4, 2, 3, 7, 6)])
+        store.save_many([req(tok(0), 0, {}, app="blog")])
+        store.delete("shop", tok(4), tombstone_until=T0 + 60)
+        first = store.list_sessions("shop", limit=3)
+        assert [s.token for s in first] == [tok(1), tok(2), tok(3)]
+        assert first[2].attributes["n"] == b"3"
+        second = store.list_sessions("shop", after=first[-1].token, limit=3)
+        assert [s.token for s in second] == [tok(5), tok(6), tok(7)]
+        assert store.list_sessions("shop", after=tok(7), limit=3) == []
+        assert [s.token for s in store.list_sessions("blog")] == [tok(0)]
+        with pytest.raises(ValueError):
+            store.list_sessions("shop", limit=0)

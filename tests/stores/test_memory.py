@@ -4,7 +4,7 @@ import pytest
 
 from sessionkeeper.stores import MemoryStore, Store
 
-from .contract import StoreContract
+from .contract import OwnerContract, StoreContract
 
 
 @pytest.fixture
@@ -12,5 +12,5 @@ def store() -> Store:
     return MemoryStore()
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, OwnerContract):
     pass

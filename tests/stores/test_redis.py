@@ -26,7 +26,7 @@ from sessionkeeper.stores import RetryPolicy, SaveStatus, Touch, open_store  # n
 from sessionkeeper.stores.redis import RedisStore  # noqa: E402
 from tests import services  # noqa: E402
 
-from .contract import T0, StoreContract, req, tok  # noqa: E402
+from .contract import T0, OwnerContract, StoreContract, req, tok  # noqa: E402
 from .damage import damage_redis_session  # noqa: E402
 
 GRACE_S = 600.0
@@ -59,7 +59,7 @@ def store(redis_url: str, prefix: str) -> Iterator[RedisStore]:
     s.close()
 
 
-class TestRedisStore(StoreContract):
+class TestRedisStore(StoreContract, OwnerContract):
     pass
 
 
@@ -410,3 +410,12 @@ def test_a_lost_apps_set_is_written_again_by_the_sweep(store: RedisStore, raw: A
     assert other.counts_by_app(T0)["shop"].live == 1
     [gone] = other.delete_expired(T0 + 11, limit=10)
     assert gone.token == tok(1)
+
+
+def test_owner_set_expires_and_forgets_sessions_redis_dropped(store: RedisStore, raw: Any) -> None:
+    store.save_many([req(tok(1), 0, {}, owner="alice"), req(tok(2), 0, {}, owner="alice")])
+    key = store.owner_key("shop", "alice")
+    assert 0 < raw.pttl(key) <= (1800 + GRACE_S) * 1000
+    raw.delete(*store._session_keys("shop", tok(1))[:2])  # what Redis's own TTL does
+    assert [s.token for s in store.sessions_of("shop", "alice")] == [tok(2)]
+    assert raw.smembers(key) == {tok(2).encode()}

@@ -29,7 +29,7 @@ from sessionkeeper.stores.sql import SCHEMA_VERSION, SqlStore
 from sessionkeeper.stores.sql.dialects import MysqlDialect, PostgresDialect
 from tests.services import unique_name
 
-from .contract import T0, StoreContract, req, tok
+from .contract import T0, OwnerContract, StoreContract, req, tok
 
 FAST = RetryPolicy(attempts=1, backoff_s=0)
 LAYOUTS = ("multi_row", "single_row")
@@ -78,7 +78,7 @@ def store(request: pytest.FixtureRequest, make_store: Any) -> SqlStore:
     return s
 
 
-class TestSqlStoreContract(StoreContract):
+class TestSqlStoreContract(StoreContract, OwnerContract):
     pass
 
 
@@ -259,6 +259,24 @@ def test_version_1_schema_is_migrated_by_init_db_and_refused_without(
     assert [e.token for e in again.invalidations_since(start)[0]] == [tok(1)]
     with again.engine.begin() as conn:
         assert conn.execute(sa.select(store.tables.schema.c.version)).scalar() == SCHEMA_VERSION
+
+
+def test_version_1_is_migrated_to_the_owner_index(backend: str, make_store: Any) -> None:
+    store: SqlStore = make_store(backend)
+    store.init_schema()
+    owner_index = store.tables.schema.name[:-6] + "sessions_owner"
+    with store.engine.begin() as conn:
+        sa.Index(owner_index, store.tables.sessions.c.app).drop(conn)
+        conn.execute(sa.update(store.tables.schema).values(version=1))
+    store.save_many([req(tok(1), 0, {}, owner="alice")])  # a version 1 database still works
+
+    again: SqlStore = make_store(backend, table_prefix=store.tables.schema.name[:-6])
+    again.init_schema()
+    indexes = sa.inspect(again.engine).get_indexes(again.tables.sessions.name)
+    assert [i["column_names"] for i in indexes if i["name"] == owner_index] == [["app", "owner"]]
+    with again.engine.connect() as conn:
+        assert conn.execute(sa.select(again.tables.schema.c.version)).scalar() == SCHEMA_VERSION
+    assert [s.token for s in again.sessions_of("shop", "alice")] == [tok(1)]
 
 
 def test_other_layout_is_refused(make_store: Any) -> None:

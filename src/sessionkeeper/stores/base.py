@@ -34,6 +34,11 @@ Backends must provide (the abstract section below):
   nodes sweep at once each expired session is returned to exactly one of them. Tombstones whose time
   has passed are purged too, and not returned.
 * ``_counts(now)``: live and expired-awaiting-sweep sessions per app.
+* ``_sessions_of(app, owner)``: the stored sessions of ``app`` bound to ``owner``, found through an
+  owner index (never a scan of the app), in any order. Stored: not tombstoned; an expired one the
+  sweep has not reached yet included, here and in ``_list_sessions``.
+* ``_list_sessions(app, after, limit)``: at most ``limit`` stored sessions of ``app`` whose token
+  sorts after ``after`` (``None``: from the first), in token order: a page of the console's list.
 * ``_close()``.
 * ``transient_errors``: the driver exceptions that mean "try again" (connection lost, timeout).
 """
@@ -408,6 +413,35 @@ class Store(abc.ABC):
     def counts_by_app(self, now: float) -> dict[str, AppCounts]:
         return self._call("count", lambda: self._counts(now))
 
+    def sessions_of(self, app: str, owner: str) -> list[StoredSession]:
+        """The stored sessions of ``app`` bound to ``owner``, in token order."""
+        found = self._call("sessions_of", lambda: self._sessions_of(app, owner))
+        return sorted((s for s in found if s.owner == owner), key=lambda s: s.token)
+
+    def delete_owner(self, app: str, owner: str, *, grace_s: float) -> list[StoredSession]:
+        """Delete every session of ``app`` bound to ``owner`` (logout everywhere), each through
+        :meth:`delete`: tombstoned, as an invalidation on one node is, so whatever a delete
+        tells other nodes it tells them here too. Each tombstone lasts from now (:attr:`clock`)
+        for its session's timeout plus ``grace_s``, as a node's own invalidation leaves it.
+        Returns the sessions this call ended (a session another caller deleted meanwhile is not
+        in it), so exactly one caller fires each destroyed event. A session created for the
+        owner while this runs may survive it."""
+        ended = []
+        for s in self.sessions_of(app, owner):
+            until = self.clock.time() + s.timeout_s + grace_s
+            if self.delete(app, s.token, tombstone_until=until):
+                ended.append(s)
+        return ended
+
+    def list_sessions(
+        self, app: str, *, after: str | None = None, limit: int = 50
+    ) -> list[StoredSession]:
+        """A page of the stored sessions of ``app`` in token order: those after the token
+        ``after`` (``None``: from the first). Pass the last token of a page to get the next."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        return self._call("list", lambda: self._list_sessions(app, after, limit))
+
     def set_grace_s(self, grace_s: float) -> None:
         """The sweep grace of a manager using this store (called at its construction): how long
         after its timeout a session may still be kept alive by another node's unwritten access.
@@ -451,6 +485,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _counts(self, now: float) -> dict[str, AppCounts]: ...
+
+    @abc.abstractmethod
+    def _sessions_of(self, app: str, owner: str) -> list[StoredSession]: ...
+
+    @abc.abstractmethod
+    def _list_sessions(self, app: str, after: str | None, limit: int) -> list[StoredSession]: ...
 
     @abc.abstractmethod
     def _close(self) -> None: ...

@@ -50,7 +50,21 @@ class MemoryStore(Store):
         # The invalidation feed: (sequence, entry, kept until), in sequence order.
         self._feed: list[tuple[int, Invalidation, float]] = []
         self._seq = 0
+        #: The owner index: (app, owner) -> tokens, kept with the rows under the same lock.
+        self._by_owner: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
+
+    def _index(self, app: str, token: str, old: str | None, new: str | None) -> None:
+        """Move ``token`` from ``old``'s entry of the owner index to ``new``'s."""
+        if old == new:
+            return
+        if old is not None:
+            tokens = self._by_owner.get((app, old), set())
+            tokens.discard(token)
+            if not tokens:
+                self._by_owner.pop((app, old), None)
+        if new is not None:
+            self._by_owner.setdefault((app, new), set()).add(token)
 
     def _snapshot(self, app: str, token: str, row: _Row) -> StoredSession:
         return StoredSession(
@@ -89,6 +103,7 @@ class MemoryStore(Store):
                 owner=req.owner,
                 node=req.node,
             )
+            self._index(req.app, req.token, None, req.owner)
             return SaveResult(SaveStatus.SAVED, 1)
         if row.version != req.expected_version:
             return SaveResult(
@@ -103,6 +118,7 @@ class MemoryStore(Store):
         row.version += 1
         row.last_access_at = max(row.last_access_at, req.last_access_at)
         row.timeout_s = req.timeout_s
+        self._index(req.app, req.token, row.owner, req.owner)
         row.owner = req.owner
         row.node = req.node
         return SaveResult(SaveStatus.SAVED, row.version)
@@ -122,6 +138,8 @@ class MemoryStore(Store):
         with self._lock:
             row = self._rows.get((app, token))
             live = row is not None and row.tombstone_until is None
+            if row is not None:
+                self._index(app, token, row.owner, None)
             self._rows[(app, token)] = _Row({}, 0, 0.0, 0.0, 0.0, None, None, tombstone_until)
             self._seq += 1
             self._feed.append((self._seq, Invalidation(app, token), tombstone_until))
@@ -148,6 +166,7 @@ class MemoryStore(Store):
                     continue
                 if row.expires_at < before and len(out) < limit:
                     del self._rows[key]
+                    self._index(key[0], key[1], row.owner, None)
                     out.append(
                         ExpiredSession(key[0], key[1], row.last_access_at, row.timeout_s, row.owner)
                     )
@@ -163,6 +182,20 @@ class MemoryStore(Store):
                 bucket = expired if row.expires_at < now else live
                 bucket[app] = bucket.get(app, 0) + 1
         return {a: AppCounts(live.get(a, 0), expired.get(a, 0)) for a in live.keys() | expired}
+
+    def _sessions_of(self, app: str, owner: str) -> list[StoredSession]:
+        with self._lock:
+            tokens = self._by_owner.get((app, owner), set())
+            return [self._snapshot(app, t, self._rows[(app, t)]) for t in tokens]
+
+    def _list_sessions(self, app: str, after: str | None, limit: int) -> list[StoredSession]:
+        with self._lock:
+            page = sorted(
+                token
+                for (a, token), row in self._rows.items()
+                if a == app and row.tombstone_until is None and (after is None or token > after)
+            )[:limit]
+            return [self._snapshot(app, t, self._rows[(app, t)]) for t in page]
 
     def _close(self) -> None:
         pass

@@ -35,6 +35,7 @@ from redis.cluster import RedisCluster
 
 from ..errors import ConfigurationError, CorruptSessionData, StoreError
 from . import redis_lua as lua
+from . import redis_owners as owners
 from .base import (
     AppCounts,
     ExpiredSession,
@@ -188,6 +189,13 @@ class RedisStore(Store):
     def _index_keys(self, app: str, token: str) -> list[str]:
         """The index keys of the bucket holding ``token``: in the session's slot."""
         return self._bucket_keys(app, bucket_of(token))
+
+    def owner_key(self, app: str, owner: str) -> str:
+        """The set of ``owner``'s tokens in ``app`` (:mod:`.redis_owners`)."""
+        return f"{self.key_prefix}own:{{{_esc(app)}:{_esc(owner)}}}"
+
+    def expiry_index_key(self, app: str) -> str:
+        return self._index_keys(app)[0]
 
     @property
     def _apps_key(self) -> str:
@@ -389,6 +397,7 @@ class RedisStore(Store):
                 out += self._claim(app, tokens, before)
             if len(out) >= limit:
                 break
+        owners.drop(self, [(e.app, e.owner, e.token) for e in out])
         return out
 
     def _candidates(self, app: str, bound: str, n: int) -> list[str]:
@@ -439,6 +448,24 @@ class RedisStore(Store):
             if expired or live:
                 out[app] = AppCounts(live=live, expired=expired)
         return out
+
+    def load_many(self, app: str, tokens: Sequence[str]) -> dict[str, StoredSession]:
+        """The stored sessions among ``tokens``, each loaded in its own slot, one pipeline."""
+        calls: list[Call] = [(self._session_keys(app, t), []) for t in tokens]
+        found: dict[str, StoredSession] = {}
+        for token, reply in zip(tokens, self._eval_many(self._load_s, calls), strict=True):
+            if reply is not None:
+                found[token] = self._snapshot(app, token, reply[0], reply[1])
+        return found
+
+    def eval_owner_script(self, calls: Sequence[Call]) -> None:
+        self._eval_many(self._owner_s, calls)
+
+    def _sessions_of(self, app: str, owner: str) -> list[StoredSession]:
+        return owners.sessions_of(self, app, owner)
+
+    def _list_sessions(self, app: str, after: str | None, limit: int) -> list[StoredSession]:
+        return owners.list_sessions(self, app, after, limit)
 
     def _close(self) -> None:
         if self._owns_client:

@@ -40,6 +40,10 @@ local function index_put(e, d, token, expires, side)
   redis.call('ZADD', e, expires, token)
   redis.call('HSET', d, token, side)
 end
+local function owner_add(own, token, ttl_ms)
+  redis.call('SADD', own, token)
+  if redis.call('PTTL', own) < tonumber(ttl_ms) then redis.call('PEXPIRE', own, ttl_ms) end
+end
 local function index_drop(e, d, token)
   redis.call('ZREM', e, token)
   redis.call('HDEL', d, token)
@@ -130,6 +134,8 @@ DELETE = (
     + """
 local a, m, x = KEYS[1], KEYS[2], KEYS[3]
 local live = redis.call('EXISTS', m) == 1 and redis.call('EXISTS', x) == 0
+local owner = '-'
+if live then owner = flagged(m, 'o') end
 redis.call('DEL', a, m)
 local now = redis.call('TIME')
 local now_s = tonumber(now[1]) + tonumber(now[2]) / 1e6

@@ -23,8 +23,9 @@ from ..base import StoredSession
 
 #: The schema this code reads and writes. A later release that changes the tables raises it and
 #: migrates; a database whose version is higher than this is refused. 2 added the invalidations
-#: table (the feed every node polls); ``create_schema`` (``init-db``) migrates a version 1.
-SCHEMA_VERSION = 2
+#: table (the feed every node polls), 3 the owner index (logout everywhere); ``create_schema``
+#: (``init-db``) migrates an older version.
+SCHEMA_VERSION = 3
 
 log = logging.getLogger("sessionkeeper.store.sql")
 
@@ -92,6 +93,8 @@ def make_tables(prefix: str, schema: str | None) -> Tables:
         sa.Column("tombstone_until", sa.Double, nullable=True),
         sa.Column("data", _blob_type(), nullable=True),  # single_row only
         sa.Index(f"{prefix}sessions_expires_at", "expires_at"),
+        # Every session of a principal (logout everywhere) without a scan of the app.
+        sa.Index(f"{prefix}sessions_owner", "app", "owner"),
     )
     attributes = sa.Table(
         f"{prefix}attributes",
@@ -148,9 +151,7 @@ def create_schema(
                         )
                     )
                 elif isinstance(row[0], int) and row[0] < SCHEMA_VERSION:
-                    # create_all above made the tables a later version added: migrated.
-                    t = tables.schema
-                    conn.execute(sa.update(t).where(t.c.id == 1).values(version=SCHEMA_VERSION))
+                    _migrate(conn, tables)
             break
         except sa.exc.DBAPIError as exc:
             if attempt == 4 or exc.connection_invalidated or is_transient(exc.orig):
@@ -158,6 +159,15 @@ def create_schema(
             time.sleep(0.05 * (attempt + 1))
     with begin() as conn:
         check_schema(conn, tables, layout)
+
+
+def _migrate(conn: Connection, tables: Tables) -> None:
+    """From an older version: ``create_all`` made the tables a later version added, but it
+    leaves an existing table's indexes alone, so those are created here."""
+    for index in tables.sessions.indexes:
+        index.create(conn, checkfirst=True)
+    t = tables.schema
+    conn.execute(sa.update(t).where(t.c.id == 1).values(version=SCHEMA_VERSION))
 
 
 def check_schema(conn: Connection, tables: Tables, layout: Layout) -> None:
@@ -182,7 +192,7 @@ def check_schema(conn: Connection, tables: Tables, layout: Layout) -> None:
     if version < SCHEMA_VERSION:
         raise StoreError(
             f"the session tables are at schema version {version}, this sessionkeeper needs "
-            f"{SCHEMA_VERSION} (the invalidation feed): run `sessionkeeper init-db URL` or open "
+            f"{SCHEMA_VERSION} (the invalidation feed, the owner index): run `sessionkeeper init-db URL` or open "
             "the store with create_schema=True"
         )
     if stored_layout != layout.value:

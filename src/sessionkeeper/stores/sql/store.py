@@ -28,7 +28,7 @@ from ..base import (
     StoredSession,
     Touch,
 )
-from . import feed
+from . import feed, owners
 from . import schema as sch
 from .dialects import dialect_for, normalize_url
 from .ops import SqlOps
@@ -246,6 +246,14 @@ class SqlStore(Store):
 
     def _counts(self, now: float) -> dict[str, AppCounts]:
         return self._run(lambda conn: self._ops.counts(conn, now), write=False)
+
+    def _sessions_of(self, app: str, owner: str) -> list[StoredSession]:
+        return self._run(lambda conn: owners.sessions_of(self._ops, conn, app, owner), write=False)
+
+    def _list_sessions(self, app: str, after: str | None, limit: int) -> list[StoredSession]:
+        return self._run(
+            lambda conn: owners.list_sessions(self._ops, conn, app, after, limit), write=False
+        )
 
     def _close(self) -> None:
         if self._owns_engine:
