@@ -29,6 +29,7 @@ from ..base import (
 )
 from . import schema as sch
 from .dialects import dialect_for, normalize_url
+from .fastsave import fast_save_for
 from .ops import SqlOps
 from .schema import Layout
 from .timeouts import DEFAULT_TIMEOUT_S
@@ -100,6 +101,10 @@ class SqlStore(Store):
         self._dialect.prepare_engine(self.engine, owned=self._owns_engine)
         self.tables = sch.make_tables(table_prefix, schema)
         self._ops = SqlOps(self.tables, self.layout, self._dialect)
+        # One session's write on the raw driver (see .fastsave); multi_row only, since a
+        # single_row write of some attributes must read the stored blob first.
+        multi = self.layout is Layout.MULTI_ROW
+        self._fast = fast_save_for(self.tables, self.engine.dialect) if multi else None
         self._create_schema = create_schema
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -210,7 +215,27 @@ class SqlStore(Store):
         return self._run(lambda conn: self._ops.load(conn, app, token), write=False)
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+        if self._fast is not None and len(requests) == 1:
+            saved = self._guard(lambda: self._fast_save(requests[0]))
+            if saved is not None:
+                return [saved]
+            # The version check did not pass and nothing was written: the general path locks
+            # the row and answers CONFLICT (merged), GONE, or SAVED after a race.
         return self._run(lambda conn: self._ops.save(conn, requests), write=True)
+
+    def _fast_save(self, request: SaveRequest) -> SaveResult | None:
+        """``request`` through :mod:`.fastsave` on a pooled connection's raw driver connection.
+        A driver error worth a retry drops that connection from the pool."""
+        assert self._fast is not None
+        self._ensure_ready()
+        with self.engine.connect() as conn:
+            try:
+                return self._fast.save(conn.connection.driver_connection, request)
+            except Exception as exc:
+                if self._dialect.is_transient(exc):
+                    conn.invalidate()
+                    raise TransientSqlError(str(exc)) from exc
+                raise
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:
         latest: dict[tuple[str, str], float] = {}
