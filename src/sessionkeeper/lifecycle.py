@@ -156,7 +156,7 @@ class Lifecycle:
 
         def pending() -> None:
             if write:
-                self._rt.write([s], immediate=True)
+                self._rt.write_at_request_end(s)
             self._rt.evict_over_capacity()
 
         return pending

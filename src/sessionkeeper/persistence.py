@@ -10,7 +10,10 @@ once); a session is never written by two threads at a time (its write lock, in t
 
 from __future__ import annotations
 
-from . import ids
+import contextlib
+import threading
+
+from . import forks, ids
 from .cache import SessionCache
 from .clock import Clock
 from .events import DestroyReason, EventBus, SessionEvent, call_hook
@@ -40,6 +43,11 @@ class Persistence:
         self.stats_counters = stats
         self.events = events
         self._clock = clock
+        self._batch_lock = threading.Lock()
+        forks.at_fork_in_child(self, Persistence._reset_in_child)
+
+    def _reset_in_child(self) -> None:
+        self._batch_lock = threading.Lock()  # a thread of the parent may have held it
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         """Write ``sessions`` now in one batch; returns how many were written. Failures keep the
@@ -48,7 +56,13 @@ class Persistence:
             return 0
         # The writer records when it wrote on the monotonic clock: TimeBased measures from it.
         mono = self._clock.monotonic()
-        written, gone = self._writer.write(sessions, mono, raise_errors=raise_errors)
+        # The writer takes each session's write lock in list order and holds them all: two
+        # batches of several sessions at once (the flusher's, a group commit's) could each
+        # hold a session the other waits for. One at a time; a single session's write holds
+        # one lock and needs no turn.
+        turn = self._batch_lock if len(sessions) > 1 else contextlib.nullcontext()
+        with turn:
+            written, gone = self._writer.write(sessions, mono, raise_errors=raise_errors)
         self.stats_counters.add("writes_immediate" if immediate else "writes_flushed", len(written))
         for s in gone:  # invalidated on another node meanwhile: its changes must not return
             self._cache.remove((s.app, s.token), s)

@@ -15,6 +15,7 @@ from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
 from .events import EventBus
+from .groupcommit import GroupCommit
 from .persistence import Persistence
 from .policies import WriteRules
 from .serialization import Serializer
@@ -35,9 +36,11 @@ class Runtime:
     persistence: Persistence
     rules: WriteRules
     _node_default: str = field(default="", init=False)
+    group: GroupCommit = field(init=False)
 
     def __post_init__(self) -> None:
         self._name_node()
+        self.group = GroupCommit(lambda sessions: self.write(sessions, immediate=True))
         forks.at_fork_in_child(self, Runtime._name_node)
 
     def _name_node(self) -> None:
@@ -59,6 +62,11 @@ class Runtime:
 
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         return self.persistence.write(sessions, immediate=immediate, raise_errors=raise_errors)
+
+    def write_at_request_end(self, session: Session) -> None:
+        """A request's write: shares one batch with the request ends that overlap it
+        (:mod:`.groupcommit`); returns once the batch holding it was written or failed."""
+        self.group.write(session)
 
     def evict_over_capacity(self, room: int = 0) -> None:
         self.persistence.evict_over_capacity(room)
