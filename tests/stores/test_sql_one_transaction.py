@@ -111,3 +111,31 @@ def test_mariadb_update_is_one_commit_without_select(mysql_url: str) -> None:
     finally:
         store.tables.metadata.drop_all(store.engine)
         store.close()
+
+
+def test_mariadb_users_engine_writes_one_statement_at_a_time(mysql_url: str) -> None:
+    # A user's engine connects without CLIENT.MULTI_STATEMENTS: the same transaction, statement
+    # by statement, with the same answers.
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(mysql_url.replace("mysql://", "mysql+pymysql://", 1))
+    store = SqlStore(engine, table_prefix=unique_name())
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1", "b": b"2"})])
+        [res] = store.save_many([req(tok(1), 1, {"a": b"3"}, frozenset({"b"}))])
+        assert res.status is SaveStatus.SAVED and res.version == 2
+        [merged] = store.save_many([req(tok(1), 1, {"c": b"4"})])  # stale: merged under lock
+        assert merged.status is SaveStatus.SAVED and merged.merged_from is not None
+        [again] = store.save_many([req(tok(1), 0, {"x": b"1"})])  # exists: not created twice
+        assert (
+            again.status is SaveStatus.SAVED
+            and again.version == 4
+            and again.merged_from is not None
+        )
+        s = store.load("shop", tok(1))
+        assert s is not None and s.attributes["a"] == b"3" and "b" not in s.attributes
+        assert s.attributes["c"] == b"4"
+    finally:
+        store.tables.metadata.drop_all(engine)
+        store.close()
+        engine.dispose()

@@ -17,8 +17,9 @@ Per database:
   version returned): one round trip, one commit.
 * SQLite (pysqlite): ``BEGIN IMMEDIATE``, the session row, one ``executemany`` of attributes,
   the removed names, ``COMMIT``: in process, no SQLAlchemy per-statement overhead.
-* MySQL/MariaDB (PyMySQL): the same statements in the transaction InnoDB opens implicitly, then
-  ``COMMIT``: no ``SELECT ... FOR UPDATE`` before, one commit.
+* MySQL/MariaDB (PyMySQL): the same statements and the ``COMMIT`` sent as one multi-statement
+  text (our engines connect with ``CLIENT.MULTI_STATEMENTS``): one round trip, one commit; on a
+  connection without that flag, one statement at a time, still one transaction.
 
 Thread safety: stateless apart from the SQL text built once; each call gets its own connection.
 """
@@ -208,6 +209,67 @@ class MysqlFastSave(_Sequential):
         params = FastSave._params(req)
         params["app"], params["token"] = req.app.encode("utf-8"), req.token.encode("utf-8")
         return params
+
+    def save(self, raw: Any, req: SaveRequest) -> SaveResult | None:
+        from pymysql.constants import CLIENT
+
+        if not raw.client_flag & CLIENT.MULTI_STATEMENTS:
+            return super().save(raw, req)  # a connection opened without (a user's engine)
+        cur = raw.cursor()
+        try:
+            try:
+                cur.execute(self._batch(cur, req))
+            except self.integrity_error:
+                if req.expected_version != 0:
+                    raise
+                raw.rollback()  # the row exists: live, tombstone or a concurrent creation
+                return None
+            # The first result is the session row's; the server stops at a failing statement,
+            # before the COMMIT, and PyMySQL raises it while reading the results.
+            matched = req.expected_version == 0 or cur.rowcount == 1
+            while cur.nextset():
+                pass
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            cur.close()
+        # Not matched: the attribute statements did nothing, and the COMMIT ended an empty
+        # transaction.
+        return SaveResult(SaveStatus.SAVED, req.expected_version + 1) if matched else None
+
+    def _batch(self, cur: Any, req: SaveRequest) -> str:
+        """The whole write as one multi-statement text, the values bound by PyMySQL's own
+        escaping (``mogrify``, as ``execute`` does). An update records whether it matched in
+        a session variable, which the attribute statements test; a creation that meets an
+        existing row fails on the primary key, and nothing after it runs."""
+        names, values, removed = _attributes(req)
+        creating = req.expected_version == 0
+        app, token = self._key(req.app), self._key(req.token)
+        parts = [cur.mogrify(self.insert if creating else self.update, self._params(req))]
+        only = "" if creating else " WHERE @sk_matched = 1"
+        if not creating:
+            parts.append("SET @sk_matched = ROW_COUNT()")
+        if names:
+            first = "SELECT %s AS app, %s AS token, %s AS name, %s AS value"
+            rows = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(names) - 1))
+            args = [
+                x for n, v in zip(names, values, strict=True) for x in (app, token, self._key(n), v)
+            ]
+            parts.append(
+                cur.mogrify(
+                    f"INSERT INTO {self.attributes} (app, token, name, value) "
+                    f"SELECT v.app, v.token, v.name, v.value FROM ({rows}) AS v{only} "
+                    "ON DUPLICATE KEY UPDATE value = VALUES(value)",
+                    args,
+                )
+            )
+        if not creating and (removed or req.full):
+            gone = [self._key(n) for n in (names if req.full else removed)]
+            sql = self._delete_sql(len(gone), keep=req.full) + " AND @sk_matched = 1"
+            parts.append(cur.mogrify(sql, (app, token, *gone)))
+        parts.append("COMMIT")
+        return ";\n".join(parts)
 
 
 class PostgresFastSave(FastSave):

@@ -42,7 +42,15 @@ class MysqlDialect(SqlDialect):
 
     def prepare_engine(self, engine: sa.Engine, *, owned: bool) -> None:
         if not owned:
-            return  # a user's engine keeps its own reset on return
+            return  # a user's engine keeps its own reset on return and client flags
+
+        @event.listens_for(engine, "do_connect")
+        def _flags(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+            # A write of one session is then one round trip (``fastsave.MysqlFastSave``). Every
+            # statement we send binds its values; SQLAlchemy's own flags (FOUND_ROWS) are kept.
+            from pymysql.constants import CLIENT
+
+            cparams["client_flag"] = cparams.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
 
         @event.listens_for(engine, "reset")
         def _reset(dbapi_conn: Any, _record: Any, state: Any) -> None:
