@@ -1,8 +1,9 @@
 """``SqlStore``: sessions in SQLite, PostgreSQL or MySQL/MariaDB, through SQLAlchemy Core.
 
 This module holds the engine: URLs, pools, transactions, fork safety, the schema check on first
-use, and which driver errors are worth a retry. The statements themselves are in :mod:`.ops`,
-the differences between databases in :mod:`.dialects`.
+use, and which driver errors are worth a retry. The statements themselves are in :mod:`.ops`
+(a one-session write first tries the one-round-trip path of :mod:`.fastsave`), the differences
+between databases in :mod:`.dialects`.
 """
 
 from __future__ import annotations
