@@ -156,7 +156,7 @@ def _open_store(kind: str, url: str, prefix: str) -> sk.stores.Store:
     return open_store(url, table_prefix=prefix)
 
 
-def _settled(store: sk.stores.Store, counters: Counters | None) -> dict[str, float]:
+def _settled(store: sk.stores.Store | None, counters: Counters | None) -> dict[str, float]:
     """The server's counters once every connection so far is closed: PostgreSQL publishes a
     backend's commits when it goes idle for a while or exits (the pool opens new ones)."""
     if counters is None:
@@ -168,33 +168,40 @@ def _settled(store: sk.stores.Store, counters: Counters | None) -> dict[str, flo
     return counters.read()
 
 
+def _per_call(before: dict[str, float], after: dict[str, float], calls: int) -> str:
+    """``statements / commits`` per call, from the server's counters."""
+    if not after:
+        return "-"
+    per = {k: (after[k] - before.get(k, 0.0)) / calls for k in after}
+    return f"{per.get('statements', float('nan')):.2f} / {per.get('commits', float('nan')):.2f}"
+
+
 def measure(kind: str, url: str, counters: Counters | None, n: int) -> list[str]:
-    """One table row: floor, manager, ratio, statements and commits per changed request."""
+    """One table row: floor, manager, ratio, statements and commits per call of each."""
     prefix = unique_prefix("redis" if kind == "redis" else "sql")
+    calls = ROUNDS * n
     with _raw_upsert(kind, url, prefix) as upsert:
         upsert(0)  # connection, caches
+        floor_before = counters.read() if counters else {}
         floor = _per_op_us(n, upsert)
+    floor_after = _settled(None, counters)  # the floor's connection closed with its table
     store = _open_store(kind, url, prefix)
     manager, request = _manager_requests(store)
     try:
         request(0)
         before = _settled(store, counters)
-        requests = ROUNDS * n
         ours = _per_op_us(n, request)
         after = _settled(store, counters)
     finally:
         manager.close()
         store.close()
-    per = {k: (after[k] - before.get(k, 0.0)) / requests for k in after}
-    statements = f"{per['statements']:.2f}" if "statements" in per else "-"
-    commits = f"{per['commits']:.2f}" if "commits" in per else "-"
     return [
         LABELS[kind],
         f"{floor:,.0f} µs",
         f"{ours:,.0f} µs",
         f"{ours / floor:.1f}x",
-        statements,
-        commits,
+        _per_call(floor_before, floor_after, calls),
+        _per_call(before, after, calls),
     ]
 
 
@@ -248,8 +255,8 @@ def run(config: BenchConfig) -> SectionResult:
                 "floor (raw upsert + commit)",
                 "EndOfRequest per changed request",
                 "ratio",
-                "statements",
-                "commits",
+                "floor: statements / commits",
+                "EndOfRequest: statements / commits",
             ],
             rows,
         )
