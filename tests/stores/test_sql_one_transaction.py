@@ -18,6 +18,8 @@ from tests.services import unique_name
 
 from .contract import req, tok
 
+WAIT_S = 10
+
 
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[tuple[SqlStore, list[str]]]:
@@ -139,3 +141,52 @@ def test_mariadb_users_engine_writes_one_statement_at_a_time(mysql_url: str) -> 
         store.tables.metadata.drop_all(engine)
         store.close()
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mysql"])
+def test_concurrent_request_ends_are_each_stored_when_they_return(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Group commit on a real database: batches of several sessions (the locking path) beside
+    # single writes (the short path), from 6 threads; each request's value is in the store, read
+    # back from the database, as soon as its request returned.
+    import threading
+
+    import sessionkeeper as sk
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'g.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url" if backend == "postgresql" else "mysql_url")
+    store = SqlStore(url, table_prefix=unique_name())
+    m = sk.SessionManager(store, write=sk.EndOfRequest(), node="a", housekeeping=False)
+    threads, per_thread = 6, 15
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def work(t: int) -> None:
+        try:
+            with m.request("shop") as s:
+                s["n"] = 0
+                sid = s.id
+            start.wait(WAIT_S)
+            for i in range(1, per_thread + 1):
+                with m.request("shop", sid) as s:
+                    s["n"] = i
+                stored = store.load("shop", sid.split(".")[0])
+                assert stored is not None and stored.attributes["n"] == str(i).encode()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    try:
+        ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert not any(t.is_alive() for t in ts)
+        assert errors == []
+    finally:
+        m.close()
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
