@@ -156,8 +156,8 @@ class _Sequential(FastSave):
                 rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
                 cur.executemany(self.upsert, rows)
             if not creating and (removed or req.full):
-                keep = [self._key(n) for n in names] if req.full else []
-                gone = keep if req.full else [self._key(n) for n in removed]
+                # A full write keeps only the names it wrote; another removes its removed names.
+                gone = [self._key(n) for n in (names if req.full else removed)]
                 cur.execute(self._delete_sql(len(gone), keep=req.full), (app, token, *gone))
             raw.commit()
         except BaseException:
