@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import frameworks, memory, store_writes, storeload, stores, throughput, wsgi_overhead
+from . import floor, frameworks, memory, store_writes, storeload, stores, throughput, wsgi_overhead
 from .report import (
     BenchConfig,
     Section,
@@ -30,6 +30,7 @@ SECTIONS: list[Section] = [
     throughput.SECTION,
     storeload.SECTION,
     stores.SECTION,
+    floor.SECTION,
 ]
 DEFAULT_MARKDOWN = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -37,6 +38,7 @@ DEFAULT_MARKDOWN = Path(__file__).resolve().parent.parent / "docs" / "benchmarks
 def main(argv: list[str] | None = None) -> int:
     keys = [s.key for s in SECTIONS]
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("sections", nargs="*", metavar="KEY", help="same as --only KEY")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
     parser.add_argument("--only", action="append", choices=keys, help="run only these sections")
     parser.add_argument(
@@ -46,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-markdown", action="store_true", help="write no report file")
     args = parser.parse_args(argv)
+    for key in args.sections:
+        if key not in keys:
+            parser.error(f"unknown section {key!r}: choose from {', '.join(keys)}")
+    args.only = (args.only or []) + args.sections or None
 
     markdown = args.markdown
     if markdown is None and not args.quick and not args.only:

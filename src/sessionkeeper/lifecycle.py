@@ -38,7 +38,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from . import ids
-from .errors import AccessTimeout, ManagerClosed, StoreError, WriteRefused
+from .errors import AccessTimeout, WriteRefused
 from .runtime import Runtime
 from .session import Session, current_request
 
@@ -183,7 +183,7 @@ class Lifecycle:
 
         def pending() -> None:
             if write:
-                self._rt.write([s], immediate=True)
+                self._rt.write_at_request_end(s)
             self._rt.evict_over_capacity()
 
         return pending
@@ -238,18 +238,17 @@ class Lifecycle:
         try:
             if rt.rules.defer_inline_write(rt.store):
                 durable = False
+            elif rt.persistence.store_closed:  # shutting down: kept dirty and logged, not refused
+                rt.write([s], immediate=True)
+                s.end_undo(active.rid, revert=False)
+                return
             else:
-                try:
-                    written = rt.write([s], immediate=True, raise_errors=True)
-                    # Kept dirty without an error: a conflict that merging could not settle.
-                    # (Gone, invalidated elsewhere, is not refused: that session ended.)
-                    durable = written > 0 or not (s.created and s.has_changes())
-                except ManagerClosed:  # shutting down: kept dirty and logged, not refused
-                    s.end_undo(active.rid, revert=False)
-                    return
-                except StoreError as exc:
-                    log.debug("write refused for session %s: %s", s.token[:8], exc)
-                    durable = False
+                # In the batch of the request ends that overlap it (group commit). Not written:
+                # the store failed, refused this session, or a conflict merging could not settle
+                # (each kept dirty by the writer). Gone, invalidated elsewhere, is not refused:
+                # that session ended.
+                written = rt.write_at_request_end(s)
+                durable = written or not (s.created and s.has_changes())
             if durable:
                 s.end_undo(active.rid, revert=False)
                 return

@@ -17,6 +17,7 @@ from .config import Settings
 from .errors import ManagerClosed
 from .events import EventBus
 from .feed import InvalidationFeed
+from .groupcommit import GroupCommit
 from .persistence import Persistence
 from .policies import WriteRules
 from .serialization import Serializer
@@ -40,9 +41,13 @@ class Runtime:
     #: Set when ``SessionManager.close`` begins: the lifecycle serves no new request.
     closed: bool = field(default=False, init=False)
     _node_default: str = field(default="", init=False)
+    group: GroupCommit = field(init=False)
 
     def __post_init__(self) -> None:
         self._name_node()
+        self.group = GroupCommit(
+            lambda sessions: self.persistence.write_sessions(sessions, immediate=True)
+        )
         forks.at_fork_in_child(self, Runtime._name_node)
 
     def _name_node(self) -> None:
@@ -77,6 +82,13 @@ class Runtime:
         cursor. Only where the caller does store I/O anyway; skipped during an outage."""
         if not self.feed.started and not self.store_failing_quietly():
             self.feed.catch_up()
+
+    def write_at_request_end(self, session: Session) -> bool:
+        """A request's write: shares one batch with the request ends that overlap it
+        (:mod:`.groupcommit`); returns once the batch holding it was written or failed, with
+        whether this session was written."""
+        self.start_feed()  # as in write(): a session written here is cached after the start
+        return self.group.write(session)
 
     def evict_over_capacity(self, room: int = 0) -> None:
         self.persistence.evict_over_capacity(room)

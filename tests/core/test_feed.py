@@ -163,6 +163,12 @@ class CutOff(Store):
     ) -> tuple[list[Invalidation], str]:
         return self._up()._invalidations_since(cursor, limit)
 
+    def _sessions_of(self, app: str, owner: str) -> list[StoredSession]:
+        return self._up()._sessions_of(app, owner)
+
+    def _list_sessions(self, app: str, after: str | None, limit: int) -> list[StoredSession]:
+        return self._up()._list_sessions(app, after, limit)
+
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
         return self._up()._delete_expired(before, limit)
 

@@ -261,6 +261,7 @@ def test_version_1_schema_is_migrated_by_init_db_and_refused_without(
         assert conn.execute(sa.select(store.tables.schema.c.version)).scalar() == SCHEMA_VERSION
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_version_1_is_migrated_to_the_owner_index(backend: str, make_store: Any) -> None:
     store: SqlStore = make_store(backend)
     store.init_schema()

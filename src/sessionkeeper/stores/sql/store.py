@@ -1,8 +1,9 @@
 """``SqlStore``: sessions in SQLite, PostgreSQL or MySQL/MariaDB, through SQLAlchemy Core.
 
 This module holds the engine: URLs, pools, transactions, fork safety, the schema check on first
-use, and which driver errors are worth a retry. The statements themselves are in :mod:`.ops`,
-the differences between databases in :mod:`.dialects`.
+use, and which driver errors are worth a retry. The statements themselves are in :mod:`.ops`
+(a one-session write first tries the one-round-trip path of :mod:`.fastsave`), the differences
+between databases in :mod:`.dialects`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..base import (
 from . import feed, owners
 from . import schema as sch
 from .dialects import dialect_for, normalize_url
+from .fastsave import fast_save_for
 from .ops import SqlOps
 from .schema import Layout
 from .timeouts import DEFAULT_TIMEOUT_S
@@ -103,6 +105,10 @@ class SqlStore(Store):
         self._dialect.prepare_engine(self.engine, owned=self._owns_engine)
         self.tables = sch.make_tables(table_prefix, schema)
         self._ops = SqlOps(self.tables, self.layout, self._dialect)
+        # One session's write on the raw driver (see .fastsave); multi_row only, since a
+        # single_row write of some attributes must read the stored blob first.
+        multi = self.layout is Layout.MULTI_ROW
+        self._fast = fast_save_for(self.tables, self.engine.dialect) if multi else None
         self._create_schema = create_schema
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -217,12 +223,38 @@ class SqlStore(Store):
         return self._run(lambda conn: self._ops.load(conn, app, token), write=False)
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+        if self._fast is not None and len(requests) == 1:
+            saved = self._guard(lambda: self._fast_save(requests[0]))
+            if saved is not None:
+                return [saved]
+            # The version check did not pass and nothing was written: the general path locks
+            # the row and answers CONFLICT (merged), GONE, or SAVED after a race.
+
         def save(conn: Connection) -> list[SaveResult]:
             # Again here: the first call learns the server's limit on connecting.
             self._check_value_sizes(requests)
             return self._ops.save(conn, requests)
 
         return self._run(save, write=True)
+
+    def _fast_save(self, request: SaveRequest) -> SaveResult | None:
+        """``request`` through :mod:`.fastsave` on a pooled connection's raw driver connection.
+        A driver error worth a retry drops that connection from the pool."""
+        assert self._fast is not None
+        self._ensure_ready()
+        self._check_value_sizes([request])  # the first call learns the limit on connecting
+        # The pool's connection without a SQLAlchemy Connection around it: building and closing
+        # one cost more than SQLite's whole write.
+        conn = self.engine.raw_connection()
+        try:
+            return self._fast.save(conn.driver_connection, request)
+        except Exception as exc:
+            if self._dialect.is_transient(exc):
+                conn.invalidate(exc)
+                raise TransientSqlError(str(exc)) from exc
+            raise
+        finally:
+            conn.close()
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:
         latest: dict[tuple[str, str], float] = {}
