@@ -151,12 +151,15 @@ class Lifecycle:
                 current_request.set(None)
         if write and self._rt.store_failing():
             write = False
-        if not write and self._rt.cache.over_capacity() <= 0:
+        replicator = self._rt.replicator if s.created else None
+        if not write and replicator is None and self._rt.cache.over_capacity() <= 0:
             return None
 
         def pending() -> None:
             if write:
                 self._rt.write([s], immediate=True)
+            if replicator is not None:
+                replicator.after_request(s)  # with ack="sync", the backups have it on return
             self._rt.evict_over_capacity()
 
         return pending

@@ -9,6 +9,7 @@ does it read or write the store (``Lifecycle.begin_cached`` calls it without, on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -50,7 +51,7 @@ class Resolver:
                 self._rt.stats.add("cache_misses")
                 if node != self._rt.node:
                     self._affinity_break()
-                found = self._load(app, token, cached, now)
+                found = self._load(app, token, cached, now, session_id)
                 if found is not None and self._owner_ok(owner, found.owner):
                     self._rt.stats.add("failovers")
                     found.presented_id = session_id
@@ -90,11 +91,13 @@ class Resolver:
                 self._rt.settings.policy.spec(),
             )
 
-    def _load(self, app: str, token: str, cached: Session | None, now: float) -> Session | None:
+    def _load(
+        self, app: str, token: str, cached: Session | None, now: float, session_id: str | None
+    ) -> Session | None:
         if cached is not None and cached.has_changes():
             self._rt.write([cached], immediate=True)  # ours first, so the load merges it
         try:
-            stored = self._rt.store.load(app, token)  # a store may find the row itself unreadable
+            stored = self._stored(app, token, session_id)  # the store may find its row unreadable
             if stored is None or now - stored.last_access_at > stored.timeout_s:
                 if cached is not None:
                     self._rt.cache.remove((app, token), cached)
@@ -138,6 +141,17 @@ class Resolver:
             self._rt.evict_over_capacity()
         return shared
 
+    def _stored(self, app: str, token: str, session_id: str | None) -> StoredSession | None:
+        """With replication, the copy in the memory of a node the id names (this node then owns
+        the session), at the store's version of it (0: not in the store); else the store's."""
+        repl = self._rt.replicator
+        route = ids.parse_route(session_id)
+        copy = repl.recover(app, token, route[1]) if repl is not None and route else None
+        stored = self._rt.store.load(app, token)
+        if copy is None:
+            return stored
+        return dataclasses.replace(copy.as_stored(), version=stored.version if stored else 0)
+
     def _refresh(self, s: Session, stored: StoredSession, data: dict[str, Any]) -> None:
         with s.lock:
             s.replace_data(data)
@@ -149,6 +163,7 @@ class Resolver:
 
     def _remember_stored(self, s: Session, stored: StoredSession) -> None:
         s.last_store_access_at = stored.last_access_at
-        s.in_store = s.created = True
+        s.created = True
+        s.in_store = stored.version > 0  # a replicated copy that the store never had is not
         if self._rt.settings.contents == "accessed":
             s.stored_hashes = {k: hash(v) for k, v in stored.attributes.items()}
