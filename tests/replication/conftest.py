@@ -99,6 +99,7 @@ def make_node(nats: NatsServer, clock: sk.FakeClock) -> Iterator[MakeNode]:
             ack_timeout_s=options.pop("ack_timeout_s", 1.0),
             replicas=options.pop("replicas", 1),
             ack=options.pop("ack", "sync"),
+            max_message_bytes=65536,  # below NATS's own 1 MiB, so that an oversized one arrives
         )
         m = sk.SessionManager(
             options.pop("store", "memory://"),
