@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -124,3 +125,13 @@ def wait_members(nodes: list[sk.SessionManager], count: int, timeout_s: float = 
         members = m._replicator.members if m._replicator else None
         assert members is not None
         assert members.wait_for(lambda live: len(live) == count, timeout_s), m.replication_health()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 5) -> bool:
+    """Poll for something another thread does (a delivery), with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.01)
+    return True

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+import sessionkeeper as sk
 from sessionkeeper.replication.backups import Backups, Copy, Delta
 from sessionkeeper.replication.placement import Verdict
-from tests.replication.conftest import MakeNode, wait_members
+from tests.replication.conftest import MakeNode, wait_members, wait_until
 
 
 def copy(token: str = "t", epoch: int = 1, version: int = 1, **attrs: bytes) -> Copy:
@@ -74,3 +75,27 @@ def test_a_backup_that_lost_its_copy_gets_the_whole_session_again(make_node: Mak
     held = b._replicator.backups.get(("shop", s.token))
     assert held is not None and set(held.attributes) == {"x", "y"}
     assert a.stats()["replication_snapshot_requests"] == 1
+
+
+def test_async_deltas_arrive_after_the_response_and_copies_expire(
+    make_node: MakeNode, clock: sk.FakeClock
+) -> None:
+    a, b = make_node("a", ack="async", timeout_s=60), make_node("b", ack="async", timeout_s=60)
+    wait_members([a, b], 2)
+    with a.request("shop") as s:
+        s["x"] = 1
+    with a.request("shop", s.id) as s:
+        s["x"] = 2
+    assert a._replicator is not None and b._replicator is not None
+    key = ("shop", s.token)
+    assert wait_until(lambda: a.stats()["replication_async_in_flight"] == 0)
+    held = b._replicator.backups.get(key)
+    assert held is not None and held.attributes["x"] == b"2"
+    clock.advance(61)
+    b.housekeep()
+    assert b._replicator.backups.get(key) is None
+    assert b.stats()["replication_backups_expired"] == 1
+    a.housekeep()  # a's record of it goes when its cache no longer holds the session
+    a.sweep()
+    a.housekeep()
+    assert a.replication_health()["owned"] == 0

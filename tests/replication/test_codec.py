@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
-import time
-from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -15,7 +12,7 @@ import pytest
 import sessionkeeper as sk
 from sessionkeeper.replication.codec import Codec, Rejected
 from sessionkeeper.replication.transport import Transport
-from tests.replication.conftest import KEY, MakeNode, NatsServer, wait_members
+from tests.replication.conftest import KEY, MakeNode, NatsServer, wait_members, wait_until
 
 
 def codec(node: str, clock: sk.FakeClock, key: bytes = KEY, cluster: str = "t") -> Codec:
@@ -117,13 +114,3 @@ def test_a_rogue_publisher_gets_nothing_applied(
     assert b._replicator.backups.held() == [copy]
     with b.request("shop", s.id) as s2:  # b takes over a's copy, as a sent it
         assert s2["n"] == 2
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5) -> bool:
-    """Poll for something another thread does (a delivery), with a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        threading.Event().wait(0.01)
-    return True

@@ -53,6 +53,8 @@ class Handlers:
         if broadcast:
             if kind == "hb" and isinstance(p.get("h"), str):
                 self._r.members.beat(Member(msg.node, p["h"]))
+                if p.get("j") is True:
+                    self._r.beat()  # a member joined: let it know us now
             elif kind == "leave":
                 self._r.members.leave(msg.node)
             elif kind == "fence":

@@ -19,6 +19,7 @@ import concurrent.futures
 import logging
 import socket
 import threading
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,7 @@ class Replicator:
         self._lock = threading.Lock()
         self._sender: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight = 0
+        self._joined_at = 0.0
         self.closed = False
 
     def _reset_in_child(self) -> None:
@@ -107,13 +109,17 @@ class Replicator:
         if not self.closed:
             self.transport.start()
 
-    def beat(self) -> None:
-        self.transport.publish(self.subject(), self.codec.encode("hb", {"h": self._host}))
+    def beat(self, *, joining: bool = False) -> None:
+        """Say this node lives; ``joining`` asks every member to beat back at once, so that a
+        node just (re)connected knows the others before its first request needs a backup."""
+        payload: dict[str, Any] = {"h": self._host, "j": joining}
+        self.transport.publish(self.subject(), self.codec.encode("hb", payload))
 
     def _connection_changed(self, up: bool) -> None:
         self.stats.add("replication_reconnects" if up else "replication_disconnects")
         if up:
-            self.beat()
+            self._joined_at = time.monotonic()
+            self.beat(joining=True)
             with self._lock:
                 for entry in self.owned.values():
                     entry.needs_full = True  # deltas may have been lost meanwhile
@@ -207,6 +213,10 @@ class Replicator:
             if not full and not changed and not touch_due:
                 return
             if not entry.backups and self.config.replicas:
+                if time.monotonic() - self._joined_at < self.config.dead_after_s:
+                    # Just (re)connected: the members' answers to our first beat may be on
+                    # their way. Real time: this is about the network, not the sessions.
+                    self.members.wait_for(lambda live: len(live) > 1, self.config.ack_timeout_s)
                 entry.backups = self._place(s.token)
             copy = copy_of(s, self.rt.node, entry, blobs, version)
             kept: list[str] = []
@@ -219,7 +229,8 @@ class Replicator:
             entry.blobs, entry.version = blobs, version
             entry.needs_full = False
             entry.last_access_sent = s.last_access_at
-            self.stats.add("replication_deltas" if not full else "replication_snapshots")
+            if entry.backups:
+                self.stats.add("replication_snapshots" if full else "replication_deltas")
             if self.config.replicas and not entry.backups:
                 entry.needs_full = True
                 self.stats.add("replication_unreplicated")
@@ -349,7 +360,22 @@ class Replicator:
         }
 
     def housekeep(self) -> None:
-        self.backups.expire(self.rt.clock.time())
+        """Drop expired backup copies, and the records of owned sessions that this node no
+        longer holds: evicted or swept from the cache (their backups' copies expire on their
+        own), or handed here and expired before any request asked for them."""
+        now = self.rt.clock.time()
+        self.backups.expire(now)
+        cached = {(s.app, s.token) for s in self.rt.cache.snapshot()}
+        with self._lock:
+            stale = [
+                key
+                for key, entry in self.owned.items()
+                if (entry.parked.expired(now) if entry.parked is not None else key not in cached)
+            ]
+            for key in stale:
+                del self.owned[key]
+        if stale:
+            self.stats.add("replication_owned_dropped", len(stale))
 
     def close(self, *, handoff: bool = True) -> int:
         """Hand every owned session to its first live backup (which becomes its owner), leave,
