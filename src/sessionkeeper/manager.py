@@ -116,6 +116,8 @@ class SessionManager:
             rules,
         )
         self._replicator = self._rt.replicator = self._make_replicator()
+        if self._replicator is not None:
+            self._replicator.start()  # joins now; a forked child joins at its first request
         self._host = Host(self._rt)
         self._resolver = Resolver(self._rt, self._host)
         #: The adapters' protocol (see lifecycle.py).

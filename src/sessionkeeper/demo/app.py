@@ -16,8 +16,9 @@ Run one node with gunicorn::
 
 Every JSON answer names the serving node, so a client can see failovers. The manager is built
 from environment variables the first time a request arrives (so in the worker, after any fork):
-``SESSIONKEEPER_STORE`` (required), ``SESSIONKEEPER_NODE`` and ``SESSIONKEEPER_WRITE`` (a
-``--write`` string, default ``end-of-request``).
+``SESSIONKEEPER_STORE`` (required), ``SESSIONKEEPER_NODE``, ``SESSIONKEEPER_WRITE`` (a
+``--write`` string, default ``end-of-request``) and ``SESSIONKEEPER_REPLICATION`` (a
+``nats://`` URL: memory-to-memory replication with its defaults).
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def manager_from_env(env: Mapping[str, str]) -> SessionManager:
         store,
         write=env.get("SESSIONKEEPER_WRITE") or "end-of-request",
         node=env.get("SESSIONKEEPER_NODE") or None,
+        replication=env.get("SESSIONKEEPER_REPLICATION") or None,
     )
 
 

@@ -213,7 +213,8 @@ class Replicator:
             if not full and not changed and not touch_due:
                 return
             if not entry.backups and self.config.replicas:
-                if time.monotonic() - self._joined_at < self.config.dead_after_s:
+                joined_s = time.monotonic() - self._joined_at
+                if not self.transport.connected or joined_s < self.config.dead_after_s:
                     # Just (re)connected: the members' answers to our first beat may be on
                     # their way. Real time: this is about the network, not the sessions.
                     self.members.wait_for(lambda live: len(live) > 1, self.config.ack_timeout_s)
@@ -291,22 +292,26 @@ class Replicator:
         self.start()
         copy = self.backups.take(key)
         if copy is None:
-            for node in [*route[1:], *route[:1]]:
-                if node == self.rt.node:
-                    continue
-                reply = self.ask(node, "take", {"a": app, "k": token})
-                if reply is not None and reply.get("r") == "ok":
-                    try:
-                        copy = copy_from_wire(reply["c"])
-                    except (BadPayload, KeyError):
-                        self.stats.add("replication_rejected_payload")
-                        continue
-                    break
+            # The id's backups, then its owner; then every other live member, since a backup
+            # replaced after the response's cookie was made is named by no id.
+            named = [n for n in (*route[1:], *route[:1]) if n != self.rt.node]
+            others = [m.name for m in self.members.live() if m.name not in (*named, self.rt.node)]
+            copy = self._take_from(key, named) or self._take_from(key, others)
         if copy is None:
             return None
         self.adopt(copy)
         self.stats.add("replication_takeovers")
         return copy
+
+    def _take_from(self, key: Key, nodes: list[str]) -> Copy | None:
+        for node in nodes:
+            reply = self.ask(node, "take", {"a": key[0], "k": key[1]})
+            if reply is not None and reply.get("r") == "ok":
+                try:
+                    return copy_from_wire(reply["c"])
+                except (BadPayload, KeyError):
+                    self.stats.add("replication_rejected_payload")
+        return None
 
     def adopt(self, copy: Copy, parked: bool = False) -> Owned:
         """Own ``copy`` from now on, at a new epoch; its backups get it whole at the next
