@@ -22,6 +22,9 @@ from .stores import StoredSession
 
 log = logging.getLogger("sessionkeeper")
 
+#: The keys set and removed in a replicated copy that the store does not have yet.
+_Unwritten = tuple[set[str], set[str]] | None
+
 
 class Resolver:
     def __init__(self, rt: Runtime, host: SessionHost) -> None:
@@ -97,7 +100,8 @@ class Resolver:
         if cached is not None and cached.has_changes():
             self._rt.write([cached], immediate=True)  # ours first, so the load merges it
         try:
-            stored = self._stored(app, token, session_id)  # the store may find its row unreadable
+            # The store may find its row unreadable.
+            stored, unwritten = self._stored(app, token, session_id)
             if stored is None or now - stored.last_access_at > stored.timeout_s:
                 if cached is not None:
                     self._rt.cache.remove((app, token), cached)
@@ -118,6 +122,7 @@ class Resolver:
             raise
         if cached is not None:
             self._refresh(cached, stored, data)
+            self._mark_unwritten(cached, unwritten)
             return cached
         s = Session(
             self._host,
@@ -134,6 +139,7 @@ class Resolver:
         s.is_new = False
         s.last_write_at = self._rt.clock.monotonic()  # the stored copy is as of now
         self._remember_stored(s, stored)
+        self._mark_unwritten(s, unwritten)
         shared = self._rt.cache.add((app, token), s)
         if shared is s:
             for value in data.values():
@@ -141,16 +147,34 @@ class Resolver:
             self._rt.evict_over_capacity()
         return shared
 
-    def _stored(self, app: str, token: str, session_id: str | None) -> StoredSession | None:
+    def _stored(
+        self, app: str, token: str, session_id: str | None
+    ) -> tuple[StoredSession | None, _Unwritten]:
         """With replication, the copy in the memory of a node the id names (this node then owns
-        the session), at the store's version of it (0: not in the store); else the store's."""
+        the session), at the store's version of it (0: not in the store), and the keys in which
+        the store is behind it; else the store's row."""
         repl = self._rt.replicator
         route = ids.parse_route(session_id)
         copy = repl.recover(app, token, route[1]) if repl is not None and route else None
-        stored = self._rt.store.load(app, token)
+        row = self._rt.store.load(app, token)
         if copy is None:
-            return stored
-        return dataclasses.replace(copy.as_stored(), version=stored.version if stored else 0)
+            return row, None
+        behind = row.attributes if row is not None else {}
+        unwritten = (
+            {k for k, v in copy.attributes.items() if behind.get(k) != v},
+            {k for k in behind if k not in copy.attributes},
+        )
+        return dataclasses.replace(copy.as_stored(), version=row.version if row else 0), unwritten
+
+    def _mark_unwritten(self, s: Session, unwritten: _Unwritten) -> None:
+        """A copy taken over from another node's memory is dirty where the store is behind it
+        (a deferred policy had not written it yet): the policy writes it from here."""
+        if unwritten is None or not (unwritten[0] or unwritten[1]):
+            return
+        with s.lock:
+            s.set_keys |= unwritten[0]
+            s.deleted_keys |= unwritten[1]
+            s.updates_since_write += 1
 
     def _refresh(self, s: Session, stored: StoredSession, data: dict[str, Any]) -> None:
         with s.lock:

@@ -3,10 +3,13 @@ own MemoryStore, so a session that another node serves was carried there by repl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import sessionkeeper as sk
 from sessionkeeper import ids
+from sessionkeeper.stores.sql import SqlStore
 from tests.replication.conftest import MakeNode, wait_members
 
 
@@ -70,3 +73,27 @@ def test_a_lone_survivor_serves_the_session_and_refuses_to_acknowledge_a_change(
     with pytest.raises(sk.StoreUnavailable), b.request("shop", s2.id) as s3:
         s3["n"] = 2
     assert b.replication_health()["healthy"] is False
+
+
+def test_tiered_time_based_with_one_replica_loses_nothing_at_a_crash(
+    make_node: MakeNode, tmp_path: Path
+) -> None:
+    """In front of a shared SQLite store under ``TimeBased(60)``: the store sees the creation
+    only, the backup sees every change; the owner's crash loses none, and the new owner's
+    write goes to the store on top of the version there."""
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    SqlStore(url).init_schema()
+    a = make_node("a", store=url, write=sk.TimeBased(interval_s=60))
+    b = make_node("b", store=url, write=sk.TimeBased(interval_s=60))
+    wait_members([a, b], 2)
+    with a.request("shop") as s:
+        s["n"] = 0
+    sid = serve_changes(a, s.id, 30)
+    stored = b.store.load("shop", s.token)
+    assert stored is not None and stored.attributes["n"] == b"0"  # the store is behind
+    crash(a)
+    with b.request("shop", sid) as s:
+        assert s["n"] == 30 and s["k30"] == 30
+    b.flush()
+    stored = b.store.load("shop", s.token)
+    assert stored is not None and stored.attributes["n"] == b"30"
