@@ -9,7 +9,10 @@ must be in it. The figures are printed (``-s``) and kept in the assertion messag
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ class Client:
     acked: set[int] = field(default_factory=set)
     requests: int = 0
     failed: int = 0
+    timeout_s: float = 10.0
 
     def route(self) -> list[Node]:
         parsed = ids.parse_route(self.sid)
@@ -52,7 +56,10 @@ class Client:
         for node in self.route():
             try:
                 r = httpx.request(
-                    method, f"http://127.0.0.1:{node.port}{path}", headers=headers, timeout=10
+                    method,
+                    f"http://127.0.0.1:{node.port}{path}",
+                    headers=headers,
+                    timeout=self.timeout_s,
                 )
             except httpx.TransportError:
                 continue  # the balancer's fallback: the next node
@@ -115,3 +122,42 @@ def test_a_node_stopped_under_load_loses_no_acknowledged_update(cluster: Cluster
     counter = "replication_takeovers" if how == "SIGKILL" else "replication_handoffs_received"
     assert sum(n.stats().get(counter, 0) for n in cluster.live()) > 0
     assert acked > CLIENTS * 15
+
+
+def test_a_paused_owner_is_fenced_and_brings_nothing_back(cluster: Cluster) -> None:
+    """SIGSTOP the owner for 10 s while its client goes on (the balancer falls back after a
+    timeout), then SIGCONT: the requests it had queued are refused (fenced), and its old copy
+    is never served again, even under the old id."""
+    client = Client("c", cluster, timeout_s=2.0)
+    assert client.send("POST", "/login?user=c") is not None
+    old_sid = client.sid
+    route = ids.parse_route(old_sid)
+    assert route is not None
+    owner = cluster.by_name[route[1][0]]
+    for seq in range(1, 11):
+        assert client.send("POST", f"/cart/add?item=fig&seq={seq}") is not None
+        client.acked.add(seq)
+    old_sid = client.sid
+    os.killpg(owner.proc.pid if owner.proc else 0, signal.SIGSTOP)
+    try:
+        stopped_at, seq = time.monotonic(), 10
+        while time.monotonic() - stopped_at < 10:
+            seq += 1
+            if client.send("POST", f"/cart/add?item=fig&seq={seq}") is not None:
+                client.acked.add(seq)
+    finally:
+        os.killpg(owner.proc.pid if owner.proc else 0, signal.SIGCONT)
+    assert wait_until(lambda: owner.stats().get("replication_fenced", 0) >= 1, timeout_s=20)
+    stale = Client("stale", cluster, sid=old_sid)
+    r = stale.send("GET", "/cart")  # the old id, to the old owner: it must take the session back
+    assert r is not None and r.json()["node"] == owner.name
+    assert client.acked <= seqs_of(r.json())
+    final = client.send("GET", "/cart")
+    assert final is not None
+    lost = client.acked - seqs_of(final.json())
+    figures = (
+        f"requests={client.requests} acknowledged={len(client.acked)} lost={len(lost)} "
+        f"fenced={owner.stats().get('replication_fenced', 0)}"
+    )
+    print(f"\nSIGSTOP of {owner.name} for 10 s: {figures}")
+    assert not lost, figures

@@ -290,28 +290,37 @@ class Replicator:
                 parked, entry.parked = entry.parked, None
                 return parked
         self.start()
-        copy = self.backups.take(key)
-        if copy is None:
-            # The id's backups, then its owner; then every other live member, since a backup
-            # replaced after the response's cookie was made is named by no id.
-            named = [n for n in (*route[1:], *route[:1]) if n != self.rt.node]
+        # Every node the id names is asked, even with a copy here: this node may have been
+        # paused, and its copy may be older than the one a node that took over meanwhile holds.
+        # Then every other live member, since a backup replaced after the response's cookie
+        # was made is named by no id. The newest copy wins.
+        named = [n for n in (*route[1:], *route[:1]) if n != self.rt.node]
+        copies = [c for c in [self.backups.take(key), *self._take_each(key, named)] if c]
+        if not copies:
             others = [m.name for m in self.members.live() if m.name not in (*named, self.rt.node)]
-            copy = self._take_from(key, named) or self._take_from(key, others)
-        if copy is None:
+            copies = self._take_each(key, others, first=True)
+        if not copies:
             return None
+        copy = max(copies, key=lambda c: (c.epoch, c.version))
         self.adopt(copy)
         self.stats.add("replication_takeovers")
         return copy
 
-    def _take_from(self, key: Key, nodes: list[str]) -> Copy | None:
+    def _take_each(self, key: Key, nodes: list[str], first: bool = False) -> list[Copy]:
+        """The copies ``nodes`` hold (an owner among them gives its session up); with
+        ``first``, only the first found."""
+        found: list[Copy] = []
         for node in nodes:
             reply = self.ask(node, "take", {"a": key[0], "k": key[1]})
             if reply is not None and reply.get("r") == "ok":
                 try:
-                    return copy_from_wire(reply["c"])
+                    found.append(copy_from_wire(reply["c"]))
                 except (BadPayload, KeyError):
                     self.stats.add("replication_rejected_payload")
-        return None
+                    continue
+                if first:
+                    break
+        return found
 
     def adopt(self, copy: Copy, parked: bool = False) -> Owned:
         """Own ``copy`` from now on, at a new epoch; its backups get it whole at the next
