@@ -70,7 +70,7 @@ class Handlers:
         if kind == "take":
             return self._take(_key(p))
         if kind == "hand":
-            self._r.adopt(copy_from_wire(p), parked=True)
+            self._r.failover.adopt(copy_from_wire(p), parked=True)
             self._r.stats.add("replication_handoffs_received")
             return {"r": "ok"}
         return None

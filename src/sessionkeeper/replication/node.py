@@ -5,8 +5,9 @@ The manager layer calls it at five points, each from the thread serving the requ
 goes to the backups: with ``ack="sync"`` before returning, with ``"async"`` on a sending
 thread), ``recover`` (a session not owned here is asked for: from the nodes the id names; this
 node becomes its owner at a new epoch), ``forget`` (invalidated or rotated away: tombstones go
-to the backups) and ``close`` (owned sessions are handed to their backups). Messages from other
-nodes are handled on the transport's worker thread (:mod:`.handlers`).
+to the backups) and ``close`` (owned sessions are handed to their backups). Taking over is in
+:mod:`.failover`; messages from other nodes are handled on the transport's worker thread
+(:mod:`.handlers`).
 
 Fencing: each owner owns a session at an epoch; a node that takes a session over owns it at a
 higher one and says so to the cluster. A backup refuses a delta from an older epoch; the stale
@@ -20,13 +21,12 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .. import forks
 from ..errors import StoreUnavailable
 from ..session import Session
-from .backups import Backups, BadPayload, Copy, copy_from_wire
+from .backups import Backups, Copy
 from .codec import Codec, Rejected
 from .counters import ReplicationCounters
 from .membership import Membership
@@ -69,9 +69,11 @@ class Replicator:
         self.members = Membership(self.me, rt.clock.monotonic, config.dead_after_s)
         self.stats = ReplicationCounters()
         self.backups = Backups(rt.settings.cache_size, self.stats.add)
-        from .handlers import Handlers  # handlers needs this module's names
+        from .failover import Failover  # these two modules use this one's names
+        from .handlers import Handlers
 
         self.handlers = Handlers(self)
+        self.failover = Failover(self)
         self.transport = Transport(
             config.url, config.options, self._subjects, self.handlers.handle,
             self._connection_changed, (config.heartbeat_s, self.beat),
@@ -276,79 +278,13 @@ class Replicator:
         self.stats.add("replication_fenced")
         log.warning("replication: session %s has a newer owner; this copy dropped", key[1][:8])
 
-    # -- failover ------------------------------------------------------------------------------
+    # -- failover (failover.py) -----------------------------------------------------------------
 
     def recover(self, app: str, token: str, route: tuple[str, ...]) -> Copy | None:
-        """The newest copy of a session this node does not own, from this node's backups or the
-        nodes the id names (backups first, then the owner); this node then owns it, at an
-        epoch above any seen, and tells the cluster. ``None``: no copy anywhere (the store may
-        have it)."""
-        key = (app, token)
-        with self._lock:
-            entry = self.owned.get(key)
-            if entry is not None and entry.parked is not None:
-                parked, entry.parked = entry.parked, None
-                return parked
-        self.start()
-        # Every node the id names is asked, even with a copy here: this node may have been
-        # paused, and its copy may be older than the one a node that took over meanwhile holds.
-        # Then every other live member, since a backup replaced after the response's cookie
-        # was made is named by no id. The newest copy wins.
-        named = [n for n in (*route[1:], *route[:1]) if n != self.rt.node]
-        copies = [c for c in [self.backups.take(key), *self._take_each(key, named)] if c]
-        if not copies:
-            others = [m.name for m in self.members.live() if m.name not in (*named, self.rt.node)]
-            copies = self._take_each(key, others, first=True)
-        if not copies:
-            return None
-        copy = max(copies, key=lambda c: (c.epoch, c.version))
-        self.adopt(copy)
-        self.stats.add("replication_takeovers")
-        return copy
-
-    def _take_each(self, key: Key, nodes: list[str], first: bool = False) -> list[Copy]:
-        """The copies ``nodes`` hold (an owner among them gives its session up); with
-        ``first``, only the first found."""
-        found: list[Copy] = []
-        for node in nodes:
-            reply = self.ask(node, "take", {"a": key[0], "k": key[1]})
-            if reply is not None and reply.get("r") == "ok":
-                try:
-                    found.append(copy_from_wire(reply["c"]))
-                except (BadPayload, KeyError):
-                    self.stats.add("replication_rejected_payload")
-                    continue
-                if first:
-                    break
-        return found
-
-    def adopt(self, copy: Copy, parked: bool = False) -> Owned:
-        """Own ``copy`` from now on, at a new epoch; its backups get it whole at the next
-        request (now, when ``parked``: a handoff leaves no request to wait for)."""
-        epoch = next_epoch([copy.epoch, self.backups.epoch_seen(copy.key)])
-        entry = Owned(epoch, copy.version, self._place(copy.token), dict(copy.attributes))
-        entry.parked = copy if parked else None
-        with self._lock:
-            self.owned[copy.key] = entry
-        self.backups.drop(copy.key, epoch)
-        self.tell_all("fence", {"a": copy.app, "k": copy.token, "e": epoch})
-        if parked:
-            with entry.lock:
-                moved = replace(copy, owner=self.rt.node, epoch=epoch)
-                entry.backups = tuple(n for n in entry.backups if self._send(n, True, moved, {}))
-                entry.needs_full = not entry.backups
-        return entry
+        return self.failover.recover(app, token, route)
 
     def forget(self, app: str, token: str) -> None:
-        """The session was invalidated or took a new id: its backups drop their copies."""
-        with self._lock:
-            entry = self.owned.pop((app, token), None)
-        if entry is None:
-            return
-        for node in entry.backups:
-            if self.ask(node, "drop", {"a": app, "k": token, "e": entry.epoch}) is None:
-                self.members.mark_dead(node)
-        self.stats.add("replication_tombstones")
+        self.failover.forget(app, token)
 
     # -- observation and shutdown --------------------------------------------------------------
 
