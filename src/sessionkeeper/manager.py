@@ -115,9 +115,9 @@ class SessionManager:
             self._persistence,
             rules,
         )
+        # Joins the cluster at start() or the first request, in the process that serves (not
+        # in a gunicorn --preload master, which would be a member that serves nothing).
         self._replicator = self._rt.replicator = self._make_replicator()
-        if self._replicator is not None:
-            self._replicator.start()  # joins now; a forked child joins at its first request
         self._host = Host(self._rt)
         self._resolver = Resolver(self._rt, self._host)
         #: The adapters' protocol (see lifecycle.py).

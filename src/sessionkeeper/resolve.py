@@ -85,7 +85,9 @@ class Resolver:
 
     def _affinity_break(self) -> None:
         self._rt.stats.add("affinity_breaks")
-        if self._rt.settings.policy.deferred and not self._warned_affinity:
+        # With replication the previous node hands its unwritten changes over: nothing to warn.
+        deferred = self._rt.settings.policy.deferred and self._rt.replicator is None
+        if deferred and not self._warned_affinity:
             self._warned_affinity = True
             log.warning(
                 "a session moved between nodes under the deferred policy %s: the previous "

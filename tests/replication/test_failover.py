@@ -97,3 +97,25 @@ def test_tiered_time_based_with_one_replica_loses_nothing_at_a_crash(
     b.flush()
     stored = b.store.load("shop", s.token)
     assert stored is not None and stored.attributes["n"] == b"30"
+
+
+def test_a_deferred_policy_without_sticky_routing_loses_nothing_over_the_channel(
+    make_node: MakeNode, tmp_path: Path
+) -> None:
+    """``replicas=0``: no backups, only the channel. Under ``TimeBased(10)`` on a shared store,
+    requests alternating between two live nodes count 1, 2, 3, ... with no gap: a node that
+    gets a session last served by the other asks it for its unwritten changes first."""
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    SqlStore(url).init_schema()
+    a = make_node("a", store=url, write=sk.TimeBased(interval_s=10), replicas=0)
+    b = make_node("b", store=url, write=sk.TimeBased(interval_s=10), replicas=0)
+    wait_members([a, b], 2)
+    sid = None
+    seen = []
+    for i in range(20):
+        with (a, b)[i % 2].request("shop", sid) as s:
+            s["count"] = s.get("count", 0) + 1
+            seen.append(s["count"])
+        sid = s.id
+    assert seen == list(range(1, 21))
+    assert a.stats()["replication_given_up"] == 10 and b.stats()["replication_given_up"] == 9
