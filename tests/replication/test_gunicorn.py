@@ -22,7 +22,7 @@ import pytest
 
 from sessionkeeper import ids
 from sessionkeeper.demo.app import seqs_of
-from sessionkeeper.demo.cluster import Cluster, Node
+from sessionkeeper.demo.cluster import Cluster, Node, get_json
 from tests.replication.conftest import NatsServer, wait_until
 
 pytestmark = pytest.mark.slow
@@ -161,3 +161,50 @@ def test_a_paused_owner_is_fenced_and_brings_nothing_back(cluster: Cluster) -> N
     )
     print(f"\nSIGSTOP of {owner.name} for 10 s: {figures}")
     assert not lost, figures
+
+
+def test_a_rolling_restart_waiting_on_replication_health_loses_nothing(cluster: Cluster) -> None:
+    """Every node SIGTERMed and started again, one after another, under load; before the
+    next one, every live node must answer ``healthy`` (each session it owns has its copy)."""
+    clients = [Client(f"c{i}", cluster) for i in range(CLIENTS)]
+    for c in clients:
+        assert c.send("POST", f"/login?user={c.name}") is not None, c
+    done = threading.Event()
+
+    def shop(c: Client) -> None:
+        seq = 0
+        while not done.is_set() or seq < 10:
+            seq += 1
+            if c.send("POST", f"/cart/add?item=fig&seq={seq}") is not None:
+                c.acked.add(seq)
+
+    def healthy() -> bool:
+        return all(get_json(n.port, "/_replication")["healthy"] for n in cluster.live())
+
+    threads = [threading.Thread(target=shop, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    try:
+        for node in cluster.nodes:
+            assert wait_until(healthy, timeout_s=30), [
+                get_json(n.port, "/_replication") for n in cluster.live()
+            ]
+            node.terminate()
+            assert node.wait_stopped(timeout_s=30)
+            node.start()
+            node.wait_ready()
+        assert wait_until(healthy, timeout_s=30)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(120)
+    lost = 0
+    for c in clients:
+        r = c.send("GET", "/cart")
+        assert r is not None
+        lost += len(c.acked - seqs_of(r.json()))
+    requests = sum(c.requests for c in clients)
+    acked = sum(len(c.acked) for c in clients)
+    figures = f"requests={requests} acknowledged={acked} lost={lost}"
+    print(f"\nrolling restart of 3 nodes: {figures}")
+    assert lost == 0, figures

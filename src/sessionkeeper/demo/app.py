@@ -13,6 +13,7 @@ Run one node with gunicorn::
 | ``POST /checkout`` | moves the cart into a new order |
 | ``GET /healthz`` | ``{"ok": true, "node": ...}``, without touching sessions |
 | ``GET /_stats`` | ``manager.stats()`` as JSON (read by ``sessionkeeper stats http://...``) |
+| ``GET /_replication`` | ``manager.replication_health()`` as JSON (a rolling restart waits on it) |
 
 Every JSON answer names the serving node, so a client can see failovers. The manager is built
 from environment variables the first time a request arrives (so in the worker, after any fork):
@@ -122,6 +123,8 @@ class DemoApp:
             return _reply(start_response, "200 OK", {"ok": True, "node": self.manager.node})
         if path == "/_stats":
             return _reply(start_response, "200 OK", self.manager.stats())
+        if path == "/_replication":
+            return _reply(start_response, "200 OK", self.manager.replication_health())
         return self.shop(environ, start_response)
 
 

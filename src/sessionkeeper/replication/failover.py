@@ -84,10 +84,18 @@ class Failover:
         r.tell_all("fence", {"a": copy.app, "k": copy.token, "e": epoch})
         if parked:
             with entry.lock:
-                moved = replace(copy, owner=r.rt.node, epoch=epoch)
-                entry.backups = tuple(n for n in entry.backups if r._send(n, True, moved, {}))
-                entry.needs_full = not entry.backups
+                self.copy_parked(entry, copy)
         return entry
+
+    def copy_parked(self, entry: Owned, copy: Copy) -> None:
+        """Send a session handed here, that no request asked for yet, to its backups (chosen
+        now when it has none); under ``entry.lock``."""
+        r = self._r
+        if not entry.backups:
+            entry.backups = r._place(copy.token)
+        moved = replace(copy, owner=r.rt.node, epoch=entry.epoch, version=entry.version)
+        entry.backups = tuple(n for n in entry.backups if r._send(n, True, moved, {}))
+        entry.needs_full = not entry.backups
 
     def forget(self, app: str, token: str) -> None:
         """The session was invalidated or took a new id: its backups drop their copies."""

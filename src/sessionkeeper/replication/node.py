@@ -294,11 +294,7 @@ class Replicator:
         live = {m.name for m in self.members.live()}
         with self._lock:
             entries = list(self.owned.values())
-        short = sum(
-            1
-            for e in entries
-            if e.needs_full or sum(1 for b in e.backups if b in live) < self.config.replicas
-        )
+        short = sum(1 for e in entries if self._short(e, live))
         return {
             "healthy": self.transport.connected and short == 0,
             "connected": self.transport.connected,
@@ -309,13 +305,44 @@ class Replicator:
             "async_in_flight": self._in_flight,
         }
 
+    def _short(self, entry: Owned, live: set[str]) -> bool:
+        """Whether an owned session lacks some of its ``replicas`` live copies."""
+        if not self.config.replicas:
+            return False
+        return entry.needs_full or sum(1 for b in entry.backups if b in live) < self.config.replicas
+
+    def _repair(self, cached: dict[Key, Session]) -> None:
+        """Copy every owned session that lacks a live backup, whole, to a new one (its backup
+        stopped or crashed, NATS came back): else a session no request asks for would stay in
+        one process, and a rolling restart waiting for health would wait for it forever."""
+        if not self.transport.connected:
+            return
+        live = {m.name for m in self.members.live()}
+        with self._lock:
+            short = [(k, e) for k, e in self.owned.items() if self._short(e, live)]
+        for key, entry in short:
+            try:
+                with entry.lock:
+                    entry.backups = tuple(b for b in entry.backups if b in live)
+                    parked = entry.parked
+                    if parked is not None:
+                        self.failover.copy_parked(entry, parked)
+                s = cached.get(key)
+                if parked is None and s is not None and s.created:
+                    entry.needs_full = True
+                    self._replicate(s, entry)
+            except StoreUnavailable as exc:  # fenced, or still no backup
+                log.info("replication: session %s not repaired: %s", key[1][:8], exc)
+            self.stats.add("replication_repairs")
+
     def housekeep(self) -> None:
         """Drop expired backup copies, and the records of owned sessions that this node no
         longer holds: evicted or swept from the cache (their backups' copies expire on their
-        own), or handed here and expired before any request asked for them."""
+        own), or handed here and expired before any request asked for them. Then repair what
+        lacks a live backup. Runs on the housekeeping thread."""
         now = self.rt.clock.time()
         self.backups.expire(now)
-        cached = {(s.app, s.token) for s in self.rt.cache.snapshot()}
+        cached = {(s.app, s.token): s for s in self.rt.cache.snapshot()}
         with self._lock:
             stale = [
                 key
@@ -326,6 +353,7 @@ class Replicator:
                 del self.owned[key]
         if stale:
             self.stats.add("replication_owned_dropped", len(stale))
+        self._repair(cached)
 
     def close(self, *, handoff: bool = True) -> int:
         """Hand every owned session to its first live backup (which becomes its owner), leave,
