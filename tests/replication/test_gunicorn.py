@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,12 +24,14 @@ import pytest
 
 from sessionkeeper import ids
 from sessionkeeper.demo.app import seqs_of
-from sessionkeeper.demo.cluster import Cluster, Node, get_json
+from sessionkeeper.demo.cluster import Cluster, Node, free_port, get_json
+from sessionkeeper.stores.sql import SqlStore
 from tests.replication.conftest import NatsServer, wait_until
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 12
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -208,3 +212,46 @@ def test_a_rolling_restart_waiting_on_replication_health_loses_nothing(cluster: 
     figures = f"requests={requests} acknowledged={acked} lost={lost}"
     print(f"\nrolling restart of 3 nodes: {figures}")
     assert lost == 0, figures
+
+
+def test_the_readme_counter_under_gunicorn_w4_and_time_based_counts_without_a_gap(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    """No sticky balancer: the kernel hands each connection to any of 4 workers. With the
+    channel (``replicas=0``), a worker that gets a session another one served asks it for its
+    unwritten changes (TimeBased(10) has written none of them yet)."""
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    SqlStore(url).init_schema()
+    port = free_port()
+    env = {**os.environ, "SK_TEST_STORE": url, "SK_TEST_NATS": nats.url}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}",
+           "tests.replication.counter_app:application"]  # fmt: skip
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: _answers(port), timeout_s=20), (
+            tmp_path / "gunicorn.log"
+        ).read_text()
+        sid, counts, owners = None, [], set()
+        for _ in range(60):
+            r = httpx.get(
+                f"http://127.0.0.1:{port}/", headers={"Cookie": f"sessionid={sid}"} if sid else {}
+            )
+            assert r.status_code == 200, (tmp_path / "gunicorn.log").read_text()[-3000:]
+            sid = r.cookies.get("sessionid", sid)
+            counts.append(int(r.text.split()[1]))
+            owners.add(sid.split(".")[1] if sid else "")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(f"\ngunicorn -w 4, TimeBased(10), no affinity: 60 requests, {len(owners)} workers served")
+    assert counts == list(range(1, 61))
+    assert len(owners) >= 2  # the session did move between workers
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -54,6 +54,7 @@ class Transport:
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._closing = False
         self.connected = False
+        self._up_event = threading.Event()
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -66,6 +67,11 @@ class Transport:
             self._loop = loop
         threading.Thread(target=loop.run_forever, name="sessionkeeper-nats", daemon=True).start()
         asyncio.run_coroutine_threadsafe(self._start_run(), loop)
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait, at most ``timeout_s``, for the connection (a process's first request may
+        need the cluster before the background connect is done)."""
+        return self._up_event.wait(timeout_s)
 
     def close(self, *, graceful: bool = True, timeout_s: float = 2.0) -> None:
         """Stop. ``graceful`` drains what was sent; otherwise the socket is dropped at once, as a
@@ -131,10 +137,12 @@ class Transport:
 
     async def _up(self) -> None:
         self.connected = True
+        self._up_event.set()
         self._submit(lambda: self._on_state(True))
 
     async def _down(self) -> None:
         self.connected = False
+        self._up_event.clear()
         self._submit(lambda: self._on_state(False))
 
     async def _error(self, exc: Exception) -> None:
