@@ -13,6 +13,7 @@ so is a well signed one of the wrong shape (``replication_rejected_payload``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .backups import BadPayload, copy_from_wire, delta_from_wire
@@ -30,19 +31,26 @@ class Handlers:
     def __init__(self, repl: Replicator) -> None:
         self._r = repl
 
-    def handle(self, subject: str, frame: bytes) -> bytes | None:
-        stats = self._r.stats
+    def handle(self, subject: str, frame: bytes) -> bytes | Callable[[], bytes | None] | None:
+        """On the transport's loop: checks the frame and applies what never blocks (beats,
+        copies, drops, fences); a takeover or a handoff is returned to run on the worker."""
         try:
             msg = self._r.codec.decode(frame)
         except Rejected as exc:
-            stats.add(f"replication_rejected_{exc.reason}")
+            self._r.stats.add(f"replication_rejected_{exc.reason}")
             return None
         if msg.node == self._r.rt.node:
             return None  # our own broadcast
+        broadcast = subject == self._r.subject()
+        if msg.kind in ("take", "hand") and not broadcast:
+            return lambda: self._answer(msg, broadcast)
+        return self._answer(msg, broadcast)
+
+    def _answer(self, msg: Message, broadcast: bool) -> bytes | None:
         try:
-            answer = self._dispatch(msg, broadcast=subject == self._r.subject())
+            answer = self._dispatch(msg, broadcast)
         except BadPayload:
-            stats.add("replication_rejected_payload")
+            self._r.stats.add("replication_rejected_payload")
             return None
         if answer is None:
             return None

@@ -3,9 +3,10 @@
 The loop thread is started lazily, by the first :meth:`start` in the process that uses it; a
 forked child starts its own (:mod:`..forks`): the parent's thread and socket are not the child's.
 Other threads call :meth:`publish` and :meth:`request`, which hand the work to the loop and wait
-for it at most their bound. Incoming messages are handled by ``handler(subject, data)`` on one
-worker thread, in arrival order (so one owner's deltas apply in the order sent), never on the
-loop: a handler may itself send a request. Its return value, if any, is the reply.
+for it at most their bound. Incoming messages are handled by ``handler(subject, data)`` on the
+loop, in arrival order (so one owner's deltas apply in the order sent); it must not block. Its
+return value, if bytes, is the reply; if a callable, that runs on one worker thread (work that
+may itself send a request, or wait), and what it returns is the reply.
 
 While NATS is unreachable the client reconnects forever in the background: ``connected`` is
 false, ``publish`` drops (counted by the caller), ``request`` answers ``None`` at once.
@@ -24,7 +25,8 @@ from .. import forks
 
 log = logging.getLogger("sessionkeeper.replication")
 
-Handler = Callable[[str, bytes], "bytes | None"]
+Reply = bytes | None
+Handler = Callable[[str, bytes], "Reply | Callable[[], Reply]"]
 
 
 class Transport:
@@ -158,12 +160,14 @@ class Transport:
             return None
 
     async def _deliver(self, msg: Any) -> None:
-        loop = asyncio.get_running_loop()
-        fut = self._submit(lambda: self._handler(msg.subject, msg.data))
-        if fut is None or not msg.reply:
-            return
-        reply = await asyncio.wrap_future(fut, loop=loop)
-        if isinstance(reply, bytes) and self._nc is not None and self.connected:
+        result = _logged(lambda: self._handler(msg.subject, msg.data))
+        if callable(result):
+            fut = self._submit(result)
+            if fut is None:
+                return
+            result = await asyncio.wrap_future(fut, loop=asyncio.get_running_loop())
+        reply = result
+        if msg.reply and isinstance(reply, bytes) and self._nc is not None and self.connected:
             try:
                 await self._nc.publish(msg.reply, reply)
             except Exception:
