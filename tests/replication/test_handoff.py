@@ -110,3 +110,27 @@ def test_a_nats_restart_keeps_cached_sessions_served_and_replication_resumes(
         assert s["n"] == 3
     assert (served, refused) == (20, 1)
     assert a.stats()["replication_disconnects"] >= 1
+
+
+def test_close_hands_a_session_to_another_member_when_its_backup_is_silent(
+    make_node: MakeNode,
+) -> None:
+    nodes = {name: make_node(name, ack_timeout_s=0.2) for name in "abc"}
+    wait_members(list(nodes.values()), 3)
+    a = nodes["a"]
+    sids = []
+    for i in range(5):
+        with a.request("shop") as s:
+            s["i"] = i
+        sids.append(s.id)
+    backups = {route_of(sid)[1] for sid in sids}
+    silent = nodes[sorted(backups)[0]]
+    assert silent._replicator is not None
+    silent._replicator.transport._handler = lambda _subject, _frame: None  # paused
+    a.close()
+    assert a.stats()["replication_handoffs"] == 5
+    assert a.stats()["replication_unanswered"] == 1  # the silent one was asked once
+    other = next(m for name, m in nodes.items() if name != "a" and m is not silent)
+    for i, sid in enumerate(sids):
+        with other.request("shop", sid) as s:
+            assert s["i"] == i

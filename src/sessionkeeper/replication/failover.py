@@ -74,7 +74,9 @@ class Failover:
 
     def adopt(self, copy: Copy, parked: bool = False) -> Owned:
         """Own ``copy`` from now on, at a new epoch; its backups get it whole at the next
-        request (now, when ``parked``: a handoff leaves no request to wait for)."""
+        request (with ``parked``, a handoff that leaves no request to wait for: on the sending
+        thread, after the handoff was answered, so that the node handing off never waits on
+        this node's own requests)."""
         r = self._r
         epoch = next_epoch([copy.epoch, r.backups.epoch_seen(copy.key)])
         entry = Owned(epoch, copy.version, r._place(copy.token), dict(copy.attributes))
@@ -84,8 +86,12 @@ class Failover:
         r.backups.drop(copy.key, epoch)
         r.tell_all("fence", {"a": copy.app, "k": copy.token, "e": epoch})
         if parked:
-            with entry.lock:
-                self.copy_parked(entry, copy)
+
+            def copy_now() -> None:
+                with entry.lock:
+                    self.copy_parked(entry, copy)
+
+            r.in_background(copy_now)
         return entry
 
     def copy_parked(self, entry: Owned, copy: Copy) -> None:

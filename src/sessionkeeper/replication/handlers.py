@@ -120,6 +120,7 @@ class Handlers:
         with r._lock:
             owned = list(r.owned.items())
         handed = 0
+        silent: set[str] = set()
         for key, entry in owned:
             cached = r.rt.cache.get(key)
             with entry.lock:
@@ -129,9 +130,16 @@ class Handlers:
                     copy = copy_of(cached, r.rt.node, entry, blobs, entry.version + 1)
                 if copy is None:
                     continue
-                for node in entry.backups:
+                # Its backups first (they hold it already), then any other live member: the
+                # message carries the whole session.
+                others = r._place(copy.token, exclude=(*entry.backups, *silent))
+                for node in (*entry.backups, *others):
+                    if node in silent:
+                        continue
                     reply = r.ask(node, "hand", copy.to_wire())
-                    if reply is not None and reply.get("r") == "ok":
+                    if reply is None:
+                        silent.add(node)  # each wait costs ack_timeout_s: ask it no more
+                    elif reply.get("r") == "ok":
                         handed += 1
                         with r._lock:
                             r.owned.pop(key, None)

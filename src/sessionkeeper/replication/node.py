@@ -21,6 +21,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import forks
@@ -187,10 +188,18 @@ class Replicator:
                 entry.needs_full = True  # the next one that is sent carries everything
                 return
             self._in_flight += 1
+        self.in_background(lambda: self._replicate_async(s, entry))
+
+    def in_background(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the sending thread (one, in submission order)."""
+        with self._lock:
             if self._sender is None:
                 self._sender = concurrent.futures.ThreadPoolExecutor(1, "sessionkeeper-repl-send")
             sender = self._sender
-        sender.submit(self._replicate_async, s, entry)
+        try:
+            sender.submit(fn)
+        except RuntimeError:  # shut down: closing
+            log.debug("replication: closing, background work dropped")
 
     def async_in_flight(self) -> int:
         return self._in_flight
