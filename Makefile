@@ -19,6 +19,7 @@ services:
 
 test: $(STAMP)
 	bash scripts/ensure-services.sh || true
+	bash scripts/ensure-nats.sh || true
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -37,6 +37,7 @@ from .policies import (
     WritePolicy,
     parse_policy,
 )
+from .replication import Replication
 from .session import Session
 from .stores import MemoryStore, RetryPolicy, Store, open_store
 from .tracking import Mode, Tracking, encode_url
@@ -62,6 +63,7 @@ __all__ = [
     "MemoryStore",
     "Mode",
     "OnAttribute",
+    "Replication",
     "RetryPolicy",
     "SerializationError",
     "Session",

@@ -17,6 +17,7 @@ from . import ids
 from .clock import Clock, SystemClock
 from .errors import ConfigurationError
 from .policies import EndOfRequest, WritePolicy, parse_policy
+from .replication.settings import Replication, parse_replication
 from .serialization import Serializer, make_serializer
 from .stores import Store
 from .tracking import Tracking
@@ -65,6 +66,7 @@ class Settings:
     store_options: Mapping[str, Any] | None = None
     housekeeping: bool = True
     share_ids_across_apps: bool = False
+    replication: str | Replication | None = None
 
     def __post_init__(self) -> None:
         if self.contents not in ("updated", "accessed", "all"):
@@ -91,6 +93,7 @@ class Settings:
         self._set("store_options", MappingProxyType(dict(self.store_options or {})))
         self._set("tracking", self.tracking or Tracking())
         self._set("clock", self.clock or SystemClock())
+        self._set("replication", parse_replication(self.replication))
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)  # normalizing, once, before anyone reads it

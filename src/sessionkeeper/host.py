@@ -39,6 +39,10 @@ class Host:
     def _node(self) -> str:
         return self._rt.node
 
+    def _suffix(self, session: Session) -> str:
+        repl = self._rt.replicator
+        return self._node if repl is None else repl.suffix(session)
+
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
         limit = self._rt.store.max_value_bytes  # known once the store has connected
         if not (self._json and json_cannot_fail(value, limit)):
@@ -117,6 +121,8 @@ class Host:
     def _ended(self, s: Session) -> None:
         was_created = s.created
         old_token = s.token
+        if self._rt.replicator is not None:
+            self._rt.replicator.forget(s.app, old_token)  # the tombstone replicates
         values = s.reset_as_new(ids.new_token(), self._rt.clock.time())
         if not was_created:
             return
@@ -171,6 +177,8 @@ class Host:
             s.token = new
         self._rt.cache.remove((s.app, old), s)
         self._rt.cache.add((s.app, new), s)
+        if self._rt.replicator is not None:
+            self._rt.replicator.forget(s.app, old)  # the new id replicates at the request's end
 
     def _retire(self, app: str, token: str, timeout_s: float) -> None:
         """Delete a session from the store, leaving a tombstone for as long as a copy on another

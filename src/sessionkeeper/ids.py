@@ -1,7 +1,9 @@
-"""Session ids: ``<token>.<node>``.
+"""Session ids: ``<token>.<node>``, or ``<token>.<owner>.<backup>...`` with replication.
 
 The token is 192 random bits from :mod:`secrets` (32 url-safe characters). The node suffix only
-routes: the store keys a session by ``(app, token)``. Validation happens before any store access,
+routes: the store keys a session by ``(app, token)``. With memory-to-memory replication the
+suffix names the owner, then the nodes holding its backup copies (a balancer routes on the first
+and falls back to the next); node names cannot contain a dot, so the parts split unambiguously. Validation happens before any store access,
 so a hostile value never reaches a database.
 """
 
@@ -18,14 +20,16 @@ TOKEN_BYTES = 24  # 192 bits; DESIGN asks for at least 128
 MIN_TOKEN_CHARS = 22  # 22 base64 characters carry 132 bits
 MAX_TOKEN_CHARS = 64
 MAX_NODE_CHARS = 64
-MAX_ID_CHARS = MAX_TOKEN_CHARS + 1 + MAX_NODE_CHARS
+MAX_ROUTE_NODES = 4  # the owner and at most three backups
+MAX_ID_CHARS = MAX_TOKEN_CHARS + MAX_ROUTE_NODES * (1 + MAX_NODE_CHARS)
 
 _TOKEN_RE = re.compile(rf"[A-Za-z0-9_-]{{{MIN_TOKEN_CHARS},{MAX_TOKEN_CHARS}}}")
 _NODE_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NODE_CHARS}}}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-#: A whole id in one match: the token, then optionally a dot and the node.
+_NODE = rf"[A-Za-z0-9_-]{{1,{MAX_NODE_CHARS}}}"
+#: A whole id in one match: the token, then optionally the nodes, each after a dot.
 _ID_RE = re.compile(
-    rf"([A-Za-z0-9_-]{{{MIN_TOKEN_CHARS},{MAX_TOKEN_CHARS}}})(?:\.([A-Za-z0-9_-]{{1,{MAX_NODE_CHARS}}}))?"
+    rf"([A-Za-z0-9_-]{{{MIN_TOKEN_CHARS},{MAX_TOKEN_CHARS}}})((?:\.{_NODE}){{0,{MAX_ROUTE_NODES}}})"
 )
 
 
@@ -38,14 +42,27 @@ def parse(session_id: str | None) -> tuple[str, str | None] | None:
 
     Never raises: an invalid id is treated as absent.
     """
+    route = parse_route(session_id)
+    if route is None:
+        return None
+    token, nodes = route
+    return token, nodes[0] if nodes else None
+
+
+def parse_route(session_id: str | None) -> tuple[str, tuple[str, ...]] | None:
+    """Split a presented id into ``(token, (owner, backup, ...))``; ``None`` when invalid.
+    The nodes are empty for a bare token. Never raises."""
     if not session_id or len(session_id) > MAX_ID_CHARS:
         return None
     m = _ID_RE.fullmatch(session_id)
-    return None if m is None else m.groups()  # type: ignore[return-value]
+    if m is None:
+        return None
+    token, suffix = m.groups()
+    return token, tuple(suffix.split(".")[1:])
 
 
-def join(token: str, node: str) -> str:
-    return f"{token}.{node}"
+def join(token: str, *nodes: str) -> str:
+    return ".".join((token, *nodes))
 
 
 def check_node_name(node: str) -> str:

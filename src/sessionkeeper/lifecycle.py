@@ -38,7 +38,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from . import ids
-from .errors import AccessTimeout, WriteRefused
+from .errors import AccessTimeout, StoreError, WriteRefused
 from .runtime import Runtime
 from .session import Session, current_request
 
@@ -178,12 +178,18 @@ class Lifecycle:
             return lambda: self._write_or_refuse(active)
         if write and self._rt.store_failing():
             write = False
-        if not write and self._rt.cache.over_capacity() <= 0:
+        replicator = self._rt.replicator if s.created else None
+        if not write and replicator is None and self._rt.cache.over_capacity() <= 0:
             return None
 
         def pending() -> None:
             if write:
                 self._rt.write_at_request_end(s)
+            if replicator is not None:
+                try:  # with ack="sync", the backups have it on return
+                    replicator.after_request(s)
+                except StoreError as exc:  # a deferred policy: the store gets it later
+                    log.warning("session %s not replicated: %s", s.token[:8], exc)
             self._rt.evict_over_capacity()
 
         return pending
@@ -249,6 +255,12 @@ class Lifecycle:
                 # that session ended.
                 written = rt.write_at_request_end(s)
                 durable = written or not (s.created and s.has_changes())
+                if durable and rt.replicator is not None and s.created:
+                    try:  # ack="sync": the backups have it on return
+                        rt.replicator.after_request(s)
+                    except StoreError as exc:  # no backup took it and no store holds it; fenced
+                        log.debug("write refused for session %s: %s", s.token[:8], exc)
+                        durable = False
             if durable:
                 s.end_undo(active.rid, revert=False)
                 return

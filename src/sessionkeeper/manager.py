@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from . import forks, logout
 from .cache import SessionCache
@@ -32,14 +32,18 @@ from .housekeeping import Housekeeper, within_hours
 from .lifecycle import Lifecycle
 from .persistence import Persistence
 from .policies import WritePolicy, WriteRules
+from .replication import Replication
 from .resolve import Resolver
 from .runtime import Runtime
 from .serialization import Serializer
 from .session import Session
 from .stats import Stats
-from .stores import Store, StoredSession, open_store
+from .stores import MemoryStore, Store, StoredSession, open_store
 from .tracking import Tracking
 from .writer import Contents, Writer
+
+if TYPE_CHECKING:
+    from .replication.node import Replicator
 
 log = logging.getLogger("sessionkeeper")
 
@@ -80,6 +84,7 @@ class SessionManager:
         store_options: Mapping[str, Any] | None = None,
         housekeeping: bool = True,
         share_ids_across_apps: bool = False,
+        replication: str | Replication | None = None,
     ) -> None:
         # First, while locals() holds exactly the keywords: Settings has a field for each
         # (a test checks that the two lists agree).
@@ -129,6 +134,9 @@ class SessionManager:
             rules,
             self._feed,
         )
+        # Joins the cluster at start() or the first request, in the process that serves (not
+        # in a gunicorn --preload master, which would be a member that serves nothing).
+        self._replicator = self._rt.replicator = self._make_replicator()
         self._host = Host(self._rt)
         self._resolver = Resolver(self._rt, self._host)
         self._host.find = self._resolver.find  # rotate_id() of a shared id finds the other apps'
@@ -141,6 +149,14 @@ class SessionManager:
         self._close_lock = threading.Lock()
         _live_managers.add(self)
         forks.at_fork_in_child(self, SessionManager._after_fork)
+
+    def _make_replicator(self) -> Replicator | None:
+        config = self.settings.replication
+        if not isinstance(config, Replication):
+            return None
+        from .replication.node import Replicator  # loads nats-py only where replication runs
+
+        return Replicator(self._rt, config, durable_store=not isinstance(self.store, MemoryStore))
 
     def _after_fork(self) -> None:
         """In a forked child: the parent's cached sessions (and their locks) stay the parent's;
@@ -294,13 +310,19 @@ class SessionManager:
         self._ensure_started()
 
     def _ensure_started(self) -> None:
-        if self.settings.housekeeping and not self._closed:
+        if self._closed:
+            return
+        if self.settings.housekeeping:
             self._housekeeper.ensure_started()
+        if self._replicator is not None:
+            self._replicator.start()  # joins the cluster in the process that serves
 
     def housekeep(self) -> None:
         """One tick of the housekeeping thread: read the invalidation feed (dropping the copies
         it names, before they could be flushed), flush what is due, sweep when it is time.
         Tests with a fake clock call it directly."""
+        if self._replicator is not None:
+            self._replicator.housekeep()
         try:
             self._feed.poll()
         except StoreError as exc:
@@ -341,7 +363,19 @@ class SessionManager:
         out["policy"] = self.policy.spec()
         for key, value in self.store.stats.as_dict().items():
             out[f"store_{key}"] = value
+        if self._replicator is not None:
+            out.update(self._replicator.stats.snapshot())
+            out["replication_async_in_flight"] = self._replicator.async_in_flight()
+            out["replication_backups_held"] = len(self._replicator.backups)
         return out
+
+    def replication_health(self) -> dict[str, Any]:
+        """Whether every session this node owns has its ``replicas`` live copies (``healthy``),
+        with the counts behind the answer; ``{"healthy": True, "enabled": False}`` without
+        replication. A rolling restart waits for ``healthy`` before stopping the next node."""
+        if self._replicator is None:
+            return {"healthy": True, "enabled": False}
+        return {"enabled": True, **self._replicator.health()}
 
     def close(self, deadline_s: float | None = None) -> list[str]:
         """Stop housekeeping, write every dirty session (retrying until ``deadline_s``, default
@@ -355,6 +389,11 @@ class SessionManager:
             self._closed = True
         self._rt.closed = True  # no new request from here on; those in flight may finish
         self._housekeeper.stop()
+        if self._replicator is not None:
+            try:
+                self._replicator.close()  # owned sessions go to their backups first
+            except Exception:
+                log.exception("replication: the handoff at shutdown failed")
         # Real time, not self.clock: this bounds how long a process really waits to exit.
         deadline = time.monotonic() + (
             self.settings.shutdown_deadline_s if deadline_s is None else deadline_s

@@ -10,6 +10,7 @@ does it read or write the store (``Lifecycle.begin_cached`` calls it without, on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -22,6 +23,9 @@ from .session import Session, SessionHost
 from .stores import StoredSession
 
 log = logging.getLogger("sessionkeeper")
+
+#: The keys set and removed in a replicated copy that the store does not have yet.
+_Unwritten = tuple[set[str], set[str]] | None
 
 
 class Resolver:
@@ -57,7 +61,7 @@ class Resolver:
                 self._rt.stats.add("cache_misses")
                 if node != self._rt.node:
                     self._affinity_break()
-                found = self._load(app, token, cached, now)
+                found = self._load(app, token, cached, now, session_id)
                 if found is not None and self._owner_ok(owner, found.owner):
                     self._rt.stats.add("failovers")
                     return found
@@ -90,7 +94,7 @@ class Resolver:
         cached = self._rt.cache.get((app, token))
         if cached is not None:
             return cached if cached.created and not cached.expired(now) else None
-        found = self._load(app, token, None, now)
+        found = self._load(app, token, None, now, None)
         return found if found is not None and found.created else None
 
     def _feed_trusted(self, allow_io: bool) -> bool:
@@ -117,7 +121,9 @@ class Resolver:
 
     def _affinity_break(self) -> None:
         self._rt.stats.add("affinity_breaks")
-        if self._rt.settings.policy.deferred and not self._warned_affinity:
+        # With replication the previous node hands its unwritten changes over: nothing to warn.
+        deferred = self._rt.settings.policy.deferred and self._rt.replicator is None
+        if deferred and not self._warned_affinity:
             self._warned_affinity = True
             log.warning(
                 "a session moved between nodes under the deferred policy %s: the previous "
@@ -126,9 +132,11 @@ class Resolver:
                 self._rt.settings.policy.spec(),
             )
 
-    def _load(self, app: str, token: str, cached: Session | None, now: float) -> Session | None:
+    def _load(
+        self, app: str, token: str, cached: Session | None, now: float, session_id: str | None
+    ) -> Session | None:
         if cached is None or not self._rt.settings.serialize_access:
-            return self._load_unheld(app, token, cached, now)
+            return self._load_unheld(app, token, cached, now, session_id)
         # A request holding the session must not see its copy replaced under it: the refresh
         # waits for the access lock, as a request would.
         if not cached.access_lock.acquire(timeout=self._rt.settings.access_wait_s):
@@ -137,17 +145,18 @@ class Resolver:
                 f"session busy for more than access_wait_s={self._rt.settings.access_wait_s:g}"
             )
         try:
-            return self._load_unheld(app, token, cached, now)
+            return self._load_unheld(app, token, cached, now, session_id)
         finally:
             cached.access_lock.release()
 
     def _load_unheld(
-        self, app: str, token: str, cached: Session | None, now: float
+        self, app: str, token: str, cached: Session | None, now: float, session_id: str | None
     ) -> Session | None:
         if cached is not None and cached.has_changes():
             self._rt.write([cached], immediate=True)  # ours first, so the load merges it
         try:
-            stored = self._rt.store.load(app, token)  # a store may find the row itself unreadable
+            # The store may find its row unreadable.
+            stored, unwritten = self._stored(app, token, session_id)
             if stored is None or now - stored.last_access_at > stored.timeout_s:
                 if cached is not None:
                     self._rt.cache.remove((app, token), cached)
@@ -171,6 +180,7 @@ class Resolver:
             raise
         if cached is not None:
             self._refresh(cached, stored, data)
+            self._mark_unwritten(cached, unwritten)
             return cached
         s = Session(
             self._host,
@@ -186,12 +196,43 @@ class Resolver:
         )
         s.last_write_at = self._rt.clock.monotonic()  # the stored copy is as of now
         self._remember_stored(s, stored)
+        self._mark_unwritten(s, unwritten)
         shared = self._rt.cache.add((app, token), s)
         if shared is s:
             for value in data.values():
                 call_hook(value, "session_did_activate", s)
             self._rt.evict_over_capacity()
         return shared
+
+    def _stored(
+        self, app: str, token: str, session_id: str | None
+    ) -> tuple[StoredSession | None, _Unwritten]:
+        """With replication, the copy in the memory of a node the id names (this node then owns
+        the session), at the store's version of it (0: not in the store), and the keys in which
+        the store is behind it; else the store's row."""
+        repl = self._rt.replicator
+        route = ids.parse_route(session_id)
+        copy = repl.recover(app, token, route[1]) if repl is not None and route else None
+        row = self._rt.store.load(app, token)
+        if copy is None:
+            return row, None
+        behind = row.attributes if row is not None else {}
+        unwritten = (
+            {k for k, v in copy.attributes.items() if behind.get(k) != v},
+            {k for k in behind if k not in copy.attributes},
+        )
+        return dataclasses.replace(copy.as_stored(), version=row.version if row else 0), unwritten
+
+    def _mark_unwritten(self, s: Session, unwritten: _Unwritten) -> None:
+        """A copy taken over from another node's memory is dirty where the store is behind it
+        (a deferred policy had not written it yet): the policy writes it from here."""
+        if unwritten is None or not (unwritten[0] or unwritten[1]):
+            return
+        with s.lock:
+            for key in unwritten[0]:
+                s.changes.record_set(key)
+            for key in unwritten[1]:
+                s.changes.record_delete(key)
 
     def _refresh(self, s: Session, stored: StoredSession, data: dict[str, Any]) -> None:
         """Take the stored copy into the cached one, unless the cached one is as new or newer
@@ -209,6 +250,7 @@ class Resolver:
 
     def _remember_stored(self, s: Session, stored: StoredSession) -> None:
         s.last_store_access_at = stored.last_access_at
-        s.in_store = s.created = True
+        s.created = True
+        s.in_store = stored.version > 0  # a replicated copy that the store never had is not
         if self._rt.settings.contents == "accessed":
             s.stored_hashes = {k: hash(v) for k, v in stored.attributes.items()}

@@ -8,7 +8,7 @@ only adds this process's node name, computed again in a forked child (:mod:`.for
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from . import forks, ids
 from .cache import SessionCache
@@ -26,6 +26,9 @@ from .stats import Stats
 from .stores import Store
 from .writer import Writer
 
+if TYPE_CHECKING:  # the replication package is optional, loaded only when used
+    from .replication.node import Replicator
+
 
 @dataclass(eq=False)
 class Runtime:
@@ -38,6 +41,8 @@ class Runtime:
     persistence: Persistence
     rules: WriteRules
     feed: InvalidationFeed
+    #: The manager's :class:`~.replication.node.Replicator`, when it replicates.
+    replicator: Replicator | None = None
     #: Set when ``SessionManager.close`` begins: the lifecycle serves no new request.
     closed: bool = field(default=False, init=False)
     _node_default: str = field(default="", init=False)

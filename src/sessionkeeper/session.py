@@ -30,6 +30,8 @@ class SessionHost(Protocol):
     @property
     def _node(self) -> str: ...
 
+    def _suffix(self, session: Session) -> str: ...
+
     def _validate_value(self, session: Session, key: str, value: Any) -> None: ...
 
     def _attribute_changed(self, session: Session, key: str, old: Any, new: Any) -> None: ...
@@ -128,8 +130,9 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def id(self) -> str:
-        """``<token>.<node>``: the value for the cookie, naming the node that serves it now."""
-        return f"{self.token}.{self._host._node}"
+        """``<token>.<node>`` (``<token>.<owner>.<backup>`` with replication): the value for the
+        cookie, naming the node that serves it now."""
+        return f"{self.token}.{self._host._suffix(self)}"
 
     @property
     def owner(self) -> str | None:

@@ -113,6 +113,13 @@ def test_nginx_routes_by_node_suffix_and_falls_back(nginx_bin: str, tmp_path: Pa
                     for _ in range(4)
                 }
                 assert served == {node.name}
+                other = next(n for n in cluster.nodes if n is not node)
+                # With replication the id names the owner, then its backup: the owner routes.
+                replicated = f"{token}.{node.name}.{other.name}"
+                served = {
+                    _request(nginx.port, "GET", "/cart", replicated)[1]["node"] for _ in range(4)
+                }
+                assert served == {node.name}
             unknown = [_request(nginx.port, "GET", "/cart", f"{token}.nope") for _ in range(4)]
             assert {s for s, _ in unknown} == {200}
             assert {b["node"] for _, b in unknown} == {n.name for n in cluster.nodes}

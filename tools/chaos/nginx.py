@@ -89,9 +89,10 @@ def routing(backends: Sequence[Backend], cookie: str = "sessionid") -> str:
     width = max(len(b.name) for b in backends)
     lines = [
         ROUTING_BEGIN,
-        "# The node name is the suffix of the session id: <token>.<node>.",
+        "# The node is the field after the token: <token>.<node>, or <token>.<owner>.<backup>",
+        "# with replication (any node can take over, asking the backup the id names).",
         f"map $cookie_{cookie} $sk_node {{",
-        '    "~\\.(?<sk_suffix>[A-Za-z0-9_-]+)$" $sk_suffix;',
+        '    "~^[A-Za-z0-9_-]+\\.(?<sk_suffix>[A-Za-z0-9_-]+)" $sk_suffix;',
         '    default "";',
         "}",
         "# A known node -> its own upstream; no cookie or an unknown node -> all of them.",

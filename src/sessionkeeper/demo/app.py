@@ -13,12 +13,14 @@ Run one node with gunicorn::
 | ``POST /checkout`` | moves the cart into a new order |
 | ``GET /healthz`` | ``{"ok": true, "node": ...}``, without touching sessions |
 | ``GET /_stats`` | ``manager.stats()`` as JSON (read by ``sessionkeeper stats http://...``) |
+| ``GET /_replication`` | ``manager.replication_health()`` as JSON (a rolling restart waits on it) |
 
 Every JSON answer names the serving node, so a client can see failovers. The manager is built
 from environment variables the first time a request arrives (so in the worker, after any fork):
 ``SESSIONKEEPER_STORE`` (required), ``SESSIONKEEPER_NODE``, ``SESSIONKEEPER_WRITE`` (a
-``--write`` string, default ``end-of-request``) and ``SESSIONKEEPER_ON_WRITE_FAILURE``
-(``refuse`` or ``defer``; default: the policy's).
+``--write`` string, default ``end-of-request``), ``SESSIONKEEPER_ON_WRITE_FAILURE`` (``refuse``
+or ``defer``; default: the policy's) and ``SESSIONKEEPER_REPLICATION`` (a ``nats://`` URL:
+memory-to-memory replication with its defaults).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class DemoApp:
             return _reply(start_response, "200 OK", {"ok": True, "node": self.manager.node})
         if path == "/_stats":
             return _reply(start_response, "200 OK", self.manager.stats())
+        if path == "/_replication":
+            return _reply(start_response, "200 OK", self.manager.replication_health())
         return self.shop(environ, start_response)
 
 
@@ -134,6 +138,7 @@ def manager_from_env(env: Mapping[str, str]) -> SessionManager:
         write=env.get("SESSIONKEEPER_WRITE") or "end-of-request",
         node=env.get("SESSIONKEEPER_NODE") or None,
         on_write_failure=env.get("SESSIONKEEPER_ON_WRITE_FAILURE") or None,  # type: ignore[arg-type]
+        replication=env.get("SESSIONKEEPER_REPLICATION") or None,
     )
 
 

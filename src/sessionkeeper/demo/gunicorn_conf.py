@@ -23,7 +23,7 @@ accesslog = None
 def post_worker_init(worker: Any) -> None:
     from sessionkeeper.demo.app import application
 
-    application.get()
+    application.get().manager.start()  # housekeeping and, with replication, the cluster
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -1,0 +1,243 @@
+"""``Backups``: the copies this node holds of other nodes' sessions, and the wire forms of a copy.
+
+A copy is the session as its owner last sent it: serialized attributes (the serializer's own
+bytes, never decoded here), metadata, the owner's epoch and the replication version. A delta
+applies only on top of the version held (:func:`.placement.judge_delta`); otherwise the answer
+asks the owner for the whole session. Copies are bounded like the cache (``cache_size``, least
+recently touched out first, counted) and dropped once expired. The highest epoch seen per session
+is kept after a drop, bounded the same way, so that a superseded owner's late delta stays refused.
+
+Thread safety: every method takes one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..stores import StoredSession
+from .placement import Verdict, judge_delta, judge_snapshot
+
+Key = tuple[str, str]
+
+
+class BadPayload(Exception):
+    """A signed message whose payload does not have the expected shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    app: str
+    token: str
+    owner: str
+    epoch: int
+    version: int
+    attributes: dict[str, bytes] = field(default_factory=dict)
+    created_at: float = 0.0
+    last_access_at: float = 0.0
+    timeout_s: float = 0.0
+    principal: str | None = None
+    store_version: int = 0  # the durable store's version the owner held (0: none)
+
+    @property
+    def key(self) -> Key:
+        return (self.app, self.token)
+
+    def expired(self, now: float) -> bool:
+        return now - self.last_access_at > self.timeout_s
+
+    def as_stored(self) -> StoredSession:
+        return StoredSession(
+            self.app,
+            self.token,
+            dict(self.attributes),
+            self.store_version,
+            self.created_at,
+            self.last_access_at,
+            self.timeout_s,
+            self.principal,
+            self.owner,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "a": self.app,
+            "k": self.token,
+            "o": self.owner,
+            "e": self.epoch,
+            "v": self.version,
+            "at": self.attributes,
+            "m": [self.created_at, self.last_access_at, self.timeout_s, self.principal],
+            "sv": self.store_version,
+        }
+
+
+def copy_from_wire(p: dict[str, Any]) -> Copy:
+    try:
+        created_at, last_access_at, timeout_s, principal = p["m"]
+        attrs = p["at"]
+        if not all(isinstance(k, str) and isinstance(v, bytes) for k, v in attrs.items()):
+            raise BadPayload("attributes")
+        copy = Copy(
+            _str(p["a"]), _str(p["k"]), _str(p["o"]), _int(p["e"]), _int(p["v"]), dict(attrs),
+            float(created_at), float(last_access_at), float(timeout_s),
+            None if principal is None else _str(principal), _int(p.get("sv", 0)),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadPayload(str(exc)) from exc
+    return copy
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What one changed request did: the keys set (their new bytes) and removed, the
+    replication version it goes from and to, and the session's metadata after it."""
+
+    app: str
+    token: str
+    owner: str
+    epoch: int
+    base_version: int
+    version: int
+    changed: dict[str, bytes]
+    removed: tuple[str, ...]
+    last_access_at: float
+    timeout_s: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "a": self.app, "k": self.token, "o": self.owner, "e": self.epoch,
+            "bv": self.base_version, "v": self.version, "ch": self.changed,
+            "rm": list(self.removed), "m": [self.last_access_at, self.timeout_s],
+        }  # fmt: skip
+
+
+def delta_from_wire(p: dict[str, Any]) -> Delta:
+    try:
+        changed = p["ch"]
+        if not all(isinstance(k, str) and isinstance(v, bytes) for k, v in changed.items()):
+            raise BadPayload("changed")
+        last_access_at, timeout_s = p["m"]
+        return Delta(
+            _str(p["a"]), _str(p["k"]), _str(p["o"]), _int(p["e"]), _int(p["bv"]), _int(p["v"]),
+            dict(changed), tuple(_str(k) for k in p["rm"]), float(last_access_at), float(timeout_s),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadPayload(str(exc)) from exc
+
+
+def _str(v: object) -> str:
+    if not isinstance(v, str):
+        raise TypeError("expected a string")
+    return v
+
+
+def _int(v: object) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError("expected an integer")
+    return v
+
+
+class Backups:
+    def __init__(self, capacity: int, count: Callable[[str, int], None]) -> None:
+        self.capacity = capacity
+        self._count = count
+        self._lock = threading.Lock()
+        self.forget_all()
+
+    def forget_all(self) -> None:
+        self._copies: OrderedDict[Key, Copy] = OrderedDict()
+        self._epochs: OrderedDict[Key, int] = OrderedDict()  # the highest epoch seen
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+    def get(self, key: Key) -> Copy | None:
+        with self._lock:
+            return self._copies.get(key)
+
+    def held(self) -> list[Copy]:
+        with self._lock:
+            return list(self._copies.values())
+
+    def epoch_seen(self, key: Key) -> int:
+        with self._lock:
+            return self._epochs.get(key, 0)
+
+    def _held(self, key: Key) -> tuple[int, int] | None:
+        copy = self._copies.get(key)
+        if copy is not None:
+            return copy.epoch, copy.version
+        seen = self._epochs.get(key)
+        return None if seen is None else (seen, -1)  # dropped: any version needs a snapshot
+
+    def apply_snapshot(self, copy: Copy) -> Verdict:
+        with self._lock:
+            verdict = judge_snapshot(self._held(copy.key), copy.epoch, copy.version)
+            if verdict is Verdict.APPLY:
+                self._put(copy)
+            return verdict
+
+    def apply_delta(self, d: Delta) -> Verdict:
+        with self._lock:
+            key = (d.app, d.token)
+            verdict = judge_delta(self._held(key), d.epoch, d.base_version, d.version)
+            current = self._copies.get(key)
+            if verdict is Verdict.APPLY and current is not None:
+                attrs = {k: v for k, v in current.attributes.items() if k not in d.removed}
+                attrs.update(d.changed)
+                self._put(
+                    replace(
+                        current,
+                        attributes=attrs,
+                        version=d.version,
+                        last_access_at=d.last_access_at,
+                        timeout_s=d.timeout_s,
+                    )
+                )
+            return verdict
+
+    def drop(self, key: Key, epoch: int, *, older_only: bool = False) -> bool:
+        """Forget the copy held at ``epoch`` or before (an invalidation by its owner), or with
+        ``older_only`` only before it (a new owner announced ``epoch``); remember ``epoch``
+        so that older owners stay refused."""
+        with self._lock:
+            held = self._held(key)
+            self._seen(key, epoch)
+            if held is not None and (held[0] > epoch or (older_only and held[0] == epoch)):
+                return False
+            return self._copies.pop(key, None) is not None
+
+    def take(self, key: Key) -> Copy | None:
+        """Remove and return the copy (its session becomes owned here)."""
+        with self._lock:
+            return self._copies.pop(key, None)
+
+    def expire(self, now: float) -> int:
+        with self._lock:
+            gone = [k for k, c in self._copies.items() if c.expired(now)]
+            for k in gone:
+                del self._copies[k]
+        if gone:
+            self._count("replication_backups_expired", len(gone))
+        return len(gone)
+
+    def _put(self, copy: Copy) -> None:
+        self._copies[copy.key] = copy
+        self._copies.move_to_end(copy.key)
+        self._seen(copy.key, copy.epoch)
+        evicted = 0
+        while len(self._copies) > self.capacity:
+            self._copies.popitem(last=False)
+            evicted += 1
+        if evicted:
+            self._count("replication_backup_evictions", evicted)
+
+    def _seen(self, key: Key, epoch: int) -> None:
+        self._epochs[key] = max(epoch, self._epochs.get(key, 0))
+        self._epochs.move_to_end(key)
+        while len(self._epochs) > 4 * self.capacity:
+            self._epochs.popitem(last=False)

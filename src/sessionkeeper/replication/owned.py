@@ -1,0 +1,65 @@
+"""``Owned``: what the owner of a session remembers about its replication.
+
+Per owned session: the epoch it owns it at, the replication version (one per changed request),
+its backups (as frozen in the id), and the attribute bytes as last replicated, from which the
+next request's delta is computed. ``parked`` holds a session handed to this node (a handoff, or a
+copy taken over) that no request has asked for yet. ``lock`` orders one session's sends.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from ..serialization import Serializer
+from ..session import Session
+from .backups import Copy, Delta
+
+
+@dataclass(eq=False)
+class Owned:
+    epoch: int
+    version: int
+    backups: tuple[str, ...]
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    needs_full: bool = True  # the backups hold nothing (yet) of this epoch
+    last_access_sent: float = 0.0
+    parked: Copy | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def serialize(s: Session, serializer: Serializer) -> dict[str, bytes]:
+    """The session's attributes as bytes, under its lock. A value that can no longer be
+    serialized (mutated in place since it was set) is left out, as the writer leaves it."""
+    with s.lock:
+        data = dict(s.data_view())
+    out: dict[str, bytes] = {}
+    for key, value in data.items():
+        try:
+            out[key] = serializer.dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            continue
+    return out
+
+
+def changes(
+    before: dict[str, bytes], after: dict[str, bytes]
+) -> tuple[dict[str, bytes], tuple[str, ...]]:
+    changed = {k: v for k, v in after.items() if before.get(k) != v}
+    removed = tuple(k for k in before if k not in after)
+    return changed, removed
+
+
+def copy_of(s: Session, me: str, entry: Owned, blobs: dict[str, bytes], version: int) -> Copy:
+    return Copy(
+        s.app, s.token, me, entry.epoch, version, blobs, s.created_at, s.last_access_at,
+        s.timeout_s, s.owner, s.version,
+    )  # fmt: skip
+
+
+def delta_of(s: Session, me: str, entry: Owned, blobs: dict[str, bytes], version: int) -> Delta:
+    changed, removed = changes(entry.blobs, blobs)
+    return Delta(
+        s.app, s.token, me, entry.epoch, entry.version, version, changed, removed,
+        s.last_access_at, s.timeout_s,
+    )  # fmt: skip

@@ -1,0 +1,101 @@
+"""Backup copies: a delta applies only on the version held; a gap asks for the whole session;
+copies are bounded like the cache and dropped when expired; a superseded owner stays refused."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import sessionkeeper as sk
+from sessionkeeper.replication.backups import Backups, Copy, Delta
+from sessionkeeper.replication.placement import Verdict
+from tests.replication.conftest import MakeNode, wait_members, wait_until
+
+
+def copy(token: str = "t", epoch: int = 1, version: int = 1, **attrs: bytes) -> Copy:
+    return Copy("shop", token, "a", epoch, version, dict(attrs), 0.0, 100.0, 60.0)
+
+
+def delta(base: int, version: int, epoch: int = 1, rm: tuple[str, ...] = (), **ch: bytes) -> Delta:
+    return Delta("shop", "t", "a", epoch, base, version, dict(ch), rm, 110.0, 60.0)
+
+
+def make(capacity: int = 10) -> tuple[Backups, Counter[str]]:
+    counts: Counter[str] = Counter()
+    return Backups(capacity, lambda name, n: counts.update({name: n})), counts
+
+
+def test_deltas_apply_in_order_and_a_gap_asks_for_the_whole() -> None:
+    b, _ = make()
+    assert b.apply_delta(delta(0, 1, x=b"1")) is Verdict.SNAPSHOT  # nothing held yet
+    assert b.apply_snapshot(copy(x=b"1", y=b"2")) is Verdict.APPLY
+    assert b.apply_delta(delta(1, 2, rm=("y",), x=b"3")) is Verdict.APPLY
+    got = b.get(("shop", "t"))
+    assert got is not None
+    assert (got.version, got.attributes, got.last_access_at) == (2, {"x": b"3"}, 110.0)
+    assert b.apply_delta(delta(1, 2, x=b"3")) is Verdict.DUPLICATE
+    assert b.apply_delta(delta(3, 4, x=b"5")) is Verdict.SNAPSHOT  # delta 2 -> 3 was missed
+    assert b.get(("shop", "t")) == got  # nothing of it applied
+    assert b.apply_snapshot(copy(version=4, x=b"5")) is Verdict.APPLY  # the recovery
+    assert b.apply_delta(delta(4, 5, z=b"6")) is Verdict.APPLY
+
+
+def test_a_superseded_owner_stays_refused_after_the_copy_is_dropped() -> None:
+    b, _ = make()
+    b.apply_snapshot(copy(x=b"1"))
+    assert b.apply_snapshot(copy(epoch=2, version=1, x=b"new")) is Verdict.APPLY
+    assert b.apply_delta(delta(1, 2, x=b"old")) is Verdict.FENCED
+    assert b.drop(("shop", "t"), 3, older_only=True)  # a third owner announced itself
+    assert b.get(("shop", "t")) is None
+    assert b.apply_snapshot(copy(epoch=2, version=9, x=b"stale")) is Verdict.FENCED
+    assert b.apply_delta(delta(1, 2, epoch=2, x=b"stale")) is Verdict.FENCED
+    assert b.apply_snapshot(copy(epoch=3, version=1, x=b"ok")) is Verdict.APPLY
+    assert not b.drop(("shop", "t"), 3, older_only=True)  # the announcer's own copy stays
+
+
+def test_copies_are_bounded_and_expire() -> None:
+    b, counts = make(capacity=3)
+    for i in range(5):
+        b.apply_snapshot(copy(token=f"t{i}"))
+    assert [c.token for c in b.held()] == ["t2", "t3", "t4"]
+    assert counts["replication_backup_evictions"] == 2
+    assert b.expire(160.0) == 0  # last access 100, timeout 60: not yet
+    assert b.expire(160.5) == 3 and len(b) == 0
+    assert counts["replication_backups_expired"] == 3
+
+
+def test_a_backup_that_lost_its_copy_gets_the_whole_session_again(make_node: MakeNode) -> None:
+    a, b = make_node("a"), make_node("b")
+    wait_members([a, b], 2)
+    with a.request("shop") as s:
+        s["x"] = 1
+    assert b._replicator is not None
+    assert b._replicator.backups.take(("shop", s.token)) is not None  # as if it never came
+    with a.request("shop", s.id) as s:
+        s["y"] = 2
+    held = b._replicator.backups.get(("shop", s.token))
+    assert held is not None and set(held.attributes) == {"x", "y"}
+    assert a.stats()["replication_snapshot_requests"] == 1
+
+
+def test_async_deltas_arrive_after_the_response_and_copies_expire(
+    make_node: MakeNode, clock: sk.FakeClock
+) -> None:
+    a, b = make_node("a", ack="async", timeout_s=60), make_node("b", ack="async", timeout_s=60)
+    wait_members([a, b], 2)
+    with a.request("shop") as s:
+        s["x"] = 1
+    with a.request("shop", s.id) as s:
+        s["x"] = 2
+    assert a._replicator is not None and b._replicator is not None
+    key = ("shop", s.token)
+    assert wait_until(lambda: a.stats()["replication_async_in_flight"] == 0)
+    held = b._replicator.backups.get(key)
+    assert held is not None and held.attributes["x"] == b"2"
+    clock.advance(61)
+    b.housekeep()
+    assert b._replicator.backups.get(key) is None
+    assert b.stats()["replication_backups_expired"] == 1
+    a.housekeep()  # a's record of it goes when its cache no longer holds the session
+    a.sweep()
+    a.housekeep()
+    assert a.replication_health()["owned"] == 0

@@ -1,0 +1,136 @@
+"""Graceful close hands sessions off; a stale owner is fenced; tombstones replicate; the NATS
+server restarted mid-traffic: cached sessions keep being served, replication resumes."""
+
+from __future__ import annotations
+
+import pytest
+
+import sessionkeeper as sk
+from sessionkeeper import ids
+from tests.replication.conftest import MakeNode, NatsServer, wait_members
+from tests.replication.test_failover import crash
+
+
+def route_of(session_id: str) -> tuple[str, ...]:
+    parsed = ids.parse_route(session_id)
+    assert parsed is not None
+    return parsed[1]
+
+
+def test_close_hands_owned_sessions_to_their_backups(make_node: MakeNode) -> None:
+    nodes = {name: make_node(name) for name in "abc"}
+    wait_members(list(nodes.values()), 3)
+    a = nodes["a"]
+    sids = []
+    for i in range(10):
+        with a.request("shop") as s:
+            s["i"] = i
+        sids.append(s.id)
+    a.close()
+    assert a.stats()["replication_handoffs"] == 10
+    for i, sid in enumerate(sids):
+        backup = nodes[route_of(sid)[1]]
+        with backup.request("shop", sid) as s:
+            assert s["i"] == i
+            s["seen"] = True  # the new owner's own backup acknowledges it
+        assert route_of(s.id)[0] == backup.node and len(route_of(s.id)) == 2
+    for name in "bc":
+        assert nodes[name].replication_health()["healthy"] is True
+
+
+def test_a_stale_owner_is_fenced(make_node: MakeNode) -> None:
+    """a is paused (it hears nothing) while its backup takes the session over; when a comes back
+    and serves the old id from its cache, its delta is refused and it drops its copy."""
+    nodes = {name: make_node(name) for name in "abc"}
+    wait_members(list(nodes.values()), 3)
+    a = nodes["a"]
+    with a.request("shop") as s:
+        s["n"] = 1
+    old_id = s.id
+    backup = nodes[route_of(old_id)[1]]
+    assert a._replicator is not None
+    transport = a._replicator.transport
+    hear = transport._handler
+    transport._handler = lambda _subject, _frame: None  # what a paused process hears
+    with backup.request("shop", old_id) as s2:
+        s2["n"] = 2  # acknowledged by the new owner's backup
+    transport._handler = hear
+
+    with pytest.raises(sk.WriteRefused), a.request("shop", old_id) as s3:
+        assert s3["n"] == 1  # its old copy, from its cache
+        s3["n"] = 99
+    assert a.stats()["replication_fenced"] == 1
+    with backup.request("shop", s2.id) as s4:
+        assert s4["n"] == 2
+    with a.request("shop", old_id) as s5:  # no copy left on a: it asks the nodes the id names
+        assert s5["n"] == 2
+    assert route_of(s5.id)[0] == "a"
+
+
+def test_an_invalidation_drops_the_backup_copies(make_node: MakeNode) -> None:
+    a, b = make_node("a"), make_node("b")
+    wait_members([a, b], 2)
+    with a.request("shop") as s:
+        s["n"] = 1
+    sid = s.id
+    assert b._replicator is not None and len(b._replicator.backups) == 1
+    with a.request("shop", sid) as s:
+        s.invalidate()
+    assert len(b._replicator.backups) == 0
+    crash(a)
+    with b.request("shop", sid) as s:
+        assert "n" not in s  # nothing came back
+
+
+def test_a_nats_restart_keeps_cached_sessions_served_and_replication_resumes(
+    make_node: MakeNode, nats: NatsServer
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    wait_members([a, b], 2)
+    with a.request("shop") as s:
+        s["n"] = 1
+    sid = s.id
+    nats.stop()
+    served = refused = 0
+    for _ in range(20):
+        with a.request("shop", sid) as s:
+            assert s["n"] == 1
+        served += 1
+    with pytest.raises(sk.WriteRefused), a.request("shop", sid) as s:
+        s["n"] = 2  # would live in a's memory only: not acknowledged
+    refused += 1
+    assert a.replication_health()["connected"] is False
+    nats.start()
+    wait_members([a, b], 2)
+    with a.request("shop", s.id) as s:
+        s["n"] = 3
+    assert a.replication_health()["healthy"] is True
+    crash(a)
+    with b.request("shop", s.id) as s:
+        assert s["n"] == 3
+    assert (served, refused) == (20, 1)
+    assert a.stats()["replication_disconnects"] >= 1
+
+
+def test_close_hands_a_session_to_another_member_when_its_backup_is_silent(
+    make_node: MakeNode,
+) -> None:
+    nodes = {name: make_node(name, ack_timeout_s=0.2) for name in "abc"}
+    wait_members(list(nodes.values()), 3)
+    a = nodes["a"]
+    sids = []
+    for i in range(5):
+        with a.request("shop") as s:
+            s["i"] = i
+        sids.append(s.id)
+    backups = {route_of(sid)[1] for sid in sids}
+    silent = nodes[sorted(backups)[0]]
+    assert silent._replicator is not None
+    silent._replicator.transport._handler = lambda _subject, _frame: None  # paused
+    a.close()
+    assert a.stats()["replication_handoffs"] == 5
+    assert a.stats()["replication_unanswered"] == 1  # the silent one was asked once
+    other = next(m for name, m in nodes.items() if name != "a" and m is not silent)
+    for i, sid in enumerate(sids):
+        with other.request("shop", sid) as s:
+            assert s["i"] == i
