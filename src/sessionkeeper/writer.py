@@ -333,7 +333,9 @@ class Writer:
         return True
 
     def _merge(self, s: Session, req: SaveRequest, other: StoredSession) -> None:
-        """After a merged write, take into the local copy the keys only the other node changed."""
+        """After a merged write, take into the local copy the keys only the other node changed,
+        and their stored bytes' hashes: under ``contents="accessed"`` a stale hash would make a
+        later read of such a key look changed, and its value would overwrite a newer one."""
         self.stats.add("conflicts_merged")
         overwritten = sum(
             1 for k, v in req.changed.items() if k in other.attributes and other.attributes[k] != v
@@ -347,6 +349,8 @@ class Writer:
                 continue
             try:
                 data[key] = self.serializer.loads(blob, place=place(s.app, s.token, key))
+                if self.contents == "accessed":
+                    s.stored_hashes[key] = hash(blob)
             except CorruptSessionData:
                 log.error(
                     "session %s: unreadable attribute %r from another node ignored",
@@ -355,3 +359,4 @@ class Writer:
                 )
         for key in [k for k in data if k not in other.attributes and k not in mine]:
             del data[key]  # removed by the other node
+            s.stored_hashes.pop(key, None)

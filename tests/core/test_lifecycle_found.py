@@ -48,6 +48,27 @@ def test_all_contents_merge_keeps_the_other_nodes_newer_key(
     assert stored(store, sid) == {"x": 1, "y": 3, "z": 4}
 
 
+def test_a_key_merged_from_another_node_is_not_written_back_stale(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    # contents="accessed" writes a read key whose bytes differ from what this copy last read or
+    # wrote; a key taken in from another node's write must count as read at that node's bytes.
+    a = make(node="a", contents="accessed", write=sk.OnAttribute())
+    b = make(node="b", contents="accessed", write=sk.OnAttribute())
+    sid = create(a, x=1, y=2)
+    with a.request(app="shop", session_id=sid) as sa, b.request(app="shop", session_id=sid) as sb:
+        sa["y"] = 3  # a writes y=3
+        sb["z"] = 4  # b conflicts, is merged, and takes y=3 into its copy
+    on_b = b.request(app="shop", session_id=sid)
+    sb = on_b.__enter__()
+    with a.request(app="shop", session_id=sid) as sa:
+        sa["y"] = 5  # a writes y=5 while b's request is open
+    assert sb["y"] == 3  # b's request reads its copy
+    sb["z"] = 6  # b conflicts again: its unchanged y=3 must not overwrite y=5
+    on_b.__exit__(None, None, None)
+    assert stored(store, sid) == {"x": 1, "y": 5, "z": 6}
+
+
 def test_an_invalidated_id_yields_nothing_on_the_node_that_cached_it(
     make: MakeManager, clock: sk.FakeClock
 ) -> None:
