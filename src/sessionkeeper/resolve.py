@@ -210,5 +210,5 @@ class Resolver:
     def _remember_stored(self, s: Session, stored: StoredSession) -> None:
         s.last_store_access_at = stored.last_access_at
         s.in_store = s.created = True
-        if self._rt.settings.contents == "accessed":
+        if self._rt.settings.contents != "updated":  # what this copy changed: writer._blobs
             s.stored_hashes = {k: hash(v) for k, v in stored.attributes.items()}

@@ -27,11 +27,6 @@ def create(m: sk.SessionManager, **attrs: Any) -> str:
         return s.id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle finding A: under contents='all' a write rebased after a version conflict "
-    "carries every key, so the stale copy's unchanged y overwrites the other node's newer y",
-)
 def test_all_contents_merge_keeps_the_other_nodes_newer_key(
     make: MakeManager, store: RecordingStore
 ) -> None:
