@@ -259,7 +259,7 @@ class Session(MutableMapping[str, Any]):
         return self.changes.any()
 
     # The policies read these (policies.SessionView). The setters keep the manager's call sites
-    # (``requests_since_write += 1``, ``meta_changed = True``, clearing the key sets on a refresh)
+    # (``meta_changed = True``, clearing the key sets on a refresh)
     # working; new code calls ``changes`` directly.
     @property
     def updates_since_write(self) -> int:

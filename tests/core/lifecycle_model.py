@@ -69,9 +69,7 @@ class Case:
 
 #: What today's code gets wrong, as the machine found it (test_lifecycle_found.py), and what a
 #: case that skips it does instead.
-DEFECTS = {
-    "C": "AfterRequests: sync() resets the request count (requests do not sync)",
-}
+DEFECTS: dict[str, str] = {}
 
 
 @dataclass
@@ -286,9 +284,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         name = self.route(c, node)
         if name is None:
             return
-        skip = self.case.skip
-        if "C" in skip and isinstance(self.case.policy, sk.AfterRequests):
-            actions = [a for a in actions if a != "sync"]
         before = (c.base, list(c.ops), c.cookie)
         try:
             with self.serve(c, name, c.cookie) as s:

@@ -1,6 +1,6 @@
 """What the lifecycle state machine (test_lifecycle_model.py) found, each shrunk example kept as a
-regular test through the public API. Each is a strict xfail naming its defect: the fix turns it
-into a pass (and must then drop the mark)."""
+regular test through the public API. One still open is a strict xfail naming its defect: the fix
+turns it into a pass (and must then drop the mark)."""
 
 from __future__ import annotations
 
@@ -121,12 +121,6 @@ def test_a_timed_out_session_is_destroyed_once(make: MakeManager, clock: sk.Fake
     assert len(events.tokens) == len(set(events.tokens)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle finding C: AfterRequests counts requests from the last write, and a "
-    "sync() inside a request resets the count, so that request's later changes and two more "
-    "requests (n=3) are all unwritten",
-)
 def test_after_requests_writes_by_the_nth_changed_request(
     make: MakeManager, store: RecordingStore
 ) -> None:
