@@ -66,7 +66,7 @@ class Changes:
         self.track_reads = track_reads  # contents="accessed": a read key may have changed
         self.meta_changed = False  # owner or timeout changed
         self.updates = 0  # sets and deletes since the last write
-        self.requests = 0  # requests since the last write
+        self.requests = 0  # requests ended since the last write
 
     # -- views (read-only; callers hold the lock to get a consistent picture) --------------------
 

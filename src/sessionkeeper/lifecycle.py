@@ -146,7 +146,6 @@ class Lifecycle:
             session.active_requests += 1
             if session.created:
                 session.last_access_at = max(session.last_access_at, now)
-                session.requests_since_write += 1
         return ActiveRequest(session, rid, session.updates_since_write, locked, False, presented_id)
 
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
@@ -206,6 +205,11 @@ class Lifecycle:
         and whether that write may be refused (then the undo log is kept for
         :meth:`_write_or_refuse`)."""
         s, rules = active.session, self._rt.rules
+        if s.created:
+            # Counted as it ends (the request that created the session too), not as it starts:
+            # a write inside it (sync) must not reset the count of a request still changing
+            # things, so no more than n-1 ended requests' changes are ever unwritten.
+            s.changes.record_request()
         if ok:
             write = s.created and rules.write_at_request_end(s, self._rt.clock.monotonic())
             guarded = write and self._refusable(active)

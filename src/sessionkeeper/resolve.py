@@ -252,5 +252,5 @@ class Resolver:
         s.last_store_access_at = stored.last_access_at
         s.created = True
         s.in_store = stored.version > 0  # a replicated copy that the store never had is not
-        if self._rt.settings.contents == "accessed":
+        if self._rt.settings.contents != "updated":  # what this copy changed: writer._blobs
             s.stored_hashes = {k: hash(v) for k, v in stored.attributes.items()}

@@ -110,7 +110,7 @@ class Session(MutableMapping[str, Any]):
         # interval is measured from it), which the manager layer sets; never a timestamp.
         self.last_write_at = 0.0
         self.last_store_access_at = self.last_access_at  # access time the store has
-        self.stored_hashes: dict[str, int] = {}  # hash of each key's stored bytes ("accessed")
+        self.stored_hashes: dict[str, int] = {}  # each key's stored bytes, hashed (not "updated")
         # -- lifecycle --
         self.in_store = version > 0  # written at least once
         self.created = version > 0  # has become a real session (first write or loaded)
@@ -262,7 +262,7 @@ class Session(MutableMapping[str, Any]):
         return self.changes.any()
 
     # The policies read these (policies.SessionView). The setters keep the manager's call sites
-    # (``requests_since_write += 1``, ``meta_changed = True``, clearing the key sets on a refresh)
+    # (``meta_changed = True``, clearing the key sets on a refresh)
     # working; new code calls ``changes`` directly.
     @property
     def updates_since_write(self) -> int:

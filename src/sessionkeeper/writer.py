@@ -68,9 +68,10 @@ class Writer:
             )
             return None
 
-    def _blobs(self, s: Session, full: bool) -> tuple[dict[str, bytes], list[str]]:
-        """The bytes to write per key, and the keys whose value cannot be serialized any more.
-        The caller holds the session's lock."""
+    def _blobs(self, s: Session, full: bool) -> tuple[dict[str, bytes], frozenset[str], list[str]]:
+        """The bytes to write per key; the keys of those this copy changed (set, or bytes that
+        differ from what it last read or wrote: the others a full write carries along); and the
+        keys whose value cannot be serialized any more. The caller holds the session's lock."""
         data = s.data_view()
         tracked = s.changes
         if full:
@@ -80,6 +81,7 @@ class Writer:
             if self.contents == "accessed":
                 keys |= tracked.read_keys
         changed: dict[str, bytes] = {}
+        own: set[str] = set()
         failed: list[str] = []
         for key in keys:
             if key not in data:
@@ -87,11 +89,12 @@ class Writer:
             blob = self._dumps(s, key, data[key])
             if blob is None:
                 failed.append(key)
-            elif (
-                full or key in tracked.set_keys or s.stored_hashes.get(key) != hash(blob)
-            ):  # else read, not changed
+                continue
+            if key in tracked.set_keys or s.stored_hashes.get(key) != hash(blob):
+                own.add(key)
+            if full or key in own:  # else read, not changed
                 changed[key] = blob
-        return changed, failed
+        return changed, frozenset(own), failed
 
     def _take(self, s: Session) -> _Taken | None:
         """Snapshot what to write and clear the tracking, under the session's lock.
@@ -102,7 +105,7 @@ class Writer:
         with s.lock:
             tracked = s.changes
             full = self.contents == "all" or not s.in_store
-            changed, failed = self._blobs(s, full)
+            changed, own, failed = self._blobs(s, full)
             full = full and not (failed and s.in_store)
             removed = frozenset(tracked.deleted_keys)
             taken: _Taken | None = None
@@ -121,6 +124,7 @@ class Writer:
                     full=full,
                     owner=s.owner,
                     node=self._node(),
+                    own=own if len(own) < len(changed) else None,
                 )
                 taken = _Taken(session=s, request=request, changes=tracked.take())
             for key in failed:
@@ -323,8 +327,12 @@ class Writer:
             s.in_store = True
             s.last_write_at = now
             s.last_store_access_at = max(s.last_store_access_at, req.last_access_at)
-            if self.contents == "accessed":
-                for key, blob in req.changed.items():
+            if self.contents != "updated":
+                # What the store now holds of this copy's keys: after a merge, only its own.
+                written = req.changed if res.merged_from is None else req.own_changes
+                if req.full and res.merged_from is None:
+                    s.stored_hashes = {}
+                for key, blob in written.items():
                     s.stored_hashes[key] = hash(blob)
                 for key in req.removed:
                     s.stored_hashes.pop(key, None)
@@ -333,20 +341,26 @@ class Writer:
         return True
 
     def _merge(self, s: Session, req: SaveRequest, other: StoredSession) -> None:
-        """After a merged write, take into the local copy the keys only the other node changed."""
+        """After a merged write, take into the local copy the keys only the other node changed,
+        and their stored bytes' hashes: a stale hash would make such a key look changed by this
+        copy (a read one under "accessed", any under "all"), and a later rebased write would
+        overwrite the other node's newer value with it."""
         self.stats.add("conflicts_merged")
+        ours = req.own_changes  # what the rebased write carried
         overwritten = sum(
-            1 for k, v in req.changed.items() if k in other.attributes and other.attributes[k] != v
+            1 for k, v in ours.items() if k in other.attributes and other.attributes[k] != v
         )
         if overwritten:
             self.stats.add("conflict_overwrites", overwritten)
         data = s.data_view()
-        mine = set(req.changed) | req.removed | s.changes.set_keys | s.changes.deleted_keys
+        mine = set(ours) | req.removed | s.changes.set_keys | s.changes.deleted_keys
         for key, blob in other.attributes.items():
             if key in mine:
                 continue
             try:
                 data[key] = self.serializer.loads(blob, place=place(s.app, s.token, key))
+                if self.contents != "updated":
+                    s.stored_hashes[key] = hash(blob)
             except CorruptSessionData:
                 log.error(
                     "session %s: unreadable attribute %r from another node ignored",
@@ -355,3 +369,4 @@ class Writer:
                 )
         for key in [k for k in data if k not in other.attributes and k not in mine]:
             del data[key]  # removed by the other node
+            s.stored_hashes.pop(key, None)

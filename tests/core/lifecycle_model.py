@@ -69,11 +69,7 @@ class Case:
 
 #: What today's code gets wrong, as the machine found it (test_lifecycle_found.py), and what a
 #: case that skips it does instead.
-DEFECTS = {
-    "A": "contents='all': a merged write overwrites the other node's newer keys (no two-node "
-    "rule under contents='all')",
-    "C": "AfterRequests: sync() resets the request count (requests do not sync)",
-}
+DEFECTS: dict[str, str] = {}
 
 
 @dataclass
@@ -288,9 +284,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         name = self.route(c, node)
         if name is None:
             return
-        skip = self.case.skip
-        if "C" in skip and isinstance(self.case.policy, sk.AfterRequests):
-            actions = [a for a in actions if a != "sync"]
         before = (c.base, list(c.ops), c.cookie)
         try:
             with self.serve(c, name, c.cookie) as s:
@@ -383,8 +376,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         wrote, the store has both (the version-checked, key-by-key merge)."""
         c = self.clients[i]
         if not c.state or c.token in self.dead:
-            return
-        if "A" in self.case.skip and self.contents == "all":
             return
         a = self.route(c, "a")
         assert a is not None

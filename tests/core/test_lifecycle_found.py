@@ -1,6 +1,6 @@
 """What the lifecycle state machine (test_lifecycle_model.py) found, each shrunk example kept as a
-regular test through the public API. Each is a strict xfail naming its defect: the fix turns it
-into a pass (and must then drop the mark)."""
+regular test through the public API. One still open is a strict xfail naming its defect: the fix
+turns it into a pass (and must then drop the mark)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,6 @@ def create(m: sk.SessionManager, **attrs: Any) -> str:
         return s.id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle finding A: under contents='all' a write rebased after a version conflict "
-    "carries every key, so the stale copy's unchanged y overwrites the other node's newer y",
-)
 def test_all_contents_merge_keeps_the_other_nodes_newer_key(
     make: MakeManager, store: RecordingStore
 ) -> None:
@@ -46,6 +41,27 @@ def test_all_contents_merge_keeps_the_other_nodes_newer_key(
     on_a.__exit__(None, None, None)  # a writes first: {x, y=3}
     on_b.__exit__(None, None, None)  # b conflicts, is rebased, and writes its old y=2 too
     assert stored(store, sid) == {"x": 1, "y": 3, "z": 4}
+
+
+def test_a_key_merged_from_another_node_is_not_written_back_stale(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    # contents="accessed" writes a read key whose bytes differ from what this copy last read or
+    # wrote; a key taken in from another node's write must count as read at that node's bytes.
+    a = make(node="a", contents="accessed", write=sk.OnAttribute())
+    b = make(node="b", contents="accessed", write=sk.OnAttribute())
+    sid = create(a, x=1, y=2)
+    with a.request(app="shop", session_id=sid) as sa, b.request(app="shop", session_id=sid) as sb:
+        sa["y"] = 3  # a writes y=3
+        sb["z"] = 4  # b conflicts, is merged, and takes y=3 into its copy
+    on_b = b.request(app="shop", session_id=sid)
+    sb = on_b.__enter__()
+    with a.request(app="shop", session_id=sid) as sa:
+        sa["y"] = 5  # a writes y=5 while b's request is open
+    assert sb["y"] == 3  # b's request reads its copy
+    sb["z"] = 6  # b conflicts again: its unchanged y=3 must not overwrite y=5
+    on_b.__exit__(None, None, None)
+    assert stored(store, sid) == {"x": 1, "y": 5, "z": 6}
 
 
 def test_an_invalidated_id_yields_nothing_on_the_node_that_cached_it(
@@ -105,12 +121,6 @@ def test_a_timed_out_session_is_destroyed_once(make: MakeManager, clock: sk.Fake
     assert len(events.tokens) == len(set(events.tokens)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle finding C: AfterRequests counts requests from the last write, and a "
-    "sync() inside a request resets the count, so that request's later changes and two more "
-    "requests (n=3) are all unwritten",
-)
 def test_after_requests_writes_by_the_nth_changed_request(
     make: MakeManager, store: RecordingStore
 ) -> None:

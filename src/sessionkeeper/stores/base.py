@@ -101,10 +101,21 @@ class SaveRequest:
     full: bool = False
     owner: str | None = None
     node: str | None = None
+    #: The keys of ``changed`` this node changed (set, or bytes differing from what it last read
+    #: or wrote); a full write carries the others along unchanged. ``None``: all of them.
+    own: frozenset[str] | None = None
 
     @property
     def expires_at(self) -> float:
         return self.last_access_at + self.timeout_s
+
+    @property
+    def own_changes(self) -> Mapping[str, bytes]:
+        """What a rebase re-applies: a carried, unchanged key of a stale copy must not
+        overwrite another node's newer value."""
+        if self.own is None:
+            return self.changed
+        return {k: v for k, v in self.changed.items() if k in self.own}
 
 
 class SaveStatus(enum.Enum):
@@ -187,13 +198,16 @@ class StoreStats:
 def _rebase(request: SaveRequest, current: StoredSession) -> SaveRequest:
     """Our changed keys re-applied on top of another node's newer version.
 
-    A full write becomes a partial one: keys the other node added are kept, because dropping them
-    would lose a write we never saw. Keys both changed: ours, the later write, wins.
+    A full write becomes a partial one of only the keys this node changed (``own_changes``):
+    keys the other node added or changed are kept, because dropping or overwriting them would
+    lose a write we never saw. Keys both changed: ours, the later write, wins.
     """
     return dataclasses.replace(
         request,
         expected_version=current.version,
         full=False,
+        changed=request.own_changes,
+        own=None,
         created_at=min(request.created_at, current.created_at),
         last_access_at=max(request.last_access_at, current.last_access_at),
     )
