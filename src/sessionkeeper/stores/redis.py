@@ -190,12 +190,10 @@ class RedisStore(Store):
         """The index keys of the bucket holding ``token``: in the session's slot."""
         return self._bucket_keys(app, bucket_of(token))
 
-    def owner_key(self, app: str, owner: str) -> str:
-        """The set of ``owner``'s tokens in ``app`` (:mod:`.redis_owners`)."""
-        return f"{self.key_prefix}own:{{{_esc(app)}:{_esc(owner)}}}"
-
-    def expiry_index_key(self, app: str) -> str:
-        return self._index_keys(app)[0]
+    def owner_key(self, app: str, owner: str, bucket: int) -> str:
+        """The set of ``owner``'s tokens in one bucket of ``app`` (:mod:`.redis_owners`); the
+        scripts name it the same way (``own_key`` in :mod:`.redis_lua`)."""
+        return owners.set_key(self._bucket_keys(app, bucket)[0], owner)
 
     @property
     def _apps_key(self) -> str:
@@ -397,7 +395,6 @@ class RedisStore(Store):
                 out += self._claim(app, tokens, before)
             if len(out) >= limit:
                 break
-        owners.drop(self, [(e.app, e.owner, e.token) for e in out])
         return out
 
     def _candidates(self, app: str, bound: str, n: int) -> list[str]:
@@ -457,9 +454,6 @@ class RedisStore(Store):
             if reply is not None:
                 found[token] = self._snapshot(app, token, reply[0], reply[1])
         return found
-
-    def eval_owner_script(self, calls: Sequence[Call]) -> None:
-        self._eval_many(self._owner_s, calls)
 
     def _sessions_of(self, app: str, owner: str) -> list[StoredSession]:
         return owners.sessions_of(self, app, owner)
