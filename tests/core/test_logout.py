@@ -3,8 +3,6 @@ across two managers sharing one store."""
 
 from __future__ import annotations
 
-import pytest
-
 import sessionkeeper as sk
 
 from .conftest import MakeManager, RecordingStore
@@ -90,7 +88,6 @@ def test_this_nodes_unwritten_session_of_the_owner_is_ended(
     assert store.raw("shop", token(sid)) is None
 
 
-@pytest.mark.xfail(strict=True, reason="needs the invalidation feed (issue 14)")
 def test_the_other_nodes_cached_copy_is_refused_after_its_housekeeping(
     make: MakeManager, clock: sk.FakeClock
 ) -> None:
