@@ -17,9 +17,17 @@ the value otherwise. A script validates everything it reads before its first wri
 does not roll back a script that fails half way; a command on a key of the wrong type is such a
 check too (``HMGET`` of metadata that is not a hash fails before anything is written). Each
 script runs as few commands as it can: every ``redis.call`` is work the server does per request.
+The scripts' replies are decoded here too (:func:`snapshot`, :func:`expired`).
 """
 
 from __future__ import annotations
+
+import logging
+
+from ..errors import CorruptSessionData
+from .base import ExpiredSession, StoredSession
+
+log = logging.getLogger("sessionkeeper.store.redis")
 
 _COMMON = """
 local function fmt(n) return string.format('%.17g', n) end
@@ -204,3 +212,51 @@ if la and t then return meta[1] .. '|' .. meta[2] .. '|' .. flag(meta[3]) end
 return side
 """
 )
+
+
+# -- the replies ------------------------------------------------------------------------------
+
+
+def snapshot(
+    app: str, token: str, meta_pairs: list[bytes], attr_pairs: list[bytes]
+) -> StoredSession:
+    """A session from the metadata and attribute pairs LOAD and SAVE reply."""
+    meta = dict(zip(meta_pairs[::2], meta_pairs[1::2], strict=True))
+    try:
+        attributes = {
+            attr_pairs[i].decode(): attr_pairs[i + 1] for i in range(0, len(attr_pairs), 2)
+        }
+        owner, node = meta.get(b"o"), meta.get(b"n")
+        return StoredSession(
+            app=app,
+            token=token,
+            attributes=attributes,
+            version=int(meta[b"v"]),
+            created_at=float(meta[b"c"]),
+            last_access_at=float(meta[b"l"]),
+            timeout_s=float(meta[b"t"]),
+            owner=owner.decode() if owner is not None else None,
+            node=node.decode() if node is not None else None,
+        )
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CorruptSessionData(
+            f"redis: session {app}/{token[:8]}... has unreadable metadata: {exc!r}"
+        ) from exc
+
+
+def expired(app: str, token: str, side: bytes | str) -> ExpiredSession | None:
+    """The expired session a side entry (``last_access|timeout|owner``) describes, or None (and a
+    warning) when it is unreadable."""
+    raw = side.decode() if isinstance(side, bytes) else side
+    try:
+        la, timeout, owner = raw.split("|", 2)
+        return ExpiredSession(
+            app, token, float(la), float(timeout), None if owner.startswith("-") else owner[1:]
+        )
+    except ValueError:
+        log.warning(
+            "redis: expired session %s/%s... had no readable index entry; deleted without an event",
+            app,
+            token[:8],
+        )
+        return None

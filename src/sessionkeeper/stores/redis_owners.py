@@ -16,8 +16,10 @@ the owner and removes the others.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import redis_lua as lua
 from .base import StoredSession
 
 if TYPE_CHECKING:
@@ -29,6 +31,15 @@ def set_key(index_key: str, owner: str) -> str:
     scripts' ``own_key`` names it. The owner is not escaped: it follows the hash tag, and the
     ``:o`` suffix keeps it apart from session keys (``:a``, ``:m``, ``:x``)."""
     return f"{index_key[:-1]}own:{owner}:o"
+
+
+def found(app: str, tokens: Sequence[str], replies: Sequence[Any]) -> dict[str, StoredSession]:
+    """The sessions among LOAD's replies for ``tokens`` (None: not stored, or tombstoned)."""
+    out: dict[str, StoredSession] = {}
+    for token, reply in zip(tokens, replies, strict=True):
+        if reply is not None:
+            out[token] = lua.snapshot(app, token, reply[0], reply[1])
+    return out
 
 
 def sessions_of(store: RedisStore, app: str, owner: str) -> list[StoredSession]:
