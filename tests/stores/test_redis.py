@@ -23,7 +23,7 @@ from sessionkeeper.errors import (  # noqa: E402
     StoreUnavailable,
 )
 from sessionkeeper.stores import RetryPolicy, SaveStatus, Touch, open_store  # noqa: E402
-from sessionkeeper.stores.redis import RedisStore  # noqa: E402
+from sessionkeeper.stores.redis import RedisStore, bucket_of  # noqa: E402
 from tests import services  # noqa: E402
 
 from .contract import T0, OwnerContract, StoreContract, req, tok  # noqa: E402
@@ -414,8 +414,33 @@ def test_a_lost_apps_set_is_written_again_by_the_sweep(store: RedisStore, raw: A
 
 def test_owner_set_expires_and_forgets_sessions_redis_dropped(store: RedisStore, raw: Any) -> None:
     store.save_many([req(tok(1), 0, {}, owner="alice"), req(tok(2), 0, {}, owner="alice")])
-    key = store.owner_key("shop", "alice")
-    assert 0 < raw.pttl(key) <= (1800 + GRACE_S) * 1000
+    key1, key2 = (store.owner_key("shop", "alice", bucket_of(tok(i))) for i in (1, 2))
+    assert 0 < raw.pttl(key2) <= (1800 + GRACE_S) * 1000
     raw.delete(*store._session_keys("shop", tok(1))[:2])  # what Redis's own TTL does
     assert [s.token for s in store.sessions_of("shop", "alice")] == [tok(2)]
-    assert raw.smembers(key) == {tok(2).encode()}
+    assert raw.sismember(key2, tok(2)) and not raw.sismember(key1, tok(1))
+
+
+def test_a_touch_keeps_the_owner_set_as_long_as_the_session(store: RedisStore, raw: Any) -> None:
+    """A touch extends a session's Redis TTL; its owner's set must not end first, or logout
+    everywhere would miss a live session. The set's TTL is lowered by hand to stand for the time
+    that passed since the save (Redis's TTLs run on the server's clock, not the fake one)."""
+    store.save_many([req(tok(1), 0, {}, owner="alice")])
+    key = store.owner_key("shop", "alice", bucket_of(tok(1)))
+    raw.sadd(key, tok(9))  # a stale member, so that the set outlives the SREM
+    raw.srem(key, tok(1))  # a session the set does not name (written before the index)
+    raw.pexpire(key, 5000)
+    store.touch_many([Touch("shop", tok(1), T0 + 60)])
+    assert raw.pttl(key) >= raw.pttl(store._session_keys("shop", tok(1))[1])
+    assert [s.token for s in store.sessions_of("shop", "alice")] == [tok(1)]
+
+
+def test_the_sweep_drops_from_the_owner_set_a_session_redis_expired(
+    store: RedisStore, raw: Any
+) -> None:
+    """Redis dropped the metadata: the owner comes from the index's side entry."""
+    store.save_many([req(tok(1), 0, {}, owner="al|ice", timeout_s=10.0)])
+    raw.delete(*store._session_keys("shop", tok(1))[:2])  # what Redis's own TTL does
+    [gone] = store.delete_expired(T0 + 100, limit=10)
+    assert (gone.token, gone.owner) == (tok(1), "al|ice")
+    assert not raw.exists(store.owner_key("shop", "al|ice", bucket_of(tok(1))))

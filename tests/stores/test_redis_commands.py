@@ -53,3 +53,29 @@ def test_a_changed_request_is_one_script_call(private_redis: Instance) -> None:
     assert sent.pop("evalsha") == requests, sent
     per_request = sum(sent.values()) / requests
     assert per_request <= 8, sent  # inside the script: EXISTS, HMGET, HSET x3, PEXPIRE x2, ZADD
+
+
+def test_a_changed_request_of_an_owner_is_one_script_call(private_redis: Instance) -> None:
+    """The owner index is kept by the save script itself: no second call per write."""
+    client = redis.Redis.from_url(private_redis.url)
+    m = sk.SessionManager(
+        private_redis.url, write=sk.EndOfRequest(), housekeeping=False, clock=sk.FakeClock()
+    )
+    try:
+        with m.request(app="shop") as s:
+            s["n"] = 0
+            s.owner = "alice"
+        before = command_calls(client)
+        for i in range(20):
+            with m.request(app="shop", session_id=s.id) as s:
+                s["n"] = i + 1
+        after = command_calls(client)
+        assert [x.owner for x in m.sessions_of("shop", "alice")] == ["alice"]
+    finally:
+        m.close(deadline_s=0)
+        client.close()
+    sent = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    sent.pop("info", None)
+    assert sent.pop("evalsha") == 20, sent
+    # The 8 above, SADD and PTTL of the owner's set, and PEXPIRE when the set would end first.
+    assert sum(sent.values()) <= 11 * 20, sent

@@ -22,7 +22,7 @@ from sessionkeeper.stores.redis import INDEX_BUCKETS, RedisStore  # noqa: E402
 from tests import services  # noqa: E402
 from tests.servers.redis_ha import ClusterSet, Deployment, SentinelSet, start  # noqa: E402
 
-from .contract import T0, StoreContract, req, tok  # noqa: E402
+from .contract import T0, OwnerContract, StoreContract, req, tok  # noqa: E402
 from .test_redis_commands import command_calls  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts its own Redis servers
@@ -49,7 +49,7 @@ def store_on(d: Deployment, **options: Any) -> RedisStore:
     return RedisStore(d.url, key_prefix=prefix, grace_s=GRACE_S, **options)
 
 
-class TestSentinelStore(StoreContract):
+class TestSentinelStore(StoreContract, OwnerContract):
     @pytest.fixture
     def store(self, sentinel_set: SentinelSet) -> Iterator[RedisStore]:
         s = store_on(sentinel_set)
@@ -57,7 +57,7 @@ class TestSentinelStore(StoreContract):
         s.close()
 
 
-class TestClusterStore(StoreContract):
+class TestClusterStore(StoreContract, OwnerContract):
     @pytest.fixture
     def store(self, cluster_set: ClusterSet) -> Iterator[RedisStore]:
         s = store_on(cluster_set)

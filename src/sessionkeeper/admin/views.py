@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SessionKeeperError
-from ..serialization import Serializer
+from ..serialization import Serializer, place
 from ..stores import Store, StoredSession
 
 #: How many characters of a decoded value a page shows.
@@ -80,7 +80,8 @@ def attributes(s: StoredSession, serializer: Serializer | None) -> list[dict[str
         item: dict[str, Any] = {"name": name, "size": len(raw)}
         if serializer is not None:
             try:
-                text = pprint.pformat(serializer.loads(bytes(raw)), width=100)
+                value = serializer.loads(bytes(raw), place=place(s.app, s.token, name))
+                text = pprint.pformat(value, width=100)
             except SessionKeeperError as exc:
                 text = f"(not readable as {serializer.name}: {exc})"
             if len(text) > MAX_VALUE_CHARS:

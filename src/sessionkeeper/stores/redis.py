@@ -22,7 +22,6 @@ set of the apps it has registered and a counter, each changed under the GIL in o
 
 from __future__ import annotations
 
-import logging
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -50,8 +49,6 @@ from .base import (
 )
 from .redis_connect import Call, Client, ScriptRunner, Topology, connect, topology_of
 
-log = logging.getLogger("sessionkeeper.store.redis")
-
 #: About how many entries the invalidation feed keeps (``XADD MAXLEN ~``): nodes read it every
 #: poll, so only a node that stopped reading for that many logouts misses any, and a node that
 #: stopped reading verifies its cached copies against the store meanwhile (docs/security.md).
@@ -67,10 +64,6 @@ def _esc(part: str) -> str:
 
 def _flag(value: str | None) -> str:
     return "-" if value is None else "=" + value
-
-
-def _unflag(raw: str) -> str | None:
-    return None if raw.startswith("-") else raw[1:]
 
 
 def bucket_of(token: str) -> int:
@@ -190,12 +183,10 @@ class RedisStore(Store):
         """The index keys of the bucket holding ``token``: in the session's slot."""
         return self._bucket_keys(app, bucket_of(token))
 
-    def owner_key(self, app: str, owner: str) -> str:
-        """The set of ``owner``'s tokens in ``app`` (:mod:`.redis_owners`)."""
-        return f"{self.key_prefix}own:{{{_esc(app)}:{_esc(owner)}}}"
-
-    def expiry_index_key(self, app: str) -> str:
-        return self._index_keys(app)[0]
+    def owner_key(self, app: str, owner: str, bucket: int) -> str:
+        """The set of ``owner``'s tokens in one bucket of ``app`` (:mod:`.redis_owners`); the
+        scripts name it the same way (``own_key`` in :mod:`.redis_lua`)."""
+        return owners.set_key(self._bucket_keys(app, bucket)[0], owner)
 
     @property
     def _apps_key(self) -> str:
@@ -238,54 +229,13 @@ class RedisStore(Store):
             raise exc
         raise StoreError(f"redis: {text}") from exc
 
-    # -- decoding -----------------------------------------------------------------------------
-
-    def _snapshot(
-        self, app: str, token: str, meta_pairs: list[bytes], attr_pairs: list[bytes]
-    ) -> StoredSession:
-        meta = dict(zip(meta_pairs[::2], meta_pairs[1::2], strict=True))
-        try:
-            attributes = {
-                attr_pairs[i].decode(): attr_pairs[i + 1] for i in range(0, len(attr_pairs), 2)
-            }
-            owner, node = meta.get(b"o"), meta.get(b"n")
-            return StoredSession(
-                app=app,
-                token=token,
-                attributes=attributes,
-                version=int(meta[b"v"]),
-                created_at=float(meta[b"c"]),
-                last_access_at=float(meta[b"l"]),
-                timeout_s=float(meta[b"t"]),
-                owner=owner.decode() if owner is not None else None,
-                node=node.decode() if node is not None else None,
-            )
-        except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            raise CorruptSessionData(
-                f"redis: session {app}/{token[:8]}... has unreadable metadata: {exc!r}"
-            ) from exc
-
-    def _expired(self, app: str, token: str, side: bytes | str) -> ExpiredSession | None:
-        raw = side.decode() if isinstance(side, bytes) else side
-        try:
-            la, timeout, owner = raw.split("|", 2)
-            return ExpiredSession(app, token, float(la), float(timeout), _unflag(owner))
-        except ValueError:
-            log.warning(
-                "redis: expired session %s/%s... had no readable index entry; "
-                "deleted without an event",
-                app,
-                token[:8],
-            )
-            return None
-
     # -- the hooks ----------------------------------------------------------------------------
 
     def _load(self, app: str, token: str) -> StoredSession | None:
         reply = self._eval(self._load_s, self._session_keys(app, token), [])
         if reply is None:
             return None
-        return self._snapshot(app, token, reply[0], reply[1])
+        return lua.snapshot(app, token, reply[0], reply[1])
 
     def _save_call(self, r: SaveRequest) -> Call:
         keys = [*self._session_keys(r.app, r.token), *self._index_keys(r.app, r.token)[:2]]
@@ -321,7 +271,7 @@ class RedisStore(Store):
             if status == b"S":
                 out.append(SaveResult(SaveStatus.SAVED, int(reply[1])))
             elif status == b"C":
-                current = self._snapshot(r.app, r.token, reply[2], reply[3])
+                current = lua.snapshot(r.app, r.token, reply[2], reply[3])
                 out.append(SaveResult(SaveStatus.CONFLICT, int(reply[1]), current))
             else:
                 out.append(SaveResult(SaveStatus.GONE))
@@ -397,7 +347,6 @@ class RedisStore(Store):
                 out += self._claim(app, tokens, before)
             if len(out) >= limit:
                 break
-        owners.drop(self, [(e.app, e.owner, e.token) for e in out])
         return out
 
     def _candidates(self, app: str, bound: str, n: int) -> list[str]:
@@ -417,7 +366,7 @@ class RedisStore(Store):
         ]
         claimed: list[ExpiredSession] = []
         for tok, side in zip(tokens, self._eval_many(self._sweep_s, calls), strict=True):
-            if side is not None and (gone := self._expired(app, tok, side)):
+            if side is not None and (gone := lua.expired(app, tok, side)):
                 claimed.append(gone)
         return claimed
 
@@ -452,14 +401,8 @@ class RedisStore(Store):
     def load_many(self, app: str, tokens: Sequence[str]) -> dict[str, StoredSession]:
         """The stored sessions among ``tokens``, each loaded in its own slot, one pipeline."""
         calls: list[Call] = [(self._session_keys(app, t), []) for t in tokens]
-        found: dict[str, StoredSession] = {}
-        for token, reply in zip(tokens, self._eval_many(self._load_s, calls), strict=True):
-            if reply is not None:
-                found[token] = self._snapshot(app, token, reply[0], reply[1])
-        return found
-
-    def eval_owner_script(self, calls: Sequence[Call]) -> None:
-        self._eval_many(self._owner_s, calls)
+        replies = self._eval_many(self._load_s, calls)
+        return owners.found(app, tokens, replies)
 
     def _sessions_of(self, app: str, owner: str) -> list[StoredSession]:
         return owners.sessions_of(self, app, owner)

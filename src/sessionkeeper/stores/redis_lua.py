@@ -6,7 +6,10 @@ hash: ``v`` version, ``c`` created, ``l`` last access, ``t`` timeout, ``o`` owne
 ``x`` (tombstone string). The expiry index is split into buckets per app; a session's bucket keys
 share the session's hash tag: ``e`` (sorted set: token -> expires_at), ``d`` (hash: token ->
 ``last_access|timeout|owner``, enough to report a session Redis has already expired) and ``t``
-(sorted set of tombstones).
+(sorted set of tombstones). The owner index (logout everywhere) is a set of tokens per bucket and
+owner, ``own:<owner>:o`` under the same hash tag (see :mod:`.redis_owners`): a script names it from
+its ``e`` key and the owner in the metadata, so it stays in the session's slot (the ``:o`` suffix
+keeps it apart from every session key, whatever the owner and the token are).
 
 Numbers are passed and stored as the client's strings: Lua prints numbers with 14 digits only, so a
 computed number is formatted with ``%.17g``. Optional strings are flagged: ``-`` for none, ``=`` and
@@ -14,9 +17,17 @@ the value otherwise. A script validates everything it reads before its first wri
 does not roll back a script that fails half way; a command on a key of the wrong type is such a
 check too (``HMGET`` of metadata that is not a hash fails before anything is written). Each
 script runs as few commands as it can: every ``redis.call`` is work the server does per request.
+The scripts' replies are decoded here too (:func:`snapshot`, :func:`expired`).
 """
 
 from __future__ import annotations
+
+import logging
+
+from ..errors import CorruptSessionData
+from .base import ExpiredSession, StoredSession
+
+log = logging.getLogger("sessionkeeper.store.redis")
 
 _COMMON = """
 local function fmt(n) return string.format('%.17g', n) end
@@ -40,10 +51,19 @@ local function index_put(e, d, token, expires, side)
   redis.call('ZADD', e, expires, token)
   redis.call('HSET', d, token, side)
 end
-local function owner_add(own, token, ttl_ms)
+-- The owner's set in the bucket whose expiry index is e (same hash tag, so the same slot).
+local function own_key(e, owner) return string.sub(e, 1, -2) .. 'own:' .. owner .. ':o' end
+-- Its TTL is never shorter than that of any session in it.
+local function owner_add(e, owner, token, ttl_ms)
+  local own = own_key(e, owner)
   redis.call('SADD', own, token)
   if redis.call('PTTL', own) < tonumber(ttl_ms) then redis.call('PEXPIRE', own, ttl_ms) end
 end
+local function owner_drop(e, owner, token)
+  if owner then redis.call('SREM', own_key(e, owner), token) end
+end
+-- The owner in a side entry (la|timeout|flagged owner), or nil.
+local function side_owner(side) return string.match(side, '^[^|]*|[^|]*|=(.*)$') end
 local function index_drop(e, d, token)
   redis.call('ZREM', e, token)
   redis.call('HDEL', d, token)
@@ -64,7 +84,9 @@ return {meta, redis.call('HGETALL', KEYS[1])}
 #: KEYS a m x e d; ARGV expected, created, last_access, timeout, owner, node, full, nchanged,
 #: ttl_ms, token, app, changed name/value pairs..., removed names...
 #: Returns {'S', version, expires, side} | {'C', version, meta pairs, attribute pairs} | {'G'}.
-#: An update runs 8 commands: EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d.
+#: An update runs 8 commands: EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d; with an
+#: owner, SADD and PTTL to its set (PEXPIRE when the set would end first), and SREM from the
+#: previous owner's set when the owner changed.
 SAVE = (
     _COMMON
     + """
@@ -105,6 +127,10 @@ redis.call('PEXPIRE', m, ARGV[9]); redis.call('PEXPIRE', a, ARGV[9])
 local expires = fmt(tonumber(la) + tonumber(ARGV[4]))
 local side = la .. '|' .. ARGV[4] .. '|' .. ARGV[5]
 index_put(e, d, ARGV[10], expires, side)
+local owner = nil
+if string.sub(ARGV[5], 1, 1) == '=' then owner = string.sub(ARGV[5], 2) end
+if meta[3] and meta[3] ~= owner then owner_drop(e, meta[3], ARGV[10]) end
+if owner then owner_add(e, owner, ARGV[10], ARGV[9]) end
 return {'S', version, expires, side}
 """
 )
@@ -124,6 +150,9 @@ if old >= tonumber(la) then la = meta[1] else redis.call('HSET', m, 'l', la) end
 local ttl = string.format('%d', math.max(1, math.floor(timeout * 1000 + tonumber(ARGV[2]))))
 redis.call('PEXPIRE', m, ttl); redis.call('PEXPIRE', a, ttl)
 index_put(e, d, ARGV[3], fmt(tonumber(la) + timeout), la .. '|' .. meta[2] .. '|' .. flag(meta[3]))
+-- The session now lives longer: so must its owner's set (and a session written before the
+-- index existed, or whose set a failover lost, joins it).
+if meta[3] then owner_add(e, meta[3], ARGV[3], ttl) end
 return 1
 """
 )
@@ -134,8 +163,8 @@ DELETE = (
     + """
 local a, m, x = KEYS[1], KEYS[2], KEYS[3]
 local live = redis.call('EXISTS', m) == 1 and redis.call('EXISTS', x) == 0
-local owner = '-'
-if live then owner = flagged(m, 'o') end
+-- pcall: metadata of another type is deleted all the same, it has no owner to read.
+local owner = live and redis.pcall('HGET', m, 'o')
 redis.call('DEL', a, m)
 local now = redis.call('TIME')
 local now_s = tonumber(now[1]) + tonumber(now[2]) / 1e6
@@ -144,6 +173,7 @@ local left_ms = math.max(0, tonumber(ARGV[1]) - now_s) * 1000
 local ttl = math.max(1, math.floor(left_ms + tonumber(ARGV[2])))
 redis.call('SET', x, ARGV[1], 'PX', string.format('%d', ttl))
 index_drop(KEYS[4], KEYS[5], ARGV[3])
+if type(owner) == 'string' then owner_drop(KEYS[4], owner, ARGV[3]) end
 redis.call('ZADD', KEYS[6], ARGV[1], ARGV[3])
 if live then return 1 end
 return 0
@@ -153,7 +183,8 @@ return 0
 #: Claim one expired session and delete it. KEYS e d a m x; ARGV before, token. Returns its side
 #: (``last_access|timeout|owner``) when this call deleted an expired session, else nil. Only the
 #: caller whose ZREM removed the index entry goes on; a session found alive after all (its entry
-#: was stale) is not deleted and is indexed again from its own metadata.
+#: was stale) is not deleted and is indexed again from its own metadata. A deleted session leaves
+#: its owner's set in the same call.
 SWEEP = (
     _COMMON
     + """
@@ -166,6 +197,7 @@ index_drop(e, d, token)
 if redis.call('EXISTS', x) == 1 then return false end
 if redis.call('TYPE', m)['ok'] ~= 'hash' then
   redis.call('DEL', a, m)
+  owner_drop(e, side_owner(side), token)
   return side
 end
 local meta = redis.call('HMGET', m, 'l', 't', 'o')
@@ -175,7 +207,56 @@ if la and t and la + t >= before then
   return false
 end
 redis.call('DEL', a, m)
+owner_drop(e, meta[3] or side_owner(side), token)
 if la and t then return meta[1] .. '|' .. meta[2] .. '|' .. flag(meta[3]) end
 return side
 """
 )
+
+
+# -- the replies ------------------------------------------------------------------------------
+
+
+def snapshot(
+    app: str, token: str, meta_pairs: list[bytes], attr_pairs: list[bytes]
+) -> StoredSession:
+    """A session from the metadata and attribute pairs LOAD and SAVE reply."""
+    meta = dict(zip(meta_pairs[::2], meta_pairs[1::2], strict=True))
+    try:
+        attributes = {
+            attr_pairs[i].decode(): attr_pairs[i + 1] for i in range(0, len(attr_pairs), 2)
+        }
+        owner, node = meta.get(b"o"), meta.get(b"n")
+        return StoredSession(
+            app=app,
+            token=token,
+            attributes=attributes,
+            version=int(meta[b"v"]),
+            created_at=float(meta[b"c"]),
+            last_access_at=float(meta[b"l"]),
+            timeout_s=float(meta[b"t"]),
+            owner=owner.decode() if owner is not None else None,
+            node=node.decode() if node is not None else None,
+        )
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CorruptSessionData(
+            f"redis: session {app}/{token[:8]}... has unreadable metadata: {exc!r}"
+        ) from exc
+
+
+def expired(app: str, token: str, side: bytes | str) -> ExpiredSession | None:
+    """The expired session a side entry (``last_access|timeout|owner``) describes, or None (and a
+    warning) when it is unreadable."""
+    raw = side.decode() if isinstance(side, bytes) else side
+    try:
+        la, timeout, owner = raw.split("|", 2)
+        return ExpiredSession(
+            app, token, float(la), float(timeout), None if owner.startswith("-") else owner[1:]
+        )
+    except ValueError:
+        log.warning(
+            "redis: expired session %s/%s... had no readable index entry; deleted without an event",
+            app,
+            token[:8],
+        )
+        return None

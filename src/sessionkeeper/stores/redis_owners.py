@@ -1,13 +1,17 @@
 """The owner index of :class:`~sessionkeeper.stores.redis.RedisStore` (logout everywhere), and the
 console's listing of an app's sessions.
 
-Per app and owner, a set of tokens under the hash tag ``{app:owner}``, with a Redis TTL at least
-its longest session's. The save script keeps it on one server; on a cluster, where the set lives
-in another slot than the session, :func:`put` adds to it in a second call after the save. A delete
-and the sweep remove what they end (:func:`drop`). A session Redis expires by itself, or one bound
-to another owner since, leaves a stale member: :func:`sessions_of` loads every member, each in its
-own session's slot, keeps those still bound to the owner and removes the others. So every call
-here touches one slot at a time: Cluster-safe.
+Per bucket of the expiry index and owner, a set of the owner's tokens in that bucket,
+``{app:b}:own:<owner>:o``: the session's own hash tag, so the scripts that write a session keep
+its owner's set in the same call and the same slot (Cluster-safe, no extra round trip). The save
+script adds the token to its owner's set and removes it from a previous owner's; the delete
+script and the sweep remove it; a touch adds it again (a session written before the index existed
+joins it). A set's Redis TTL is never shorter than that of any session in it: each script that
+refreshes a session's TTL raises its set's to match.
+
+A session Redis expires by itself leaves a stale member: :func:`sessions_of` reads the owner's
+set in every bucket (one pipeline), loads each member in its own slot, keeps those still bound to
+the owner and removes the others.
 """
 
 from __future__ import annotations
@@ -15,60 +19,58 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import SaveRequest, StoredSession
+from . import redis_lua as lua
+from .base import StoredSession
 
 if TYPE_CHECKING:
     from .redis import RedisStore
 
 
-def key(store: RedisStore, app: str, owner: str) -> str:
-    return store.owner_key(app, owner)
+def set_key(index_key: str, owner: str) -> str:
+    """The owner's set in the bucket whose expiry index (``...:e``) is ``index_key``: as the
+    scripts' ``own_key`` names it. The owner is not escaped: it follows the hash tag, and the
+    ``:o`` suffix keeps it apart from session keys (``:a``, ``:m``, ``:x``)."""
+    return f"{index_key[:-1]}own:{owner}:o"
 
 
-def put(store: RedisStore, saved: Sequence[tuple[SaveRequest, str | None]]) -> None:
-    """After saves, each with the owner the session had before: on a cluster, add each to its
-    owner's set (the script did on one server); everywhere, drop it from a previous owner's."""
-    if store.split_index:
-        calls: list[tuple[list[str], list[str | bytes]]] = [
-            ([key(store, r.app, r.owner)], [r.token, store._ttl_ms(r.timeout_s)])
-            for r, _ in saved
-            if r.owner is not None
-        ]
-        store.eval_owner_script(calls)
-    drop(store, [(r.app, old, r.token) for r, old in saved if old is not None and old != r.owner])
-
-
-def drop(store: RedisStore, entries: Sequence[tuple[str, str | None, str]]) -> None:
-    """Remove each (app, owner, token) from its owner's set: one pipeline, one SREM each, in
-    that set's slot. Entries without an owner are skipped."""
-    entries = [e for e in entries if e[1] is not None]
-    if not entries:
-        return
-    pipe = store.client.pipeline(transaction=False)
-    for app, owner, token in entries:
-        assert owner is not None
-        pipe.srem(key(store, app, owner), token)
-    pipe.execute()
+def found(app: str, tokens: Sequence[str], replies: Sequence[Any]) -> dict[str, StoredSession]:
+    """The sessions among LOAD's replies for ``tokens`` (None: not stored, or tombstoned)."""
+    out: dict[str, StoredSession] = {}
+    for token, reply in zip(tokens, replies, strict=True):
+        if reply is not None:
+            out[token] = lua.snapshot(app, token, reply[0], reply[1])
+    return out
 
 
 def sessions_of(store: RedisStore, app: str, owner: str) -> list[StoredSession]:
-    members: Any = store.client.smembers(key(store, app, owner))
-    tokens = sorted(m.decode() for m in members)
+    """Every stored session bound to ``owner`` in ``app``, in token order. Reads 64 sets in one
+    pipeline, loads the members in another, then removes the stale ones in a third."""
+    found_sets = store._each_bucket(app, lambda p, k: p.smembers(set_key(k[0], owner)))
+    by_bucket = [(k, sorted(m.decode() for m in members)) for k, members in enumerate(found_sets)]
+    tokens = sorted(t for _, members in by_bucket for t in members)
     found = store.load_many(app, tokens)
-    stale = [t for t in tokens if t not in found or found[t].owner != owner]
-    if stale:
-        store.client.srem(key(store, app, owner), *stale)
-    return [s for s in found.values() if s.owner == owner]
+    stale = [
+        (b, [t for t in members if t not in found or found[t].owner != owner])
+        for b, members in by_bucket
+    ]
+    if any(old for _, old in stale):
+        pipe = store.client.pipeline(transaction=False)
+        for b, old in stale:
+            if old:
+                pipe.srem(store.owner_key(app, owner, b), *old)
+        pipe.execute()
+    return [found[t] for t in tokens if t in found and found[t].owner == owner]
 
 
 def list_sessions(
     store: RedisStore, app: str, after: str | None, limit: int
 ) -> list[StoredSession]:
-    """A page of the app's sessions in token order. The expiry index names every stored session
-    of the app; it is read whole and sorted here (a sorted set orders by score): a console's
-    cost, never a node's."""
-    members: Any = store.client.zrange(store.expiry_index_key(app), 0, -1)
-    tokens = sorted(t for t in (m.decode() for m in members) if after is None or t > after)
+    """A page of the app's sessions in token order. The expiry index's buckets name every stored
+    session of the app; they are read whole (one pipeline) and sorted here (a sorted set orders
+    by score): a console's cost, never a node's."""
+    buckets: Any = store._each_bucket(app, lambda p, k: p.zrange(k[0], 0, -1))
+    members = (m.decode() for bucket in buckets for m in bucket)
+    tokens = sorted(t for t in members if after is None or t > after)
     out: list[StoredSession] = []
     while tokens and len(out) < limit:
         chunk, tokens = tokens[: limit - len(out)], tokens[limit - len(out) :]
