@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import ids
 from .clock import Clock, SystemClock
@@ -157,3 +157,89 @@ def manager_options(
             f"(known: {', '.join(sorted(MANAGER_OPTIONS))})"
         )
     return app_name, options
+
+
+class SettingsView:
+    """The settings as attributes of the object that holds them (``SessionManager``): what
+    adapters, tests and applications read (``manager.policy``, ``manager.timeout_s``...)."""
+
+    settings: Settings
+
+    @property
+    def policy(self) -> WritePolicy:
+        return self.settings.policy
+
+    @property
+    def serializer(self) -> Serializer:
+        return cast(Serializer, self.settings.serializer)  # Settings built it from the name
+
+    @property
+    def tracking(self) -> Tracking:
+        assert self.settings.tracking is not None  # Settings gave the default
+        return self.settings.tracking
+
+    @property
+    def clock(self) -> Clock:
+        assert self.settings.clock is not None  # Settings gave the default
+        return self.settings.clock
+
+    @property
+    def sweep_grace_s(self) -> float:
+        """The grace in effect (see :attr:`Settings.grace_s`), not the option given."""
+        return self.settings.grace_s
+
+    @property
+    def contents(self) -> Contents:
+        return self.settings.contents
+
+    @property
+    def timeout_s(self) -> float:
+        return float(self.settings.timeout_s)
+
+    @property
+    def app_timeouts_s(self) -> Mapping[str, float]:
+        return self.settings.app_timeouts_s or {}
+
+    @property
+    def serialize_access(self) -> bool:
+        return self.settings.serialize_access
+
+    @property
+    def access_wait_s(self) -> float:
+        return self.settings.access_wait_s
+
+    @property
+    def overflow(self) -> bool:
+        return self.settings.overflow
+
+    @property
+    def save_on_create(self) -> bool:
+        return self.settings.save_on_create
+
+    @property
+    def save_period_s(self) -> float:
+        return self.settings.save_period_s
+
+    @property
+    def sweep_interval_s(self) -> float:
+        return self.settings.sweep_interval_s
+
+    @property
+    def sweep_hours(self) -> tuple[int, int] | None:
+        return self.settings.sweep_hours
+
+    @property
+    def sweep_batch(self) -> int:
+        return self.settings.sweep_batch
+
+    @property
+    def retry_after_s(self) -> int:
+        return self.settings.retry_after_s
+
+    @property
+    def outage_backoff_s(self) -> float:
+        return self.settings.outage_backoff_s
+
+    @property
+    def shutdown_deadline_s(self) -> float:
+        return self.settings.shutdown_deadline_s

@@ -18,12 +18,12 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from . import forks, logout
 from .cache import SessionCache
 from .clock import Clock
-from .config import OnWriteFailure, Settings
+from .config import OnWriteFailure, Settings, SettingsView
 from .errors import CorruptSessionData, StoreError
 from .events import EventBus, SessionListener
 from .feed import InvalidationFeed
@@ -50,7 +50,7 @@ log = logging.getLogger("sessionkeeper")
 _live_managers: weakref.WeakSet[SessionManager] = weakref.WeakSet()
 
 
-class SessionManager:
+class SessionManager(SettingsView):
     """Server-side sessions for one process. See the README for every option."""
 
     def __init__(
@@ -164,87 +164,6 @@ class SessionManager:
         housekeeping thread, the counters and the store's connections reset themselves."""
         self._cache.forget_all()
         self._close_lock = threading.Lock()
-
-    # -- the settings, as attributes adapters and tests read --------------------------------
-
-    @property
-    def policy(self) -> WritePolicy:
-        return self.settings.policy
-
-    @property
-    def serializer(self) -> Serializer:
-        return cast(Serializer, self.settings.serializer)  # Settings built it from the name
-
-    @property
-    def tracking(self) -> Tracking:
-        assert self.settings.tracking is not None  # Settings gave the default
-        return self.settings.tracking
-
-    @property
-    def clock(self) -> Clock:
-        assert self.settings.clock is not None  # Settings gave the default
-        return self.settings.clock
-
-    @property
-    def sweep_grace_s(self) -> float:
-        """The grace in effect (see :attr:`Settings.grace_s`), not the option given."""
-        return self.settings.grace_s
-
-    @property
-    def contents(self) -> Contents:
-        return self.settings.contents
-
-    @property
-    def timeout_s(self) -> float:
-        return float(self.settings.timeout_s)
-
-    @property
-    def app_timeouts_s(self) -> Mapping[str, float]:
-        return self.settings.app_timeouts_s or {}
-
-    @property
-    def serialize_access(self) -> bool:
-        return self.settings.serialize_access
-
-    @property
-    def access_wait_s(self) -> float:
-        return self.settings.access_wait_s
-
-    @property
-    def overflow(self) -> bool:
-        return self.settings.overflow
-
-    @property
-    def save_on_create(self) -> bool:
-        return self.settings.save_on_create
-
-    @property
-    def save_period_s(self) -> float:
-        return self.settings.save_period_s
-
-    @property
-    def sweep_interval_s(self) -> float:
-        return self.settings.sweep_interval_s
-
-    @property
-    def sweep_hours(self) -> tuple[int, int] | None:
-        return self.settings.sweep_hours
-
-    @property
-    def sweep_batch(self) -> int:
-        return self.settings.sweep_batch
-
-    @property
-    def retry_after_s(self) -> int:
-        return self.settings.retry_after_s
-
-    @property
-    def outage_backoff_s(self) -> float:
-        return self.settings.outage_backoff_s
-
-    @property
-    def shutdown_deadline_s(self) -> float:
-        return self.settings.shutdown_deadline_s
 
     # -- identity -----------------------------------------------------------------------------
 
