@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: venv test lint demo bench chaos clean services
 
 $(STAMP): pyproject.toml
+	@echo "Installing sessionkeeper and its dependencies into $(VENV) (the first time: about a minute)..."
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
