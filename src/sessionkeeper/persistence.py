@@ -52,14 +52,20 @@ class Persistence:
     def write(self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False) -> int:
         """Write ``sessions`` now in one batch; returns how many were written. Failures keep the
         sessions dirty (and raise only with ``raise_errors``)."""
-        return len(self.write_sessions(sessions, immediate=immediate, raise_errors=raise_errors))
+        return len(self._write(sessions, immediate=immediate, raise_errors=raise_errors)[0])
 
-    def write_sessions(
-        self, sessions: list[Session], *, immediate: bool, raise_errors: bool = False
-    ) -> list[Session]:
-        """As :meth:`write`, returning the sessions that were written."""
+    def write_sessions(self, sessions: list[Session], *, immediate: bool) -> list[Session]:
+        """As :meth:`write`, returning the sessions whose changes, as they were when the writer
+        took them, are all in the store afterwards: those written, and those another write had
+        already carried (nothing left to take). A group commit answers each request by it."""
+        written, current = self._write(sessions, immediate=immediate, raise_errors=False)
+        return written + current
+
+    def _write(
+        self, sessions: list[Session], *, immediate: bool, raise_errors: bool
+    ) -> tuple[list[Session], list[Session]]:
         if not sessions:
-            return []
+            return [], []
         if self.store_closed:
             for s in sessions:
                 log.error(
@@ -69,17 +75,17 @@ class Persistence:
                 )
             if raise_errors:
                 raise ManagerClosed("the session manager was closed; nothing is written")
-            return []
+            return [], []
         # The writer records when it wrote on the monotonic clock: TimeBased measures from it.
         mono = self._clock.monotonic()
         # Batches of several sessions at once (the flusher's, a group commit's) cannot deadlock:
         # the writer takes their write locks in one order, (app, token).
-        written, gone = self._writer.write(sessions, mono, raise_errors=raise_errors)
+        written, gone, current = self._writer.write(sessions, mono, raise_errors=raise_errors)
         self.stats_counters.add("writes_immediate" if immediate else "writes_flushed", len(written))
         for s in gone:  # invalidated on another node meanwhile: its changes must not return
             self._cache.remove((s.app, s.token), s)
             s.reset_as_new(ids.new_token(), self._clock.time())
-        return written
+        return written, current
 
     def dirty(self) -> list[Session]:
         return [s for s in self._cache if s.unwritten]

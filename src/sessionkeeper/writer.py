@@ -97,8 +97,12 @@ class Writer:
         return changed, frozenset(own), failed
 
     def _take(self, s: Session) -> _Taken | None:
-        """Snapshot what to write and clear the tracking, under the session's lock.
-        ``None`` when nothing but the access time changed. A key whose value cannot be
+        return self._take_checked(s)[0]
+
+    def _take_checked(self, s: Session) -> tuple[_Taken | None, bool]:
+        """Snapshot what to write and clear the tracking, under the session's lock, and whether
+        every change was taken (none left behind unserializable). ``None`` when nothing but the
+        access time changed. A key whose value cannot be
         serialized stays marked set, so the session stays dirty; and the write becomes a
         partial one, which leaves that key's stored value in place (a full write would
         delete it)."""
@@ -129,7 +133,7 @@ class Writer:
                 taken = _Taken(session=s, request=request, changes=tracked.take())
             for key in failed:
                 tracked.put_key_state(key, True, False)
-            return taken
+            return taken, not failed
 
     @staticmethod
     def _put_back(t: _Taken) -> None:
@@ -137,14 +141,16 @@ class Writer:
 
     def write(
         self, sessions: Sequence[Session], now: float, *, raise_errors: bool = False
-    ) -> tuple[list[Session], list[Session]]:
-        """Write ``sessions`` in one batch. Returns ``(written, gone)``: ``gone`` sessions were
+    ) -> tuple[list[Session], list[Session], list[Session]]:
+        """Write ``sessions`` in one batch. Returns ``(written, gone, current)``: ``current``
+        sessions had nothing to write (another write carried their changes); ``gone`` sessions were
         invalidated on another node meanwhile, or expired and swept, and must be dropped; a live
         session whose row the store lost is written again whole. ``now`` is a monotonic reading
         (``last_write_at``). Sessions that failed stay dirty; with ``raise_errors`` the first
         error is raised after every other session's result was applied."""
         taken: list[_Taken] = []
         touched: list[Session] = []
+        current: list[Session] = []
         locked: list[Session] = []
         try:
             # One total order, (app, token), wherever several sessions are held: two batches
@@ -152,10 +158,13 @@ class Writer:
             for s in sorted(sessions, key=lambda s: (s.app, s.token)):
                 s.write_lock.acquire()
                 locked.append(s)
-                t = self._take(s)
+                t, complete = self._take_checked(s)
                 if t is not None:
                     taken.append(t)
-                elif s.last_access_at > s.last_store_access_at:
+                    continue
+                if complete:
+                    current.append(s)
+                if s.last_access_at > s.last_store_access_at:
                     touched.append(s)
             results, error = self._save(taken)
             written: list[Session] = []
@@ -195,7 +204,7 @@ class Writer:
                     error = error or exc
             if error is not None and raise_errors:
                 raise error
-            return written, gone
+            return written, gone, current
         finally:
             for s in locked:
                 s.write_lock.release()
