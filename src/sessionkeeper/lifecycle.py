@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from . import ids
 from .errors import AccessTimeout, StoreError, WriteRefused
+from .logs import fields, session_hash
 from .runtime import Runtime
 from .session import Session, current_request
 
@@ -188,7 +189,12 @@ class Lifecycle:
                 try:  # with ack="sync", the backups have it on return
                     replicator.after_request(s)
                 except StoreError as exc:  # a deferred policy: the store gets it later
-                    log.warning("session %s not replicated: %s", s.token[:8], exc)
+                    log.warning(
+                        "session %s not replicated: %s",
+                        session_hash(s.app, s.token),
+                        exc,
+                        extra=fields(s.app, s.token, exc.code),
+                    )
             self._rt.evict_over_capacity()
 
         return pending
@@ -263,7 +269,12 @@ class Lifecycle:
                     try:  # ack="sync": the backups have it on return
                         rt.replicator.after_request(s)
                     except StoreError as exc:  # no backup took it and no store holds it; fenced
-                        log.debug("write refused for session %s: %s", s.token[:8], exc)
+                        log.debug(
+                            "write refused for session %s: %s",
+                            session_hash(s.app, s.token),
+                            exc,
+                            extra=fields(s.app, s.token, exc.code),
+                        )
                         durable = False
             if durable:
                 s.end_undo(active.rid, revert=False)
@@ -272,7 +283,7 @@ class Lifecycle:
             self._discard_if_unseen(active)
             rt.stats.add("refused_writes")
             raise WriteRefused(
-                f"session {s.token[:8]}: the change could not be stored and was rolled back"
+                f"session {session_hash(s.app, s.token)}: the change could not be stored and was rolled back"
             )
         finally:
             self._release(active)

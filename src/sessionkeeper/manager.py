@@ -30,6 +30,7 @@ from .feed import InvalidationFeed
 from .host import Host
 from .housekeeping import Housekeeper, within_hours
 from .lifecycle import Lifecycle
+from .logs import session_hash
 from .persistence import Persistence
 from .policies import WritePolicy, WriteRules
 from .replication import Replication
@@ -332,7 +333,7 @@ class SessionManager(SettingsView):
             log.error(
                 "shutdown: %d sessions could not be written: %s",
                 len(unwritten),
-                ", ".join(unwritten),
+                ", ".join(f"{s.app}:{session_hash(s.app, s.token)}" for s in left),
             )
         self._persistence.store_closed = True  # what changes from now on stays in memory
         self.store.close()
