@@ -133,3 +133,18 @@ def test_the_code_comes_from_the_exception_logged_and_given_fields_are_kept() ->
 def test_logs_and_the_console_show_one_hash() -> None:
     assert short_hash("shop", "t" * 32) == session_hash("shop", "t" * 32)
     assert len(session_hash("shop", "t" * 32)) == 12
+
+
+def test_the_shutdown_line_names_unwritten_sessions_by_hash(
+    make: MakeManager, store: RecordingStore, clock: sk.FakeClock, captured: Capture
+) -> None:
+    """close() logged every unwritten session's whole id."""
+    m = make(write=sk.TimeBased(10), on_write_failure="defer")
+    sid = new_session(m, n=0)
+    with m.request(app="shop", session_id=sid) as s:
+        s["n"] = 1
+    store.down = True
+    assert m.close(deadline_s=0) == [f"shop:{token(sid)}"]  # the return value keeps the ids
+    line = [r for r in captured.records if "could not be written" in r.getMessage()]
+    assert line and not leaks(line[0].getMessage(), {token(sid)})
+    assert session_hash("shop", token(sid)) in line[0].getMessage()
