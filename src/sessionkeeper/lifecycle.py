@@ -37,7 +37,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from . import ids
+from . import ids, logs
 from .errors import AccessTimeout, StoreError, WriteRefused
 from .logs import fields, session_hash
 from .runtime import Runtime
@@ -91,6 +91,7 @@ class Lifecycle:
         self._resolve = resolve
         self._on_begin = on_begin  # starts housekeeping in this process
 
+    @logs.acting_node
     def begin_request(
         self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
     ) -> ActiveRequest:
@@ -107,6 +108,7 @@ class Lifecycle:
         assert active is not None  # wait=True raises instead
         return active
 
+    @logs.acting_node
     def begin_cached(
         self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
     ) -> ActiveRequest | None:
@@ -149,6 +151,7 @@ class Lifecycle:
                 session.last_access_at = max(session.last_access_at, now)
         return ActiveRequest(session, rid, session.updates_since_write, locked, False, presented_id)
 
+    @logs.acting_node
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
         """Finish a request: ``ok`` means the response succeeded (status < 500, no exception).
         Writes now when the policy says so. A failed store write keeps the session dirty, or,
@@ -158,6 +161,7 @@ class Lifecycle:
         if pending is not None:
             pending()
 
+    @logs.acting_node
     def finish_request(self, active: ActiveRequest, *, ok: bool) -> Callable[[], None] | None:
         """The I/O-free part of :meth:`end_request`; returns the write to run, if any (async
         adapters run it in a worker thread; it may raise :class:`WriteRefused`). A refusable

@@ -13,11 +13,18 @@ managers built in this process, and the code of an exception among the record's 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
 import weakref
-from typing import Any, Protocol
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 #: What a record shows for a field it does not have.
 NONE = "-"
@@ -48,6 +55,27 @@ def fields(app: str, token: str, code: str | None = None) -> dict[str, str]:
     return out
 
 
+# The node of the manager whose method is running in this thread or task (see acting_node).
+_acting: ContextVar[str | None] = ContextVar("sessionkeeper_acting_node", default=None)
+
+
+def acting_node(method: Callable[Concatenate[T, P], R]) -> Callable[Concatenate[T, P], R]:
+    """Decorates a method of an object with a ``_rt`` runtime (or a ``node`` of its own): while
+    it runs, records of this thread or task name that node, not every live one (a process may
+    run several managers: tests, a console next to an app)."""
+
+    @functools.wraps(method)
+    def inner(self: T, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        named: _Named = getattr(self, "_rt", None) or cast(_Named, self)
+        token = _acting.set(named.node)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _acting.reset(token)
+
+    return inner
+
+
 def register_node(named: _Named) -> None:
     """Make ``named.node`` (read when a record is formatted: a forked worker renames its node)
     the ``sk_node`` of records that do not give one. Called by each manager's runtime."""
@@ -62,8 +90,11 @@ def register_node(named: _Named) -> None:
 
 
 def current_node() -> str:
-    """The node of the live managers of this process, comma-joined if they differ (tests run
-    two nodes in one process), ``-`` when there is none."""
+    """The node of the manager at work in this thread or task (:func:`acting_node`), else that
+    of the live managers of this process, comma-joined if they differ, ``-`` when none."""
+    acting = _acting.get()
+    if acting is not None:
+        return acting
     with _lock:
         live = [r() for r in _nodes.values()]
     names = sorted({n.node for n in live if n is not None})
@@ -96,4 +127,12 @@ class RecordFields(logging.Filter):
         return True
 
 
-__all__ = ["RecordFields", "code_of", "current_node", "fields", "register_node", "session_hash"]
+__all__ = [
+    "RecordFields",
+    "acting_node",
+    "code_of",
+    "current_node",
+    "fields",
+    "register_node",
+    "session_hash",
+]
