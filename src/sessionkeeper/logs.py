@@ -7,8 +7,8 @@ A session id is a bearer credential, so no log line names any part of one: call 
 ``extra=fields(app, token)``. :class:`RecordFields` is a *handler* filter (a logger's filter
 would not see its children's records) that fills the attributes a record lacks, so records of
 other loggers (gunicorn's, uvicorn's) format too: ``-`` for a missing session, the node of the
-manager at work (:func:`acting_node`) or of those built in this process, and the code of an exception among the record's args or in its
-``exc_info``.
+manager at work (:func:`acting_node`) or of those built in this process, and the code of an
+exception among the record's args or in its ``exc_info``.
 """
 
 from __future__ import annotations
