@@ -45,11 +45,13 @@ class ValueTooLarge(StoreError):
 
     code = "value_too_large"
 
-    def __init__(self, token: str, key: str, size: int, limit: int) -> None:
+    def __init__(self, token: str, key: str, size: int, limit: int, *, app: str = "") -> None:
+        from .logs import session_hash  # errors is imported by everything; logs imports none
+
         self.token = token
         self.key = key
         super().__init__(
-            f"session {token[:8]} attribute {key!r}: {size} bytes, more than the {limit} "
+            f"session {session_hash(app, token)} attribute {key!r}: {size} bytes, more than the {limit} "
             "this store takes"
         )
 

@@ -37,8 +37,9 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from . import ids
+from . import ids, logs
 from .errors import AccessTimeout, StoreError, WriteRefused
+from .logs import fields, session_hash
 from .runtime import Runtime
 from .session import Session, current_request
 
@@ -90,6 +91,7 @@ class Lifecycle:
         self._resolve = resolve
         self._on_begin = on_begin  # starts housekeeping in this process
 
+    @logs.acting_node
     def begin_request(
         self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
     ) -> ActiveRequest:
@@ -106,6 +108,7 @@ class Lifecycle:
         assert active is not None  # wait=True raises instead
         return active
 
+    @logs.acting_node
     def begin_cached(
         self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
     ) -> ActiveRequest | None:
@@ -148,6 +151,7 @@ class Lifecycle:
                 session.last_access_at = max(session.last_access_at, now)
         return ActiveRequest(session, rid, session.updates_since_write, locked, False, presented_id)
 
+    @logs.acting_node
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
         """Finish a request: ``ok`` means the response succeeded (status < 500, no exception).
         Writes now when the policy says so. A failed store write keeps the session dirty, or,
@@ -157,6 +161,7 @@ class Lifecycle:
         if pending is not None:
             pending()
 
+    @logs.acting_node
     def finish_request(self, active: ActiveRequest, *, ok: bool) -> Callable[[], None] | None:
         """The I/O-free part of :meth:`end_request`; returns the write to run, if any (async
         adapters run it in a worker thread; it may raise :class:`WriteRefused`). A refusable
@@ -188,7 +193,12 @@ class Lifecycle:
                 try:  # with ack="sync", the backups have it on return
                     replicator.after_request(s)
                 except StoreError as exc:  # a deferred policy: the store gets it later
-                    log.warning("session %s not replicated: %s", s.token[:8], exc)
+                    log.warning(
+                        "session %s not replicated: %s",
+                        session_hash(s.app, s.token),
+                        exc,
+                        extra=fields(s.app, s.token, exc.code),
+                    )
             self._rt.evict_over_capacity()
 
         return pending
@@ -263,7 +273,12 @@ class Lifecycle:
                     try:  # ack="sync": the backups have it on return
                         rt.replicator.after_request(s)
                     except StoreError as exc:  # no backup took it and no store holds it; fenced
-                        log.debug("write refused for session %s: %s", s.token[:8], exc)
+                        log.debug(
+                            "write refused for session %s: %s",
+                            session_hash(s.app, s.token),
+                            exc,
+                            extra=fields(s.app, s.token, exc.code),
+                        )
                         durable = False
             if durable:
                 s.end_undo(active.rid, revert=False)
@@ -272,7 +287,7 @@ class Lifecycle:
             self._discard_if_unseen(active)
             rt.stats.add("refused_writes")
             raise WriteRefused(
-                f"session {s.token[:8]}: the change could not be stored and was rolled back"
+                f"session {session_hash(s.app, s.token)}: the change could not be stored and was rolled back"
             )
         finally:
             self._release(active)

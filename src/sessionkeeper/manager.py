@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from . import forks, logout
+from . import forks, logout, logs
 from .cache import SessionCache
 from .clock import Clock
 from .config import OnWriteFailure, Settings, SettingsView
@@ -30,6 +30,7 @@ from .feed import InvalidationFeed
 from .host import Host
 from .housekeeping import Housekeeper, within_hours
 from .lifecycle import Lifecycle
+from .logs import session_hash
 from .persistence import Persistence
 from .policies import WritePolicy, WriteRules
 from .replication import Replication
@@ -211,11 +212,13 @@ class SessionManager(SettingsView):
 
     # -- flushing (see persistence.py) ---------------------------------------------------------
 
+    @logs.acting_node
     def flush(self) -> int:
         """Write every dirty session now, in one batch, and the access time of every session
         whose store copy is behind. Returns how many sessions were written."""
         return self._persistence.flush()
 
+    @logs.acting_node
     def flush_due(self) -> int:
         """What the housekeeping thread does each poll: write the sessions the policy says are
         due, and the access time of those whose store copy is older than ``save_period_s``."""
@@ -236,6 +239,7 @@ class SessionManager(SettingsView):
         if self._replicator is not None:
             self._replicator.start()  # joins the cluster in the process that serves
 
+    @logs.acting_node
     def housekeep(self) -> None:
         """One tick of the housekeeping thread: read the invalidation feed (dropping the copies
         it names, before they could be flushed), flush what is due, sweep when it is time.
@@ -259,6 +263,7 @@ class SessionManager(SettingsView):
                 except (StoreError, CorruptSessionData) as exc:
                     log.warning("sweep failed: %s", exc)
 
+    @logs.acting_node
     def sweep(self) -> int:
         """End expired sessions: drop them from this cache, and delete from the store those that
         expired more than ``sweep_grace_s`` ago, firing their destroyed events (exactly one node
@@ -296,6 +301,7 @@ class SessionManager(SettingsView):
             return {"healthy": True, "enabled": False}
         return {"enabled": True, **self._replicator.health()}
 
+    @logs.acting_node
     def close(self, deadline_s: float | None = None) -> list[str]:
         """Stop housekeeping, write every dirty session (retrying until ``deadline_s``, default
         ``shutdown_deadline_s``), and close the store. Returns the ids that could not be
@@ -332,7 +338,7 @@ class SessionManager(SettingsView):
             log.error(
                 "shutdown: %d sessions could not be written: %s",
                 len(unwritten),
-                ", ".join(unwritten),
+                ", ".join(f"{s.app}:{session_hash(s.app, s.token)}" for s in left),
             )
         self._persistence.store_closed = True  # what changes from now on stays in memory
         self.store.close()

@@ -17,6 +17,7 @@ from .cache import SessionCache
 from .clock import Clock
 from .errors import ManagerClosed
 from .events import DestroyReason, EventBus, SessionEvent, call_hook
+from .logs import fields, session_hash
 from .policies import WriteRules
 from .session import Session
 from .stats import Stats
@@ -70,8 +71,9 @@ class Persistence:
             for s in sessions:
                 log.error(
                     "session %s of app %r changed after its manager was closed: not written",
-                    s.token[:8],
+                    session_hash(s.app, s.token),
                     s.app,
+                    extra=fields(s.app, s.token),
                 )
             if raise_errors:
                 raise ManagerClosed("the session manager was closed; nothing is written")

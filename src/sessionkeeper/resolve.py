@@ -17,6 +17,7 @@ from typing import Any
 from . import ids
 from .errors import AccessTimeout, CorruptSessionData, StoreError, StoreUnavailable
 from .events import call_hook
+from .logs import fields, session_hash
 from .runtime import Runtime
 from .serialization import place
 from .session import Session, SessionHost
@@ -169,14 +170,21 @@ class Resolver:
             self._rt.stats.add("corrupt_sessions")
             log.error(
                 "session %s of app %r has unreadable data (%s): replaced by a new session",
-                token[:8],
+                session_hash(app, token),
                 app,
                 exc,
+                extra=fields(app, token, exc.code),
             )
             return None
         except StoreError as exc:
             if not isinstance(exc, StoreUnavailable):  # the store logs its own outages
-                log.error("session %s of app %r could not be read: %s", token[:8], app, exc)
+                log.error(
+                    "session %s of app %r could not be read: %s",
+                    session_hash(app, token),
+                    app,
+                    exc,
+                    extra=fields(app, token, exc.code),
+                )
             raise
         if cached is not None:
             self._refresh(cached, stored, data)

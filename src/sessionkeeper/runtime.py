@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-from . import forks, ids
+from . import forks, ids, logs
 from .cache import SessionCache
 from .clock import Clock
 from .config import Settings
@@ -54,6 +54,7 @@ class Runtime:
             lambda sessions: self.persistence.write_sessions(sessions, immediate=True)
         )
         forks.at_fork_in_child(self, Runtime._name_node)
+        logs.register_node(self)  # records name this node (see logs.RecordFields)
 
     def _name_node(self) -> None:
         self._node_default = ids.default_node_name()  # host and pid: differs in each worker

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from .changes import Taken
 from .errors import CorruptSessionData, StoreError, StoreUnavailable
+from .logs import fields, session_hash
 from .serialization import Serializer, place
 from .session import Session
 from .stats import Stats
@@ -62,9 +63,10 @@ class Writer:
             log.error(
                 "session %s attribute %r can no longer be serialized: not written (its stored "
                 "value is kept) and the session kept dirty: %s",
-                s.token[:8],
+                session_hash(s.app, s.token),
                 key,
                 exc,
+                extra=fields(s.app, s.token),
             )
             return None
 
@@ -178,7 +180,11 @@ class Writer:
                 if lost and t.request.expires_at < wall_now:
                     # Expired, and its row gone: swept, not lost. Writing it again would bring a
                     # dead session back for a second sweep (and destroyed event).
-                    log.info("session %s expired and was swept: dropped", t.session.token[:8])
+                    log.info(
+                        "session %s expired and was swept: dropped",
+                        session_hash(t.session.app, t.session.token),
+                        extra=fields(t.session.app, t.session.token),
+                    )
                     gone.append(t.session)
                 elif lost and self._may_recreate(t.session, wall_now):
                     missing.append(self._as_unstored(t))
@@ -187,7 +193,8 @@ class Writer:
                     log.warning(
                         "session %s is missing from the store and this node has not seen it "
                         "live within its timeout: dropped, not written again",
-                        t.session.token[:8],
+                        session_hash(t.session.app, t.session.token),
+                        extra=fields(t.session.app, t.session.token),
                     )
                     gone.append(t.session)
                 elif self._apply(t, res, now):
@@ -253,7 +260,7 @@ class Writer:
             "%d sessions refused by the store, kept dirty and tried again with their next "
             "write: %s; the first error: %s",
             len(sessions),
-            ", ".join(f"{s.app}:{s.token[:8]}" for s in sessions[:20]),
+            ", ".join(f"{s.app}:{session_hash(s.app, s.token)}" for s in sessions[:20]),
             first,
         )
 
@@ -286,7 +293,8 @@ class Writer:
                 log.warning(
                     "session %s was missing from the store (was its data lost?): "
                     "written again from this node's copy",
-                    t.session.token[:8],
+                    session_hash(t.session.app, t.session.token),
+                    extra=fields(t.session.app, t.session.token),
                 )
                 written.append(t.session)
             elif res.status is SaveStatus.GONE:
@@ -309,7 +317,7 @@ class Writer:
                 "the access time of %d sessions was not written (touched again with the next "
                 "flush): %s: %s",
                 len(touches),
-                ", ".join(s.token[:8] for s in sessions[:20]),
+                ", ".join(session_hash(s.app, s.token) for s in sessions[:20]),
                 exc,
             )
             raise
@@ -323,13 +331,18 @@ class Writer:
             self.stats.add("gone_on_write")
             log.info(
                 "session %s was invalidated elsewhere; its unwritten changes are dropped",
-                s.token[:8],
+                session_hash(s.app, s.token),
+                extra=fields(s.app, s.token),
             )
             return False
         if res.status is SaveStatus.CONFLICT:
             self._put_back(t)
             self.stats.add("write_failures")
-            log.warning("session %s: write still conflicting after merges; kept dirty", s.token[:8])
+            log.warning(
+                "session %s: write still conflicting after merges; kept dirty",
+                session_hash(s.app, s.token),
+                extra=fields(s.app, s.token),
+            )
             return False
         with s.lock:
             s.version = res.version
@@ -373,8 +386,9 @@ class Writer:
             except CorruptSessionData:
                 log.error(
                     "session %s: unreadable attribute %r from another node ignored",
-                    s.token[:8],
+                    session_hash(s.app, s.token),
                     key,
+                    extra=fields(s.app, s.token, "corrupt_session_data"),
                 )
         for key in [k for k in data if k not in other.attributes and k not in mine]:
             del data[key]  # removed by the other node

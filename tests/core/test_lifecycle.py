@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import sessionkeeper as sk
+from sessionkeeper.logs import session_hash
 
 from .conftest import MakeManager, RecordingStore, new_session
 
@@ -52,7 +53,7 @@ def test_a_request_finishing_after_close_writes_nothing_and_keeps_its_change(
     assert len(store.saves) == saves  # nothing through the closed store
     assert store.raw("shop", token(sid)).attributes["n"] == b"1"  # type: ignore[union-attr]
     assert m.stats()["dirty"] == 1
-    assert token(sid)[:8] in caplog.text
+    assert session_hash("shop", token(sid)) in caplog.text
 
 
 # -- defect 5: per-request state lives on the request's hold -----------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 import sessionkeeper as sk
+from sessionkeeper.logs import session_hash
 from sessionkeeper.stores import SaveRequest, SaveResult, Touch
 
 from .conftest import MakeManager, RecordingStore, new_session
@@ -62,7 +63,7 @@ def test_one_refused_session_does_not_cost_the_others_their_write(
     stats = m.stats()
     assert stats["dirty"] == 1 and stats["write_refusals"] >= 1
     assert stats["writes_deferred"] == 0 and store.stats.available
-    assert any(bad[:8] in r.getMessage() for r in caplog.records)
+    assert any(session_hash("shop", bad) in r.getMessage() for r in caplog.records)
     m.flush_due()  # still refused: still dirty, tried again
     assert m.stats()["dirty"] == 1
     store.refused.clear()
@@ -150,7 +151,8 @@ def test_a_failed_touch_is_counted_logged_and_kept_due(
         s.get("cart")  # read, unchanged: the write at the end is a touch
     assert m.stats()["touch_failures"] == 1
     assert any(
-        token(sid)[:8] in r.getMessage() and "access time" in r.getMessage() for r in caplog.records
+        session_hash("shop", token(sid)) in r.getMessage() and "access time" in r.getMessage()
+        for r in caplog.records
     )
     store.down = False
     m.flush_due()  # still due: its access time is older than save_period_s in the store

@@ -4,7 +4,6 @@ session's page, with ids only as short hashes, and attribute values decoded on r
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import pprint
 import threading
 from collections import OrderedDict
@@ -12,18 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SessionKeeperError
+from ..logs import session_hash
 from ..serialization import Serializer, place
 from ..stores import Store, StoredSession
 
+#: What the console shows for a session id (pages, URLs, audit log): the hash log lines show.
+short_hash = session_hash
+
 #: How many characters of a decoded value a page shows.
 MAX_VALUE_CHARS = 4000
-
-
-def short_hash(app: str, token: str) -> str:
-    """What the console shows for a session id: 12 hex digits of a SHA-256 of it. The id is a
-    bearer credential; this names a session without being one, in pages, URLs and the audit
-    log."""
-    return hashlib.sha256(f"{app}\x00{token}".encode()).hexdigest()[:12]
 
 
 def when(epoch_s: float) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import forks
 from ..errors import StoreUnavailable
+from ..logs import fields, session_hash
 from ..session import Session
 from .backups import Backups, Copy
 from .codec import Codec, Rejected
@@ -208,7 +209,12 @@ class Replicator:
         try:
             self._replicate(s, entry)
         except Exception as exc:
-            log.warning("replication of session %s failed: %s", s.token[:8], exc)
+            log.warning(
+                "replication of session %s failed: %s",
+                session_hash(s.app, s.token),
+                exc,
+                extra=fields(s.app, s.token, getattr(exc, "code", None)),
+            )
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -262,7 +268,7 @@ class Replicator:
             return False
         if reply.get("r") == "fenced":
             self._fenced((copy.app, copy.token))
-            raise Fenced(f"session {copy.token[:8]} is owned by a newer owner")
+            raise Fenced(f"session {session_hash(copy.app, copy.token)} is owned by a newer owner")
         return reply.get("r") in ("ok", "dup")
 
     def _replace(
@@ -285,7 +291,11 @@ class Replicator:
         if cached is not None:
             self.rt.cache.remove(key, cached)
         self.stats.add("replication_fenced")
-        log.warning("replication: session %s has a newer owner; this copy dropped", key[1][:8])
+        log.warning(
+            "replication: session %s has a newer owner; this copy dropped",
+            session_hash(*key),
+            extra=fields(*key),
+        )
 
     # -- failover (failover.py) -----------------------------------------------------------------
 
@@ -341,7 +351,12 @@ class Replicator:
                     entry.needs_full = True
                     self._replicate(s, entry)
             except StoreUnavailable as exc:  # fenced, or still no backup
-                log.info("replication: session %s not repaired: %s", key[1][:8], exc)
+                log.info(
+                    "replication: session %s not repaired: %s",
+                    session_hash(*key),
+                    exc,
+                    extra=fields(*key, exc.code),
+                )
             self.stats.add("replication_repairs")
 
     def housekeep(self) -> None:

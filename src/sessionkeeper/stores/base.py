@@ -269,7 +269,12 @@ class Store(abc.ABC):
                             self.stats.available = False
                             self._failed_at = self.clock.monotonic()
                     log.warning(
-                        "store %s %s failed after %d attempts: %s", self.kind, op, attempt, exc
+                        "store %s %s failed after %d attempts: %s",
+                        self.kind,
+                        op,
+                        attempt,
+                        exc,
+                        extra={"sk_code": StoreUnavailable.code},  # exc is the driver's
                     )
                     raise StoreUnavailable(
                         f"{self.kind} store unavailable during {op} after {attempt} attempts: {exc}"
@@ -374,7 +379,7 @@ class Store(abc.ABC):
         for r in requests:
             for key, blob in r.changed.items():
                 if len(blob) > limit:
-                    raise ValueTooLarge(r.token, key, len(blob), limit)
+                    raise ValueTooLarge(r.token, key, len(blob), limit, app=r.app)
 
     def touch_many(self, touches: Sequence[Touch]) -> None:
         """Raise the access time of sessions whose attributes did not change."""

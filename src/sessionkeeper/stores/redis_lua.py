@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import CorruptSessionData
+from ..logs import fields, session_hash
 from .base import ExpiredSession, StoredSession
 
 log = logging.getLogger("sessionkeeper.store.redis")
@@ -240,7 +241,7 @@ def snapshot(
         )
     except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise CorruptSessionData(
-            f"redis: session {app}/{token[:8]}... has unreadable metadata: {exc!r}"
+            f"redis: session {app}/{session_hash(app, token)} has unreadable metadata: {exc!r}"
         ) from exc
 
 
@@ -255,8 +256,9 @@ def expired(app: str, token: str, side: bytes | str) -> ExpiredSession | None:
         )
     except ValueError:
         log.warning(
-            "redis: expired session %s/%s... had no readable index entry; deleted without an event",
+            "redis: expired session %s/%s had no readable index entry; deleted without an event",
             app,
-            token[:8],
+            session_hash(app, token),
+            extra=fields(app, token),
         )
         return None

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from ...errors import CorruptSessionData, ValueTooLarge
+from ...logs import fields, session_hash
 from ..base import (
     AppCounts,
     ExpiredSession,
@@ -131,7 +132,7 @@ class SqlOps:
                 except CorruptSessionData as exc:
                     # Merging a write: an unreadable attribute is already lost; skip it rather
                     # than fail every session in the batch.
-                    log.warning("session %s/%s…: %s, ignored", app, token[:8], exc)
+                    log.warning("session %s/%s: %s, ignored", app, session_hash(app, token), exc)
                     continue
                 out.setdefault((app, token), {})[name] = sch.as_bytes(value, f"attribute {name!r}")
         return out
@@ -163,7 +164,7 @@ class SqlOps:
         try:
             return sch.decode_blob(blob)
         except CorruptSessionData as exc:
-            raise CorruptSessionData(f"session {app}/{token[:8]}…: {exc}") from exc
+            raise CorruptSessionData(f"session {app}/{session_hash(app, token)}: {exc}") from exc
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -279,7 +280,9 @@ class SqlOps:
         blob = sch.encode_blob(attrs)
         limit = self.max_value_bytes
         if limit is not None and len(blob) > limit:
-            raise ValueTooLarge(req.token, "(all attributes, one row)", len(blob), limit)
+            raise ValueTooLarge(
+                req.token, "(all attributes, one row)", len(blob), limit, app=req.app
+            )
         return blob
 
     def _decode_for_write(self, req: SaveRequest, blob: object) -> dict[str, bytes]:
@@ -289,10 +292,11 @@ class SqlOps:
             return sch.decode_blob(blob)
         except CorruptSessionData as exc:
             log.warning(
-                "session %s/%s…: unreadable stored data replaced by a write: %s",
+                "session %s/%s: unreadable stored data replaced by a write: %s",
                 req.app,
-                req.token[:8],
+                session_hash(req.app, req.token),
                 exc,
+                extra=fields(req.app, req.token, exc.code),
             )
             return {}
 

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
 from ...errors import CorruptSessionData, StoreError
+from ...logs import session_hash
 from ..base import StoredSession
 
 #: The schema this code reads and writes. A later release that changes the tables raises it and
@@ -321,7 +322,7 @@ def stored_session(
             node=as_opt_str(row["node"], "node"),
         )
     except CorruptSessionData as exc:
-        raise CorruptSessionData(f"session {app}/{token[:8]}…: {exc}") from exc
+        raise CorruptSessionData(f"session {app}/{session_hash(app, token)}: {exc}") from exc
 
 
 def is_valid_row(row: Mapping[Any, Any]) -> bool:
