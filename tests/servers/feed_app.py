@@ -10,6 +10,8 @@
 | ``POST /logout`` | ``invalidate()`` |
 | ``GET /whoami`` | the session's contents |
 
+Every session route answers ``{"node": name, "pid": the worker's pid, "session": contents}``.
+
 The manager is built at the first request, in the worker (after gunicorn's fork).
 """
 
@@ -37,7 +39,7 @@ def shop(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         s["user"] = query["user"]
     elif path == "/logout":
         s.invalidate()
-    body = {"node": os.environ["SESSIONKEEPER_NODE"], "session": dict(s)}
+    body = {"node": os.environ["SESSIONKEEPER_NODE"], "pid": os.getpid(), "session": dict(s)}
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(body).encode()]
 
