@@ -56,7 +56,9 @@ class InvalidationFeed:
         self.retention_s = retention_s
         self._write = write  # Persistence.write of some sessions, as the flusher does
         self._backoff_s = backoff_s  # outage_backoff_s: no request reads it again before
-        self._failed_mono = float("-inf")  # when a request's read last failed
+        self._failed_mono = float("-inf")  # when a read last failed
+        #: How long a request waits for a feed read already running (the store's call bound).
+        self._wait_s = store.timeout_s
         self._cursor: str | None = None
         self._read_mono: float | None = None  # when the last successful read started
         self._read_wall = float("-inf")  # the same moment on the wall clock
@@ -88,14 +90,23 @@ class InvalidationFeed:
         """Read the feed from the cursor (or, the first time, take its end) and drop every
         cached copy it names; returns how many were dropped. Raises ``StoreError``."""
         with self._lock:
-            return self._read()
+            try:
+                return self._read()
+            except Exception:
+                # A request finding the feed stale then serves its copy at once (the outage
+                # rule) instead of paying every retry again.
+                self._failed_mono = self._clock.monotonic()
+                raise
 
     def catch_up(self) -> bool:
         """From a request whose cache hit found the feed stale: read it now (waiting for a read
         already running). Whether the feed is fresh afterwards; ``False`` if the store failed,
         now or less than ``backoff_s`` ago (then it is not tried: the request does not pay
-        every retry again)."""
-        with self._lock:
+        every retry again). A read already running (the housekeeping's) is waited for at most
+        the store's own timeout: a hung store never holds a request longer than that here."""
+        if not self._lock.acquire(timeout=self._wait_s):
+            return False
+        try:
             if self.fresh():
                 return True  # another thread read it while we waited
             if self._clock.monotonic() - self._failed_mono < self._backoff_s:
@@ -107,6 +118,8 @@ class InvalidationFeed:
                 log.debug("feed read failed: %s", exc)
                 return False
             return True
+        finally:
+            self._lock.release()
 
     def _read(self, *, probe: bool = False) -> int:
         mono, wall = self._clock.monotonic(), self._clock.time()

@@ -175,7 +175,6 @@ DEFECT = "a cached request waits out the feed poller's retries, then its own (se
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DEFECT)
 @pytest.mark.parametrize("kind", ["postgresql", "redis"])
 def test_frozen_store_under_gunicorn(kind: str, tmp_path: Path) -> None:
     instance = own_instance(kind)
