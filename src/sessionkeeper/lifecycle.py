@@ -41,6 +41,7 @@ from . import ids
 from .errors import AccessTimeout, StoreError, WriteRefused
 from .runtime import Runtime
 from .session import Session, current_request
+from .tracking import Tracking
 
 log = logging.getLogger("sessionkeeper")
 
@@ -77,6 +78,9 @@ class ActiveRequest:
     ended: bool = False
     #: The id the request presented (cookie, URL or header), valid or not.
     presented_id: str | None = None
+    #: Whether the request read, iterated or changed its session (set when it ends): its
+    #: response then varies with the cookie (``Vary: Cookie``).
+    accessed: bool = False
 
     @property
     def is_new(self) -> bool:
@@ -165,6 +169,7 @@ class Lifecycle:
             return None
         active.ended = True
         s = active.session
+        active.accessed = s.accessed_in(active.rid)
         guarded = False
         try:
             write, guarded = self._settle(active, ok)
@@ -318,14 +323,17 @@ class Lifecycle:
             return None
         return "delete" if presented_id else None
 
-    def response_headers(self, active: ActiveRequest, *, https: bool) -> list[tuple[str, str]]:
+    def response_headers(
+        self, active: ActiveRequest, *, https: bool, tracking: Tracking | None = None
+    ) -> list[tuple[str, str]]:
         """The headers that carry the id back (``Set-Cookie``, and the id header in header
-        mode), per :meth:`cookie_action`; empty when the id did not change."""
+        mode), per :meth:`cookie_action`; empty when the id did not change. ``tracking`` is the
+        adapter's own (an ASGI middleware given Starlette's cookie options), else the manager's."""
         action = self.cookie_action(active)
         if action is None:
             return []
         session_id = active.session.id if action == "set" else None
-        tracking = self._rt.settings.tracking
+        tracking = tracking or self._rt.settings.tracking
         assert tracking is not None  # Settings gave the default
         return tracking.response_headers(session_id, https=https)
 

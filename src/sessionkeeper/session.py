@@ -59,6 +59,7 @@ class Session(dict[str, Any]):
     # No instance __dict__: with more than 30 attributes CPython gives every instance a full
     # dict of its own (no key sharing), about 1.6 KB per cached session.
     __slots__ = (
+        "_accessed",
         "_host",
         "_lock",
         "_owner",
@@ -131,6 +132,9 @@ class Session(dict[str, Any]):
         # Per request: a copy of each mutable value it read before changing it, so that a failed
         # request can undo an in-place mutation too (``s["cart"].append(x)``). Made on demand.
         self._read_copies: dict[int, dict[str, tuple[Any, Any]]] | None = None
+        # The requests (``current_request`` numbers) that read, iterated or changed the session,
+        # for ``Vary: Cookie``; a request's number goes when it ends. Made on demand.
+        self._accessed: set[int] | None = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -185,6 +189,7 @@ class Session(dict[str, Any]):
     # -- mapping ----------------------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
+        self._touch()
         value = dict.__getitem__(self, key)
         self.changes.record_read(key)
         if type(value) not in _IMMUTABLE and self._undo:
@@ -194,6 +199,7 @@ class Session(dict[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         """As ``dict.get``, tracked as a read when present (the frameworks look up
         ``_permanent``, ``_session_expiry``... on every request)."""
+        self._touch()
         value = dict.get(self, key, _MISSING)
         if value is _MISSING:
             return default
@@ -206,6 +212,7 @@ class Session(dict[str, Any]):
         if not isinstance(key, str):
             raise TypeError(f"session attribute names are str, not {type(key).__name__}")
         self._host._validate_value(self, key, value)
+        self._touch()
         with self._lock:
             old = dict.get(self, key, _MISSING)
             self._record_undo(key, old)
@@ -214,6 +221,7 @@ class Session(dict[str, Any]):
         self._host._attribute_changed(self, key, old, value)
 
     def __delitem__(self, key: str) -> None:
+        self._touch()
         with self._lock:
             old = dict.pop(self, key)  # KeyError when absent, as a dict
             self._record_undo(key, old)
@@ -223,7 +231,23 @@ class Session(dict[str, Any]):
     def __iter__(self) -> Iterator[str]:
         # A snapshot: concurrent requests of a session share this object, and another thread's
         # set or delete must not break this one's loop ("dictionary changed size").
+        self._touch()
         return iter(list(dict.keys(self)))
+
+    def _touch(self) -> None:
+        rid = current_request.get()
+        if rid is None or (self._accessed is not None and rid in self._accessed):
+            return
+        with self._lock:
+            if self._accessed is None:
+                self._accessed = {rid}
+            else:
+                self._accessed.add(rid)
+
+    def accessed_in(self, rid: int) -> bool:
+        """Whether request ``rid`` read, iterated or changed this session (``Vary: Cookie``)."""
+        accessed = self._accessed
+        return accessed is not None and rid in accessed
 
     def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
         return ItemsView(self)
@@ -452,6 +476,10 @@ class Session(dict[str, Any]):
         something was (``sync()``, an immediate policy), they stay marked changed, so a later
         write restores the stored value."""
         with self._lock:
+            if self._accessed is not None:
+                self._accessed.discard(rid)
+                if not self._accessed:
+                    self._accessed = None
             mutated = self._mutated_in(rid) if revert else []
             if self._read_copies is not None:
                 self._read_copies.pop(rid, None)
