@@ -81,6 +81,10 @@ class ActiveRequest:
     #: Whether the request read, iterated or changed its session (set when it ends): its
     #: response then varies with the cookie (``Vary: Cookie``).
     accessed: bool = False
+    #: Whether a session this request empties (logout by ``clear()``, the last key popped) ends
+    #: as by ``invalidate()``. Django's adapter turns it off: there an emptied session keeps its
+    #: key, and ``flush()`` ends it.
+    end_when_emptied: bool = True
 
     @property
     def is_new(self) -> bool:
@@ -170,14 +174,21 @@ class Lifecycle:
         active.ended = True
         s = active.session
         active.accessed = s.accessed_in(active.rid)
+        emptied = ok and active.end_when_emptied and self._emptied(active)
         guarded = False
         try:
-            write, guarded = self._settle(active, ok)
+            if emptied:
+                s.end_undo(active.rid, revert=False)
+                write, guarded = False, True
+            else:
+                write, guarded = self._settle(active, ok)
         finally:
             if not guarded:
                 self._release(active)
             if current_request.get() == active.rid:
                 current_request.set(None)
+        if emptied:
+            return lambda: self._end_emptied(active)
         if guarded:
             return lambda: self._write_or_refuse(active)
         if write and self._rt.store_failing():
@@ -197,6 +208,27 @@ class Lifecycle:
             self._rt.evict_over_capacity()
 
         return pending
+
+    @staticmethod
+    def _emptied(active: ActiveRequest) -> bool:
+        """The request left its created session empty, by changing it (deletes)."""
+        s = active.session
+        return s.created and not len(s) and s.changed_in(active.rid)
+
+    def _end_emptied(self, active: ActiveRequest) -> None:
+        """End an emptied session as ``invalidate()`` does (its id tombstoned, never reused; the
+        response deletes the cookie), while the request still holds it, unless another request
+        set a key meanwhile. A store that fails leaves it an empty session, kept dirty."""
+        s = active.session
+        try:
+            if s.created and not len(s):
+                s.invalidate()
+        except StoreError as exc:
+            log.warning("emptied session %s not ended: %s", s.token[:8], exc)
+            s.changes.record_meta()  # written by the policy later, as the empty session it is
+        finally:
+            self._release(active)
+            self._rt.evict_over_capacity()
 
     def _release(self, active: ActiveRequest) -> None:
         s = active.session

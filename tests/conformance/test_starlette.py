@@ -51,10 +51,6 @@ EXCLUDED: dict[str, str] = {
 }
 
 XFAIL: dict[str, str] = {
-    "test_partitioned_session[asyncio-False]": "clear() keeps the cookie and id (no Set-Cookie "
-    "deleting it)",
-    "test_partitioned_session[asyncio-True]": "clear() keeps the cookie and id (no Set-Cookie "
-    "deleting it)",
     "test_session_expires": "max_age is not enforced server side when a manager is given (its "
     "timeout applies): a session presented after its cookie expired still loads",
 }

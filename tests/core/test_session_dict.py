@@ -9,7 +9,7 @@ import pytest
 
 import sessionkeeper as sk
 
-from .conftest import MakeManager, RecordingStore, new_session
+from .conftest import MakeManager, RecordingStore, held, new_session
 
 
 def test_a_session_is_a_dict_and_json_serializable(make: MakeManager) -> None:
@@ -83,3 +83,34 @@ def test_clear_is_tracked_as_deletes(make: MakeManager) -> None:
     with m.request("shop", sid) as s:
         s.clear()
         assert len(s) == 0 and set(s.changes.deleted_keys) == {"a", "b"}
+
+
+@pytest.mark.parametrize("empty", ["clear", "pop"])
+def test_emptying_a_session_ends_it_and_retires_its_id(
+    make: MakeManager, store: RecordingStore, empty: str
+) -> None:
+    """Logout by ``clear()`` (or popping the last key): the cookie is deleted and the id is
+    tombstoned, so the next login gets a new one."""
+    m = make(write=sk.EndOfRequest())
+    sid = new_session(m, user=1)
+    with held(m, "shop", sid) as (active, s):
+        if empty == "clear":
+            s.clear()
+        else:
+            s.pop("user")
+    assert m.lifecycle.cookie_action(active) == "delete"
+    assert store.raw("shop", sid.split(".")[0]) is None
+    with m.request("shop", sid) as s:
+        s["user"] = 2
+        assert s.id != sid  # never reused
+
+
+def test_a_session_emptied_and_refilled_in_one_request_lives_on(make: MakeManager) -> None:
+    m = make(write=sk.EndOfRequest())
+    sid = new_session(m, user=1)
+    with held(m, "shop", sid) as (active, s):
+        s.clear()
+        s["user"] = 2
+    assert m.lifecycle.cookie_action(active) is None
+    with m.request("shop", sid) as s:
+        assert s.id == sid and dict(s) == {"user": 2}
