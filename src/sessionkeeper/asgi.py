@@ -242,10 +242,9 @@ class SessionMiddleware:
         headers = self.manager.lifecycle.response_headers(
             active, https=https, tracking=self.tracking
         )
-        out = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-        if active.accessed or headers:
-            out.append((b"vary", b"Cookie"))
-        return out
+        return [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        ]
 
     # -- lifespan -------------------------------------------------------------------------------
 

@@ -360,14 +360,23 @@ class Lifecycle:
     ) -> list[tuple[str, str]]:
         """The headers that carry the id back (``Set-Cookie``, and the id header in header
         mode), per :meth:`cookie_action`; empty when the id did not change. ``tracking`` is the
-        adapter's own (an ASGI middleware given Starlette's cookie options), else the manager's."""
+        adapter's own (an ASGI middleware given Starlette's cookie options), else the manager's.
+        Adds ``Vary: Cookie`` when the request accessed its session or the cookie changes: the
+        response then depends on the cookie, and a shared cache must not serve it to another."""
         action = self.cookie_action(active)
+        vary = [("Vary", "Cookie")] if action or self.accessed(active) else []
         if action is None:
-            return []
+            return vary
         session_id = active.session.id if action == "set" else None
         tracking = tracking or self._rt.settings.tracking
         assert tracking is not None  # Settings gave the default
-        return tracking.response_headers(session_id, https=https)
+        return tracking.response_headers(session_id, https=https) + vary
+
+    @staticmethod
+    def accessed(active: ActiveRequest) -> bool:
+        """Whether the request read, iterated or changed its session, so far (before it ends:
+        WSGI sends its headers first) or in all (after)."""
+        return active.accessed if active.ended else active.session.accessed_in(active.rid)
 
     def refuse(self) -> list[tuple[str, str]]:
         """Count a request whose session could not be had (one of ``UNAVAILABLE_ERRORS``) and
