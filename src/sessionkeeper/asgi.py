@@ -4,6 +4,19 @@ A drop-in for ``starlette.middleware.sessions.SessionMiddleware``::
 
     app.add_middleware(SessionMiddleware, manager=manager, app_name="shop")
 
+or with Starlette's own arguments, unchanged (``secret_key`` is accepted and unused: the cookie
+carries a random id, not signed data)::
+
+    app.add_middleware(SessionMiddleware, secret_key="...", max_age=3600, https_only=True)
+
+Given any of Starlette's names, Starlette's defaults apply to the ones not given (cookie
+``session``, ``Max-Age`` 14 days, ``path=/``, ``samesite=lax``), on this middleware's own
+``Tracking``; the attribute names are then written in lower case, as Starlette's. Without
+``manager`` the middleware makes (and closes) a ``SessionManager`` with its defaults (the SQLite
+file store) and ``max_age``, when positive, as the idle timeout. With a ``manager``, ``max_age`` is
+only the cookie's: the session's timeout is the manager's (``timeout_s``, ``app_timeouts_s``).
+Responses whose request read, iterated or changed the session get ``Vary: Cookie``.
+
 Ordering, as in :mod:`sessionkeeper.wsgi`: the session is written (when the policy says so) when the
 application sends ``http.response.start``, before that message goes on, so under ``EndOfRequest``
 every response the client sees is already in the store. A status of 500 or more, or an exception,
@@ -27,6 +40,7 @@ closed (every dirty session written) before the server is told that shutdown is 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -37,13 +51,25 @@ import anyio.to_thread
 from .errors import UNAVAILABLE_ERRORS, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
-from .tracking import split_path_param
+from .tracking import Tracking, split_path_param
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_UNSET: Any = object()
+#: Starlette's ``SessionMiddleware`` defaults, for the names it takes.
+STARLETTE_DEFAULTS: dict[str, Any] = {
+    "session_cookie": "session",
+    "max_age": 14 * 24 * 60 * 60,
+    "path": "/",
+    "same_site": "lax",
+    "https_only": False,
+    "domain": None,
+    "partitioned": False,
+}
 
 
 class SessionMiddleware:
@@ -61,16 +87,44 @@ class SessionMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        manager: SessionManager,
+        manager: SessionManager | None = None,
         app_name: str = "default",
         *,
         scope_key: str = "session",
         owner: Callable[[Scope], str | None] | None = None,
         close_on_shutdown: bool = True,
         begin_threads: int = 100,
+        secret_key: Any = _UNSET,
+        session_cookie: str = _UNSET,
+        max_age: int | None = _UNSET,
+        path: str = _UNSET,
+        same_site: str = _UNSET,
+        https_only: bool = _UNSET,
+        domain: str | None = _UNSET,
+        partitioned: bool = _UNSET,
     ) -> None:
+        given = {
+            "session_cookie": session_cookie,
+            "max_age": max_age,
+            "path": path,
+            "same_site": same_site,
+            "https_only": https_only,
+            "domain": domain,
+            "partitioned": partitioned,
+        }
+        starlette = secret_key is not _UNSET or any(v is not _UNSET for v in given.values())
+        options: dict[str, Any] = {
+            k: STARLETTE_DEFAULTS[k] if v is _UNSET else v for k, v in given.items()
+        }
+        if manager is None:
+            age = options["max_age"] if starlette else None
+            manager = SessionManager(timeout_s=float(age)) if age and age > 0 else SessionManager()
         self.app = app
         self.manager = manager
+        #: This middleware's own cookie options (Starlette's names), else the manager's.
+        self.tracking: Tracking | None = (
+            _starlette_tracking(manager, options) if starlette else None
+        )
         self.app_name = app_name
         self.scope_key = scope_key
         self.owner = owner
@@ -90,7 +144,7 @@ class SessionMiddleware:
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.manager.lifecycle.mark_event_loop()  # inline writes wait for the request's end
-        tracking = self.manager.tracking
+        tracking = self.tracking or self.manager.tracking
         path_id = None
         if tracking.uses_url:
             scope = dict(scope)
@@ -185,9 +239,11 @@ class SessionMiddleware:
             await anyio.to_thread.run_sync(pending)
 
     def _cookie_headers(self, active: ActiveRequest, https: bool) -> list[tuple[bytes, bytes]]:
+        headers = self.manager.lifecycle.response_headers(
+            active, https=https, tracking=self.tracking
+        )
         return [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in self.manager.lifecycle.response_headers(active, https=https)
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
         ]
 
     # -- lifespan -------------------------------------------------------------------------------
@@ -208,6 +264,22 @@ class SessionMiddleware:
             await send(message)
 
         return lifespan_send
+
+
+def _starlette_tracking(manager: SessionManager, options: dict[str, Any]) -> Tracking:
+    """The manager's ``Tracking`` with Starlette's cookie options in place of its own."""
+    return dataclasses.replace(
+        manager.tracking,
+        cookie_name=options["session_cookie"],
+        cookie_max_age_s=options["max_age"],
+        cookie_path=options["path"],
+        cookie_samesite=options["same_site"],
+        # Starlette's https_only=False never sets Secure; ours still does over https.
+        cookie_secure=True if options["https_only"] else None,
+        cookie_domain=options["domain"],
+        cookie_partitioned=options["partitioned"],
+        attribute_case="lower",
+    )
 
 
 def _headers(scope: Scope) -> dict[str, str]:

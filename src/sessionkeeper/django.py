@@ -262,6 +262,7 @@ class SessionStore(SessionBase):
                 active, ok=True
             )  # outside a request nothing is held
         else:
+            active.end_when_emptied = False  # Django's rule: emptied, it keeps its key
             self._active = active
             state.stores.append(self)
         return s

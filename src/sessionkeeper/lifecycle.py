@@ -42,6 +42,7 @@ from .errors import AccessTimeout, StoreError, WriteRefused
 from .logs import fields, session_hash
 from .runtime import Runtime
 from .session import Session, current_request
+from .tracking import Tracking
 
 log = logging.getLogger("sessionkeeper")
 
@@ -78,6 +79,13 @@ class ActiveRequest:
     ended: bool = False
     #: The id the request presented (cookie, URL or header), valid or not.
     presented_id: str | None = None
+    #: Whether the request read, iterated or changed its session (set when it ends): its
+    #: response then varies with the cookie (``Vary: Cookie``).
+    accessed: bool = False
+    #: Whether a session this request empties (logout by ``clear()``, the last key popped) ends
+    #: as by ``invalidate()``. Django's adapter turns it off: there an emptied session keeps its
+    #: key, and ``flush()`` ends it.
+    end_when_emptied: bool = True
 
     @property
     def is_new(self) -> bool:
@@ -170,14 +178,22 @@ class Lifecycle:
             return None
         active.ended = True
         s = active.session
+        active.accessed = s.accessed_in(active.rid)
+        emptied = ok and active.end_when_emptied and self._emptied(active)
         guarded = False
         try:
-            write, guarded = self._settle(active, ok)
+            if emptied:
+                s.end_undo(active.rid, revert=False)
+                write, guarded = False, True
+            else:
+                write, guarded = self._settle(active, ok)
         finally:
             if not guarded:
                 self._release(active)
             if current_request.get() == active.rid:
                 current_request.set(None)
+        if emptied:
+            return lambda: self._end_emptied(active)
         if guarded:
             return lambda: self._write_or_refuse(active)
         if write and self._rt.store_failing():
@@ -202,6 +218,27 @@ class Lifecycle:
             self._rt.evict_over_capacity()
 
         return pending
+
+    @staticmethod
+    def _emptied(active: ActiveRequest) -> bool:
+        """The request left its created session empty, by changing it (deletes)."""
+        s = active.session
+        return s.created and not len(s) and s.changed_in(active.rid)
+
+    def _end_emptied(self, active: ActiveRequest) -> None:
+        """End an emptied session as ``invalidate()`` does (its id tombstoned, never reused; the
+        response deletes the cookie), while the request still holds it, unless another request
+        set a key meanwhile. A store that fails leaves it an empty session, kept dirty."""
+        s = active.session
+        try:
+            if s.created and not len(s):
+                s.invalidate()
+        except StoreError as exc:
+            log.warning("emptied session %s not ended: %s", s.token[:8], exc)
+            s.changes.record_meta()  # written by the policy later, as the empty session it is
+        finally:
+            self._release(active)
+            self._rt.evict_over_capacity()
 
     def _release(self, active: ActiveRequest) -> None:
         s = active.session
@@ -333,16 +370,28 @@ class Lifecycle:
             return None
         return "delete" if presented_id else None
 
-    def response_headers(self, active: ActiveRequest, *, https: bool) -> list[tuple[str, str]]:
+    def response_headers(
+        self, active: ActiveRequest, *, https: bool, tracking: Tracking | None = None
+    ) -> list[tuple[str, str]]:
         """The headers that carry the id back (``Set-Cookie``, and the id header in header
-        mode), per :meth:`cookie_action`; empty when the id did not change."""
+        mode), per :meth:`cookie_action`; empty when the id did not change. ``tracking`` is the
+        adapter's own (an ASGI middleware given Starlette's cookie options), else the manager's.
+        Adds ``Vary: Cookie`` when the request accessed its session or the cookie changes: the
+        response then depends on the cookie, and a shared cache must not serve it to another."""
         action = self.cookie_action(active)
+        vary = [("Vary", "Cookie")] if action or self.accessed(active) else []
         if action is None:
-            return []
+            return vary
         session_id = active.session.id if action == "set" else None
-        tracking = self._rt.settings.tracking
+        tracking = tracking or self._rt.settings.tracking
         assert tracking is not None  # Settings gave the default
-        return tracking.response_headers(session_id, https=https)
+        return tracking.response_headers(session_id, https=https) + vary
+
+    @staticmethod
+    def accessed(active: ActiveRequest) -> bool:
+        """Whether the request read, iterated or changed its session, so far (before it ends:
+        WSGI sends its headers first) or in all (after)."""
+        return active.accessed if active.ended else active.session.accessed_in(active.rid)
 
     def refuse(self) -> list[tuple[str, str]]:
         """Count a request whose session could not be had (one of ``UNAVAILABLE_ERRORS``) and

@@ -10,20 +10,17 @@ The session never does I/O itself: writes, invalidation and id rotation are dele
 
 from __future__ import annotations
 
-import copy
 import threading
-from collections.abc import Iterator, MutableMapping
-from contextvars import ContextVar
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import Any, Protocol
 
 from .changes import Changes
+from .undo import _MISSING as _MISSING
+from .undo import RequestLog
+from .undo import current_request as current_request
 
-_MISSING: Any = object()
 #: Values a request cannot change in place: reading one needs no copy for the undo log.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
-
-#: The request (an opaque int) the current thread or task is serving, for the per-request undo log.
-current_request: ContextVar[int | None] = ContextVar("sessionkeeper_request", default=None)
 
 
 class SessionHost(Protocol):
@@ -45,15 +42,21 @@ class SessionHost(Protocol):
     def _rotate_id(self, session: Session) -> None: ...
 
 
-class Session(MutableMapping[str, Any]):
-    """One session. Attribute names are ``str``; values must be serializable by the manager's
-    serializer (checked when set: a bad value raises :class:`SerializationError` naming the key,
-    and nothing changes)."""
+class Session(RequestLog):
+    """One session: a ``dict`` of attribute names to values (``json.dumps(session)`` and
+    ``isinstance(session, dict)`` work), plus metadata and change tracking. Attribute names are
+    ``str``; values must be serializable by the manager's serializer (checked when set: a bad
+    value raises :class:`SerializationError` naming the key, and nothing changes).
+
+    dict's C methods do not go through ``__setitem__``, so every mutator is overridden here and
+    goes through ``__setitem__`` / ``__delitem__`` (tracked, validated, undo-logged). Reads through
+    ``[]``, ``get``, ``items``, ``values``, ``copy`` and ``|`` are tracked; ``in``, ``len``,
+    ``keys`` and ``==`` are not (they read no value). ``copy()`` and ``|`` return plain dicts."""
 
     # No instance __dict__: with more than 30 attributes CPython gives every instance a full
     # dict of its own (no key sharing), about 1.6 KB per cached session.
     __slots__ = (
-        "_data",
+        "_accessed",
         "_host",
         "_lock",
         "_owner",
@@ -100,7 +103,8 @@ class Session(MutableMapping[str, Any]):
         self.timeout_s = timeout_s
         self.version = version  # the store version this copy was read at or last wrote
         self._owner = owner
-        self._data: dict[str, Any] = data if data is not None else {}
+        if data:
+            dict.update(self, data)
         self._lock = threading.RLock()
         self.access_lock = threading.Lock()  # held for a whole request with serialize_access
         self.write_lock = threading.Lock()  # one store write of this session at a time
@@ -125,6 +129,9 @@ class Session(MutableMapping[str, Any]):
         # Per request: a copy of each mutable value it read before changing it, so that a failed
         # request can undo an in-place mutation too (``s["cart"].append(x)``). Made on demand.
         self._read_copies: dict[int, dict[str, tuple[Any, Any]]] | None = None
+        # The requests (``current_request`` numbers) that read, iterated or changed the session,
+        # for ``Vary: Cookie``; a request's number goes when it ends. Made on demand.
+        self._accessed: set[int] | None = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -163,7 +170,7 @@ class Session(MutableMapping[str, Any]):
         """Treat every key read since the last write as changed, so values mutated in place are
         written under ``contents="updated"`` too (Flask's and Django's ``session.modified = True``)."""
         with self._lock:
-            self.changes.reads_as_set(self._data.keys())
+            self.changes.reads_as_set(dict.keys(self))
 
     @property
     def in_use(self) -> bool:
@@ -179,16 +186,18 @@ class Session(MutableMapping[str, Any]):
     # -- mapping ----------------------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
-        value = self._data[key]
+        self._touch()
+        value = dict.__getitem__(self, key)
         self.changes.record_read(key)
         if type(value) not in _IMMUTABLE and self._undo:
             self._copy_on_read(key, value)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        """As ``Mapping.get``, without raising and catching a ``KeyError`` for an absent key (the
-        frameworks look up ``_permanent``, ``_session_expiry``... on every request)."""
-        value = self._data.get(key, _MISSING)
+        """As ``dict.get``, tracked as a read when present (the frameworks look up
+        ``_permanent``, ``_session_expiry``... on every request)."""
+        self._touch()
+        value = dict.get(self, key, _MISSING)
         if value is _MISSING:
             return default
         self.changes.record_read(key)
@@ -200,35 +209,96 @@ class Session(MutableMapping[str, Any]):
         if not isinstance(key, str):
             raise TypeError(f"session attribute names are str, not {type(key).__name__}")
         self._host._validate_value(self, key, value)
+        self._touch()
         with self._lock:
-            old = self._data.get(key, _MISSING)
+            old = dict.get(self, key, _MISSING)
             self._record_undo(key, old)
-            self._data[key] = value
+            dict.__setitem__(self, key, value)
             self.changes.record_set(key)
         self._host._attribute_changed(self, key, old, value)
 
     def __delitem__(self, key: str) -> None:
+        self._touch()
         with self._lock:
-            old = self._data.pop(key)  # KeyError when absent, as a dict
+            old = dict.pop(self, key)  # KeyError when absent, as a dict
             self._record_undo(key, old)
             self.changes.record_delete(key)
         self._host._attribute_changed(self, key, old, _MISSING)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data))
+        # A snapshot: concurrent requests of a session share this object, and another thread's
+        # set or delete must not break this one's loop ("dictionary changed size").
+        self._touch()
+        return iter(list(dict.keys(self)))
 
-    def __len__(self) -> int:
-        return len(self._data)
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        return ItemsView(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        return ValuesView(self)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain, shallow ``dict`` of the attributes; each value counts as read."""
+        return {key: self[key] for key in self if dict.__contains__(self, key)}
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        out = self.copy()
+        out.update(other)
+        return out
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        # dict.update's rule: anything with keys() is a mapping, else an iterable of pairs.
+        pairs: Iterable[tuple[Any, Any]] = (
+            [(key, other[key]) for key in other.keys()]  # noqa: SIM118
+            if hasattr(other, "keys")
+            else other
+        )
+        for key, value in pairs:
+            self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            if dict.__contains__(self, key):
+                return self[key]
+        self[key] = default
+        return default
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        with self._lock:
+            if not dict.__contains__(self, key):
+                if default is _MISSING:
+                    raise KeyError(key)
+                return default
+            value = dict.__getitem__(self, key)
+            del self[key]
+            return value
+
+    def popitem(self) -> tuple[str, Any]:
+        """The last key set, removed (LIFO, as ``dict.popitem``)."""
+        with self._lock:
+            if not dict.__len__(self):
+                raise KeyError("popitem(): session is empty")
+            key = next(reversed(dict.keys(self)))
+            return key, self.pop(key)
 
     def clear(self) -> None:
-        for key in list(self._data):
-            self.pop(key, None)
+        with self._lock:
+            for key in list(dict.keys(self)):
+                self.pop(key, None)
+
+    def __copy__(self) -> dict[str, Any]:
+        return self.copy()
 
     def __repr__(self) -> str:
-        return f"<Session {self.app}:{self.token[:6]}… keys={sorted(self._data)!r}>"
+        return f"<Session {self.app}:{self.token[:6]}… keys={sorted(dict.keys(self))!r}>"
 
     # -- operations that reach the store ----------------------------------------------------
 
@@ -254,8 +324,18 @@ class Session(MutableMapping[str, Any]):
         return self._lock
 
     def data_view(self) -> dict[str, Any]:
-        """The attribute dict itself (no read tracking). Callers hold ``lock`` to iterate."""
-        return self._data
+        """A plain copy of the attributes, without read tracking. Callers hold ``lock`` for a
+        consistent one; to change the attributes untracked, use :meth:`raw_set` / :meth:`raw_delete`."""
+        return dict.copy(self)
+
+    def raw_set(self, key: str, value: Any) -> None:
+        """Set ``key`` without validation, tracking or hooks (a value merged from the store).
+        Caller holds ``lock``."""
+        dict.__setitem__(self, key, value)
+
+    def raw_delete(self, key: str) -> None:
+        """Remove ``key`` without tracking or hooks. Caller holds ``lock``."""
+        dict.pop(self, key, None)
 
     def has_changes(self) -> bool:
         """Anything the next write would carry (see :meth:`Changes.any`)."""
@@ -321,92 +401,12 @@ class Session(MutableMapping[str, Any]):
         written at all."""
         return self.created and (self.has_changes() or not self.in_store)
 
-    def _record_undo(self, key: str, old: Any) -> None:
-        rid = current_request.get()
-        if rid is None:
-            return
-        log = self._undo.get(rid)
-        if log is not None and key not in log:
-            log[key] = (old, *self.changes.key_state(key))
-
-    def _copy_on_read(self, key: str, value: Any) -> None:
-        """Keep a copy of a mutable value the current request reads first, before any change of
-        it (the undo log then has the value itself)."""
-        rid = current_request.get()
-        if rid is None or rid not in self._undo:
-            return
-        with self._lock:
-            if key in self._undo[rid]:
-                return
-            if self._read_copies is None:
-                self._read_copies = {}
-            copies = self._read_copies.setdefault(rid, {})
-            if key not in copies:
-                try:
-                    copies[key] = (value, copy.deepcopy(value))
-                except Exception:  # a value that cannot be copied cannot be rolled back either
-                    copies[key] = (value, value)
-
-    def _mutated_in(self, rid: int) -> list[tuple[str, Any]]:
-        """The keys request ``rid`` read and then mutated in place (not set or deleted), each
-        with its value as read. Caller holds the lock."""
-        copies = self._read_copies.get(rid) if self._read_copies else None
-        if not copies:
-            return []
-        log = self._undo.get(rid, {})
-        return [
-            (key, before)
-            for key, (value, before) in copies.items()
-            if key not in log and self._data.get(key, _MISSING) is value and value != before
-        ]
-
-    def changed_in(self, rid: int) -> bool:
-        """Whether request ``rid`` set, deleted or mutated in place a key it could still roll
-        back."""
-        with self._lock:
-            return bool(self._undo.get(rid)) or bool(self._mutated_in(rid))
-
-    def begin_undo(self, rid: int) -> None:
-        with self._lock:
-            self._undo[rid] = {}
-            self._undo_version[rid] = self.version
-
-    def end_undo(self, rid: int, *, revert: bool) -> bool:
-        """Forget (or, with ``revert``, roll back) what request ``rid`` changed. Returns whether
-        anything was rolled back. When nothing was written during the request, rolled-back keys
-        get their change tracking back as it was, so the rollback itself writes nothing; when
-        something was (``sync()``, an immediate policy), they stay marked changed, so a later
-        write restores the stored value."""
-        with self._lock:
-            mutated = self._mutated_in(rid) if revert else []
-            if self._read_copies is not None:
-                self._read_copies.pop(rid, None)
-                if not self._read_copies:
-                    self._read_copies = None
-            log = self._undo.pop(rid, None)
-            written = self._undo_version.pop(rid, self.version) != self.version
-            for key, before in mutated:
-                self._data[key] = before
-                if written:  # the store has the mutated value: write the restored one
-                    self.changes.put_key_state(key, True, False)
-            if not revert or not log:
-                return bool(mutated)
-            for key, (old, was_set, was_deleted) in log.items():
-                if old is _MISSING:
-                    self._data.pop(key, None)
-                else:
-                    self._data[key] = old
-                if written:
-                    was_set, was_deleted = old is not _MISSING, old is _MISSING
-                self.changes.put_key_state(key, was_set, was_deleted)
-            return True
-
     def reset_as_new(self, token: str, now: float) -> dict[str, Any]:
         """Become a new, empty, not yet created session under ``token`` (after an invalidation);
         returns the attributes it had. Requests still holding this object keep working."""
         with self._lock:
-            values = self._data
-            self._data = {}
+            values = dict.copy(self)
+            dict.clear(self)
             self.token = token
             self.version = 0
             self.in_store = self.created = False
@@ -421,4 +421,5 @@ class Session(MutableMapping[str, Any]):
 
     def replace_data(self, data: dict[str, Any]) -> None:
         with self._lock:
-            self._data = data
+            dict.clear(self)
+            dict.update(self, data)

@@ -31,6 +31,10 @@ class Tracking:
 
     ``modes`` are tried in order when reading; the cookie is written when ``COOKIE`` is among them.
     ``secure=None`` sets the Secure flag exactly when the request came over https.
+    ``cookie_partitioned`` adds ``Partitioned`` (CHIPS: a third-party cookie kept per top-level
+    site), which implies ``Secure``. ``attribute_case="lower"`` writes the attribute names in
+    lower case (``path=/; httponly``), as Starlette's own middleware does (browsers read them
+    case-insensitively; ``Max-Age`` keeps its case, as Starlette's).
     """
 
     modes: tuple[Mode, ...] = (Mode.COOKIE,)
@@ -41,6 +45,8 @@ class Tracking:
     cookie_httponly: bool = True
     cookie_samesite: str | None = "Lax"  # "Lax", "Strict", "None", or None to omit
     cookie_secure: bool | None = None
+    cookie_partitioned: bool = False
+    attribute_case: str = "title"  # "title" (Path=/; HttpOnly) or "lower" (path=/; httponly)
     url_param: str = "sessionid"
     header_name: str = "X-Session-Id"
 
@@ -54,6 +60,8 @@ class Tracking:
                 )
         if self.cookie_samesite is not None and self.cookie_samesite.lower() not in _SAMESITE:
             raise ConfigurationError("cookie_samesite must be Lax, Strict, None or None (omit)")
+        if self.attribute_case not in ("title", "lower"):
+            raise ConfigurationError('attribute_case must be "title" or "lower"')
 
     @property
     def uses_cookie(self) -> bool:
@@ -90,19 +98,19 @@ class Tracking:
 
     def set_cookie(self, session_id: str, *, https: bool) -> str:
         """A ``Set-Cookie`` value carrying ``session_id``."""
-        parts = [f"{self.cookie_name}={session_id}", f"Path={self.cookie_path}"]
+        parts = [f"{self.cookie_name}={session_id}", f"{self._n('Path')}={self.cookie_path}"]
         if self.cookie_domain:
-            parts.append(f"Domain={self.cookie_domain}")
+            parts.append(f"{self._n('Domain')}={self.cookie_domain}")
         if self.cookie_max_age_s is not None:
             parts.append(f"Max-Age={int(self.cookie_max_age_s)}")
         return self._flags(parts, https)
 
     def delete_cookie(self, *, https: bool) -> str:
-        parts = [f'{self.cookie_name}=""', f"Path={self.cookie_path}"]
+        parts = [f'{self.cookie_name}=""', f"{self._n('Path')}={self.cookie_path}"]
         if self.cookie_domain:
-            parts.append(f"Domain={self.cookie_domain}")
+            parts.append(f"{self._n('Domain')}={self.cookie_domain}")
         parts.append("Max-Age=0")
-        parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        parts.append(f"{self._n('Expires')}=Thu, 01 Jan 1970 00:00:00 GMT")
         return self._flags(parts, https)
 
     def response_headers(self, session_id: str | None, *, https: bool) -> list[tuple[str, str]]:
@@ -121,18 +129,25 @@ class Tracking:
             out.append((self.header_name, session_id))
         return out
 
+    def _n(self, name: str) -> str:
+        return name.lower() if self.attribute_case == "lower" else name
+
     def _flags(self, parts: list[str], https: bool) -> str:
         if self.cookie_httponly:
-            parts.append("HttpOnly")
+            parts.append(self._n("HttpOnly"))
         secure = https if self.cookie_secure is None else self.cookie_secure
         samesite = self.cookie_samesite
         if samesite is not None:
             samesite = _SAMESITE[samesite.lower()]
             if samesite == "None":
                 secure = True  # browsers drop SameSite=None without Secure
-            parts.append(f"SameSite={samesite}")
+            parts.append(f"{self._n('SameSite')}={self._n(samesite)}")
+        if self.cookie_partitioned:
+            secure = True  # browsers drop a Partitioned cookie without Secure
         if secure:
-            parts.append("Secure")
+            parts.append(self._n("Secure"))
+        if self.cookie_partitioned:
+            parts.append(self._n("Partitioned"))
         return "; ".join(parts)
 
 

@@ -380,7 +380,7 @@ class Writer:
             if key in mine:
                 continue
             try:
-                data[key] = self.serializer.loads(blob, place=place(s.app, s.token, key))
+                s.raw_set(key, self.serializer.loads(blob, place=place(s.app, s.token, key)))
                 if self.contents != "updated":
                     s.stored_hashes[key] = hash(blob)
             except CorruptSessionData:
@@ -391,5 +391,5 @@ class Writer:
                     extra=fields(s.app, s.token, "corrupt_session_data"),
                 )
         for key in [k for k in data if k not in other.attributes and k not in mine]:
-            del data[key]  # removed by the other node
+            s.raw_delete(key)  # removed by the other node
             s.stored_hashes.pop(key, None)

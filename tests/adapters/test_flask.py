@@ -203,6 +203,7 @@ def test_clear_logout_and_login() -> None:
     assert c.get("/read").json["n"] == 1  # type: ignore[index]
     c.post("/clear")
     assert c.get("/read").json["n"] is None  # type: ignore[index]
+    c.post("/incr")  # clear() ended the session (issue 10): log in again to log out
     r = c.post("/logout")
     assert "session=;" in r.headers["Set-Cookie"] and "Max-Age=0" in r.headers["Set-Cookie"]
     assert m.store.count("shop", now=m.clock.time()) == 0

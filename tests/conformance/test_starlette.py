@@ -50,34 +50,9 @@ EXCLUDED: dict[str, str] = {
     "the middleware swap does not replace",
 }
 
-# Every test here also fails on the first two causes; those named after them fail next.
-_CTOR = "SessionMiddleware rejects Starlette's constructor names (secret_key=, max_age=...)"
-_JSON = "Session is not a dict: JSONResponse({'session': request.session}) fails in json.dumps"
-
 XFAIL: dict[str, str] = {
-    "test_session": f"{_CTOR}; {_JSON}; without max_age Starlette sends Max-Age=14 days, ours "
-    "a browser-session cookie",
-    "test_partitioned_session[asyncio-False]": f"{_CTOR}; {_JSON}; clear() keeps the cookie "
-    "and id (no Set-Cookie deleting it)",
-    "test_partitioned_session[asyncio-True]": f"{_CTOR}; {_JSON}; Tracking has no Partitioned "
-    "cookie attribute; clear() keeps the cookie and id",
-    "test_session_expires": f"{_CTOR}; {_JSON}; max_age is not enforced server side: a session "
-    "presented after its cookie expired still loads",
-    "test_secure_session": f"{_CTOR}; {_JSON}",
-    "test_session_cookie_subpath": f"{_CTOR}; {_JSON}; the cookie says Path=, Starlette's "
-    "test matches its own spelling path=",
-    "test_invalid_session_cookie": f"{_CTOR}; {_JSON}",
-    "test_session_cookie": f"{_CTOR}; {_JSON}",
-    "test_session_zero_max_age": f"{_CTOR}; {_JSON}",
-    "test_domain_cookie": f"{_CTOR}; {_JSON}; the cookie says Domain=, Starlette's test "
-    "matches its own spelling domain=",
-    "test_set_cookie_only_on_modification": f"{_CTOR}; {_JSON}",
-    "test_vary_cookie_on_access": f"{_CTOR}; {_JSON}; no Vary: Cookie on responses that used "
-    "the session",
-    "test_session_persists_mutations[asyncio-/inplace_update_session-data0-expected0]": f"{_CTOR}; "
-    f"{_JSON}; Session is not a dict: session |= data raises TypeError",
-    "test_session_persists_mutations[asyncio-/popitem_session-None-expected1]": f"{_CTOR}; "
-    f"{_JSON}; Session is not a dict: popitem() removes the first key, dict's the last",
+    "test_session_expires": "max_age is not enforced server side when a manager is given (its "
+    "timeout applies): a session presented after its cookie expired still loads",
 }
 # Starlette runs its async tests on trio too when trio is installed (selenium, a dev dependency,
 # brings it): the same causes apply there.

@@ -269,3 +269,25 @@ def test_a_changed_request_whose_write_is_refused_answers_503_and_reads_still_wo
     assert resp.status == 200 and resp.body == b"1"  # rolled back, served from the cache
     store.down = False
     assert call(mw, environ("/incr", cookie=f"sessionid={sid}")).body == b"2"
+
+
+def test_vary_cookie_where_the_session_was_accessed(make: MakeManager) -> None:
+    m = make()
+    first = call(SessionMiddleware(setter(), m, "shop"), environ())
+    assert first.header("Vary") == ["Cookie"]
+
+    def reader(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        env["sessionkeeper.session"].get("n")
+        start_response("200 OK", [])
+        return [b""]
+
+    def untouched(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b""]
+
+    cookie = f"sessionid={first.session_id}"
+    read = call(SessionMiddleware(reader, m, "shop"), environ(cookie=cookie))
+    assert read.cookie is None and read.header("Vary") == ["Cookie"]
+    assert (
+        call(SessionMiddleware(untouched, m, "shop"), environ(cookie=cookie)).header("Vary") == []
+    )
