@@ -15,6 +15,7 @@ from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import Any, Protocol
 
 from .changes import Changes
+from .logs import session_hash
 from .undo import _MISSING as _MISSING
 from .undo import RequestLog
 from .undo import current_request as current_request
@@ -298,7 +299,8 @@ class Session(RequestLog):
         return self.copy()
 
     def __repr__(self) -> str:
-        return f"<Session {self.app}:{self.token[:6]}… keys={sorted(dict.keys(self))!r}>"
+        # Never any part of the id (a bearer credential): its short hash, as the logs give it.
+        return f"<Session {self.app}:{session_hash(self.app, self.token)} keys={sorted(dict.keys(self))!r}>"
 
     # -- operations that reach the store ----------------------------------------------------
 

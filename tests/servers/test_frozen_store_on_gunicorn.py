@@ -171,11 +171,18 @@ def frozen_requests(
 #: Second, on Redis with gunicorn's timeout relaxed to 90 s: a change answered 503 ("refused,
 #: rolled back") is in the store after SIGCONT (the frozen server applies the timed-out command
 #: it had buffered), while the node's copy was rolled back: a refused write is not known unwritten.
-DEFECT = "a cached request waits out the feed poller's retries, then its own (see DEFECT)"
+AMBIGUOUS = (
+    "a write whose answer timed out is not known not to have happened: the frozen Redis carries "
+    "out the command it had received, so a change answered 503 (and rolled back in the node's "
+    "copy) is in the store after SIGCONT (docs/operations.md, 'A hung store')"
+)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["postgresql", "redis"])
+@pytest.mark.parametrize(
+    "kind",
+    ["postgresql", pytest.param("redis", marks=pytest.mark.xfail(strict=True, reason=AMBIGUOUS))],
+)
 def test_frozen_store_under_gunicorn(kind: str, tmp_path: Path) -> None:
     instance = own_instance(kind)
     options = prefix_options(kind)
