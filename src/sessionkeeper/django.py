@@ -139,6 +139,10 @@ signals.got_request_exception.connect(_request_failed, dispatch_uid="sessionkeep
 # -- the session engine -----------------------------------------------------------------------
 
 
+# What pop()'s ``default`` is when none is given, as SessionBase's own: ``default=None`` is a default.
+_NOT_GIVEN: Any = object()
+
+
 class SessionStore(SessionBase):
     """Django's ``SessionBase`` over a sessionkeeper :class:`Session`. Not thread safe, as every
     Django session object: one per request."""
@@ -199,10 +203,10 @@ class SessionStore(SessionBase):
         del self._session[key]
         self._modified = True
 
-    def pop(self, key: str, *default: Any) -> Any:
+    def pop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
         s = self._session
         self._modified = self._modified or key in s
-        return s.pop(key, *default)
+        return s.pop(key) if default is _NOT_GIVEN else s.pop(key, default)
 
     def update(self, dict_: Mapping[str, Any]) -> None:
         self._session.update(dict_)
@@ -212,10 +216,10 @@ class SessionStore(SessionBase):
         (await self._aget_session())[key] = value
         self._modified = True
 
-    async def apop(self, key: str, *default: Any) -> Any:
+    async def apop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
         s = await self._aget_session()
         self._modified = self._modified or key in s
-        return s.pop(key, *default)
+        return s.pop(key) if default is _NOT_GIVEN else s.pop(key, default)
 
     async def aupdate(self, dict_: Mapping[str, Any]) -> None:
         (await self._aget_session()).update(dict_)

@@ -297,6 +297,17 @@ def test_sessionbase_methods_outside_a_request() -> None:
         skd.SessionStore()["missing"]
 
 
+def test_pop_takes_its_default_by_name() -> None:
+    s = skd.SessionStore()
+    s["a"] = 1
+    s.modified = False
+    assert s.pop("zz", default=None) is None and not s.modified
+    assert asyncio.run(s.apop("zz", default=7)) == 7 and not s.modified
+    assert s.pop("a", default=0) == 1 and s.modified
+    with pytest.raises(KeyError):
+        s.pop("zz")
+
+
 def test_async_methods_and_cache_hits_stay_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     s = skd.SessionStore()
     s["n"] = 1
