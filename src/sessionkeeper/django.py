@@ -39,6 +39,7 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase
 from django.core import checks, signals
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
@@ -388,10 +389,25 @@ class SessionStore(SessionBase):
 
     async def aset_expiry(self, value: Any) -> None:
         await super().aset_expiry(value)
-        self._apply_expiry()
+        if self._expired_now():
+            await asyncio.to_thread(self._apply_expiry)  # invalidate() deletes from the store
+        else:
+            self._apply_expiry()
+
+    def _expired_now(self) -> bool:
+        return bool(self.get("_session_expiry")) and self.get_expiry_date() <= timezone.now()
 
     def _apply_expiry(self) -> None:
         s = self._session
+        if self._expired_now():
+            # An expiry in the past ends the session now: a store keeping it would never load it
+            # again, and an idle timeout of a second would let the next request read it.
+            if s.created:
+                s.invalidate()
+            else:
+                s.clear()
+            self._modified = True
+            return
         if not s.created:
             return
         if self.get("_session_expiry"):

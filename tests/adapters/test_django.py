@@ -177,6 +177,15 @@ def test_expire_at_browser_close_and_set_expiry() -> None:
     assert stored is not None and stored.timeout_s == 120
 
 
+def test_set_expiry_in_the_past_ends_the_session_now() -> None:
+    c = Client()
+    first = c.post("/incr").cookies["sessionid"].value
+    c.post("/expiry?s=-10")
+    assert manager().store.load("default", first.split(".")[0]) is None
+    assert not skd.SessionStore(first).exists(first)
+    assert c.post("/incr").json() == {"n": 1}
+
+
 def test_login_cycles_key_and_logout_flushes() -> None:
     c = Client()
     c.post("/incr")
