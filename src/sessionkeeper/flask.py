@@ -162,6 +162,9 @@ class SessionKeeperInterface(SessionInterface):
     def __init__(self, manager: SessionManager, app_name: str) -> None:
         self.manager = manager
         self.app_name = app_name
+        # The options of the last cookie set (shared by the request threads: a stale read
+        # costs one extra Set-Cookie at most).
+        self._rendered: tuple[tuple[str, Any], ...] | None = None
 
     def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
         session_id = _session_cookie(request, self.get_cookie_name(app))
@@ -193,12 +196,22 @@ class SessionKeeperInterface(SessionInterface):
             response.delete_cookie(self.get_cookie_name(app), **self._cookie_options(app))
             _vary_cookie(response)
         elif session.session.created and (
-            action == "set" or session.permanent_changed or self.should_set_cookie(app, session)
+            action == "set"
+            or session.permanent_changed
+            or self.should_set_cookie(app, session)
+            or (session.modified and self._options_changed(app))
         ):
             max_age = app.permanent_session_lifetime if session.permanent else None
             options = self._cookie_options(app)
             response.set_cookie(self.get_cookie_name(app), session.id, max_age=max_age, **options)
+            self._rendered = tuple(options.items())
             _vary_cookie(response)
+
+    def _options_changed(self, app: flask.Flask) -> bool:
+        """Whether the app's cookie settings (SESSION_COOKIE_*) differ from those of the last
+        cookie set: a changed session then resends its cookie with the new ones. Flask resends on
+        every change; a changed request whose settings and id did not change sends no cookie."""
+        return tuple(self._cookie_options(app).items()) != self._rendered
 
     def _cookie_options(self, app: flask.Flask) -> dict[str, Any]:
         return {

@@ -123,6 +123,17 @@ def test_round_trip_new_and_cookie() -> None:
     assert m.store.count("shop", now=m.clock.time()) == 1
 
 
+def test_a_changed_session_resends_its_cookie_after_the_cookie_settings_changed() -> None:
+    app = make_app(memory_manager(), SESSION_COOKIE_SAMESITE="Lax")
+    c = app.test_client()
+    assert "SameSite=Lax" in c.post("/incr").headers["Set-Cookie"]
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+    assert "Set-Cookie" not in c.get("/read").headers  # unchanged: nothing to resend it with
+    r = c.post("/incr")
+    assert r.json == {"n": 2, "new": False} and "SameSite=Strict" in r.headers["Set-Cookie"]
+    assert "Set-Cookie" not in c.post("/incr").headers  # sent with these settings already
+
+
 def test_read_only_request_creates_nothing() -> None:
     m = memory_manager()
     r = make_app(m).test_client().get("/read")

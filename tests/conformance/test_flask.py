@@ -85,8 +85,6 @@ EXCLUDED: dict[str, str] = {
 XFAIL: dict[str, str] = {
     "test_session_using_session_settings": "emptying the session (pop of its last key) keeps "
     "its cookie and id: no Set-Cookie deleting it",
-    "test_session_using_samesite_attribute": "the cookie is resent only when the id changes: "
-    "after SESSION_COOKIE_SAMESITE changed, a request that sets a key sends no Set-Cookie",
 }
 
 _managers: list[sk.SessionManager] = []
