@@ -167,6 +167,13 @@ class SessionKeeperInterface(SessionInterface):
         self._rendered: tuple[tuple[str, Any], ...] | None = None
 
     def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
+        """Begins the request. A second open on the same request, as the test client's
+        ``session_transaction()`` does (its context's push opens one, then it opens its own),
+        first ends the one before, which nothing changed: it would hold the session against the
+        second under ``serialize_access``, and leak that hold."""
+        earlier = request.environ.get(_ACTIVE)
+        if earlier is not None and not getattr(earlier, "ended", False):
+            self.manager.lifecycle.end_request(earlier, ok=True)
         session_id = _session_cookie(request, self.get_cookie_name(app))
         try:
             active = self.manager.lifecycle.begin_request(self.app_name, session_id)

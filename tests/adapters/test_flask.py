@@ -176,6 +176,17 @@ def test_each_request_ends_exactly_once() -> None:
     assert c.post("/incr").json == {"n": 2, "new": False}  # the access lock was released
 
 
+def test_session_transaction_under_serialize_access_holds_nothing_after() -> None:
+    m = memory_manager(serialize_access=True, access_wait_s=0.2)
+    c = make_app(m).test_client()
+    c.post("/incr")
+    with c.session_transaction() as sess:
+        assert sess["n"] == 1
+        sess["n"] = 10
+    assert c.post("/incr").json == {"n": 11, "new": False}  # written, and the hold released
+    assert m.stats()["unavailable"] == 0
+
+
 @pytest.mark.parametrize("contents,mark,expected", [
     ("updated", False, None), ("updated", True, ["apple", "apple"]),
     ("accessed", False, ["apple", "apple"]),
