@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +12,7 @@ import flask
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markupsafe import Markup
 
 import sessionkeeper as sk
 from sessionkeeper.errors import ConfigurationError
@@ -330,3 +333,45 @@ def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
     store.writes_down = False
     assert c.post("/incr").json == {"n": 2, "new": False}
     m.close()
+
+
+def test_flask_tagged_values_keep_their_type_after_a_restart() -> None:
+    values = {
+        "t": (1, "a"),
+        "b": b"\x00raw",
+        "d": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "u": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "m": Markup("<b>hi</b>"),
+    }
+    store = MemoryStore()
+
+    def app_on(manager: sk.SessionManager) -> flask.Flask:
+        app = flask.Flask("shop")
+        SessionKeeper(app, manager=manager)
+
+        @app.post("/put")
+        def put() -> str:
+            flask.session.update(values)
+            flask.flash(Markup("<i>saved</i>"))
+            return "ok"
+
+        @app.get("/get")
+        def get() -> dict[str, Any]:
+            got = {k: flask.session[k] for k in values}
+            types = {k: type(v).__name__ for k, v in got.items()}
+            flashed = [type(m).__name__ for m in flask.get_flashed_messages()]
+            return {"equal": got == values, "types": types, "flashed": flashed}
+
+        return app
+
+    first = app_on(memory_manager(store=store)).test_client()
+    first.post("/put")
+    cookie = first.get_cookie("session")
+    assert cookie is not None
+    restarted = app_on(memory_manager(store=store)).test_client()  # a new process: no cache
+    restarted.set_cookie("session", cookie.value)
+    assert restarted.get("/get").json == {
+        "equal": True,
+        "types": {"t": "tuple", "b": "bytes", "d": "datetime", "u": "UUID", "m": "Markup"},
+        "flashed": ["Markup"],
+    }
