@@ -162,8 +162,18 @@ class SessionKeeperInterface(SessionInterface):
     def __init__(self, manager: SessionManager, app_name: str) -> None:
         self.manager = manager
         self.app_name = app_name
+        # The options of the last cookie set (shared by the request threads: a stale read
+        # costs one extra Set-Cookie at most).
+        self._rendered: tuple[tuple[str, Any], ...] | None = None
 
     def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
+        """Begins the request. A second open on the same request, as the test client's
+        ``session_transaction()`` does (its context's push opens one, then it opens its own),
+        first ends the one before, which nothing changed: it would hold the session against the
+        second under ``serialize_access``, and leak that hold."""
+        earlier = request.environ.get(_ACTIVE)
+        if earlier is not None and not getattr(earlier, "ended", False):
+            self.manager.lifecycle.end_request(earlier, ok=True)
         session_id = _session_cookie(request, self.get_cookie_name(app))
         try:
             active = self.manager.lifecycle.begin_request(self.app_name, session_id)
@@ -193,12 +203,22 @@ class SessionKeeperInterface(SessionInterface):
             response.delete_cookie(self.get_cookie_name(app), **self._cookie_options(app))
             _vary_cookie(response)
         elif session.session.created and (
-            action == "set" or session.permanent_changed or self.should_set_cookie(app, session)
+            action == "set"
+            or session.permanent_changed
+            or self.should_set_cookie(app, session)
+            or (session.modified and self._options_changed(app))
         ):
             max_age = app.permanent_session_lifetime if session.permanent else None
             options = self._cookie_options(app)
             response.set_cookie(self.get_cookie_name(app), session.id, max_age=max_age, **options)
+            self._rendered = tuple(options.items())
             _vary_cookie(response)
+
+    def _options_changed(self, app: flask.Flask) -> bool:
+        """Whether the app's cookie settings (SESSION_COOKIE_*) differ from those of the last
+        cookie set: a changed session then resends its cookie with the new ones. Flask resends on
+        every change; a changed request whose settings and id did not change sends no cookie."""
+        return tuple(self._cookie_options(app).items()) != self._rendered
 
     def _cookie_options(self, app: flask.Flask) -> dict[str, Any]:
         return {

@@ -1,7 +1,8 @@
 """Turning attribute values into bytes and back, one attribute at a time.
 
 JSON is the default. It round-trips the JSON types plus ``datetime``, ``date``, ``time``,
-``Decimal``, ``UUID``, ``bytes``, ``set``, ``frozenset`` and ``tuple`` through small tagged objects.
+``Decimal``, ``UUID``, ``bytes``, ``set``, ``frozenset``, ``tuple`` and markupsafe's ``Markup``
+through small tagged objects.
 msgpack is an option (``msgpack`` extra). Pickle is used only when chosen, and then every value is
 HMAC-SHA256 signed with a key the operator provides, over the value and its place (app, session
 token, key: :func:`place`), so bytes written by anyone without the key are refused instead of
@@ -49,6 +50,9 @@ def place(app: str, token: str, key: str) -> bytes:
 def _encode(value: Any) -> Any:
     # bool and int before the others: bool is an int, and both are plain JSON.
     if value is None or isinstance(value, (bool, int, str)):
+        if type(value) is not str and isinstance(value, str) and hasattr(value, "__html__"):
+            # markupsafe's Markup (Flask's flash(), Jinja): as a plain str it would be escaped
+            return {_TAG: "markup", "v": str(value)}
         return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -80,6 +84,12 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"JSON cannot represent {type(value).__name__}")
 
 
+def _markup(text: str) -> Any:
+    from markupsafe import Markup  # imported only here: a Markup was stored, so it is installed
+
+    return Markup(text)
+
+
 _DECODERS: dict[str, Any] = {
     "float": float,
     "tuple": lambda v: tuple(_decode(x) for x in v),
@@ -92,6 +102,7 @@ _DECODERS: dict[str, Any] = {
     "decimal": Decimal,
     "uuid": uuid.UUID,
     "bytes": lambda v: base64.b64decode(v, validate=True),
+    "markup": _markup,
 }
 
 

@@ -177,6 +177,15 @@ def test_expire_at_browser_close_and_set_expiry() -> None:
     assert stored is not None and stored.timeout_s == 120
 
 
+def test_set_expiry_in_the_past_ends_the_session_now() -> None:
+    c = Client()
+    first = c.post("/incr").cookies["sessionid"].value
+    c.post("/expiry?s=-10")
+    assert manager().store.load("default", first.split(".")[0]) is None
+    assert not skd.SessionStore(first).exists(first)
+    assert c.post("/incr").json() == {"n": 1}
+
+
 def test_login_cycles_key_and_logout_flushes() -> None:
     c = Client()
     c.post("/incr")
@@ -295,6 +304,17 @@ def test_sessionbase_methods_outside_a_request() -> None:
     assert again.session_key is None and again.is_empty()
     with pytest.raises(KeyError):
         skd.SessionStore()["missing"]
+
+
+def test_pop_takes_its_default_by_name() -> None:
+    s = skd.SessionStore()
+    s["a"] = 1
+    s.modified = False
+    assert s.pop("zz", default=None) is None and not s.modified
+    assert asyncio.run(s.apop("zz", default=7)) == 7 and not s.modified
+    assert s.pop("a", default=0) == 1 and s.modified
+    with pytest.raises(KeyError):
+        s.pop("zz")
 
 
 def test_async_methods_and_cache_hits_stay_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +12,7 @@ import flask
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markupsafe import Markup
 
 import sessionkeeper as sk
 from sessionkeeper.errors import ConfigurationError
@@ -123,6 +126,17 @@ def test_round_trip_new_and_cookie() -> None:
     assert m.store.count("shop", now=m.clock.time()) == 1
 
 
+def test_a_changed_session_resends_its_cookie_after_the_cookie_settings_changed() -> None:
+    app = make_app(memory_manager(), SESSION_COOKIE_SAMESITE="Lax")
+    c = app.test_client()
+    assert "SameSite=Lax" in c.post("/incr").headers["Set-Cookie"]
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+    assert "Set-Cookie" not in c.get("/read").headers  # unchanged: nothing to resend it with
+    r = c.post("/incr")
+    assert r.json == {"n": 2, "new": False} and "SameSite=Strict" in r.headers["Set-Cookie"]
+    assert "Set-Cookie" not in c.post("/incr").headers  # sent with these settings already
+
+
 def test_read_only_request_creates_nothing() -> None:
     m = memory_manager()
     r = make_app(m).test_client().get("/read")
@@ -163,6 +177,17 @@ def test_each_request_ends_exactly_once() -> None:
         c.post("/boom")
     c.post("/fail")
     assert c.post("/incr").json == {"n": 2, "new": False}  # the access lock was released
+
+
+def test_session_transaction_under_serialize_access_holds_nothing_after() -> None:
+    m = memory_manager(serialize_access=True, access_wait_s=0.2)
+    c = make_app(m).test_client()
+    c.post("/incr")
+    with c.session_transaction() as sess:
+        assert sess["n"] == 1
+        sess["n"] = 10
+    assert c.post("/incr").json == {"n": 11, "new": False}  # written, and the hold released
+    assert m.stats()["unavailable"] == 0
 
 
 @pytest.mark.parametrize("contents,mark,expected", [
@@ -309,3 +334,45 @@ def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
     store.writes_down = False
     assert c.post("/incr").json == {"n": 2, "new": False}
     m.close()
+
+
+def test_flask_tagged_values_keep_their_type_after_a_restart() -> None:
+    values = {
+        "t": (1, "a"),
+        "b": b"\x00raw",
+        "d": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "u": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "m": Markup("<b>hi</b>"),
+    }
+    store = MemoryStore()
+
+    def app_on(manager: sk.SessionManager) -> flask.Flask:
+        app = flask.Flask("shop")
+        SessionKeeper(app, manager=manager)
+
+        @app.post("/put")
+        def put() -> str:
+            flask.session.update(values)
+            flask.flash(Markup("<i>saved</i>"))
+            return "ok"
+
+        @app.get("/get")
+        def get() -> dict[str, Any]:
+            got = {k: flask.session[k] for k in values}
+            types = {k: type(v).__name__ for k, v in got.items()}
+            flashed = [type(m).__name__ for m in flask.get_flashed_messages()]
+            return {"equal": got == values, "types": types, "flashed": flashed}
+
+        return app
+
+    first = app_on(memory_manager(store=store)).test_client()
+    first.post("/put")
+    cookie = first.get_cookie("session")
+    assert cookie is not None
+    restarted = app_on(memory_manager(store=store)).test_client()  # a new process: no cache
+    restarted.set_cookie("session", cookie.value)
+    assert restarted.get("/get").json == {
+        "equal": True,
+        "types": {"t": "tuple", "b": "bytes", "d": "datetime", "u": "UUID", "m": "Markup"},
+        "flashed": ["Markup"],
+    }

@@ -68,11 +68,6 @@ EXCLUDED: dict[str, str] = {
     "(Session.objects.get)",
 }
 
-_PAST = (
-    "set_expiry() with a time in the past does not end the session (it becomes an idle timeout "
-    "of max(1, age) seconds), so a new SessionStore still loads it"
-)
-_POP = "pop()/apop() take the default only positionally: pop(key, default=...) is a TypeError"
 _RESURRECT = (
     "saving a session that another SessionStore deleted raises no UpdateError: the delete "
     "empties the cached Session both share, and the save stores the data under a new id"
@@ -83,10 +78,6 @@ _OUTSIDE = (
 )
 
 XFAIL: dict[str, str] = {
-    "SessionStoreTests::test_actual_expiry": _PAST,
-    "SessionStoreTests::test_actual_expiry_async": _PAST,
-    "SessionStoreTests::test_pop_default_named_argument": _POP,
-    "SessionStoreTests::test_pop_default_named_argument_async": _POP,
     "SessionStoreTests::test_session_save_does_not_resurrect_session_logged_out_in_other_context": (
         _RESURRECT
     ),

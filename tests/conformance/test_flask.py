@@ -82,10 +82,7 @@ EXCLUDED: dict[str, str] = {
     "Flask's request matching, no session backend",
 }
 
-XFAIL: dict[str, str] = {
-    "test_session_using_samesite_attribute": "the cookie is resent only when the id changes: "
-    "after SESSION_COOKIE_SAMESITE changed, a request that sets a key sends no Set-Cookie",
-}
+XFAIL: dict[str, str] = {}
 
 _managers: list[sk.SessionManager] = []
 

@@ -26,117 +26,25 @@ the event loop; store reads and writes run in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
-from django.apps import AppConfig
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase
-from django.core import checks, signals
-from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
-from . import ids
-from .config import MANAGER_OPTIONS, Settings, manager_options
-from .errors import UNAVAILABLE_ERRORS, ConfigurationError, WriteRefused
-from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
-from .manager import SessionManager
-from .session import Session
-
-# -- the manager: one per process ----------------------------------------------------------------
-
-_manager: SessionManager | None = None
-_app_name: str | None = None  # SESSIONKEEPER["APP_NAME"], read once, reset with the manager
-_manager_lock = threading.Lock()
-
-
-def _options() -> tuple[str, dict[str, Any]]:
-    raw: Mapping[str, Any] = getattr(settings, "SESSIONKEEPER", None) or {}
-    app_name, options = manager_options(raw, source="SESSIONKEEPER")
-    options.setdefault("timeout_s", float(settings.SESSION_COOKIE_AGE))
-    return app_name or "default", options
-
-
-def get_manager() -> SessionManager:
-    """This process's manager, built from ``settings.SESSIONKEEPER`` on first use."""
-    global _manager
-    if _manager is None:
-        with _manager_lock:
-            if _manager is None:
-                _manager = SessionManager(**_options()[1])
-    return _manager
-
-
-def app_name() -> str:
-    global _app_name
-    name = _app_name
-    if name is None:
-        name = _app_name = _options()[0]
-    return name
-
-
-def reset_manager(**kwargs: Any) -> None:
-    """Close the manager; the next use builds one from the settings (on ``SESSIONKEEPER``
-    changes, e.g. ``override_settings`` in tests)."""
-    global _manager, _app_name
-    if kwargs.get("setting") not in (None, "SESSIONKEEPER", "SESSION_COOKIE_AGE"):
-        return
-    with _manager_lock:
-        old, _manager = _manager, None
-        _app_name = None
-    if old is not None:
-        old.close()
-
-
-setting_changed.connect(reset_manager, dispatch_uid="sessionkeeper.django.reset_manager")
-
-# -- which sessions the current request holds ----------------------------------------------------
-
-
-@dataclass(eq=False)
-class _RequestState:
-    stores: list[SessionStore] = field(default_factory=list)
-    failed: bool = False
-
-
-_request: ContextVar[_RequestState | None] = ContextVar("sessionkeeper_django", default=None)
-
-
-def _request_started(**kwargs: Any) -> None:
-    _request_finished()  # a server that never sent request_finished: end what was left
-    _request.set(_RequestState())
-
-
-def _request_failed(**kwargs: Any) -> None:
-    state = _request.get()
-    if state is not None:
-        state.failed = True
-
-
-def _request_finished(**kwargs: Any) -> None:
-    state = _request.get()
-    if state is None:
-        return
-    _request.set(None)
-    for store in state.stores:
-        # A refusal here is rolled back and counted; the response is already out (installed,
-        # SessionUnavailableMiddleware makes the write in time to answer 503 instead).
-        with contextlib.suppress(WriteRefused):
-            store._end(ok=not (store.modified or state.failed))
-
-
-signals.request_started.connect(_request_started, dispatch_uid="sessionkeeper.django.started")
-signals.request_finished.connect(_request_finished, dispatch_uid="sessionkeeper.django.finished")
-signals.got_request_exception.connect(_request_failed, dispatch_uid="sessionkeeper.django.failed")
-
+from .. import ids
+from ..lifecycle import ActiveRequest
+from ..session import Session
+from ._process import _request, app_name, get_manager, reset_manager
 
 # -- the session engine -----------------------------------------------------------------------
+
+
+# What pop()'s ``default`` is when none is given, as SessionBase's own: ``default=None`` is a default.
+_NOT_GIVEN: Any = object()
 
 
 class SessionStore(SessionBase):
@@ -199,10 +107,10 @@ class SessionStore(SessionBase):
         del self._session[key]
         self._modified = True
 
-    def pop(self, key: str, *default: Any) -> Any:
+    def pop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
         s = self._session
         self._modified = self._modified or key in s
-        return s.pop(key, *default)
+        return s.pop(key) if default is _NOT_GIVEN else s.pop(key, default)
 
     def update(self, dict_: Mapping[str, Any]) -> None:
         self._session.update(dict_)
@@ -212,10 +120,10 @@ class SessionStore(SessionBase):
         (await self._aget_session())[key] = value
         self._modified = True
 
-    async def apop(self, key: str, *default: Any) -> Any:
+    async def apop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
         s = await self._aget_session()
         self._modified = self._modified or key in s
-        return s.pop(key, *default)
+        return s.pop(key) if default is _NOT_GIVEN else s.pop(key, default)
 
     async def aupdate(self, dict_: Mapping[str, Any]) -> None:
         (await self._aget_session()).update(dict_)
@@ -385,10 +293,25 @@ class SessionStore(SessionBase):
 
     async def aset_expiry(self, value: Any) -> None:
         await super().aset_expiry(value)
-        self._apply_expiry()
+        if self._expired_now():
+            await asyncio.to_thread(self._apply_expiry)  # invalidate() deletes from the store
+        else:
+            self._apply_expiry()
+
+    def _expired_now(self) -> bool:
+        return bool(self.get("_session_expiry")) and self.get_expiry_date() <= timezone.now()
 
     def _apply_expiry(self) -> None:
         s = self._session
+        if self._expired_now():
+            # An expiry in the past ends the session now: a store keeping it would never load it
+            # again, and an idle timeout of a second would let the next request read it.
+            if s.created:
+                s.invalidate()
+            else:
+                s.clear()
+            self._modified = True
+            return
         if not s.created:
             return
         if self.get("_session_expiry"):
@@ -411,88 +334,15 @@ def _token(session_id: str) -> str | None:
     return parsed[0] if parsed else None
 
 
-# -- 503 on a store outage, system checks, the app config -------------------------------------
+# Below SessionStore, which they import.
+from .middleware import SessionKeeperConfig, SessionUnavailableMiddleware, check_settings  # noqa: E402
 
-
-class SessionUnavailableMiddleware:
-    """Turns a session that cannot be loaded (the store is down and the session is not cached,
-    or it stayed busy past ``access_wait_s``) into ``503`` with ``Retry-After``; so too a
-    changed request whose write cannot be made durable (``WriteRefused``).
-
-    Ordering: below ``SessionMiddleware``, it ends the request's hold (and so makes its write)
-    as soon as the view answered below 500, while the response can still be replaced: the
-    ``save()`` that ``SessionMiddleware`` calls afterwards then has nothing left to write, and a
-    refused request is no longer ``modified``, so it gets no cookie."""
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> Any:
-        response = self.get_response(request)
-        session = getattr(request, "session", None)
-        if isinstance(session, SessionStore) and response.status_code < 500:
-            try:
-                session._end(ok=True)
-            except WriteRefused:
-                session._modified = False
-                headers = get_manager().lifecycle.refuse()
-                return HttpResponse(UNAVAILABLE_BODY, status=503, headers=headers)
-        return response
-
-    def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
-        if not isinstance(exception, UNAVAILABLE_ERRORS):
-            return None
-        _request_failed()  # the view failed: its session changes are rolled back, not written
-        return HttpResponse(UNAVAILABLE_BODY, status=503, headers=get_manager().lifecycle.refuse())
-
-
-@checks.register("sessionkeeper")
-def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
-    """``manage.py check``: a bad ``SESSIONKEEPER`` setting, caught without touching the store."""
-    errors: list[checks.CheckMessage] = []
-    raw = getattr(settings, "SESSIONKEEPER", None)
-    if raw is not None and not isinstance(raw, Mapping):
-        return [checks.Error("SESSIONKEEPER must be a dict", id="sessionkeeper.E001")]
-    options = {str(k).lower(): v for k, v in (raw or {}).items()}
-    for key in sorted(set(options) - MANAGER_OPTIONS - {"app_name"}):
-        errors.append(
-            checks.Error(
-                f"SESSIONKEEPER has an unknown key {key.upper()!r}",
-                hint=f"known: {', '.join(sorted(k.upper() for k in MANAGER_OPTIONS))}",
-                id="sessionkeeper.E002",
-            )
-        )
-    try:
-        Settings(**{k: v for k, v in options.items() if k in MANAGER_OPTIONS})
-    except (ConfigurationError, ValueError, TypeError) as exc:
-        errors.append(checks.Error(f"SESSIONKEEPER: {exc}", id="sessionkeeper.E003"))
-    store = options.get("store")
-    if isinstance(store, str) and store.startswith("memory:"):
-        errors.append(
-            checks.Warning(
-                "SESSIONKEEPER STORE is memory://: sessions do not survive the process and are "
-                "not shared between workers",
-                id="sessionkeeper.W001",
-            )
-        )
-    if getattr(settings, "SESSION_ENGINE", "") == __name__ and (
-        "django.contrib.sessions.middleware.SessionMiddleware"
-        not in getattr(settings, "MIDDLEWARE", [])
-    ):
-        errors.append(
-            checks.Warning(
-                "SESSION_ENGINE is sessionkeeper.django but Django's SessionMiddleware is not in "
-                "MIDDLEWARE: request.session will not exist",
-                id="sessionkeeper.W002",
-            )
-        )
-    return errors
-
-
-class SessionKeeperConfig(AppConfig):
-    """Add ``"sessionkeeper.django.SessionKeeperConfig"`` to ``INSTALLED_APPS`` for the checks."""
-
-    name = "sessionkeeper"
-    label = "sessionkeeper"
-    verbose_name = "sessionkeeper"
-    default_auto_field = "django.db.models.AutoField"
+__all__ = [
+    "SessionKeeperConfig",
+    "SessionStore",
+    "SessionUnavailableMiddleware",
+    "app_name",
+    "check_settings",
+    "get_manager",
+    "reset_manager",
+]
