@@ -47,170 +47,49 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import enum
 import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import ClassVar, TypeVar
 
 from .. import forks
 from ..clock import Clock, SystemClock
 from ..errors import CorruptSessionData, StoreError, StoreUnavailable, ValueTooLarge
+from .records import (
+    AppCounts,
+    ExpiredSession,
+    Invalidation,
+    RetryPolicy,
+    SaveRequest,
+    SaveResult,
+    SaveStatus,
+    StoredSession,
+    StoreStats,
+    Touch,
+    _rebase,
+)
 
 log = logging.getLogger("sessionkeeper.store")
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class StoredSession:
-    """A session as the store holds it: serialized attributes plus metadata."""
-
-    app: str
-    token: str
-    attributes: Mapping[str, bytes]
-    version: int
-    created_at: float
-    last_access_at: float
-    timeout_s: float
-    owner: str | None = None
-    node: str | None = None
-
-    @property
-    def expires_at(self) -> float:
-        return self.last_access_at + self.timeout_s
-
-
-@dataclass(frozen=True, slots=True)
-class SaveRequest:
-    """Write one session: its metadata, plus ``changed`` and ``removed`` attributes (or, with
-    ``full``, the complete attribute set), checked against ``expected_version``."""
-
-    app: str
-    token: str
-    expected_version: int
-    created_at: float
-    last_access_at: float
-    timeout_s: float
-    changed: Mapping[str, bytes] = field(default_factory=dict)
-    removed: frozenset[str] = frozenset()
-    full: bool = False
-    owner: str | None = None
-    node: str | None = None
-    #: The keys of ``changed`` this node changed (set, or bytes differing from what it last read
-    #: or wrote); a full write carries the others along unchanged. ``None``: all of them.
-    own: frozenset[str] | None = None
-
-    @property
-    def expires_at(self) -> float:
-        return self.last_access_at + self.timeout_s
-
-    @property
-    def own_changes(self) -> Mapping[str, bytes]:
-        """What a rebase re-applies: a carried, unchanged key of a stale copy must not
-        overwrite another node's newer value."""
-        if self.own is None:
-            return self.changed
-        return {k: v for k, v in self.changed.items() if k in self.own}
-
-
-class SaveStatus(enum.Enum):
-    SAVED = "saved"
-    CONFLICT = "conflict"  # the stored version moved on; see merged_from
-    GONE = "gone"  # invalidated (tombstoned) or deleted meanwhile: must not be brought back
-
-
-@dataclass(frozen=True, slots=True)
-class SaveResult:
-    status: SaveStatus
-    version: int = 0  # the stored version after the call
-    # Set when the write met another node's newer version. For CONFLICT it is that version; for
-    # SAVED it is the state this write was merged on top of (its other keys are still stored).
-    merged_from: StoredSession | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Touch:
-    """Access-time-only update: no attribute changed."""
-
-    app: str
-    token: str
-    last_access_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiredSession:
-    app: str
-    token: str
-    last_access_at: float
-    timeout_s: float
-    owner: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Invalidation:
-    """One entry of the invalidation feed: this session's id was ended (invalidated, or
-    retired by a rotation) on some node."""
-
-    app: str
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class AppCounts:
-    live: int
-    expired: int  # expired but not yet swept
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """``attempts`` tries in all; waits ``backoff_s``, doubling up to ``max_backoff_s``."""
-
-    attempts: int = 3
-    backoff_s: float = 0.05
-    max_backoff_s: float = 1.0
-
-
-@dataclass
-class StoreStats:
-    reads: int = 0
-    sessions_written: int = 0
-    write_batches: int = 0
-    touches: int = 0
-    deletes: int = 0
-    bytes_written: int = 0
-    conflicts_merged: int = 0
-    errors: int = 0
-    retries: int = 0
-    calls: int = 0
-    latency_total_s: float = 0.0
-    latency_max_s: float = 0.0
-    available: bool = True
-
-    def as_dict(self) -> dict[str, float | int | bool]:
-        return dataclasses.asdict(self)
-
-
-def _rebase(request: SaveRequest, current: StoredSession) -> SaveRequest:
-    """Our changed keys re-applied on top of another node's newer version.
-
-    A full write becomes a partial one of only the keys this node changed (``own_changes``):
-    keys the other node added or changed are kept, because dropping or overwriting them would
-    lose a write we never saw. Keys both changed: ours, the later write, wins.
-    """
-    return dataclasses.replace(
-        request,
-        expected_version=current.version,
-        full=False,
-        changed=request.own_changes,
-        own=None,
-        created_at=min(request.created_at, current.created_at),
-        last_access_at=max(request.last_access_at, current.last_access_at),
-    )
+__all__ = [
+    "AppCounts",
+    "ExpiredSession",
+    "Invalidation",
+    "RetryPolicy",
+    "SaveRequest",
+    "SaveResult",
+    "SaveStatus",
+    "Store",
+    "StoreStats",
+    "StoredSession",
+    "Touch",
+]
 
 
 class Store(abc.ABC):

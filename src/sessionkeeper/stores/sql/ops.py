@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from ...errors import CorruptSessionData, ValueTooLarge
 from ...logs import fields, session_hash
-from ..base import (
+from ..records import (
     AppCounts,
     ExpiredSession,
     SaveRequest,
