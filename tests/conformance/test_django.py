@@ -68,25 +68,7 @@ EXCLUDED: dict[str, str] = {
     "(Session.objects.get)",
 }
 
-_RESURRECT = (
-    "saving a session that another SessionStore deleted raises no UpdateError: the delete "
-    "empties the cached Session both share, and the save stores the data under a new id"
-)
-_OUTSIDE = (
-    "outside a request (RequestFactory, no request_started) a change goes straight into the "
-    "cached Session: the 5xx response's unsaved change is what load() returns"
-)
-
-XFAIL: dict[str, str] = {
-    "SessionStoreTests::test_session_save_does_not_resurrect_session_logged_out_in_other_context": (
-        _RESURRECT
-    ),
-    "SessionStoreTests::test_session_asave_does_not_resurrect_session_logged_out_in_other_context": (
-        _RESURRECT
-    ),
-    "SessionMiddlewareTests::test_session_save_on_500": _OUTSIDE,
-    "SessionMiddlewareTests::test_session_save_on_5xx": _OUTSIDE,
-}
+XFAIL: dict[str, str] = {}
 
 
 def _loaded() -> set[str]:

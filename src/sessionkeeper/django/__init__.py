@@ -16,7 +16,13 @@ middleware calls before the response is sent, when the session was modified and 
 below 500) ends it, and the write policy decides. A request that never saved is ended when Django
 sends ``request_finished``: rolled back if it modified the session (the middleware skipped the save:
 a 5xx, or a session emptied without ``flush()``) or raised, else ended normally. Outside a request
-(a shell, a management command) nothing is held between calls: each ``save()`` is a request.
+(a shell, a management command, a ``RequestFactory`` test) the store holds the session from its
+first use until ``save()`` (which writes) or ``load()`` (which rolls its unsaved changes back and
+reads again); a response the middleware does not save never reaches the store.
+
+A store remembers the id it loaded: ``save()`` of a session that another context deleted
+(``flush()``, ``delete()``) meanwhile raises ``UpdateError`` (Django answers
+``SessionInterrupted``) and rolls the change back, rather than storing it under a new id.
 
 ``set_expiry(seconds)`` also sets the session's server-side idle timeout; a ``datetime`` becomes an
 idle timeout of the time left. Async methods (``aget``, ``asave``...) resolve a cached session on
@@ -30,7 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.contrib.sessions.backends.base import CreateError, SessionBase
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
@@ -61,6 +67,10 @@ class SessionStore(SessionBase):
         self._manager = get_manager()
         self._app = app_name()
         self._active: ActiveRequest | None = None
+        # The token of the session this store loaded (or last gave a new id itself): another
+        # context's invalidate() changes the shared Session's token under it.
+        self._token: str | None = None
+        self._loaded_id: str | None = None
 
     @cached_property
     def serializer(self) -> Any:
@@ -137,6 +147,8 @@ class SessionStore(SessionBase):
         if not isinstance(s, Session):
             active = self._manager.lifecycle.begin_request(self._app, self._presented_key)
             s = self._adopt(active)
+        elif self._active is None and _request.get() is None:
+            self._active = self._manager.lifecycle.enter(s, wait=True)  # used again after save()
         return s
 
     _session = property(_get_session)
@@ -157,6 +169,10 @@ class SessionStore(SessionBase):
                 )
                 self._manager.lifecycle.bind(active)
             s = self._adopt(active)
+        elif self._active is None and _request.get() is None:
+            self._active = self._manager.lifecycle.enter(s, wait=False) or await asyncio.to_thread(
+                self._manager.lifecycle.enter, s, wait=True
+            )
         return s
 
     def _adopt(self, active: ActiveRequest) -> Session:
@@ -164,16 +180,25 @@ class SessionStore(SessionBase):
         self._session_cache = s
         if self._manager.lifecycle.cookie_action(active) == "set" and active.presented_id:
             self._modified = True  # served by another node now: the cookie must name this one
+        self._remember(s)
+        active.end_when_emptied = False  # Django's rule: emptied, it keeps its key
+        self._active = active
         state = _request.get()
-        if state is None:
-            self._manager.lifecycle.end_request(
-                active, ok=True
-            )  # outside a request nothing is held
-        else:
-            active.end_when_emptied = False  # Django's rule: emptied, it keeps its key
-            self._active = active
-            state.stores.append(self)
+        if state is not None:
+            state.stores.append(self)  # ended on request_finished; outside one, by save()/load()
         return s
+
+    def _remember(self, s: Session) -> None:
+        self._token = s.token
+        self._loaded_id = s.id if s.created else self._presented_key
+
+    def _check_not_deleted(self, s: Session) -> None:
+        """Raise ``UpdateError`` (the change rolled back) if another context ended the session
+        this store loaded: its shared Session then carries a new token."""
+        if self._token is None or s.token == self._token:
+            return
+        self._end(ok=False)
+        raise UpdateError
 
     def _end(self, *, ok: bool) -> None:
         active, self._active = self._active, None
@@ -190,9 +215,19 @@ class SessionStore(SessionBase):
     # -- SessionBase's storage methods ----------------------------------------------------------
 
     def load(self) -> Session:
+        """The session as stored. Outside a request, unsaved changes are rolled back and the
+        session read again (Django's backends read their storage here); in one, the held one."""
+        if _request.get() is None and self._loaded() is not None:
+            self._end(ok=False)
+            self._presented_key = self._loaded_id
+            self.__dict__.pop("_session_cache", None)
         return self._get_session()
 
     async def aload(self) -> Session:
+        if _request.get() is None and self._loaded() is not None:
+            await asyncio.to_thread(self._end, ok=False)
+            self._presented_key = self._loaded_id
+            self.__dict__.pop("_session_cache", None)
         return await self._aget_session()
 
     def exists(self, session_key: str | None) -> bool:
@@ -209,6 +244,7 @@ class SessionStore(SessionBase):
             s.rotate_id()
         else:
             s.sync()
+        self._remember(s)
         self._modified = True
 
     async def acreate(self) -> None:
@@ -221,16 +257,20 @@ class SessionStore(SessionBase):
         s = self._session
         if must_create and s.in_store:
             raise CreateError
+        self._check_not_deleted(s)
         if not s.created:
             s.sync()
+        self._remember(s)
         self._manager.lifecycle.end_request(self._take_hold(s), ok=True)
 
     async def asave(self, must_create: bool = False) -> None:
         s = await self._aget_session()
         if must_create and s.in_store:
             raise CreateError
+        self._check_not_deleted(s)
         if not s.created:
             await asyncio.to_thread(s.sync)
+        self._remember(s)
         active = self._active or self._manager.lifecycle.enter(s, wait=False)
         if active is None:
             active = await asyncio.to_thread(self._take_hold, s)
@@ -246,6 +286,7 @@ class SessionStore(SessionBase):
             if session_key is None and self._presented_key is None and s is None:
                 return
             self._session.invalidate()
+            self._remember(self._session)
             return
         with self._manager.request(self._app, session_key) as other:
             if other.created:
@@ -269,22 +310,26 @@ class SessionStore(SessionBase):
     def cycle_key(self) -> None:
         """A new id for the same data (``login()`` calls it, against fixation)."""
         self._session.rotate_id()
+        self._remember(self._session)
         self._modified = True
 
     async def acycle_key(self) -> None:
         s = await self._aget_session()
         await asyncio.to_thread(s.rotate_id)
+        self._remember(s)
         self._modified = True
 
     def flush(self) -> None:
         """End the session (``logout()`` calls it): deleted from the store, tombstoned, and
         replaced by a new empty one that exists only if something is set."""
         self._session.invalidate()
+        self._remember(self._session)
         self._modified = True
 
     async def aflush(self) -> None:
         s = await self._aget_session()
         await asyncio.to_thread(s.invalidate)
+        self._remember(s)
         self._modified = True
 
     def set_expiry(self, value: Any) -> None:
@@ -308,6 +353,7 @@ class SessionStore(SessionBase):
             # again, and an idle timeout of a second would let the next request read it.
             if s.created:
                 s.invalidate()
+                self._remember(s)
             else:
                 s.clear()
             self._modified = True
