@@ -472,3 +472,24 @@ def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
         assert c.get("/read").json()["n"] == 1  # rolled back; reads still served
         store.writes_down = False
         assert c.post("/incr").json() == {"n": 2}
+
+
+def test_the_managers_tracking_follows_djangos_cookie_settings() -> None:
+    assert manager().tracking == sk.Tracking(
+        cookie_name="sessionid", cookie_secure=False, cookie_samesite="Lax",
+        cookie_max_age_s=settings.SESSION_COOKIE_AGE,
+    )  # fmt: skip
+    with override_settings(
+        SESSION_COOKIE_NAME="sid", SESSION_COOKIE_DOMAIN="example.com", SESSION_COOKIE_PATH="/app",
+        SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=False, SESSION_COOKIE_SAMESITE=False,
+        SESSION_EXPIRE_AT_BROWSER_CLOSE=True,
+    ):  # fmt: skip
+        skd.reset_manager()  # the settings are read when the manager is built
+        assert manager().tracking == sk.Tracking(
+            cookie_name="sid", cookie_domain="example.com", cookie_path="/app",
+            cookie_secure=True, cookie_httponly=False, cookie_samesite=None,
+        )  # fmt: skip
+    with override_settings(SESSION_COOKIE_AGE=600, SESSION_COOKIE_SAMESITE="Strict"):
+        skd.reset_manager()
+        tracking = manager().tracking
+        assert (tracking.cookie_max_age_s, tracking.cookie_samesite) == (600, "Strict")

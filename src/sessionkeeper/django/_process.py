@@ -18,6 +18,7 @@ from django.core.signals import setting_changed
 from ..config import manager_options
 from ..errors import WriteRefused
 from ..manager import SessionManager
+from ..tracking import Tracking
 
 if TYPE_CHECKING:
     from . import SessionStore
@@ -33,7 +34,29 @@ def _options() -> tuple[str, dict[str, Any]]:
     raw: Mapping[str, Any] = getattr(settings, "SESSIONKEEPER", None) or {}
     app_name, options = manager_options(raw, source="SESSIONKEEPER")
     options.setdefault("timeout_s", float(settings.SESSION_COOKIE_AGE))
+    options.setdefault("tracking", tracking_from_settings())
     return app_name or "default", options
+
+
+def tracking_from_settings() -> Tracking:
+    """The cookie Django's ``SESSION_COOKIE_*`` settings describe, as the manager's
+    ``Tracking`` (what the manager renders, e.g. for an id it sets outside Django's middleware):
+    ``SESSION_EXPIRE_AT_BROWSER_CLOSE`` makes a browser-session cookie, else ``Max-Age`` is
+    ``SESSION_COOKIE_AGE``; ``SESSION_COOKIE_SAMESITE=False`` omits the attribute. Read when the
+    manager is built: a later change applies from ``reset_manager()`` (not on every change, as
+    ``override_settings`` in a test would close the manager under live stores)."""
+    samesite = settings.SESSION_COOKIE_SAMESITE
+    return Tracking(
+        cookie_name=settings.SESSION_COOKIE_NAME,
+        cookie_domain=settings.SESSION_COOKIE_DOMAIN,
+        cookie_path=settings.SESSION_COOKIE_PATH,
+        cookie_secure=bool(settings.SESSION_COOKIE_SECURE),
+        cookie_httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
+        cookie_samesite=samesite or None,
+        cookie_max_age_s=(
+            None if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE else int(settings.SESSION_COOKIE_AGE)
+        ),
+    )
 
 
 def get_manager() -> SessionManager:
