@@ -22,7 +22,7 @@ its response replaced, in ``save_session``, by a ``503`` with ``Retry-After`` an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import flask
@@ -35,6 +35,7 @@ from .errors import UNAVAILABLE_ERRORS, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
 from .session import Session
+from .tracking import Tracking
 
 CONFIG_PREFIX = "SESSIONKEEPER_"
 _ACTIVE = "sessionkeeper.flask.active"
@@ -316,7 +317,24 @@ def _session_cookie(request: Request, name: str) -> str | None:
 def manager_from_config(config: flask.Config) -> SessionManager:
     """A ``SessionManager`` from the ``SESSIONKEEPER_*`` keys of a Flask config."""
     _, options = manager_options(config, prefix=CONFIG_PREFIX, source="Flask config")
+    options.setdefault("tracking", tracking_from_config(config))
     return SessionManager(**options)
+
+
+def tracking_from_config(config: Mapping[str, Any]) -> Tracking:
+    """The cookie Flask's ``SESSION_COOKIE_*`` keys describe (Flask's defaults for absent ones),
+    as the manager's ``Tracking``. ``SESSION_COOKIE_SECURE=False`` is Flask's "Secure when the
+    request came over https" (``None`` here); no ``Max-Age``: Flask gives one only to a
+    permanent session, per response."""
+    return Tracking(
+        cookie_name=config.get("SESSION_COOKIE_NAME", "session"),
+        cookie_domain=config.get("SESSION_COOKIE_DOMAIN") or None,
+        cookie_path=config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/",
+        cookie_secure=True if config.get("SESSION_COOKIE_SECURE") else None,
+        cookie_httponly=bool(config.get("SESSION_COOKIE_HTTPONLY", True)),
+        cookie_samesite=config.get("SESSION_COOKIE_SAMESITE"),
+        cookie_partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED", False)),
+    )
 
 
 def _refuse_unavailable() -> Response | None:

@@ -98,6 +98,30 @@ def test_configured_from_app_config() -> None:
         manager_from_config(flask.Config("/", {"SESSIONKEEPER_NOPE": 1}))
 
 
+def test_a_manager_from_the_config_tracks_with_flasks_cookie_settings() -> None:
+    defaults = manager_from_config(flask.Flask(__name__).config)
+    assert defaults.tracking == sk.Tracking(
+        cookie_name="session", cookie_samesite=None, cookie_secure=None
+    )
+    defaults.close()
+    m = manager_from_config(
+        flask.Config("/", {
+            "SESSION_COOKIE_NAME": "sid", "SESSION_COOKIE_DOMAIN": "example.com",
+            "SESSION_COOKIE_PATH": "/app", "SESSION_COOKIE_SECURE": True,
+            "SESSION_COOKIE_HTTPONLY": False, "SESSION_COOKIE_SAMESITE": "Strict",
+            "SESSION_COOKIE_PARTITIONED": True,
+        })
+    )  # fmt: skip
+    assert m.tracking == sk.Tracking(
+        cookie_name="sid", cookie_domain="example.com", cookie_path="/app", cookie_secure=True,
+        cookie_httponly=False, cookie_samesite="Strict", cookie_partitioned=True,
+    )  # fmt: skip
+    m.close()
+    root = manager_from_config(flask.Config("/", {"APPLICATION_ROOT": "/shop"}))
+    assert root.tracking.cookie_path == "/shop"
+    root.close()
+
+
 def test_init_app_later() -> None:
     keeper = SessionKeeper(manager=memory_manager())
     app = flask.Flask("x")
