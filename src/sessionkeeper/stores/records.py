@@ -31,7 +31,7 @@ class StoredSession:
     @property
     def expires_at(self) -> float:
         """When it expires: idle expiry or the absolute deadline, whichever comes first."""
-        return _expiry(self.last_access_at + self.timeout_s, self.absolute_expires_at)
+        return earliest_expiry(self.last_access_at + self.timeout_s, self.absolute_expires_at)
 
     def expired(self, now: float) -> bool:
         return now - self.last_access_at > self.timeout_s or _past(self.absolute_expires_at, now)
@@ -61,7 +61,7 @@ class SaveRequest:
     @property
     def expires_at(self) -> float:
         """What sweeps index: idle expiry or the absolute deadline, whichever comes first."""
-        return _expiry(self.last_access_at + self.timeout_s, self.absolute_expires_at)
+        return earliest_expiry(self.last_access_at + self.timeout_s, self.absolute_expires_at)
 
     @property
     def own_changes(self) -> Mapping[str, bytes]:
@@ -72,7 +72,8 @@ class SaveRequest:
         return {k: v for k, v in self.changed.items() if k in self.own}
 
 
-def _expiry(idle: float, absolute: float | None) -> float:
+def earliest_expiry(idle: float, absolute: float | None) -> float:
+    """What a store indexes for the sweep: the idle expiry, or the deadline if that is earlier."""
     return idle if absolute is None else min(idle, absolute)
 
 
