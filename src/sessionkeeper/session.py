@@ -180,6 +180,11 @@ class Session(RequestLog):
         if when is not None and when <= self._host._now():
             self.invalidate()
             return
+        self.record_deadline(when)
+
+    def record_deadline(self, when: float | None) -> None:
+        """Set the deadline, to be written, even one already past: the session then ends at its
+        next load, not now (Starlette's ``max_age`` of 0 still sends the cookie)."""
         with self._lock:
             if self.absolute_expires_at == when:
                 return
