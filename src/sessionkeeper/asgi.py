@@ -13,8 +13,11 @@ Given any of Starlette's names, Starlette's defaults apply to the ones not given
 ``session``, ``Max-Age`` 14 days, ``path=/``, ``samesite=lax``), on this middleware's own
 ``Tracking``; the attribute names are then written in lower case, as Starlette's. Without
 ``manager`` the middleware makes (and closes) a ``SessionManager`` with its defaults (the SQLite
-file store) and ``max_age``, when positive, as the idle timeout. With a ``manager``, ``max_age`` is
-only the cookie's: the session's timeout is the manager's (``timeout_s``, ``app_timeouts_s``).
+file store) and ``max_age``, when positive, as the idle timeout. A ``max_age`` given is also each
+session's absolute lifetime server side, as Starlette's signed cookie expires ``max_age`` after it
+was made: a session's deadline, ``created_at + max_age``, is set at its request's response start
+(0 or less: the next request finds it expired). The idle timeout is the manager's (``timeout_s``,
+``app_timeouts_s``).
 Responses whose request read, iterated or changed the session get ``Vary: Cookie``.
 
 Ordering, as in :mod:`sessionkeeper.wsgi`: the session is written (when the policy says so) when the
@@ -121,6 +124,8 @@ class SessionMiddleware:
             manager = SessionManager(timeout_s=float(age)) if age and age > 0 else SessionManager()
         self.app = app
         self.manager = manager
+        #: Starlette's ``max_age``, when given: each session's absolute lifetime.
+        self.max_lifetime_s: float | None = None if max_age in (_UNSET, None) else float(max_age)
         #: This middleware's own cookie options (Starlette's names), else the manager's.
         self.tracking: Tracking | None = (
             _starlette_tracking(manager, options) if starlette else None
@@ -175,6 +180,7 @@ class SessionMiddleware:
                 started.append(True)
             if message["type"] == "http.response.start":
                 try:
+                    self._apply_lifetime(active)
                     await self._finish(active, ok=message["status"] < 500)
                 except WriteRefused:
                     write_refused = True
@@ -232,6 +238,15 @@ class SessionMiddleware:
             )
         self.manager.lifecycle.bind(begun)
         return begun
+
+    def _apply_lifetime(self, active: ActiveRequest) -> None:
+        """Give a real session without a deadline ``created_at + max_lifetime_s``: metadata,
+        written with this request's write (no I/O here). One already past still sends the
+        cookie, as Starlette's does; the next request finds the session expired."""
+        s = active.session
+        if self.max_lifetime_s is None or not s.created or s.absolute_expires_at is not None:
+            return
+        s.record_deadline(s.created_at + self.max_lifetime_s)
 
     async def _finish(self, active: ActiveRequest, *, ok: bool) -> None:
         pending = self.manager.lifecycle.finish_request(active, ok=ok)

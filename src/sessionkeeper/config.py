@@ -43,6 +43,8 @@ class Settings:
     contents: Contents = "updated"
     timeout_s: float = 1800.0
     app_timeouts_s: Mapping[str, float] | None = None
+    max_lifetime_s: float | None = None
+    app_max_lifetimes_s: Mapping[str, float] | None = None
     node: str | None = None
     serialize_access: bool = False
     access_wait_s: float = 10.0
@@ -74,6 +76,10 @@ class Settings:
         for name in ("timeout_s", "save_period_s", "flush_poll_s", "sweep_interval_s"):
             _check_positive(name, getattr(self, name))
         _check_positive("access_wait_s", self.access_wait_s)
+        if self.max_lifetime_s is not None:
+            _check_positive("max_lifetime_s", self.max_lifetime_s)
+        for app, lifetime in (self.app_max_lifetimes_s or {}).items():
+            _check_positive(f"app_max_lifetimes_s[{app!r}]", lifetime)
         if not isinstance(self.cache_size, int) or self.cache_size < 1:
             raise ConfigurationError("cache_size must be at least 1")
         if self.outage_backoff_s < 0:
@@ -90,6 +96,7 @@ class Settings:
             raise ConfigurationError("on_write_failure must be 'refuse' or 'defer'")
         self._set("serializer", make_serializer(self.serializer, pickle_key=self.pickle_key))
         self._set("app_timeouts_s", MappingProxyType(dict(self.app_timeouts_s or {})))
+        self._set("app_max_lifetimes_s", MappingProxyType(dict(self.app_max_lifetimes_s or {})))
         self._set("store_options", MappingProxyType(dict(self.store_options or {})))
         self._set("tracking", self.tracking or Tracking())
         self._set("clock", self.clock or SystemClock())
@@ -106,6 +113,12 @@ class Settings:
     def policy(self) -> WritePolicy:
         assert isinstance(self.write, WritePolicy)  # __post_init__ parsed it
         return self.write
+
+    def max_lifetime_for(self, app: str) -> float | None:
+        """``app``'s absolute lifetime: its entry in ``app_max_lifetimes_s``, else
+        ``max_lifetime_s``; ``None`` for none."""
+        lifetime = (self.app_max_lifetimes_s or {}).get(app) or self.max_lifetime_s
+        return None if lifetime is None else float(lifetime)
 
     def timeout_for(self, app: str) -> float:
         """``app``'s idle timeout: its entry in ``app_timeouts_s``, else ``timeout_s``."""

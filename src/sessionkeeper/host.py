@@ -57,6 +57,9 @@ class Host:
         if not session.created:
             self._create(session)
 
+    def _now(self) -> float:
+        return self._rt.clock.time()
+
     def _metadata_changed(self, session: Session) -> None:
         if not session.created:
             self._create(session)
@@ -70,9 +73,12 @@ class Host:
             raise CacheFull(
                 f"the session cache is full ({self._rt.cache.capacity} sessions) and overflow=False"
             )
+        lifetime = self._rt.settings.max_lifetime_for(s.app)
         with s.lock:
             s.created = True
             s.created_by = current_request.get()
+            if lifetime is not None and s.absolute_expires_at is None:  # unless set per session
+                s.absolute_expires_at = s.created_at + lifetime
         self._rt.cache.add((s.app, s.token), s)
         self._rt.stats.add("created")
         if self._rt.events:

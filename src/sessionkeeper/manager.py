@@ -62,6 +62,8 @@ class SessionManager(SettingsView):
         contents: Contents = "updated",
         timeout_s: float = 1800.0,
         app_timeouts_s: Mapping[str, float] | None = None,
+        max_lifetime_s: float | None = None,
+        app_max_lifetimes_s: Mapping[str, float] | None = None,
         node: str | None = None,
         serialize_access: bool = False,
         access_wait_s: float = 10.0,

@@ -158,7 +158,7 @@ class Resolver:
         try:
             # The store may find its row unreadable.
             stored, unwritten = self._stored(app, token, session_id)
-            if stored is None or now - stored.last_access_at > stored.timeout_s:
+            if stored is None or stored.expired(now):
                 if cached is not None:
                     self._rt.cache.remove((app, token), cached)
                 return None
@@ -196,6 +196,7 @@ class Resolver:
             token,
             created_at=stored.created_at,
             timeout_s=stored.timeout_s,
+            absolute_expires_at=stored.absolute_expires_at,
             last_access_at=stored.last_access_at,
             version=stored.version,
             owner=stored.owner,
@@ -253,6 +254,7 @@ class Resolver:
             s.version = stored.version
             s.last_access_at = max(s.last_access_at, stored.last_access_at)
             s.timeout_s = stored.timeout_s
+            s.absolute_expires_at = stored.absolute_expires_at
             s.set_keys, s.deleted_keys, s.read_keys = set(), set(), set()
             self._remember_stored(s, stored)
 

@@ -42,6 +42,8 @@ class SessionHost(Protocol):
 
     def _rotate_id(self, session: Session) -> None: ...
 
+    def _now(self) -> float: ...
+
 
 class Session(RequestLog):
     """One session: a ``dict`` of attribute names to values (``json.dumps(session)`` and
@@ -64,6 +66,7 @@ class Session(RequestLog):
         "_read_copies",
         "_undo",
         "_undo_version",
+        "absolute_expires_at",
         "access_lock",
         "active_requests",
         "app",
@@ -95,6 +98,7 @@ class Session(RequestLog):
         owner: str | None = None,
         data: dict[str, Any] | None = None,
         track_reads: bool = False,
+        absolute_expires_at: float | None = None,
     ) -> None:
         self._host = host
         self.app = app
@@ -102,6 +106,8 @@ class Session(RequestLog):
         self.created_at = created_at
         self.last_access_at = created_at if last_access_at is None else last_access_at
         self.timeout_s = timeout_s
+        # Wall time after which the session is over however often it is used; ``None``: none.
+        self.absolute_expires_at = absolute_expires_at
         self.version = version  # the store version this copy was read at or last wrote
         self._owner = owner
         if data:
@@ -167,6 +173,25 @@ class Session(RequestLog):
             self.changes.record_meta()
         self._host._metadata_changed(self)
 
+    def set_absolute_expiry(self, when: float | None) -> None:
+        """End this session at wall time ``when`` however often it is used (Django's
+        ``set_expiry(datetime)``); ``None`` removes the deadline. Written with the session's
+        next write. A time not in the future ends the session now, as :meth:`invalidate`."""
+        if when is not None and when <= self._host._now():
+            self.invalidate()
+            return
+        self.record_deadline(when)
+
+    def record_deadline(self, when: float | None) -> None:
+        """Set the deadline, to be written, even one already past: the session then ends at its
+        next load, not now (Starlette's ``max_age`` of 0 still sends the cookie)."""
+        with self._lock:
+            if self.absolute_expires_at == when:
+                return
+            self.absolute_expires_at = None if when is None else float(when)
+            self.changes.record_meta()
+        self._host._metadata_changed(self)
+
     def mark_modified(self) -> None:
         """Treat every key read since the last write as changed, so values mutated in place are
         written under ``contents="updated"`` too (Flask's and Django's ``session.modified = True``)."""
@@ -179,10 +204,16 @@ class Session(RequestLog):
 
     @property
     def expires_at(self) -> float:
-        return self.last_access_at + self.timeout_s
+        """Idle expiry or the absolute deadline, whichever comes first."""
+        idle = self.last_access_at + self.timeout_s
+        deadline = self.absolute_expires_at
+        return idle if deadline is None else min(idle, deadline)
 
     def expired(self, now: float) -> bool:
-        return now - self.last_access_at > self.timeout_s
+        deadline = self.absolute_expires_at
+        return now - self.last_access_at > self.timeout_s or (
+            deadline is not None and now >= deadline
+        )
 
     # -- mapping ----------------------------------------------------------------------------
 
@@ -416,6 +447,7 @@ class Session(RequestLog):
             self.changes.clear()
             self.stored_hashes = {}
             self.created_at = self.last_access_at = now
+            self.absolute_expires_at = None  # the new session's own, set when it is created
             self.last_store_access_at = now
             self._undo = {rid: {} for rid in self._undo}
             self._read_copies = None

@@ -125,6 +125,7 @@ class Writer:
                     created_at=s.created_at,
                     last_access_at=s.last_access_at,
                     timeout_s=s.timeout_s,
+                    absolute_expires_at=s.absolute_expires_at,
                     changed=changed,
                     removed=removed,
                     full=full,

@@ -101,3 +101,16 @@ def test_without_a_manager_max_age_is_the_idle_timeout(
 def test_partitioned_implies_secure() -> None:
     cookie = sk.Tracking(cookie_partitioned=True).set_cookie("x.a", https=False)
     assert cookie.endswith("; Secure; Partitioned")
+
+
+async def test_max_age_is_the_sessions_absolute_lifetime(manager: sk.SessionManager) -> None:
+    clock = manager.clock
+    assert isinstance(clock, sk.FakeClock)
+    app = make_app(manager=manager, secret_key="unused", max_age=100)
+    async with client(app) as c:
+        await c.post("/put")
+        for _ in range(3):  # read every 30 s: never idle, yet over at 100 s, as Starlette's
+            clock.advance(30)
+            assert (await c.get("/view")).json() == {"session": {"n": 1}}
+        clock.advance(11)
+        assert (await c.get("/view")).json() == {"session": {}}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import django
@@ -80,6 +82,11 @@ def expiry(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+def expiry_in(request: HttpRequest) -> HttpResponse:
+    request.session.set_expiry(timedelta(seconds=int(request.GET["s"])))
+    return HttpResponse("ok")
+
+
 def cart(request: HttpRequest) -> HttpResponse:
     request.session.setdefault("cart", []).append("apple")
     if request.GET.get("mark"):
@@ -107,7 +114,7 @@ urlpatterns = [
     path("aincr", aincr), path("alogin", alogin), path("alogout", alogout),
     path("incr", incr), path("read", read), path("fail", fail), path("boom", boom),
     path("login", login), path("logout", logout), path("expiry", expiry), path("cart", cart),
-    path("create", create),
+    path("create", create), path("expiry_in", expiry_in),
 ]  # fmt: skip
 
 
@@ -184,6 +191,36 @@ def test_set_expiry_in_the_past_ends_the_session_now() -> None:
     assert manager().store.load("default", first.split(".")[0]) is None
     assert not skd.SessionStore(first).exists(first)
     assert c.post("/incr").json() == {"n": 1}
+
+
+def test_set_expiry_of_a_timedelta_is_an_absolute_deadline_reads_do_not_renew() -> None:
+    clock = sk.FakeClock(time.time())  # Django computes the deadline from the real time
+    with override_settings(SESSIONKEEPER=config(CLOCK=clock)):
+        c = Client()
+        c.post("/incr")
+        r = c.post("/expiry_in?s=120")
+        assert 110 <= int(r.cookies["sessionid"]["max-age"]) <= 120
+        token = r.cookies["sessionid"].value.split(".")[0]
+        stored = manager().store.load("default", token)
+        assert stored is not None and stored.absolute_expires_at is not None
+        assert abs(stored.absolute_expires_at - (clock.time() + 120)) < 10
+        assert stored.timeout_s == manager().timeout_for("default")  # not an idle timeout
+        for _ in range(3):
+            clock.advance(30)
+            assert c.get("/read").json()["n"] == 1
+        clock.advance(40)  # 130 s: past the deadline, though read 40 s ago
+        assert c.get("/read").json()["n"] is None
+
+
+def test_expiry_age_and_date_follow_the_apps_max_lifetime() -> None:
+    clock = sk.FakeClock(time.time())
+    with override_settings(SESSIONKEEPER=config(CLOCK=clock, MAX_LIFETIME_S=600)):
+        c = Client()
+        r = c.post("/incr")
+        assert 590 <= int(r.cookies["sessionid"]["max-age"]) <= 600
+        s = skd.SessionStore(r.cookies["sessionid"].value)
+        assert s.get_expiry_age() <= 600
+        assert abs(s.get_expiry_date().timestamp() - (clock.time() + 600)) < 10
 
 
 def test_login_cycles_key_and_logout_flushes() -> None:

@@ -50,10 +50,7 @@ EXCLUDED: dict[str, str] = {
     "the middleware swap does not replace",
 }
 
-XFAIL: dict[str, str] = {
-    "test_session_expires": "max_age is not enforced server side when a manager is given (its "
-    "timeout applies): a session presented after its cookie expired still loads",
-}
+XFAIL: dict[str, str] = {}
 # Starlette runs its async tests on trio too when trio is installed (selenium, a dev dependency,
 # brings it): the same causes apply there.
 XFAIL |= {k.replace("[asyncio-", "[trio-"): v for k, v in XFAIL.items() if "[asyncio-" in k}

@@ -6,6 +6,7 @@ A store's test module makes a ``store`` fixture and subclasses :class:`StoreCont
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -198,6 +199,26 @@ class StoreContract:
         assert store.load("shop", tok(3)) is None
         assert store.load("shop", tok(15)) is not None
         assert store.load("shop", tok(100)) is not None
+
+    def test_absolute_deadline_is_stored_and_swept(self, store: Store) -> None:
+        deadline = T0 + 50
+        r = dataclasses.replace(req(tok(1), 0, {"a": b"1"}), absolute_expires_at=deadline)
+        store.save_many([r, req(tok(2), 0, {"a": b"1"})])
+        s = store.load("shop", tok(1))
+        assert s is not None and s.absolute_expires_at == deadline and s.expires_at == deadline
+        other = store.load("shop", tok(2))
+        assert other is not None and other.absolute_expires_at is None
+        # A later write changes it (metadata), and a partial one keeps nothing stale.
+        later = dataclasses.replace(req(tok(1), 1, {"b": b"2"}), absolute_expires_at=T0 + 40)
+        [res] = store.save_many([later])
+        assert res.status is SaveStatus.SAVED
+        s = store.load("shop", tok(1))
+        assert s is not None and s.absolute_expires_at == T0 + 40
+        # A touch raises the idle expiry, never past the deadline; expires_at = min(idle
+        # T0 + 1830, deadline T0 + 40): swept by the deadline.
+        store.touch_many([Touch("shop", tok(1), T0 + 30)])
+        assert [e.token for e in store.delete_expired(T0 + 41, limit=10)] == [tok(1)]
+        assert store.load("shop", tok(2)) is not None
 
     def test_delete_expired_purges_old_tombstones(self, store: Store) -> None:
         store.save_many([req(tok(1), 0, {})])

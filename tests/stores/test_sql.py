@@ -5,6 +5,7 @@ schema versioning, the number of statements a flush costs, and sweeps that do no
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import threading
@@ -279,6 +280,31 @@ def test_version_1_is_migrated_to_the_owner_index(backend: str, make_store: Any)
     with again.engine.connect() as conn:
         assert conn.execute(sa.select(again.tables.schema.c.version)).scalar() == SCHEMA_VERSION
     assert [s.token for s in again.sessions_of("shop", "alice")] == [tok(1)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_version_3_is_migrated_to_the_deadline_column(backend: str, make_store: Any) -> None:
+    store: SqlStore = make_store(backend)
+    store.init_schema()
+    store.save_many([req(tok(1), 0, {"a": b"1"})])
+    sessions = store.tables.sessions
+    with store.engine.begin() as conn:  # a version 3 database: no absolute_expires_at
+        table = conn.dialect.identifier_preparer.format_table(sessions)
+        conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN absolute_expires_at"))
+        conn.execute(sa.update(store.tables.schema).values(version=3))
+    prefix = store.tables.schema.name[:-6]
+    old: SqlStore = make_store(backend, table_prefix=prefix, create_schema=False)
+    with pytest.raises(StoreError, match=r"version 3.*init-db"):
+        old.load("shop", tok(1))
+    again: SqlStore = make_store(backend, table_prefix=prefix)
+    again.init_schema()
+    kept = again.load("shop", tok(1))
+    assert kept is not None and kept.absolute_expires_at is None and kept.attributes == {"a": b"1"}
+    again.save_many([dataclasses.replace(req(tok(1), 1, {}), absolute_expires_at=T0 + 5)])
+    loaded = again.load("shop", tok(1))
+    assert loaded is not None and loaded.absolute_expires_at == T0 + 5
+    with again.engine.connect() as conn:
+        assert conn.execute(sa.select(again.tables.schema.c.version)).scalar() == SCHEMA_VERSION
 
 
 def test_other_layout_is_refused(make_store: Any) -> None:

@@ -24,8 +24,9 @@ A store remembers the id it loaded: ``save()`` of a session that another context
 (``flush()``, ``delete()``) meanwhile raises ``UpdateError`` (Django answers
 ``SessionInterrupted``) and rolls the change back, rather than storing it under a new id.
 
-``set_expiry(seconds)`` also sets the session's server-side idle timeout; a ``datetime`` becomes an
-idle timeout of the time left. Async methods (``aget``, ``asave``...) resolve a cached session on
+``set_expiry(seconds)`` also sets the session's server-side idle timeout; a ``datetime`` or
+``timedelta`` sets its absolute deadline (reads do not renew it); ``get_expiry_age`` and
+``get_expiry_date`` never go past that deadline, nor past the app's ``max_lifetime_s``. Async methods (``aget``, ``asave``...) resolve a cached session on
 the event loop; store reads and writes run in a worker thread.
 """
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -360,10 +362,34 @@ class SessionStore(SessionBase):
             return
         if not s.created:
             return
-        if self.get("_session_expiry"):
+        expiry = self.get("_session_expiry")
+        if isinstance(expiry, str):  # Django stores a datetime (or timedelta) as ISO text
+            s.set_absolute_expiry(datetime.fromisoformat(expiry).timestamp())
+        else:  # seconds, or none: the app's lifetime, if it has one
+            lifetime = self._manager.settings.max_lifetime_for(self._app)
+            s.set_absolute_expiry(None if lifetime is None else s.created_at + lifetime)
+        if expiry and not isinstance(expiry, str):
             s.set_timeout(max(1, self.get_expiry_age()))
         else:
             s.set_timeout(self._manager.timeout_for(self._app))
+
+    def get_expiry_age(self, **kwargs: Any) -> int:
+        return int(super().get_expiry_age(**self._deadline_bound(kwargs)))
+
+    def get_expiry_date(self, **kwargs: Any) -> datetime:
+        date: datetime = super().get_expiry_date(**self._deadline_bound(kwargs))
+        return date
+
+    def _deadline_bound(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the session's absolute deadline as the expiry when that comes first:
+        the cookie then ends with the server-side session. An explicit ``expiry`` is kept."""
+        deadline = self._session.absolute_expires_at if "expiry" not in kwargs else None
+        if deadline is None:
+            return kwargs
+        when = datetime.fromtimestamp(deadline, UTC if settings.USE_TZ else None)
+        if when < super().get_expiry_date(**kwargs):
+            return {**kwargs, "expiry": when}
+        return kwargs
 
     @classmethod
     def clear_expired(cls) -> None:

@@ -32,11 +32,13 @@ class _Row:
     owner: str | None
     node: str | None
     tombstone_until: float | None = None
+    absolute_expires_at: float | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def expires_at(self) -> float:
-        return self.last_access_at + self.timeout_s
+        idle = self.last_access_at + self.timeout_s
+        return idle if self.absolute_expires_at is None else min(idle, self.absolute_expires_at)
 
 
 class MemoryStore(Store):
@@ -77,6 +79,7 @@ class MemoryStore(Store):
             timeout_s=row.timeout_s,
             owner=row.owner,
             node=row.node,
+            absolute_expires_at=row.absolute_expires_at,
         )
 
     def _load(self, app: str, token: str) -> StoredSession | None:
@@ -102,6 +105,7 @@ class MemoryStore(Store):
                 timeout_s=req.timeout_s,
                 owner=req.owner,
                 node=req.node,
+                absolute_expires_at=req.absolute_expires_at,
             )
             self._index(req.app, req.token, None, req.owner)
             return SaveResult(SaveStatus.SAVED, 1)
@@ -118,6 +122,7 @@ class MemoryStore(Store):
         row.version += 1
         row.last_access_at = max(row.last_access_at, req.last_access_at)
         row.timeout_s = req.timeout_s
+        row.absolute_expires_at = req.absolute_expires_at
         self._index(req.app, req.token, row.owner, req.owner)
         row.owner = req.owner
         row.node = req.node

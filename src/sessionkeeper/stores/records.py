@@ -25,10 +25,16 @@ class StoredSession:
     timeout_s: float
     owner: str | None = None
     node: str | None = None
+    #: The absolute deadline (wall time), whatever the accesses: ``None`` for none.
+    absolute_expires_at: float | None = None
 
     @property
     def expires_at(self) -> float:
-        return self.last_access_at + self.timeout_s
+        """When it expires: idle expiry or the absolute deadline, whichever comes first."""
+        return earliest_expiry(self.last_access_at + self.timeout_s, self.absolute_expires_at)
+
+    def expired(self, now: float) -> bool:
+        return now - self.last_access_at > self.timeout_s or _past(self.absolute_expires_at, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +56,12 @@ class SaveRequest:
     #: The keys of ``changed`` this node changed (set, or bytes differing from what it last read
     #: or wrote); a full write carries the others along unchanged. ``None``: all of them.
     own: frozenset[str] | None = None
+    absolute_expires_at: float | None = None
 
     @property
     def expires_at(self) -> float:
-        return self.last_access_at + self.timeout_s
+        """What sweeps index: idle expiry or the absolute deadline, whichever comes first."""
+        return earliest_expiry(self.last_access_at + self.timeout_s, self.absolute_expires_at)
 
     @property
     def own_changes(self) -> Mapping[str, bytes]:
@@ -62,6 +70,15 @@ class SaveRequest:
         if self.own is None:
             return self.changed
         return {k: v for k, v in self.changed.items() if k in self.own}
+
+
+def earliest_expiry(idle: float, absolute: float | None) -> float:
+    """What a store indexes for the sweep: the idle expiry, or the deadline if that is earlier."""
+    return idle if absolute is None else min(idle, absolute)
+
+
+def _past(deadline: float | None, now: float) -> bool:
+    return deadline is not None and now >= deadline
 
 
 class SaveStatus(enum.Enum):

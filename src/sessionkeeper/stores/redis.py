@@ -251,6 +251,7 @@ class RedisStore(Store):
             self._ttl_ms(r.timeout_s),
             r.token,
             r.app,
+            _flag(None if r.absolute_expires_at is None else repr(r.absolute_expires_at)),
         ]
         for name, value in r.changed.items():
             args += [name, value]

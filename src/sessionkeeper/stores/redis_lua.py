@@ -2,8 +2,9 @@
 
 Each script runs atomically on the server, and every key it gets lives in one hash slot, so each
 also runs as one call on Redis Cluster. Session keys are ``a`` (attributes hash), ``m`` (metadata
-hash: ``v`` version, ``c`` created, ``l`` last access, ``t`` timeout, ``o`` owner, ``n`` node) and
-``x`` (tombstone string). The expiry index is split into buckets per app; a session's bucket keys
+hash: ``v`` version, ``c`` created, ``l`` last access, ``t`` timeout, ``o`` owner, ``n`` node,
+``dl`` the absolute deadline, if any) and ``x`` (tombstone string). A session's index score is
+``min(last access + timeout, deadline)``. The expiry index is split into buckets per app; a session's bucket keys
 share the session's hash tag: ``e`` (sorted set: token -> expires_at), ``d`` (hash: token ->
 ``last_access|timeout|owner``, enough to report a session Redis has already expired) and ``t``
 (sorted set of tombstones). The owner index (logout everywhere) is a set of tokens per bucket and
@@ -65,6 +66,15 @@ local function owner_drop(e, owner, token)
 end
 -- The owner in a side entry (la|timeout|flagged owner), or nil.
 local function side_owner(side) return string.match(side, '^[^|]*|[^|]*|=(.*)$') end
+-- When a session expires: idle expiry, or its deadline (dl, false when none) if that is earlier.
+local function expiry(la, t, dl)
+  local x = la + t
+  if dl then
+    local deadline = need_num(dl, 'deadline')
+    if deadline < x then x = deadline end
+  end
+  return x
+end
 local function index_drop(e, d, token)
   redis.call('ZREM', e, token)
   redis.call('HDEL', d, token)
@@ -83,7 +93,7 @@ return {meta, redis.call('HGETALL', KEYS[1])}
 )
 
 #: KEYS a m x e d; ARGV expected, created, last_access, timeout, owner, node, full, nchanged,
-#: ttl_ms, token, app, changed name/value pairs..., removed names...
+#: ttl_ms, token, app, deadline (flagged), changed name/value pairs..., removed names...
 #: Returns {'S', version, expires, side} | {'C', version, meta pairs, attribute pairs} | {'G'}.
 #: An update runs 8 commands: EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d; with an
 #: owner, SADD and PTTL to its set (PEXPIRE when the set would end first), and SREM from the
@@ -93,7 +103,7 @@ SAVE = (
     + """
 local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', x) == 1 then return {'G'} end
-local meta = redis.call('HMGET', m, 'v', 'l', 'o', 'n')
+local meta = redis.call('HMGET', m, 'v', 'l', 'o', 'n', 'dl')
 local expected = tonumber(ARGV[1])
 local cur, la = meta[1], ARGV[3]
 if cur == false then
@@ -108,16 +118,16 @@ else
   if old > tonumber(la) then la = meta[2] end
 end
 local full = ARGV[7] == '1'
-local last_changed = 11 + 2 * tonumber(ARGV[8])
+local last_changed = 12 + 2 * tonumber(ARGV[8])
 -- The first write to a: on a key of another type it fails before anything else is written.
 if cur == 0 or full then redis.call('DEL', a) end
-chunked('HSET', a, 12, last_changed)
+chunked('HSET', a, 13, last_changed)
 if not full then chunked('HDEL', a, last_changed + 1, #ARGV) end
 local version = cur + 1
 local fields = {'v', version, 'l', la, 't', ARGV[4]}
 if cur == 0 then fields[7] = 'c'; fields[8] = ARGV[2] end
 local drop = {}
-for k, pair in ipairs({{'o', ARGV[5], meta[3]}, {'n', ARGV[6], meta[4]}}) do
+for k, pair in ipairs({{'o', ARGV[5], meta[3]}, {'n', ARGV[6], meta[4]}, {'dl', ARGV[12], meta[5]}}) do
   if string.sub(pair[2], 1, 1) == '=' then
     fields[#fields + 1] = pair[1]; fields[#fields + 1] = string.sub(pair[2], 2)
   elseif pair[3] then drop[#drop + 1] = pair[1] end
@@ -125,7 +135,9 @@ end
 redis.call('HSET', m, unpack(fields))
 if #drop > 0 then redis.call('HDEL', m, unpack(drop)) end
 redis.call('PEXPIRE', m, ARGV[9]); redis.call('PEXPIRE', a, ARGV[9])
-local expires = fmt(tonumber(la) + tonumber(ARGV[4]))
+local deadline = false
+if string.sub(ARGV[12], 1, 1) == '=' then deadline = string.sub(ARGV[12], 2) end
+local expires = fmt(expiry(tonumber(la), tonumber(ARGV[4]), deadline))
 local side = la .. '|' .. ARGV[4] .. '|' .. ARGV[5]
 index_put(e, d, ARGV[10], expires, side)
 local owner = nil
@@ -142,7 +154,7 @@ TOUCH = (
     + """
 local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', x) == 1 then return 0 end
-local meta = redis.call('HMGET', m, 'l', 't', 'o')
+local meta = redis.call('HMGET', m, 'l', 't', 'o', 'dl')
 if not meta[1] and not meta[2] and not meta[3] then return 0 end
 local old = need_num(meta[1], 'last_access')
 local timeout = need_num(meta[2], 'timeout')
@@ -150,7 +162,7 @@ local la = ARGV[1]
 if old >= tonumber(la) then la = meta[1] else redis.call('HSET', m, 'l', la) end
 local ttl = string.format('%d', math.max(1, math.floor(timeout * 1000 + tonumber(ARGV[2]))))
 redis.call('PEXPIRE', m, ttl); redis.call('PEXPIRE', a, ttl)
-index_put(e, d, ARGV[3], fmt(tonumber(la) + timeout), la .. '|' .. meta[2] .. '|' .. flag(meta[3]))
+index_put(e, d, ARGV[3], fmt(expiry(tonumber(la), timeout, meta[4])), la .. '|' .. meta[2] .. '|' .. flag(meta[3]))
 -- The session now lives longer: so must its owner's set (and a session written before the
 -- index existed, or whose set a failover lost, joins it).
 if meta[3] then owner_add(e, meta[3], ARGV[3], ttl) end
@@ -201,10 +213,12 @@ if redis.call('TYPE', m)['ok'] ~= 'hash' then
   owner_drop(e, side_owner(side), token)
   return side
 end
-local meta = redis.call('HMGET', m, 'l', 't', 'o')
+local meta = redis.call('HMGET', m, 'l', 't', 'o', 'dl')
 local la, t = tonumber(meta[1]), tonumber(meta[2])
-if la and t and la + t >= before then
-  index_put(e, d, token, fmt(la + t), meta[1] .. '|' .. meta[2] .. '|' .. flag(meta[3]))
+local dl = tonumber(meta[4] or '')  -- an unreadable deadline does not keep a session alive
+if dl == nil then dl = false end
+if la and t and expiry(la, t, dl) >= before then
+  index_put(e, d, token, fmt(expiry(la, t, dl)), meta[1] .. '|' .. meta[2] .. '|' .. flag(meta[3]))
   return false
 end
 redis.call('DEL', a, m)
@@ -238,6 +252,7 @@ def snapshot(
             timeout_s=float(meta[b"t"]),
             owner=owner.decode() if owner is not None else None,
             node=node.decode() if node is not None else None,
+            absolute_expires_at=float(meta[b"dl"]) if b"dl" in meta else None,
         )
     except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise CorruptSessionData(

@@ -37,6 +37,9 @@ from .schema import Tables
 #: The drivers whose raw connection this module speaks to, by SQLAlchemy dialect name.
 DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
 
+#: The expiry cap of a session without a deadline: later than any idle expiry (a year 3e12).
+_NO_DEADLINE = 1e20
+
 #: On SQLite the column types are not enforced: a row whose metadata has the wrong types is left
 #: to the general path, which reads it as gone (``schema.is_valid_row``).
 _SQLITE_TYPES = (
@@ -78,11 +81,15 @@ class FastSave:
         raise NotImplementedError
 
     def _update_sql(self, greatest: str, guard: str = "") -> str:
+        # MySQL assigns left to right (expires_at sees the new last_access_at): GREATEST of it
+        # again is the same value. %(cap)s is never NULL, as LEAST/MIN of a NULL is NULL.
+        least = {"MAX": "MIN", "GREATEST": "LEAST"}[greatest]
         return (
             f"UPDATE {self.sessions} SET version = version + 1, "
             f"last_access_at = {greatest}(last_access_at, %(la)s), "
-            f"expires_at = {greatest}(last_access_at, %(la)s) + %(t)s, "
-            "timeout_s = %(t)s, owner = %(owner)s, node = %(node)s "
+            f"expires_at = {least}({greatest}(last_access_at, %(la)s) + %(t)s, %(cap)s), "
+            "timeout_s = %(t)s, absolute_expires_at = %(abs)s, owner = %(owner)s, "
+            "node = %(node)s "
             "WHERE app = %(app)s AND token = %(token)s AND version = %(v)s "
             f"AND tombstone_until IS NULL{guard}"
         )
@@ -90,8 +97,9 @@ class FastSave:
     def _insert_sql(self) -> str:
         return (
             f"INSERT INTO {self.sessions} (app, token, version, created_at, last_access_at, "
-            "timeout_s, expires_at, owner, node, tombstone_until, data) VALUES (%(app)s, "
-            "%(token)s, 1, %(ca)s, %(la)s, %(t)s, %(exp)s, %(owner)s, %(node)s, NULL, NULL)"
+            "timeout_s, absolute_expires_at, expires_at, owner, node, tombstone_until, data) "
+            "VALUES (%(app)s, %(token)s, 1, %(ca)s, %(la)s, %(t)s, %(abs)s, %(exp)s, %(owner)s, "
+            "%(node)s, NULL, NULL)"
         )
 
     @staticmethod
@@ -103,6 +111,9 @@ class FastSave:
             "ca": req.created_at,
             "la": req.last_access_at,
             "t": req.timeout_s,
+            "abs": req.absolute_expires_at,
+            # No deadline: a cap past any idle expiry.
+            "cap": _NO_DEADLINE if req.absolute_expires_at is None else req.absolute_expires_at,
             "exp": req.expires_at,
             "owner": req.owner,
             "node": req.node,

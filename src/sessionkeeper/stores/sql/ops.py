@@ -27,6 +27,7 @@ from ..records import (
     SaveStatus,
     StoredSession,
     _rebase,
+    earliest_expiry,
 )
 from . import feed
 from . import schema as sch
@@ -96,6 +97,7 @@ class SqlOps:
             s.c.created_at,
             s.c.last_access_at,
             s.c.timeout_s,
+            s.c.absolute_expires_at,
             s.c.expires_at,
             s.c.owner,
             s.c.node,
@@ -244,6 +246,7 @@ class SqlOps:
             "created_at": req.created_at,
             "last_access_at": req.last_access_at,
             "timeout_s": req.timeout_s,
+            "absolute_expires_at": req.absolute_expires_at,
             "expires_at": req.expires_at,
             "owner": req.owner,
             "node": req.node,
@@ -263,7 +266,8 @@ class SqlOps:
             "created_at": row["created_at"],
             "last_access_at": last_access_at,
             "timeout_s": req.timeout_s,
-            "expires_at": last_access_at + req.timeout_s,
+            "absolute_expires_at": req.absolute_expires_at,
+            "expires_at": earliest_expiry(last_access_at + req.timeout_s, req.absolute_expires_at),
             "owner": req.owner,
             "node": req.node,
             "tombstone_until": None,
@@ -332,7 +336,9 @@ class SqlOps:
                     {
                         **row,
                         "last_access_at": latest[key],
-                        "expires_at": latest[key] + row["timeout_s"],
+                        "expires_at": earliest_expiry(
+                            latest[key] + row["timeout_s"], row["absolute_expires_at"]
+                        ),
                     }
                 )
         for chunk in _chunks(updates, _ROWS):
@@ -350,6 +356,7 @@ class SqlOps:
             "created_at": 0.0,
             "last_access_at": 0.0,
             "timeout_s": 0.0,
+            "absolute_expires_at": None,
             "expires_at": tombstone_until,
             "owner": None,
             "node": None,

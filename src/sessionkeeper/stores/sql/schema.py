@@ -24,9 +24,9 @@ from ..base import StoredSession
 
 #: The schema this code reads and writes. A later release that changes the tables raises it and
 #: migrates; a database whose version is higher than this is refused. 2 added the invalidations
-#: table (the feed every node polls), 3 the owner index (logout everywhere); ``create_schema``
-#: (``init-db``) migrates an older version.
-SCHEMA_VERSION = 3
+#: table (the feed every node polls), 3 the owner index (logout everywhere), 4 the absolute
+#: deadline column; ``create_schema`` (``init-db``) migrates an older version.
+SCHEMA_VERSION = 4
 
 log = logging.getLogger("sessionkeeper.store.sql")
 
@@ -86,8 +86,11 @@ def make_tables(prefix: str, schema: str | None) -> Tables:
         sa.Column("created_at", sa.Double, nullable=False),
         sa.Column("last_access_at", sa.Double, nullable=False),
         sa.Column("timeout_s", sa.Double, nullable=False),
-        # last_access_at + timeout_s for a live session; tombstone_until for a tombstone, so
-        # that one index finds both what to sweep and what to purge.
+        # The absolute deadline (max lifetime, Django's set_expiry(datetime)); NULL for none.
+        sa.Column("absolute_expires_at", sa.Double, nullable=True),
+        # min(last_access_at + timeout_s, absolute_expires_at) for a live session;
+        # tombstone_until for a tombstone, so that one index finds both what to sweep and what
+        # to purge.
         sa.Column("expires_at", sa.Double, nullable=False),
         sa.Column("owner", sa.String(255), nullable=True),
         sa.Column("node", sa.String(255), nullable=True),
@@ -164,11 +167,28 @@ def create_schema(
 
 def _migrate(conn: Connection, tables: Tables) -> None:
     """From an older version: ``create_all`` made the tables a later version added, but it
-    leaves an existing table's indexes alone, so those are created here."""
+    leaves an existing table's indexes and columns alone, so those are added here."""
+    _add_missing_columns(conn, tables.sessions)
     for index in tables.sessions.indexes:
         index.create(conn, checkfirst=True)
     t = tables.schema
     conn.execute(sa.update(t).where(t.c.id == 1).values(version=SCHEMA_VERSION))
+
+
+def _add_missing_columns(conn: Connection, table: sa.Table) -> None:
+    """Add the nullable columns a later version gave ``table`` (4: ``absolute_expires_at``)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
+    quote = conn.dialect.identifier_preparer
+    for column in table.columns:
+        if column.name not in have:
+            assert column.nullable, f"{column.name}: only a nullable column can be added"
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE {quote.format_table(table)} "
+                    f"ADD COLUMN {quote.format_column(column)} {kind}"
+                )
+            )
 
 
 def check_schema(conn: Connection, tables: Tables, layout: Layout) -> None:
@@ -271,6 +291,10 @@ def as_float(value: object, what: str) -> float:
     return float(value)
 
 
+def as_opt_float(value: object, what: str) -> float | None:
+    return None if value is None else as_float(value, what)
+
+
 def as_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise CorruptSessionData(f"stored {what} is {value!r}, not an integer")
@@ -320,6 +344,7 @@ def stored_session(
             timeout_s=as_float(row["timeout_s"], "timeout_s"),
             owner=as_opt_str(row["owner"], "owner"),
             node=as_opt_str(row["node"], "node"),
+            absolute_expires_at=as_opt_float(row["absolute_expires_at"], "absolute_expires_at"),
         )
     except CorruptSessionData as exc:
         raise CorruptSessionData(f"session {app}/{session_hash(app, token)}: {exc}") from exc
