@@ -63,7 +63,7 @@ class Host:
     def _metadata_changed(self, session: Session) -> None:
         if not session.created:
             self._create(session)
-        session.meta_changed = True
+        session.changes.record_meta()
 
     def _create(self, s: Session) -> None:
         if not self._rt.settings.overflow and self._rt.cache.over_capacity() >= 0:

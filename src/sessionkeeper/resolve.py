@@ -255,7 +255,7 @@ class Resolver:
             s.last_access_at = max(s.last_access_at, stored.last_access_at)
             s.timeout_s = stored.timeout_s
             s.absolute_expires_at = stored.absolute_expires_at
-            s.set_keys, s.deleted_keys, s.read_keys = set(), set(), set()
+            s.changes.forget_keys()
             self._remember_stored(s, stored)
 
     def _remember_stored(self, s: Session, stored: StoredSession) -> None:

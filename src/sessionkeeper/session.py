@@ -374,9 +374,7 @@ class Session(RequestLog):
         """Anything the next write would carry (see :meth:`Changes.any`)."""
         return self.changes.any()
 
-    # The policies read these (policies.SessionView). The setters keep the manager's call sites
-    # (``meta_changed = True``, clearing the key sets on a refresh)
-    # working; new code calls ``changes`` directly.
+    # What the policies and stats read (policies.Tracked); changes go through ``changes``.
     @property
     def updates_since_write(self) -> int:
         return self.changes.updates
@@ -385,48 +383,21 @@ class Session(RequestLog):
     def requests_since_write(self) -> int:
         return self.changes.requests
 
-    @requests_since_write.setter
-    def requests_since_write(self, n: int) -> None:
-        with self._lock:
-            self.changes.requests = n
-
     @property
     def meta_changed(self) -> bool:
         return self.changes.meta_changed
-
-    @meta_changed.setter
-    def meta_changed(self, changed: bool) -> None:
-        with self._lock:
-            self.changes.meta_changed = changed
 
     @property
     def set_keys(self) -> frozenset[str]:
         return frozenset(self.changes.set_keys)
 
-    @set_keys.setter
-    def set_keys(self, keys: set[str]) -> None:
-        self._clear_keys(keys)
-
     @property
     def deleted_keys(self) -> frozenset[str]:
         return frozenset(self.changes.deleted_keys)
 
-    @deleted_keys.setter
-    def deleted_keys(self, keys: set[str]) -> None:
-        self._clear_keys(keys)
-
     @property
     def read_keys(self) -> frozenset[str]:
         return frozenset(self.changes.read_keys)
-
-    @read_keys.setter
-    def read_keys(self, keys: set[str]) -> None:
-        self._clear_keys(keys)
-
-    def _clear_keys(self, keys: set[str]) -> None:
-        if keys:
-            raise ValueError("change tracking is recorded through session.changes")
-        self.changes.forget_keys()
 
     @property
     def unwritten(self) -> bool:
