@@ -32,6 +32,11 @@ def test_a_forked_child_joins_as_a_member_of_its_own(nats: NatsServer) -> None:
     if pid == 0:  # the child: report through the pipe, never run pytest's teardown
         code = 1
         try:
+            # The child joins under its own name; a change is acknowledged only once a backup
+            # can take it (alone, it would be refused): wait to see the parent and the peer.
+            parent.start()
+            assert parent._replicator is not None
+            parent._replicator.members.wait_for(lambda live: len(live) >= 3, 10)
             with parent.request("shop") as cs:
                 cs["child"] = True
             route = (ids.parse_route(cs.id) or ("", ()))[1]
