@@ -4,7 +4,7 @@ request returns only once its own write is in the store."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sessionkeeper as sk
 from sessionkeeper.stores import SaveRequest, SaveResult
@@ -95,18 +95,7 @@ def test_a_failed_batch_keeps_each_session_dirty(make: MakeManager) -> None:
             s["n"] = i + 1
         done.append(i)
 
-    first = threading.Thread(target=request, args=(0,))
-    first.start()
-    assert store.entered.wait(WAIT_S)
-    others = [threading.Thread(target=request, args=(i,)) for i in range(1, N)]
-    for t in others:
-        t.start()
-    _wait_queued(m, N - 1)
-    store.down = True  # the held write and the grouped batch both fail
-    store.release.set()
-    for t in [first, *others]:
-        t.join(WAIT_S)
-        assert not t.is_alive()
+    _fail_the_held_and_the_grouped_batch(m, store, request)
     assert sorted(done) == list(range(N))  # a failed write does not fail the request
     store.down = False
     assert m.flush() == N  # every change was kept, and is written now
@@ -131,6 +120,20 @@ def test_a_failed_batch_refuses_each_request_under_refuse(make: MakeManager) -> 
         except sk.WriteRefused:
             refused.append(i)
 
+    _fail_the_held_and_the_grouped_batch(m, store, request)
+    assert sorted(refused) == list(range(N))
+    store.down = False
+    assert m.flush() == 0  # rolled back: nothing left to write
+    for sid in sids:
+        with m.request("shop", sid) as s:
+            assert s["n"] == 0
+
+
+def _fail_the_held_and_the_grouped_batch(
+    m: sk.SessionManager, store: GatedStore, request: Callable[[int], None]
+) -> None:
+    """Request 0's write is held in the store while the others queue behind it; then the store
+    goes down, so the held write and the grouped batch both fail; every request has ended."""
     first = threading.Thread(target=request, args=(0,))
     first.start()
     assert store.entered.wait(WAIT_S)
@@ -143,9 +146,3 @@ def test_a_failed_batch_refuses_each_request_under_refuse(make: MakeManager) -> 
     for t in [first, *others]:
         t.join(WAIT_S)
         assert not t.is_alive()
-    assert sorted(refused) == list(range(N))
-    store.down = False
-    assert m.flush() == 0  # rolled back: nothing left to write
-    for sid in sids:
-        with m.request("shop", sid) as s:
-            assert s["n"] == 0
