@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
+from ..policies import UNBOUNDED, MaxLoss
 
 Ack = Literal["sync", "async"]
 
@@ -67,6 +68,28 @@ class Replication:
     @property
     def dead_after_s(self) -> float:
         return 3 * self.heartbeat_s
+
+    def max_loss(self, store_loss: MaxLoss, *, durable_store: bool) -> MaxLoss:
+        """What a crash of one node may lose with this replication in front of a store whose
+        write policy alone may lose ``store_loss`` (``policy.max_loss()``). An update is lost
+        only if neither the store nor a backup got it, so each bound holds:
+
+        - ``ack="sync"`` with backups: nothing (a changed request answers after a backup took
+          its delta; with no backup and no durable store it is refused, a 503);
+        - ``ack="async"`` with backups: at most the ``async_window`` requests still in flight;
+        - ``replicas=0`` (the channel only): what the store may lose, all of it on ``memory://``.
+        """
+        if not durable_store:
+            store_loss = UNBOUNDED  # the memory store dies with the process
+        if not self.replicas:
+            return store_loss
+        if self.ack == "sync":
+            return MaxLoss()
+        return MaxLoss(
+            store_loss.seconds,
+            store_loss.updates,
+            min(store_loss.requests, float(self.async_window)),
+        )
 
 
 def parse_replication(value: str | Replication | None) -> Replication | None:
