@@ -128,6 +128,7 @@ def test_stats_of_a_running_node(node_url: str, capsys: pytest.CaptureFixture[st
         (["stats", "http://127.0.0.1:1"], 3, "cannot reach"),
         (["demo", "--nodes", "1"], 2, "--nodes must be at least 2"),
         (["demo", "--store", "memory://"], 2, "memory:// cannot be shared"),
+        (["demo", "--replication", "redis://127.0.0.1"], 2, "is not a nats:// URL"),
         (["demo", "--duration-s", "0.5"], 2, "--duration-s"),
     ],
 )
@@ -202,3 +203,6 @@ def test_demo_exit_status_follows_the_verdict(
     got, out, _ = run(capsys, "demo", "--write", "after-updates:3", "--users", "2", "--keep")
     assert got == code and "lost updates" in out
     assert seen[0] == demo_run.DemoOptions(users=2, write="after-updates:3", keep=True)
+    run(capsys, "demo", "--replication", "nats://127.0.0.1:4222")
+    assert seen[1] == demo_run.DemoOptions(replication="nats://127.0.0.1:4222")
+    assert seen[1].store_url_default == "memory://" and not seen[1].durable_store

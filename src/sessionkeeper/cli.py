@@ -96,6 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         write=args.write,
         store=args.store,
         keep=args.keep,
+        replication=args.replication,
     )
     result, setup = run_demo(opts)
     print(f"\nsessionkeeper demo: {setup}\n{table(result)}")
@@ -298,7 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
         "on-attribute or manual",
     )
     demo.add_argument(
-        "--store", metavar="URL", help="a shared store (default: SQLite in a temporary folder)"
+        "--store",
+        metavar="URL",
+        help="a shared store (default: SQLite in a temporary folder; with --replication, none)",
+    )
+    demo.add_argument(
+        "--replication",
+        metavar="NATS_URL",
+        help="copy every session into another node's memory over NATS (nats://127.0.0.1:4222); "
+        "without --store the nodes keep no database at all",
     )
     demo.add_argument(
         "--keep", action="store_true", help="keep the temporary folder (store, node logs)"

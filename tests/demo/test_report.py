@@ -13,10 +13,12 @@ from sessionkeeper import (
     Manual,
     MemoryStore,
     OnAttribute,
+    Replication,
     TimeBased,
     WritePolicy,
 )
 from sessionkeeper.demo.driver import Ack, Counters, User
+from sessionkeeper.demo.peers import Peers
 from sessionkeeper.demo.report import Crash, Found, allowed_losses, outcome, read_store, table
 from sessionkeeper.stores import SaveRequest
 
@@ -69,3 +71,51 @@ def test_read_store_and_outcome() -> None:
     text = table(result)
     assert "lost updates" in text and "FAIL" in text
     assert re.search(r"writes saved +2 ", text)
+
+
+@pytest.mark.parametrize(
+    ("replication", "durable", "allowed"),
+    [
+        # Sync backups: a crash of one node loses nothing, whatever the policy allows alone.
+        (Replication(ack="sync"), True, 0),
+        (Replication(ack="sync"), False, 0),
+        # Async: at most the deltas in flight, each a request, per session.
+        (Replication(ack="async", async_window=1), False, 2),
+        # The channel alone over memory://: everything the node acknowledged before it died.
+        (Replication(replicas=0), False, 8),
+    ],
+)
+def test_allowed_losses_with_replication(
+    replication: Replication, durable: bool, allowed: int
+) -> None:
+    assert allowed_losses(Manual(), ACKS, CRASH, replication, durable) == allowed
+
+
+def test_the_table_with_replication_shows_copies_handoffs_and_takeovers() -> None:
+    users = [User(0, session_id="t" * 32 + ".a.b")]
+    found = Found(sessions=1, writes=0, seqs={0: {1}})
+    counts = {
+        "replication_handoffs_received": 3,
+        "replication_takeovers": 2,
+        "replication_deltas": 5,
+        "replication_snapshots": 1,
+    }
+    peers = Peers(counts, owned=4, copies=8, healthy=True)
+    acks = [Ack(0, 1, "a", 1.0)]
+    result = outcome(
+        EndOfRequest(),
+        Counters(requests=9, changed=4),
+        acks,
+        found,
+        CRASH,
+        Replication(),
+        peers,
+        durable_store=False,
+    )
+    text = table(result)
+    assert result.ok and users[0].backups == ("b",)
+    assert re.search(r"copies per session +2\.00 +8 copies of 4", text), text
+    assert re.search(r"handoffs +3 ", text) and re.search(r"takeovers +2 ", text), text
+    assert re.search(r"replication messages +6 .*1\.50 per changing request", text), text
+    assert re.search(r"updates on the nodes +1 ", text), text
+    assert "store writes" not in text and "writes saved" not in text

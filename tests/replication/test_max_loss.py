@@ -13,9 +13,7 @@ from sessionkeeper.policies import parse_policy
 
 @pytest.mark.parametrize("write", ["end-of-request", "time-based:60", "manual"])
 @pytest.mark.parametrize("durable", [True, False])
-def test_sync_backups_lose_nothing_whatever_the_policy_and_store(
-    write: str, durable: bool
-) -> None:
+def test_sync_backups_lose_nothing_whatever_the_policy_and_store(write: str, durable: bool) -> None:
     loss = sk.Replication(replicas=1, ack="sync").max_loss(
         parse_policy(write).max_loss(), durable_store=durable
     )

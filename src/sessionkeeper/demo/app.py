@@ -19,8 +19,9 @@ Every JSON answer names the serving node, so a client can see failovers. The man
 from environment variables the first time a request arrives (so in the worker, after any fork):
 ``SESSIONKEEPER_STORE`` (required), ``SESSIONKEEPER_NODE``, ``SESSIONKEEPER_WRITE`` (a
 ``--write`` string, default ``end-of-request``), ``SESSIONKEEPER_ON_WRITE_FAILURE`` (``refuse``
-or ``defer``; default: the policy's) and ``SESSIONKEEPER_REPLICATION`` (a ``nats://`` URL:
-memory-to-memory replication with its defaults).
+or ``defer``; default: the policy's), ``SESSIONKEEPER_REPLICATION`` (a ``nats://`` URL:
+memory-to-memory replication with its defaults) and ``SESSIONKEEPER_CLUSTER`` (the replication
+cluster's name, so that two demos on one NATS server stay apart).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from urllib.parse import parse_qs
 
 from ..errors import ConfigurationError
 from ..manager import SessionManager
+from ..replication import Replication
 from ..session import Session
 from ..wsgi import ENVIRON_KEY, Environ, SessionMiddleware, StartResponse
 
@@ -133,12 +135,15 @@ def manager_from_env(env: Mapping[str, str]) -> SessionManager:
     store = env.get("SESSIONKEEPER_STORE")
     if not store:
         raise ConfigurationError("set SESSIONKEEPER_STORE to a store URL, e.g. sqlite:///shop.db")
+    url = env.get("SESSIONKEEPER_REPLICATION")
+    cluster = env.get("SESSIONKEEPER_CLUSTER")
+    replication = Replication(url, cluster=cluster) if url and cluster else url or None
     return SessionManager(
         store,
         write=env.get("SESSIONKEEPER_WRITE") or "end-of-request",
         node=env.get("SESSIONKEEPER_NODE") or None,
         on_write_failure=env.get("SESSIONKEEPER_ON_WRITE_FAILURE") or None,  # type: ignore[arg-type]
-        replication=env.get("SESSIONKEEPER_REPLICATION") or None,
+        replication=replication,
     )
 
 

@@ -66,11 +66,20 @@ class State(enum.Enum):
 class Node:
     """One gunicorn process (master + one worker) serving the demo shop as node ``name``."""
 
-    def __init__(self, name: str, port: int, store_url: str, write: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        store_url: str,
+        write: str,
+        log_dir: Path,
+        replication: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.port = port
         self.store_url = store_url
         self.write = write
+        self.replication = replication or {}  # SESSIONKEEPER_REPLICATION* variables
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.state = State.DOWN
@@ -82,6 +91,7 @@ class Node:
             "SESSIONKEEPER_STORE": self.store_url,
             "SESSIONKEEPER_NODE": self.name,
             "SESSIONKEEPER_WRITE": self.write,
+            **self.replication,
         }
         cmd = [
             sys.executable, "-m", "gunicorn",
@@ -124,6 +134,10 @@ class Node:
         result: dict[str, Any] = get_json(self.port, "/_stats")
         return result
 
+    def replication_health(self) -> dict[str, Any]:
+        result: dict[str, Any] = get_json(self.port, "/_replication")
+        return result
+
     def kill(self) -> None:
         """SIGKILL the whole process group: master and worker die at once, flushing nothing."""
         if self.proc is not None and self.proc.poll() is None:
@@ -159,11 +173,26 @@ class Node:
 
 
 class Cluster:
-    """``n`` nodes named ``node-1``..``node-n`` on free loopback ports, one store."""
+    """``n`` nodes named ``node-1``..``node-n`` on free loopback ports, one store. With
+    ``replication`` (a ``nats://`` URL) the nodes copy their sessions to each other, in a NATS
+    cluster of their own (``cluster``)."""
 
-    def __init__(self, n: int, store_url: str, write: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        n: int,
+        store_url: str,
+        write: str,
+        log_dir: Path,
+        replication: str | None = None,
+        cluster: str = "sessionkeeper-demo",
+    ) -> None:
+        env = (
+            {"SESSIONKEEPER_REPLICATION": replication, "SESSIONKEEPER_CLUSTER": cluster}
+            if replication
+            else None
+        )
         self.nodes = [
-            Node(f"node-{i}", free_port(), store_url, write, log_dir) for i in range(1, n + 1)
+            Node(f"node-{i}", free_port(), store_url, write, log_dir, env) for i in range(1, n + 1)
         ]
         self.by_name = {node.name: node for node in self.nodes}
 

@@ -61,6 +61,12 @@ class User:
         return parsed[1] if parsed else None
 
     @property
+    def backups(self) -> tuple[str, ...]:
+        """The nodes after the owner in the id (``<token>.<owner>.<backup>``)."""
+        route = ids.parse_route(self.session_id)
+        return route[1][1:] if route else ()
+
+    @property
     def token(self) -> str | None:
         parsed = ids.parse(self.session_id)
         return parsed[0] if parsed else None
@@ -142,6 +148,11 @@ class Shoppers:
         if node is not None:
             with self._lock:
                 self.counters.rerouted += 1
+        # Like the balancers in deploy/: the backups the id names (replication) come first.
+        for name in user.backups:
+            backup = self.cluster.by_name.get(name)
+            if backup is not None and backup.state is State.UP:
+                return backup
         return live[user.index % len(live)]
 
     def target_port(self, user: User) -> int | None:

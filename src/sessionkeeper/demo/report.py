@@ -24,14 +24,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..policies import (
-    WritePolicy,
-)
+from ..policies import MaxLoss, WritePolicy
+from ..replication import Replication
 from ..serialization import make_serializer
 from ..stores import Store
 from .app import APP_NAME, seqs_of
 from .driver import Ack, Counters, User
+
+if TYPE_CHECKING:
+    from .peers import Peers
 
 #: The manager's default ``flush_poll_s``: the housekeeping thread's period.
 FLUSH_POLL_S = 1.0
@@ -68,10 +71,28 @@ def read_store(store: Store, users: Sequence[User], now: float) -> Found:
     return Found(counts.live if counts else 0, writes, seqs)
 
 
-def allowed_losses(policy: WritePolicy, acks: Sequence[Ack], crash: Crash | None) -> int:
-    """How many acknowledged updates the policy's crash window (``policy.max_loss()``) may lose to
-    the SIGKILL. The demo makes one update per request, so a bound on requests bounds updates."""
+def crash_loss(
+    policy: WritePolicy, replication: Replication | None = None, durable_store: bool = True
+) -> MaxLoss:
+    """What the configuration may lose on one node's crash: the policy's ``max_loss()``, or,
+    with replication, :meth:`Replication.max_loss` on top of it."""
     loss = policy.max_loss(FLUSH_POLL_S)
+    if replication is None:
+        return loss
+    return replication.max_loss(loss, durable_store=durable_store)
+
+
+def allowed_losses(
+    policy: WritePolicy,
+    acks: Sequence[Ack],
+    crash: Crash | None,
+    replication: Replication | None = None,
+    durable_store: bool = True,
+) -> int:
+    """How many acknowledged updates the configuration's crash window (:func:`crash_loss`) may
+    lose to the SIGKILL. The demo makes one update per request, so a bound on requests bounds
+    updates."""
+    loss = crash_loss(policy, replication, durable_store)
     if crash is None or loss.nothing:
         return 0
     recent = [
@@ -96,6 +117,8 @@ class Outcome:
     lost: int
     allowed: int
     policy: WritePolicy
+    peers: Peers | None = None  # with replication
+    durable_store: bool = True
 
     @property
     def ok(self) -> bool:
@@ -108,6 +131,9 @@ def outcome(
     acks: Sequence[Ack],
     found: Found,
     crash: Crash | None,
+    replication: Replication | None = None,
+    peers: Peers | None = None,
+    durable_store: bool = True,
 ) -> Outcome:
     lost = sum(1 for a in acks if a.seq not in found.seqs.get(a.user, set()))
     return Outcome(
@@ -121,8 +147,10 @@ def outcome(
         acknowledged=len(acks),
         found=len(acks) - lost,
         lost=lost,
-        allowed=allowed_losses(policy, acks, crash),
+        allowed=allowed_losses(policy, acks, crash, replication, durable_store),
         policy=policy,
+        peers=peers,
+        durable_store=durable_store,
     )
 
 
@@ -130,23 +158,55 @@ def table(o: Outcome) -> str:
     per_request = o.writes / o.requests if o.requests else 0.0
     saved = o.changed - o.writes
     saved_pct = f"{100 * saved / o.changed:.0f}% of" if o.changed else "of"
+    where = "in the store" if o.peers is None else "on the nodes"
+    allowed = ("allowed by the policy", f"{o.policy.spec()} may lose {o.policy.crash_window()}")
+    if o.peers is not None:
+        allowed = ("allowed", "by the policy and replication together (one node crashed)")
     rows = [
         ("requests", f"{o.requests}", f"{o.errors} unanswered (node down)"),
-        ("sessions", f"{o.sessions}", "live in the store"),
-        ("store writes", f"{o.writes}", f"{per_request:.2f} per request"),
-        ("writes saved", f"{saved}", f"{saved_pct} {o.changed} changing requests"),
-        ("failovers", f"{o.failovers}", f"{o.rerouted} requests rerouted from a down node"),
+        ("sessions", f"{o.sessions}", f"live {where}"),
+    ]
+    if o.durable_store:
+        rows += [
+            ("store writes", f"{o.writes}", f"{per_request:.2f} per request"),
+            ("writes saved", f"{saved}", f"{saved_pct} {o.changed} changing requests"),
+        ]
+    rows.append(("failovers", f"{o.failovers}", f"{o.rerouted} requests rerouted from a down node"))
+    if o.peers is not None:
+        rows += _peer_rows(o.peers, o.changed)
+    rows += [
         ("updates acknowledged", f"{o.acknowledged}", ""),
-        ("updates in the store", f"{o.found}", "after a graceful stop of every node"),
+        (f"updates {where}", f"{o.found}", _found_note(o)),
         ("lost updates", f"{o.lost}", ""),
-        (
-            "allowed by the policy",
-            f"{o.allowed}",
-            f"{o.policy.spec()} may lose {o.policy.crash_window()}",
-        ),
+        (allowed[0], f"{o.allowed}", allowed[1]),
         ("result", "OK" if o.ok else "FAIL", "" if o.ok else "more updates lost than allowed"),
     ]
     width = max(len(r[0]) for r in rows)
     num = max(len(r[1]) for r in rows)
     lines = [f"  {k:<{width}}  {v:>{num}}  {note}".rstrip() for k, v, note in rows]
     return "\n".join(lines)
+
+
+def _found_note(o: Outcome) -> str:
+    if o.peers is None:
+        return "after a graceful stop of every node"
+    return "read back from the live nodes" + ("" if o.peers.healthy else " (replication unhealthy)")
+
+
+def _peer_rows(p: Peers, changed: int) -> list[tuple[str, str, str]]:
+    c = p.counts
+    per_change = f"{p.messages / changed:.2f} per changing request" if changed else ""
+    return [
+        ("copies per session", f"{p.copies_per_session:.2f}", f"{p.copies} copies of {p.owned}"),
+        (
+            "handoffs",
+            f"{c.get('replication_handoffs_received', 0)}",
+            "sessions a stopping node handed to their backup",
+        ),
+        (
+            "takeovers",
+            f"{c.get('replication_takeovers', 0)}",
+            "sessions a backup took over from a dead owner",
+        ),
+        ("replication messages", f"{p.messages}", f"deltas and snapshots, {per_change}"),
+    ]
