@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench chaos clean services
+.PHONY: venv test lint demo demo-peers bench chaos clean services
 
 $(STAMP): pyproject.toml
 	@echo "Installing sessionkeeper and its dependencies into $(VENV) (the first time: about a minute)..."
@@ -30,6 +30,13 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sessionkeeper demo
+
+# The demo with no database: every session copied into another node's memory over NATS (on
+# 127.0.0.1:4222, started in the background if nothing listens there). DEMO_ARGS for more options.
+NATS_URL ?= nats://127.0.0.1:4222
+demo-peers: $(STAMP)
+	bash scripts/ensure-nats.sh --serve
+	$(BIN)/sessionkeeper demo --replication $(NATS_URL) $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -r bench/requirements.txt
