@@ -60,3 +60,18 @@ def postgres_bin_dir() -> Path:
         _unavailable("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
     assert found is not None
     return found
+
+
+@pytest.fixture(scope="session")
+def nats_bin() -> str:
+    """The nats-server binary (``scripts/ensure-nats.sh`` installs it from Debian)."""
+    from tools.chaos.nats import find_nats
+
+    found = find_nats()
+    if found is None:
+        subprocess.run(["bash", str(ROOT / "scripts" / "ensure-nats.sh")], timeout=600, check=False)
+        found = find_nats()
+    if found is None:
+        _unavailable("nats-server is not installed and scripts/ensure-nats.sh could not install it")
+    assert found is not None
+    return found

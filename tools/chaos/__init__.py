@@ -9,7 +9,11 @@ and cuts it off. Afterwards every acknowledged update is checked against the sto
 | :mod:`.postgres` | a private PostgreSQL instance that can be restarted and stopped |
 | :mod:`.scenario` | the timeline, the shoppers through nginx, the staleness monitor |
 | :mod:`.verdict` | lost updates per policy, failed requests, staleness; the checks and the tables |
+| :mod:`.nats` | a private nats-server that can be restarted |
+| :mod:`.peers` | the replication scenario: nodes with ``replication=``, SIGKILL, SIGTERM, NATS restart |
+| :mod:`.peer_verdict` | its verdict by the configuration's ``max_loss()``, its checks and tables |
 
-Not imported by the rest of the package; it needs gunicorn, psycopg and an nginx binary
-(``scripts/ensure-nginx.sh`` installs it from Debian). See docs/chaos.md.
+Not imported by the rest of the package; it needs gunicorn, psycopg, an nginx binary and a
+nats-server binary (``scripts/ensure-nginx.sh`` and ``scripts/ensure-nats.sh`` install them from
+Debian). See docs/chaos.md.
 """
