@@ -299,9 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on-attribute or manual",
     )
     demo.add_argument(
-        "--store",
-        metavar="URL",
-        help="a shared store (default: SQLite in a temporary folder; with --replication, none)",
+        "--store", metavar="URL", help="a shared store (default: SQLite; none with --replication)"
     )
     demo.add_argument(
         "--replication",
