@@ -19,7 +19,15 @@ from sessionkeeper import (
 )
 from sessionkeeper.demo.driver import Ack, Counters, User
 from sessionkeeper.demo.peers import Peers
-from sessionkeeper.demo.report import Crash, Found, allowed_losses, outcome, read_store, table
+from sessionkeeper.demo.report import (
+    Crash,
+    Found,
+    allowed_losses,
+    in_crash_window,
+    outcome,
+    read_store,
+    table,
+)
 from sessionkeeper.stores import SaveRequest
 
 CRASH = Crash("a", at_s=10.0)
@@ -119,3 +127,15 @@ def test_the_table_with_replication_shows_copies_handoffs_and_takeovers() -> Non
     assert re.search(r"replication messages +6 .*1\.50 per changing request", text), text
     assert re.search(r"updates on the nodes +1 ", text), text
     assert "store writes" not in text and "writes saved" not in text
+
+
+def test_an_answer_read_just_after_the_kill_is_still_in_the_crash_window() -> None:
+    """The node answered, then died; the shopper read the answer a moment after the kill began.
+    That update was acknowledged before the crash, so the crash window covers it (a chaos run
+    under load failed its time-based check on exactly this)."""
+    late_read = Ack(2, 1, "a", at_s=CRASH.at_s + 0.01, sent_s=CRASH.at_s - 0.005)
+    after_restart = Ack(2, 2, "a", at_s=CRASH.at_s + 5.0, sent_s=CRASH.at_s + 4.9)
+    assert in_crash_window(late_read, CRASH, window_s=7.0)
+    assert not in_crash_window(after_restart, CRASH, window_s=7.0)
+    assert not in_crash_window(Ack(2, 3, "a", at_s=1.0, sent_s=0.99), CRASH, window_s=7.0)
+    assert allowed_losses(TimeBased(5.0), [late_read, after_restart], CRASH) == 1

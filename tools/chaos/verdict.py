@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sessionkeeper.demo.driver import Ack
-from sessionkeeper.demo.report import FLUSH_POLL_S, allowed_losses
+from sessionkeeper.demo.report import FLUSH_POLL_S, allowed_losses, in_crash_window
 from sessionkeeper.policies import parse_policy
 
 from .scenario import MONITOR_PERIOD_S, PolicyRun, Timeline
@@ -134,7 +134,7 @@ def figures(run: PolicyRun) -> Figures:
         late = [
             a
             for a in lost_killed
-            if run.crash is None or not run.crash.at_s - window_s <= a.at_s <= run.crash.at_s
+            if run.crash is None or not in_crash_window(a, run.crash, window_s)
         ]
         oldest = (
             max((run.crash.at_s - a.at_s for a in lost_killed), default=0.0) if run.crash else 0.0

@@ -35,7 +35,8 @@ class Ack:
     user: int
     seq: int
     node: str
-    at_s: float  # seconds since the run started
+    at_s: float  # seconds since the run started, when its answer was read
+    sent_s: float = -1.0  # when the request was sent: the node answered between the two
 
 
 @dataclass
@@ -123,9 +124,10 @@ class Shoppers:
                 seq = user.next_seq
                 user.next_seq += 1
                 item = rnd.choice(("apple", "pear", "fig", "plum"))
+                sent_s = self.now_s()
                 body = self._send(user, "POST", f"/cart/add?item={item}&seq={seq}")
                 if body is not None:
-                    ack = Ack(user.index, seq, body["node"], self.now_s())
+                    ack = Ack(user.index, seq, body["node"], self.now_s(), sent_s)
                     with self._lock:
                         user.acks.append(ack)
             elif r < 0.92:

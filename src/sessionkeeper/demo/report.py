@@ -82,6 +82,15 @@ def crash_loss(
     return replication.max_loss(loss, durable_store=durable_store)
 
 
+def in_crash_window(ack: Ack, crash: Crash, window_s: float) -> bool:
+    """Whether the crashed node acknowledged ``ack`` in the last ``window_s`` before it died.
+    The node answered between the request's sending and the reading of its answer: a request
+    sent before the kill began may have been answered before it, even when its answer was read
+    a moment after (the restarted node's answers are to requests sent after)."""
+    sent_s = ack.at_s if ack.sent_s < 0 else ack.sent_s
+    return ack.node == crash.node and sent_s < crash.at_s and ack.at_s >= crash.at_s - window_s
+
+
 def allowed_losses(
     policy: WritePolicy,
     acks: Sequence[Ack],
@@ -95,9 +104,7 @@ def allowed_losses(
     loss = crash_loss(policy, replication, durable_store)
     if crash is None or loss.nothing:
         return 0
-    recent = [
-        a for a in acks if a.node == crash.node and crash.at_s - loss.seconds <= a.at_s < crash.at_s
-    ]
+    recent = [a for a in acks if in_crash_window(a, crash, loss.seconds)]
     per_user = Counter(a.user for a in recent)
     cap = min(loss.updates, loss.requests)
     return sum(int(min(cap, n)) for n in per_user.values())
