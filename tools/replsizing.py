@@ -12,7 +12,9 @@ the messages and bytes per changed request.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +38,16 @@ m.start()
 for line in sys.stdin:
     print(tracemalloc.get_traced_memory()[0], len(m._replicator.backups), flush=True)
 """
+
+
+def _wait_listening(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        time.sleep(0.02)  # waiting for a process to listen, not for time to pass
+    raise SystemExit(f"nats-server did not listen on :{port}")
 
 
 def _varz(port: int) -> tuple[int, int]:
@@ -86,7 +98,7 @@ def measure(sessions: int, value_bytes: int, updates: int) -> dict[str, float]:
     )
     url = f"nats://127.0.0.1:{port}"
     try:
-        time.sleep(0.5)  # the server's start; then the backup's
+        _wait_listening(monitor)
         backup = subprocess.Popen(
             [sys.executable, "-c", BACKUP, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
