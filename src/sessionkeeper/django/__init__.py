@@ -16,9 +16,10 @@ middleware calls before the response is sent, when the session was modified and 
 below 500) ends it, and the write policy decides. A request that never saved is ended when Django
 sends ``request_finished``: rolled back if it modified the session (the middleware skipped the save:
 a 5xx, or a session emptied without ``flush()``) or raised, else ended normally. Outside a request
-(a shell, a management command, a ``RequestFactory`` test) the store holds the session from its
-first use until ``save()`` (which writes) or ``load()`` (which rolls its unsaved changes back and
-reads again); a response the middleware does not save never reaches the store.
+(a shell, a management command, a ``RequestFactory`` test, ``client.session``) a store works on a
+private copy, as Django's db backend does (draft.py): no other store sees its changes, and none
+is written, until ``save()`` writes them through the manager now (whatever the policy), into the
+cache and the store; ``load()`` drops them and reads again. It holds nothing in between.
 
 A store remembers the id it loaded: ``save()`` of a session that another context deleted
 (``flush()``, ``delete()``) meanwhile raises ``UpdateError`` (Django answers
@@ -47,6 +48,7 @@ from .. import ids
 from ..lifecycle import ActiveRequest
 from ..session import Session
 from ._process import _request, app_name, get_manager, reset_manager
+from .draft import Draft
 
 # -- the session engine -----------------------------------------------------------------------
 
@@ -73,6 +75,8 @@ class SessionStore(SessionBase):
         # context's invalidate() changes the shared Session's token under it.
         self._token: str | None = None
         self._loaded_id: str | None = None
+        # Outside a request: the store's private copy of its session (draft.py).
+        self._draft: Draft | None = None
 
     @cached_property
     def serializer(self) -> Any:
@@ -147,10 +151,11 @@ class SessionStore(SessionBase):
         self.accessed = True
         s = self.__dict__.get("_session_cache")  # _loaded(), inlined: every access comes here
         if not isinstance(s, Session):
+            if _request.get() is None:
+                draft = Draft(self._manager, self._app)
+                return self._adopt_draft(draft, draft.read(self._presented_key))
             active = self._manager.lifecycle.begin_request(self._app, self._presented_key)
             s = self._adopt(active)
-        elif self._active is None and _request.get() is None:
-            self._active = self._manager.lifecycle.enter(s, wait=True)  # used again after save()
         return s
 
     _session = property(_get_session)
@@ -163,6 +168,9 @@ class SessionStore(SessionBase):
     async def _aget_session(self, no_load: bool = False) -> Session:
         self.accessed = True
         s = self._loaded()
+        if s is None and _request.get() is None:
+            draft = Draft(self._manager, self._app)
+            return self._adopt_draft(draft, await draft.aread(self._presented_key))
         if s is None:
             active = self._manager.lifecycle.begin_cached(self._app, self._presented_key)
             if active is None:
@@ -171,10 +179,14 @@ class SessionStore(SessionBase):
                 )
                 self._manager.lifecycle.bind(active)
             s = self._adopt(active)
-        elif self._active is None and _request.get() is None:
-            self._active = self._manager.lifecycle.enter(s, wait=False) or await asyncio.to_thread(
-                self._manager.lifecycle.enter, s, wait=True
-            )
+        return s
+
+    def _adopt_draft(self, draft: Draft, moved: bool) -> Session:
+        s = self._session_cache = draft.session
+        self._draft = draft
+        if moved:
+            self._modified = True  # served by another node now: the cookie must name this one
+        self._remember(s)
         return s
 
     def _adopt(self, active: ActiveRequest) -> Session:
@@ -217,20 +229,21 @@ class SessionStore(SessionBase):
     # -- SessionBase's storage methods ----------------------------------------------------------
 
     def load(self) -> Session:
-        """The session as stored. Outside a request, unsaved changes are rolled back and the
-        session read again (Django's backends read their storage here); in one, the held one."""
-        if _request.get() is None and self._loaded() is not None:
-            self._end(ok=False)
-            self._presented_key = self._loaded_id
-            self.__dict__.pop("_session_cache", None)
+        """The session as stored. Outside a request, the private copy's unsaved changes are
+        dropped and the session read again (Django's backends read their storage here); in
+        one, the held one."""
+        self._drop_draft()
         return self._get_session()
 
     async def aload(self) -> Session:
-        if _request.get() is None and self._loaded() is not None:
-            await asyncio.to_thread(self._end, ok=False)
+        self._drop_draft()
+        return await self._aget_session()
+
+    def _drop_draft(self) -> None:
+        if self._draft is not None:
+            self._draft = None
             self._presented_key = self._loaded_id
             self.__dict__.pop("_session_cache", None)
-        return await self._aget_session()
 
     def exists(self, session_key: str | None) -> bool:
         return self._manager.lifecycle.exists(self._app, session_key)
@@ -259,6 +272,10 @@ class SessionStore(SessionBase):
         s = self._session
         if must_create and s.in_store:
             raise CreateError
+        if self._draft is not None:
+            s.sync()  # outside a request: the private copy written through the manager, now
+            self._remember(s)
+            return
         self._check_not_deleted(s)
         if not s.created:
             s.sync()
@@ -269,6 +286,10 @@ class SessionStore(SessionBase):
         s = await self._aget_session()
         if must_create and s.in_store:
             raise CreateError
+        if self._draft is not None:
+            await asyncio.to_thread(s.sync)
+            self._remember(s)
+            return
         self._check_not_deleted(s)
         if not s.created:
             await asyncio.to_thread(s.sync)
@@ -360,8 +381,8 @@ class SessionStore(SessionBase):
                 s.clear()
             self._modified = True
             return
-        if not s.created:
-            return
+        if not s.created and self._draft is None:
+            return  # nothing to end: the session does not exist (a private copy keeps it)
         expiry = self.get("_session_expiry")
         if isinstance(expiry, str):  # Django stores a datetime (or timedelta) as ISO text
             s.set_absolute_expiry(datetime.fromisoformat(expiry).timestamp())
