@@ -428,10 +428,12 @@ def _token(session_id: str) -> str | None:
 
 
 # Below SessionStore, which they import.
+from .cookies import SessionMiddleware  # noqa: E402
 from .middleware import SessionKeeperConfig, SessionUnavailableMiddleware, check_settings  # noqa: E402
 
 __all__ = [
     "SessionKeeperConfig",
+    "SessionMiddleware",
     "SessionStore",
     "SessionUnavailableMiddleware",
     "app_name",
