@@ -3,13 +3,16 @@
     SESSION_ENGINE = "sessionkeeper.django"
     SESSIONKEEPER = {"STORE": "sqlite:///sessions.db", "WRITE": "time-based:10", "NODE": "a"}
     INSTALLED_APPS += ["sessionkeeper.django.SessionKeeperConfig"]   # system checks
-    MIDDLEWARE += ["sessionkeeper.django.SessionUnavailableMiddleware"]  # 503 on store outage
+    MIDDLEWARE = [..., "sessionkeeper.django.SessionMiddleware",     # in place of Django's
+                  "sessionkeeper.django.SessionUnavailableMiddleware", ...]  # 503 on store outage
 
 Every key of ``SESSIONKEEPER`` but ``APP_NAME`` is a ``SessionManager`` keyword (case-insensitive:
 ``"TIMEOUT_S"`` -> ``timeout_s``); ``timeout_s`` defaults to ``SESSION_COOKIE_AGE``. One manager
-is built per process, on first use. Django's ``SessionMiddleware`` sets the cookie and honours
-``SESSION_COOKIE_*``, ``SESSION_SAVE_EVERY_REQUEST`` and ``SESSION_EXPIRE_AT_BROWSER_CLOSE``;
-the cookie value is the session id, ``<token>.<node>``, so it carries affinity.
+is built per process, on first use. ``SessionMiddleware`` (cookies.py) is Django's with the cookie
+the manager's ``Tracking`` describes (``Partitioned``, ``SESSIONKEEPER["TRACKING"]``); Django's own
+works too, rendering ``SESSION_COOKIE_*``. Either honours ``SESSION_SAVE_EVERY_REQUEST`` and
+``SESSION_EXPIRE_AT_BROWSER_CLOSE``; the cookie value is the session id, ``<token>.<node>``, so it
+carries affinity.
 
 The request lifecycle: loading the session begins the manager's request; ``save()`` (which the
 middleware calls before the response is sent, when the session was modified and the status is
