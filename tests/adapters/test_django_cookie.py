@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 from django.core import checks
 from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
+from django.urls import path
 
 import tests.adapters.test_django as base  # configures Django, and holds the views' URLconf
 from sessionkeeper import Tracking
+from sessionkeeper import django as skd
 from sessionkeeper.tracking import Mode
 
 OURS = [
@@ -172,3 +175,31 @@ def test_the_checks_say_which_middleware_renders_the_tracking() -> None:
         assert checks.run_checks(tags=["sessionkeeper"]) == []  # the same cookie as Django's
     with override_settings(SESSIONKEEPER={}, MIDDLEWARE=[]):
         assert [m.id for m in checks.run_checks(tags=["sessionkeeper"])] == ["sessionkeeper.W002"]
+
+
+def interrupted(request: HttpRequest) -> HttpResponse:
+    """A view whose session another context (a concurrent logout) ends while it runs."""
+    key = request.session.session_key
+    request.session["n"] = 99
+    other = skd.SessionStore(key)
+    other.delete()
+    return HttpResponse("changed")
+
+
+urlpatterns = [*base.urlpatterns, path("interrupted", interrupted)]
+
+
+@pytest.mark.parametrize("middleware", [OURS, DJANGOS])
+def test_a_session_ended_during_the_request_is_session_interrupted_not_resurrected(
+    middleware: list[str],
+) -> None:
+    with override_settings(MIDDLEWARE=middleware, ROOT_URLCONF=__name__):
+        c = Client(raise_request_exception=False)
+        c.post("/incr")
+        sid = c.cookies["sessionid"].value
+        r = c.post("/interrupted")
+        assert r.status_code == 400  # Django answers SessionInterrupted with Bad Request
+        assert "sessionid" not in r.cookies
+        assert skd.get_manager().store.load("default", sid.split(".")[0]) is None
+        c.cookies["sessionid"] = sid
+        assert c.get("/read").json()["n"] is None

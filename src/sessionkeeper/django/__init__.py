@@ -331,6 +331,11 @@ class SessionStore(SessionBase):
         s = self._loaded()
         if s is None:
             return not self._presented_key
+        if self._token is not None and s.token != self._token:
+            # Ended by another context (a concurrent logout) under this store: what it holds is
+            # not empty, as with Django's backends, so a modified one is saved and the save
+            # raises UpdateError (Django answers SessionInterrupted) instead of a silent 200.
+            return False
         return not s.created and not len(s)
 
     def cycle_key(self) -> None:
