@@ -34,3 +34,15 @@ def test_the_first_make_demo_says_it_is_installing_before_it_installs(tmp_path: 
     installs = [i for i, line in enumerate(dry) if "pip install" in line]
     assert said and installs and said[0] < installs[0], dry
     assert dry[-1].endswith("sessionkeeper demo")
+
+
+@pytest.mark.parametrize("framework", ["Flask", "Django", "Starlette"])
+def test_the_integrations_doc_has_a_porting_table_per_framework(framework: str) -> None:
+    """The built-in's setting, ours, what changes for users: where our defaults differ."""
+    doc = (ROOT / "docs" / "integrations.md").read_text()
+    header = re.search(rf"^\| {framework}'s setting \|.*what changes for users \|$", doc, re.M)
+    assert header, f"no porting table for {framework}"
+    rows = doc[header.end() :].split("\n\n", 1)[0].splitlines()[2:]
+    assert len(rows) >= 5 and all(row.startswith("| ") for row in rows)
+    if framework == "Starlette":  # the difference issue 10 names: Starlette keeps 14 days
+        assert any("14 days" in row and "30 minutes" in row for row in rows)
