@@ -523,15 +523,18 @@ def _django_setup(env: Env) -> str | None:
     return pg_down
 
 
-def _django_handler(engine: str | None) -> Any:
-    """A ``WSGIHandler`` whose middleware is Django's ``SessionMiddleware`` over ``engine`` (none
-    at all for ``None``). The middleware reads ``SESSION_ENGINE`` once, when it is built."""
+DJANGOS_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+OUR_MIDDLEWARE = "sessionkeeper.django.SessionMiddleware"  # the README's setup for our engine
+
+
+def _django_handler(engine: str | None, middleware: str = DJANGOS_MIDDLEWARE) -> Any:
+    """A ``WSGIHandler`` whose middleware is ``middleware`` (Django's ``SessionMiddleware`` or
+    ours) over ``engine`` (none at all for ``None``). The middleware reads ``SESSION_ENGINE``
+    once, when it is built."""
     from django.conf import settings
     from django.core.handlers.wsgi import WSGIHandler
 
-    settings.MIDDLEWARE = (
-        [] if engine is None else ["django.contrib.sessions.middleware.SessionMiddleware"]
-    )
+    settings.MIDDLEWARE = [] if engine is None else [middleware]
     settings.SESSION_ENGINE = engine or "django.contrib.sessions.backends.db"
     return WSGIHandler()
 
@@ -563,7 +566,9 @@ def django_contenders(env: Env) -> list[tuple[Contender, Callable[[], Runner]]]:
         ),
     ]
 
-    def sk_make(policy: str, store: str, tag: str) -> Callable[[], Runner]:
+    def sk_make(
+        policy: str, store: str, tag: str, middleware: str = OUR_MIDDLEWARE
+    ) -> Callable[[], Runner]:
         def make() -> Runner:
             import sessionkeeper.django as skd
 
@@ -574,13 +579,20 @@ def django_contenders(env: Env) -> list[tuple[Contender, Callable[[], Runner]]]:
                 # contenders (each round measures one contender at a time).
                 skd._manager = manager
 
-            runner = wsgi_sessions(_django_handler("sessionkeeper.django"), "sessionid", n, use)
+            handler = _django_handler("sessionkeeper.django", middleware)
+            runner = wsgi_sessions(handler, "sessionid", n, use)
             runner.manager = manager
             return runner
 
         return make
 
-    return out + _sk_contenders(env, sk_make)
+    policy, store = env.scale.combos[0]
+    behind_djangos = (  # the engine alone, Django's own middleware rendering the cookie
+        Contender(f"sessionkeeper {policy}, Django's SessionMiddleware", "sessionkeeper", store,
+                  policy),
+        sk_make(policy, store, "djdm", DJANGOS_MIDDLEWARE),
+    )  # fmt: skip
+    return [*out, *_sk_contenders(env, sk_make), behind_djangos]
 
 
 # -- Starlette -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 ROOT_URLCONF = "examples.django_project.urls"
 INSTALLED_APPS = ["django.contrib.sessions", "sessionkeeper.django.SessionKeeperConfig"]
 MIDDLEWARE = [
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "sessionkeeper.django.SessionMiddleware",
     "sessionkeeper.django.SessionUnavailableMiddleware",
 ]
 DATABASES: dict[str, object] = {}

@@ -44,6 +44,13 @@ class Host:
         return self._node if repl is None else repl.suffix(session)
 
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
+        self.check_value(session, key, value)
+        if not session.created:
+            self._create(session)
+
+    def check_value(self, session: Session, key: str, value: Any) -> None:
+        """Raise :class:`SerializationError` if ``value`` cannot be stored as ``session[key]``
+        (unserializable, or over the store's size limit)."""
         limit = self._rt.store.max_value_bytes  # known once the store has connected
         if not (self._json and json_cannot_fail(value, limit)):
             try:
@@ -54,8 +61,6 @@ class Host:
                 raise SerializationError(key, value, str(exc)) from exc
             if limit is not None and len(blob) > limit:
                 raise SerializationError(key, value, f"{len(blob)} bytes, over the store's {limit}")
-        if not session.created:
-            self._create(session)
 
     def _now(self) -> float:
         return self._rt.clock.time()

@@ -181,6 +181,11 @@ class SessionManager(SettingsView):
     def add_listener(self, listener: SessionListener) -> None:
         self.events.add(listener)
 
+    def check_value(self, session: Session, key: str, value: Any) -> None:
+        """Raise :class:`SerializationError` if ``value`` cannot be stored as ``session[key]``:
+        what setting it checks (an adapter's private copy of a session checks it so)."""
+        self._host.check_value(session, key, value)
+
     # -- the application's request ----------------------------------------------------------------
 
     @contextmanager

@@ -132,23 +132,37 @@ class Tracking:
     def _n(self, name: str) -> str:
         return name.lower() if self.attribute_case == "lower" else name
 
-    def _flags(self, parts: list[str], https: bool) -> str:
-        if self.cookie_httponly:
-            parts.append(self._n("HttpOnly"))
+    def flags(self, *, https: bool) -> CookieFlags:
+        """The cookie's flags for a request that came over https or not: what :meth:`set_cookie`
+        renders, for an adapter that renders the cookie with its framework's own API."""
         secure = https if self.cookie_secure is None else self.cookie_secure
-        samesite = self.cookie_samesite
-        if samesite is not None:
-            samesite = _SAMESITE[samesite.lower()]
-            if samesite == "None":
-                secure = True  # browsers drop SameSite=None without Secure
-            parts.append(f"{self._n('SameSite')}={self._n(samesite)}")
-        if self.cookie_partitioned:
-            secure = True  # browsers drop a Partitioned cookie without Secure
-        if secure:
+        samesite = None if self.cookie_samesite is None else _SAMESITE[self.cookie_samesite.lower()]
+        if samesite == "None" or self.cookie_partitioned:
+            secure = True  # browsers drop SameSite=None, and a Partitioned cookie, without Secure
+        return CookieFlags(secure, self.cookie_httponly, samesite, self.cookie_partitioned)
+
+    def _flags(self, parts: list[str], https: bool) -> str:
+        flags = self.flags(https=https)
+        if flags.httponly:
+            parts.append(self._n("HttpOnly"))
+        if flags.samesite is not None:
+            parts.append(f"{self._n('SameSite')}={self._n(flags.samesite)}")
+        if flags.secure:
             parts.append(self._n("Secure"))
-        if self.cookie_partitioned:
+        if flags.partitioned:
             parts.append(self._n("Partitioned"))
         return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class CookieFlags:
+    """A session cookie's flags as sent (:meth:`Tracking.flags`); ``samesite`` is ``"Lax"``,
+    ``"Strict"``, ``"None"`` or ``None`` (the attribute omitted)."""
+
+    secure: bool
+    httponly: bool
+    samesite: str | None
+    partitioned: bool
 
 
 def cookie_value(header: str, name: str) -> str | None:

@@ -2,7 +2,9 @@
 
 Ordering: the session is written (when the policy says so) after the application has chosen a
 status and before the first byte of the body goes to the server, so under ``EndOfRequest`` every
-response the client sees is already in the store. A changed request whose write cannot be made
+response the client sees is already in the store. The status and headers are handed to the server
+then, once the request has ended (so a session the app emptied gets its cookie deleted), or at the
+app's first ``write()``. A changed request whose write cannot be made
 durable (``WriteRefused``) answers ``503`` with ``Retry-After`` instead: ``start_response`` is
 called again with the error (PEP 3333 allows it before the first body byte), the application's
 body is closed unsent. A status of 500 or more, or an exception, rolls
@@ -79,18 +81,28 @@ class SessionMiddleware:
         )
         https = environ.get("wsgi.url_scheme") == "https"
         status: list[int] = []
+        chosen: list[tuple[str, list[tuple[str, str]], Any]] = []
+        sent: list[Callable[[bytes], Any]] = []  # the server's write(), once it has the headers
+
+        def send_headers() -> Callable[[bytes], Any]:
+            """Hand the app's status and headers on, with the session's: decided once the
+            request has ended (an emptied session's cookie deletion is known only then), or at
+            the app's first ``write()``."""
+            if not sent:
+                status_line, headers, exc_info = chosen[-1]
+                if status[0] < 500:  # else the changes are rolled back: the id is not sent
+                    headers = headers + self.manager.lifecycle.response_headers(active, https=https)
+                sent.append(start_response(status_line, headers, exc_info))
+            return sent[0]
 
         def session_start_response(
             status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
+            if exc_info is not None and sent:  # PEP 3333: too late to change the status
+                raise exc_info[1].with_traceback(exc_info[2])
             status[:] = [int(status_line[:3])]
-            if status[0] >= 500:  # the request's changes are rolled back: the id is not sent
-                return start_response(status_line, headers, exc_info)
-            return start_response(
-                status_line,
-                headers + self.manager.lifecycle.response_headers(active, https=https),
-                exc_info,
-            )
+            chosen[:] = [(status_line, headers, exc_info)]
+            return lambda data: send_headers()(data)
 
         def refuse() -> list[bytes]:
             # exc_info: a server that already sent headers raises instead of sending a second
@@ -108,7 +120,7 @@ class SessionMiddleware:
         except BaseException:
             self.manager.lifecycle.end_request(active, ok=False)
             raise
-        return _Body(body, self.manager, active, status, refuse)
+        return _Body(body, self.manager, active, status, refuse, send_headers)
 
 
 class _Body:
@@ -121,12 +133,14 @@ class _Body:
         active: ActiveRequest,
         status: list[int],
         refuse: Callable[[], list[bytes]],
+        send_headers: Callable[[], object],
     ) -> None:
         self._body = body
         self._manager = manager
         self._active = active
         self._status = status
         self._refuse = refuse  # the 503 of a lazy app whose first chunk met a store outage
+        self._send_headers = send_headers
 
     def _finish(self) -> bool:
         """End the request; ``False`` when its write was refused and a 503 replaced the
@@ -163,6 +177,8 @@ class _Body:
             self._body = ()  # closed: close() must not close it twice
             yield UNAVAILABLE_BODY
             return
+        if self._status:
+            self._send_headers()
         yield from chunks
         yield from it
 

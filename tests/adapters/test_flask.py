@@ -360,7 +360,8 @@ def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
     m.close()
 
 
-def test_flask_tagged_values_keep_their_type_after_a_restart() -> None:
+@pytest.mark.parametrize("node", ["a", "b"])  # a restart of node a; a failover to node b
+def test_flask_tagged_values_keep_their_type_after_a_restart(node: str) -> None:
     values = {
         "t": (1, "a"),
         "b": b"\x00raw",
@@ -393,7 +394,7 @@ def test_flask_tagged_values_keep_their_type_after_a_restart() -> None:
     first.post("/put")
     cookie = first.get_cookie("session")
     assert cookie is not None
-    restarted = app_on(memory_manager(store=store)).test_client()  # a new process: no cache
+    restarted = app_on(memory_manager(store=store, node=node)).test_client()  # no cache
     restarted.set_cookie("session", cookie.value)
     assert restarted.get("/get").json == {
         "equal": True,

@@ -3,43 +3,44 @@
     SESSION_ENGINE = "sessionkeeper.django"
     SESSIONKEEPER = {"STORE": "sqlite:///sessions.db", "WRITE": "time-based:10", "NODE": "a"}
     INSTALLED_APPS += ["sessionkeeper.django.SessionKeeperConfig"]   # system checks
-    MIDDLEWARE += ["sessionkeeper.django.SessionUnavailableMiddleware"]  # 503 on store outage
+    MIDDLEWARE = [..., "sessionkeeper.django.SessionMiddleware",     # in place of Django's
+                  "sessionkeeper.django.SessionUnavailableMiddleware", ...]  # 503 on store outage
 
 Every key of ``SESSIONKEEPER`` but ``APP_NAME`` is a ``SessionManager`` keyword (case-insensitive:
 ``"TIMEOUT_S"`` -> ``timeout_s``); ``timeout_s`` defaults to ``SESSION_COOKIE_AGE``. One manager
-is built per process, on first use. Django's ``SessionMiddleware`` sets the cookie and honours
-``SESSION_COOKIE_*``, ``SESSION_SAVE_EVERY_REQUEST`` and ``SESSION_EXPIRE_AT_BROWSER_CLOSE``;
-the cookie value is the session id, ``<token>.<node>``, so it carries affinity.
+is built per process, on first use. ``SessionMiddleware`` (cookies.py) is Django's with the cookie
+the manager's ``Tracking`` describes (``Partitioned``, ``SESSIONKEEPER["TRACKING"]``); Django's own
+works too, rendering ``SESSION_COOKIE_*``. Either honours ``SESSION_SAVE_EVERY_REQUEST`` and
+``SESSION_EXPIRE_AT_BROWSER_CLOSE``; the cookie value is the session id, ``<token>.<node>``, so it
+carries affinity.
 
 The request lifecycle: loading the session begins the manager's request; ``save()`` (which the
 middleware calls before the response is sent, when the session was modified and the status is
 below 500) ends it, and the write policy decides. A request that never saved is ended when Django
 sends ``request_finished``: rolled back if it modified the session (the middleware skipped the save:
 a 5xx, or a session emptied without ``flush()``) or raised, else ended normally. Outside a request
-(a shell, a management command, a ``RequestFactory`` test) the store holds the session from its
-first use until ``save()`` (which writes) or ``load()`` (which rolls its unsaved changes back and
-reads again); a response the middleware does not save never reaches the store.
+(a shell, a management command, a ``RequestFactory`` test, ``client.session``) a store works on a
+private copy, as Django's db backend does (draft.py): no other store sees its changes, and none
+is written, until ``save()`` writes them through the manager now (whatever the policy), into the
+cache and the store; ``load()`` drops them and reads again. It holds nothing in between.
 
 A store remembers the id it loaded: ``save()`` of a session that another context deleted
 (``flush()``, ``delete()``) meanwhile raises ``UpdateError`` (Django answers
 ``SessionInterrupted``) and rolls the change back, rather than storing it under a new id.
 
 ``set_expiry(seconds)`` also sets the session's server-side idle timeout; a ``datetime`` or
-``timedelta`` sets its absolute deadline (reads do not renew it); ``get_expiry_age`` and
-``get_expiry_date`` never go past that deadline, nor past the app's ``max_lifetime_s``. Async methods (``aget``, ``asave``...) resolve a cached session on
-the event loop; store reads and writes run in a worker thread.
+``timedelta`` sets its absolute deadline (expiry.py). Async methods (``aget``, ``asave``...)
+resolve a cached session on the event loop; store reads and writes run in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
-from django.utils import timezone
+from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
@@ -47,6 +48,8 @@ from .. import ids
 from ..lifecycle import ActiveRequest
 from ..session import Session
 from ._process import _request, app_name, get_manager, reset_manager
+from .draft import Draft
+from .expiry import ExpiryMixin
 
 # -- the session engine -----------------------------------------------------------------------
 
@@ -55,7 +58,7 @@ from ._process import _request, app_name, get_manager, reset_manager
 _NOT_GIVEN: Any = object()
 
 
-class SessionStore(SessionBase):
+class SessionStore(ExpiryMixin):
     """Django's ``SessionBase`` over a sessionkeeper :class:`Session`. Not thread safe, as every
     Django session object: one per request."""
 
@@ -73,6 +76,8 @@ class SessionStore(SessionBase):
         # context's invalidate() changes the shared Session's token under it.
         self._token: str | None = None
         self._loaded_id: str | None = None
+        # Outside a request: the store's private copy of its session (draft.py).
+        self._draft: Draft | None = None
 
     @cached_property
     def serializer(self) -> Any:
@@ -147,10 +152,11 @@ class SessionStore(SessionBase):
         self.accessed = True
         s = self.__dict__.get("_session_cache")  # _loaded(), inlined: every access comes here
         if not isinstance(s, Session):
+            if _request.get() is None:
+                draft = Draft(self._manager, self._app)
+                return self._adopt_draft(draft, draft.read(self._presented_key))
             active = self._manager.lifecycle.begin_request(self._app, self._presented_key)
             s = self._adopt(active)
-        elif self._active is None and _request.get() is None:
-            self._active = self._manager.lifecycle.enter(s, wait=True)  # used again after save()
         return s
 
     _session = property(_get_session)
@@ -163,6 +169,9 @@ class SessionStore(SessionBase):
     async def _aget_session(self, no_load: bool = False) -> Session:
         self.accessed = True
         s = self._loaded()
+        if s is None and _request.get() is None:
+            draft = Draft(self._manager, self._app)
+            return self._adopt_draft(draft, await draft.aread(self._presented_key))
         if s is None:
             active = self._manager.lifecycle.begin_cached(self._app, self._presented_key)
             if active is None:
@@ -171,10 +180,14 @@ class SessionStore(SessionBase):
                 )
                 self._manager.lifecycle.bind(active)
             s = self._adopt(active)
-        elif self._active is None and _request.get() is None:
-            self._active = self._manager.lifecycle.enter(s, wait=False) or await asyncio.to_thread(
-                self._manager.lifecycle.enter, s, wait=True
-            )
+        return s
+
+    def _adopt_draft(self, draft: Draft, moved: bool) -> Session:
+        s = self._session_cache = draft.session
+        self._draft = draft
+        if moved:
+            self._modified = True  # served by another node now: the cookie must name this one
+        self._remember(s)
         return s
 
     def _adopt(self, active: ActiveRequest) -> Session:
@@ -217,20 +230,21 @@ class SessionStore(SessionBase):
     # -- SessionBase's storage methods ----------------------------------------------------------
 
     def load(self) -> Session:
-        """The session as stored. Outside a request, unsaved changes are rolled back and the
-        session read again (Django's backends read their storage here); in one, the held one."""
-        if _request.get() is None and self._loaded() is not None:
-            self._end(ok=False)
-            self._presented_key = self._loaded_id
-            self.__dict__.pop("_session_cache", None)
+        """The session as stored. Outside a request, the private copy's unsaved changes are
+        dropped and the session read again (Django's backends read their storage here); in
+        one, the held one."""
+        self._drop_draft()
         return self._get_session()
 
     async def aload(self) -> Session:
-        if _request.get() is None and self._loaded() is not None:
-            await asyncio.to_thread(self._end, ok=False)
+        self._drop_draft()
+        return await self._aget_session()
+
+    def _drop_draft(self) -> None:
+        if self._draft is not None:
+            self._draft = None
             self._presented_key = self._loaded_id
             self.__dict__.pop("_session_cache", None)
-        return await self._aget_session()
 
     def exists(self, session_key: str | None) -> bool:
         return self._manager.lifecycle.exists(self._app, session_key)
@@ -259,6 +273,10 @@ class SessionStore(SessionBase):
         s = self._session
         if must_create and s.in_store:
             raise CreateError
+        if self._draft is not None:
+            s.sync()  # outside a request: the private copy written through the manager, now
+            self._remember(s)
+            return
         self._check_not_deleted(s)
         if not s.created:
             s.sync()
@@ -269,6 +287,10 @@ class SessionStore(SessionBase):
         s = await self._aget_session()
         if must_create and s.in_store:
             raise CreateError
+        if self._draft is not None:
+            await asyncio.to_thread(s.sync)
+            self._remember(s)
+            return
         self._check_not_deleted(s)
         if not s.created:
             await asyncio.to_thread(s.sync)
@@ -307,6 +329,11 @@ class SessionStore(SessionBase):
         s = self._loaded()
         if s is None:
             return not self._presented_key
+        if self._token is not None and s.token != self._token:
+            # Ended by another context (a concurrent logout) under this store: what it holds is
+            # not empty, as with Django's backends, so a modified one is saved and the save
+            # raises UpdateError (Django answers SessionInterrupted) instead of a silent 200.
+            return False
         return not s.created and not len(s)
 
     def cycle_key(self) -> None:
@@ -334,63 +361,6 @@ class SessionStore(SessionBase):
         self._remember(s)
         self._modified = True
 
-    def set_expiry(self, value: Any) -> None:
-        super().set_expiry(value)
-        self._apply_expiry()
-
-    async def aset_expiry(self, value: Any) -> None:
-        await super().aset_expiry(value)
-        if self._expired_now():
-            await asyncio.to_thread(self._apply_expiry)  # invalidate() deletes from the store
-        else:
-            self._apply_expiry()
-
-    def _expired_now(self) -> bool:
-        return bool(self.get("_session_expiry")) and self.get_expiry_date() <= timezone.now()
-
-    def _apply_expiry(self) -> None:
-        s = self._session
-        if self._expired_now():
-            # An expiry in the past ends the session now: a store keeping it would never load it
-            # again, and an idle timeout of a second would let the next request read it.
-            if s.created:
-                s.invalidate()
-                self._remember(s)
-            else:
-                s.clear()
-            self._modified = True
-            return
-        if not s.created:
-            return
-        expiry = self.get("_session_expiry")
-        if isinstance(expiry, str):  # Django stores a datetime (or timedelta) as ISO text
-            s.set_absolute_expiry(datetime.fromisoformat(expiry).timestamp())
-        else:  # seconds, or none: the app's lifetime, if it has one
-            lifetime = self._manager.settings.max_lifetime_for(self._app)
-            s.set_absolute_expiry(None if lifetime is None else s.created_at + lifetime)
-        if expiry and not isinstance(expiry, str):
-            s.set_timeout(max(1, self.get_expiry_age()))
-        else:
-            s.set_timeout(self._manager.timeout_for(self._app))
-
-    def get_expiry_age(self, **kwargs: Any) -> int:
-        return int(super().get_expiry_age(**self._deadline_bound(kwargs)))
-
-    def get_expiry_date(self, **kwargs: Any) -> datetime:
-        date: datetime = super().get_expiry_date(**self._deadline_bound(kwargs))
-        return date
-
-    def _deadline_bound(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` with the session's absolute deadline as the expiry when that comes first:
-        the cookie then ends with the server-side session. An explicit ``expiry`` is kept."""
-        deadline = self._session.absolute_expires_at if "expiry" not in kwargs else None
-        if deadline is None:
-            return kwargs
-        when = datetime.fromtimestamp(deadline, UTC if settings.USE_TZ else None)
-        if when < super().get_expiry_date(**kwargs):
-            return {**kwargs, "expiry": when}
-        return kwargs
-
     @classmethod
     def clear_expired(cls) -> None:
         """Sweep: what ``manage.py clearsessions`` runs."""
@@ -407,10 +377,12 @@ def _token(session_id: str) -> str | None:
 
 
 # Below SessionStore, which they import.
+from .cookies import SessionMiddleware  # noqa: E402
 from .middleware import SessionKeeperConfig, SessionUnavailableMiddleware, check_settings  # noqa: E402
 
 __all__ = [
     "SessionKeeperConfig",
+    "SessionMiddleware",
     "SessionStore",
     "SessionUnavailableMiddleware",
     "app_name",

@@ -77,6 +77,34 @@ def app_name() -> str:
     return name
 
 
+_cookie_tracking: Tracking | None = None
+#: The settings whose change the session middleware's cookie follows at once.
+_COOKIE_SETTINGS = frozenset(
+    ("SESSIONKEEPER", "SESSION_COOKIE_AGE", "SESSION_EXPIRE_AT_BROWSER_CLOSE")
+)
+
+
+def cookie_tracking() -> Tracking:
+    """The cookie ``sessionkeeper.django.SessionMiddleware`` reads and renders: ``SESSIONKEEPER``'s
+    ``TRACKING`` when given, else the ``SESSION_COOKIE_*`` settings as they are now, the same
+    Tracking the manager is built with. Unlike the manager's, it follows a changed setting
+    (``override_settings``) at once: rebuilding it closes nothing."""
+    global _cookie_tracking
+    tracking = _cookie_tracking
+    if tracking is None:
+        tracking = _cookie_tracking = _options()[1]["tracking"]
+    return tracking
+
+
+def _forget_cookie_tracking(*, setting: str = "", **kwargs: Any) -> None:
+    global _cookie_tracking
+    if setting in _COOKIE_SETTINGS or setting.startswith("SESSION_COOKIE_"):
+        _cookie_tracking = None
+
+
+setting_changed.connect(_forget_cookie_tracking, dispatch_uid="sessionkeeper.django.cookie")
+
+
 def reset_manager(**kwargs: Any) -> None:
     """Close the manager; the next use builds one from the settings (on ``SESSIONKEEPER``
     changes, e.g. ``override_settings`` in tests)."""

@@ -1,4 +1,5 @@
-"""The Django adapter's middleware (503 on a store outage), system checks and app config."""
+"""The Django adapter's middleware (503 on a store outage), system checks and app config
+(the session middleware that renders the cookie is in cookies.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from django.http import HttpRequest, HttpResponse
 from ..config import MANAGER_OPTIONS, Settings
 from ..errors import UNAVAILABLE_ERRORS, ConfigurationError, WriteRefused
 from ..lifecycle import UNAVAILABLE_BODY
+from ..tracking import Tracking
 from . import SessionStore
-from ._process import _request_failed, get_manager
+from ._process import _request_failed, get_manager, tracking_from_settings
 
 
 class SessionUnavailableMiddleware:
@@ -78,18 +80,48 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                 id="sessionkeeper.W001",
             )
         )
-    if getattr(settings, "SESSION_ENGINE", "") == "sessionkeeper.django" and (
-        "django.contrib.sessions.middleware.SessionMiddleware"
-        not in getattr(settings, "MIDDLEWARE", [])
-    ):
-        errors.append(
+    errors.extend(_middleware_checks(options.get("tracking")))
+    return errors
+
+
+_DJANGOS = "django.contrib.sessions.middleware.SessionMiddleware"
+_OURS = "sessionkeeper.django.SessionMiddleware"
+
+
+def _middleware_checks(tracking: Any) -> list[checks.CheckMessage]:
+    if getattr(settings, "SESSION_ENGINE", "") != "sessionkeeper.django":
+        return []
+    middleware = list(getattr(settings, "MIDDLEWARE", []))
+    if _DJANGOS not in middleware and _OURS not in middleware:
+        return [
             checks.Warning(
-                "SESSION_ENGINE is sessionkeeper.django but Django's SessionMiddleware is not in "
-                "MIDDLEWARE: request.session will not exist",
+                f"SESSION_ENGINE is sessionkeeper.django but neither {_OURS} nor Django's "
+                "SessionMiddleware is in MIDDLEWARE: request.session will not exist",
                 id="sessionkeeper.W002",
             )
-        )
-    return errors
+        ]
+    if (
+        _DJANGOS in middleware
+        and isinstance(tracking, Tracking)
+        and _cookie_of(tracking) != _cookie_of(tracking_from_settings())
+    ):
+        return [
+            checks.Warning(
+                "SESSIONKEEPER's TRACKING describes another cookie than the SESSION_COOKIE_* "
+                "settings Django's SessionMiddleware renders (name, scope, flags or "
+                "Partitioned): browsers get Django's",
+                hint=f"use {_OURS!r} in MIDDLEWARE instead of {_DJANGOS!r}",
+                id="sessionkeeper.W003",
+            )
+        ]
+    return []
+
+
+def _cookie_of(t: Tracking) -> tuple[Any, ...]:
+    """What of a Tracking Django's own middleware renders from its settings (Max-Age aside)."""
+    samesite = t.cookie_samesite.lower() if t.cookie_samesite else None
+    return (t.uses_cookie, t.cookie_name, t.cookie_path, t.cookie_domain, t.cookie_httponly,
+            samesite, t.cookie_secure, t.cookie_partitioned)  # fmt: skip
 
 
 class SessionKeeperConfig(AppConfig):
