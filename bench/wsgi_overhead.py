@@ -21,6 +21,7 @@ from typing import Any
 import sessionkeeper as sk
 from sessionkeeper.wsgi import SessionMiddleware
 
+from . import baseline
 from .report import BenchConfig, Section, SectionResult, Table, Verdict, ratio, us
 from .timing import (
     Environ,
@@ -31,6 +32,7 @@ from .timing import (
     run_requests,
     summarize,
 )
+from .wsgi_baseline import Before, Remote
 
 TARGET_ADDED_US = 15.0
 TARGET_LABEL = "sessionkeeper TimeBased(10), MemoryStore: cache hit"
@@ -224,6 +226,7 @@ def run(config: BenchConfig) -> SectionResult:
         "least interference.",
     )
     variants: list[Variant] = []
+    remote: Remote | None = None
     with tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp:
         try:
             for spec in SPECS:
@@ -233,20 +236,41 @@ def run(config: BenchConfig) -> SectionResult:
                     result.notes.append(f"skipped: {spec.label}: {exc}")
                 except Exception as exc:  # a store being written right now may fail to open
                     result.notes.append(f"skipped: {spec.label}: {type(exc).__name__}: {exc}")
-            _measure(variants, scale)
-            result.tables.append(_table(variants, result))
+            remote = _start_remote(scale, result)
+            before = _measure(variants, scale, remote, result)
+            result.tables.append(_table(variants, result, before))
         finally:
             for v in variants:
                 v.close()
+            if remote is not None:
+                remote.close()
     return result
 
 
-def _measure(variants: list[Variant], scale: Scale) -> None:
-    per_round: dict[int, int] = {}
-    for i, v in enumerate(variants):
-        cost_s = calibrate(v.app, v.environs, scale.warmup)
-        n = int(scale.budget_s / max(cost_s, 1e-9))
-        per_round[i] = max(scale.min_requests, min(scale.max_requests, n)) // scale.rounds
+def _start_remote(scale: Scale, result: SectionResult) -> Remote | None:
+    try:
+        return Remote(scale.sessions, scale.warmup)
+    except baseline.Unavailable as exc:
+        result.notes.append(f"{baseline.LABEL}: not measured: {exc}")
+    except Exception as exc:
+        result.notes.append(f"{baseline.LABEL}: failed: {exc}")
+    return None
+
+
+def _per_round(cost_s: float, scale: Scale) -> int:
+    n = int(scale.budget_s / max(cost_s, 1e-9))
+    return max(scale.min_requests, min(scale.max_requests, n)) // scale.rounds
+
+
+def _measure(
+    variants: list[Variant], scale: Scale, remote: Remote | None, result: SectionResult
+) -> Before | None:
+    """Interleaved rounds: each variant here, then the baseline worker's (``remote``) two."""
+    per_round = {
+        i: _per_round(calibrate(v.app, v.environs, scale.warmup), scale)
+        for i, v in enumerate(variants)
+    }
+    remote_n = [_per_round(c, scale) for c in remote.costs_s] if remote is not None else []
     before = {i: _store_counts(v) for i, v in enumerate(variants)}
     for _ in range(scale.rounds):
         for i, v in enumerate(variants):
@@ -254,16 +278,28 @@ def _measure(variants: list[Variant], scale: Scale) -> None:
             start = len(v.samples)
             run_requests(v.app, v.environs, per_round[i], v.samples)
             v.round_medians_us.append(summarize(v.samples[start:]).median_us)
+        try:
+            if remote is not None:
+                remote.round(*remote_n)
+        except RuntimeError as exc:
+            result.notes.append(f"{baseline.LABEL}: failed: {exc}")
+            remote = None
     after = {i: _store_counts(v) for i, v in enumerate(variants)}
     for i, v in enumerate(variants):
         v.writes_per_request = (after[i][0] - before[i][0]) / len(v.samples)
         v.misses = after[i][2] - before[i][2]
+    try:
+        return remote.end() if remote is not None else None
+    except RuntimeError as exc:
+        result.notes.append(f"{baseline.LABEL}: failed: {exc}")
+        return None
 
 
-def _table(variants: list[Variant], result: SectionResult) -> Table:
+def _table(variants: list[Variant], result: SectionResult, before: Before | None) -> Table:
     bare_v, dict_v = variants[0], variants[1]
     bare_s, dict_s = summarize(bare_v.samples), summarize(dict_v.samples)
     rows: list[list[str]] = []
+    target = next((v for v in variants if v.label == TARGET_LABEL), None)
     for v in variants:
         s = summarize(v.samples)
         added = s.median_us - bare_s.median_us
@@ -293,6 +329,8 @@ def _table(variants: list[Variant], result: SectionResult) -> Table:
                     added < TARGET_ADDED_US,
                 )
             )
+    if before is not None and target is not None:
+        rows.append(_before_row(before, bare_s.median_us, dict_s.median_us, target, bare_v, result))
     return Table(
         [
             "variant",
@@ -307,6 +345,51 @@ def _table(variants: list[Variant], result: SectionResult) -> Table:
         ],
         rows,
     )
+
+
+def _before_row(
+    before: Before,
+    bare_us: float,
+    dict_us: float,
+    target: Variant,
+    bare_v: Variant,
+    result: SectionResult,
+) -> list[str]:
+    """The baseline worker's cache hit, its *added* against its own bare app; the ratios to
+    the dict session and the bare app are of this process's (the same machine, same rounds)."""
+    (_, b_bare, _), (n, b_hit, b_p99) = before.summary
+    added = b_hit - b_bare
+    quiet = min(hit - bare for bare, hit in before.round_medians_us)
+    now = summarize(target.samples).median_us - bare_us
+    now_quiet = min(
+        m - b for m, b in zip(target.round_medians_us, bare_v.round_medians_us, strict=True)
+    )
+    result.notes.append(
+        f"cache hit, added µs after / before the dict Session: median {now:.2f} / {added:.2f} = "
+        f"{ratio(now / added)}; quietest round {now_quiet:.2f} / {quiet:.2f} = "
+        f"{ratio(now_quiet / quiet)}"
+    )
+    if before.misses:
+        result.notes.append(f"{before.label}: {before.misses} cache misses while measuring")
+    result.verdicts.append(
+        Verdict(
+            "the cache hit is no slower than before the dict Session (added µs, median)",
+            f"{now:.2f} µs after, {added:.2f} µs before ({ratio(now / added)})",
+            now <= added,
+        )
+    )
+    hit_here = bare_us + added  # the old added on this process's bare app, for the ratios
+    return [
+        before.label,
+        f"{n:,}",
+        us(b_hit),
+        us(b_p99),
+        us(added),
+        us(quiet),
+        ratio(hit_here / dict_us),
+        ratio(hit_here / bare_us),
+        "-",
+    ]
 
 
 SECTION = Section("wsgi", run)
