@@ -67,7 +67,8 @@ class RequestLog(dict[str, Any]):
 
     def _record_undo(self, key: str, old: Any) -> None:
         """Caller holds the lock."""
-        req = self._request()
+        undo = self._undo
+        req = None if undo is None else undo.get(current_request.get())  # type: ignore[arg-type]
         if req is None:
             return
         if req.log is None:
