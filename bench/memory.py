@@ -197,7 +197,9 @@ def run(config: BenchConfig) -> SectionResult:
         "store's serialized copy (TimeBased(10), written at creation), as a single process that "
         "is its own store does. Django `cache` and Flask-Session `cachelib` hold what those "
         "backends keep per session in process memory (pickled data, key, expiry); their "
-        "request-time session objects do not outlive a request.",
+        "request-time session objects do not outlive a request. *before the dict Session* is "
+        f"the cache-only holder on the source of commit {baseline.COMMIT} (extracted with "
+        "`git archive`), in the same run.",
     )
     measured: list[Measured] = []
     # A full run builds one holder at a time; a quick run (a smoke test) starts them all.

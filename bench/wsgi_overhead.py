@@ -223,7 +223,9 @@ def run(config: BenchConfig) -> SectionResult:
         f"measured in {scale.rounds} interleaved rounds. *added* is the median minus the bare "
         "app's median; ratios compare medians. Other processes share this machine: *added, "
         "quietest round* is the smallest per-round difference of medians, the cost with the "
-        "least interference.",
+        "least interference. *before the dict Session* runs the TimeBased(10) cache hit on "
+        f"the source of commit {baseline.COMMIT} in a worker process, one round of it after "
+        "each round here; its *added* is against its own bare app.",
     )
     variants: list[Variant] = []
     remote: Remote | None = None
