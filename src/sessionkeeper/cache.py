@@ -57,10 +57,15 @@ class SessionCache:
 
     def get(self, key: Key) -> Session | None:
         app, token = key
-        with self._lock:
-            s = _session_of(self._items.get(token), app)
-            if s is not None:
-                self._to_end(token)
+        with self._lock:  # every request's path: _session_of and _to_end, inline
+            items = self._items
+            entry = items.get(token)
+            if entry is None:
+                return None
+            s = entry if isinstance(entry, Session) else entry.get(app)
+            if s is None or s.app != app:
+                return None
+            items[token] = items.pop(token)
             return s
 
     def _to_end(self, token: str) -> None:

@@ -261,10 +261,9 @@ class Session(RequestLog):
         if not isinstance(key, str):
             raise TypeError(f"session attribute names are str, not {type(key).__name__}")
         self._host._validate_value(self, key, value)
-        self._touch()
         with self._lock:
             old = dict.get(self, key, _MISSING)
-            self._record_undo(key, old)
+            self._record_undo(key, old)  # and marks the session accessed (_touch)
             dict.__setitem__(self, key, value)
             self.changes.record_set(key)
         self._host._attribute_changed(self, key, old, value)

@@ -66,11 +66,13 @@ class RequestLog(dict[str, Any]):
         return req is not None and req.accessed
 
     def _record_undo(self, key: str, old: Any) -> None:
-        """Caller holds the lock."""
+        """Log ``key``'s value and tracking before the current request first changes it, and
+        mark the session accessed by the request, as :meth:`_touch`. Caller holds the lock."""
         undo = self._undo
         req = None if undo is None else undo.get(current_request.get())  # type: ignore[arg-type]
         if req is None:
             return
+        req.accessed = True
         if req.log is None:
             req.log = {}
         if key not in req.log:
@@ -113,10 +115,10 @@ class RequestLog(dict[str, Any]):
             return req is not None and (bool(req.log) or bool(self._mutated_in(req)))
 
     def begin_undo(self, rid: int) -> None:
-        with self._lock:
-            if self._undo is None:
-                self._undo = {}
-            self._undo[rid] = Request(self.version)
+        """Start request ``rid``'s record. Caller holds the lock."""
+        if self._undo is None:
+            self._undo = {}
+        self._undo[rid] = Request(self.version)
 
     def end_undo(self, rid: int, *, revert: bool) -> bool:
         """Forget (or, with ``revert``, roll back) what request ``rid`` changed. Returns whether
