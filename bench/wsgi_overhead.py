@@ -21,7 +21,7 @@ from typing import Any
 import sessionkeeper as sk
 from sessionkeeper.wsgi import SessionMiddleware
 
-from . import baseline
+from . import baseline, wsgi_baseline
 from .report import BenchConfig, Section, SectionResult, Table, Verdict, ratio, us
 from .timing import (
     Environ,
@@ -32,7 +32,7 @@ from .timing import (
     run_requests,
     summarize,
 )
-from .wsgi_baseline import Before, Remote
+from .wsgi_baseline import Before, Pair
 
 TARGET_ADDED_US = 15.0
 TARGET_LABEL = "sessionkeeper TimeBased(10), MemoryStore: cache hit"
@@ -223,12 +223,13 @@ def run(config: BenchConfig) -> SectionResult:
         f"measured in {scale.rounds} interleaved rounds. *added* is the median minus the bare "
         "app's median; ratios compare medians. Other processes share this machine: *added, "
         "quietest round* is the smallest per-round difference of medians, the cost with the "
-        "least interference. *before the dict Session* runs the TimeBased(10) cache hit on "
-        f"the source of commit {baseline.COMMIT} in a worker process, one round of it after "
-        "each round here; its *added* is against its own bare app.",
+        "least interference. The last two rows run the TimeBased(10) cache hit in a worker "
+        f"process each, one on this tree and one on the source of commit {baseline.COMMIT} "
+        "(before the dict Session), with one manager, a round of each after each round here; "
+        "their *added* is against their own bare app.",
     )
     variants: list[Variant] = []
-    remote: Remote | None = None
+    remote: Pair | None = None
     with tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp:
         try:
             for spec in SPECS:
@@ -239,8 +240,8 @@ def run(config: BenchConfig) -> SectionResult:
                 except Exception as exc:  # a store being written right now may fail to open
                     result.notes.append(f"skipped: {spec.label}: {type(exc).__name__}: {exc}")
             remote = _start_remote(scale, result)
-            before = _measure(variants, scale, remote, result)
-            result.tables.append(_table(variants, result, before))
+            pair = _measure(variants, scale, remote, result)
+            result.tables.append(_table(variants, result, pair))
         finally:
             for v in variants:
                 v.close()
@@ -249,9 +250,9 @@ def run(config: BenchConfig) -> SectionResult:
     return result
 
 
-def _start_remote(scale: Scale, result: SectionResult) -> Remote | None:
+def _start_remote(scale: Scale, result: SectionResult) -> Pair | None:
     try:
-        return Remote(scale.sessions, scale.warmup)
+        return Pair(scale.sessions, scale.warmup)
     except baseline.Unavailable as exc:
         result.notes.append(f"{baseline.LABEL}: not measured: {exc}")
     except Exception as exc:
@@ -265,14 +266,14 @@ def _per_round(cost_s: float, scale: Scale) -> int:
 
 
 def _measure(
-    variants: list[Variant], scale: Scale, remote: Remote | None, result: SectionResult
-) -> Before | None:
-    """Interleaved rounds: each variant here, then the baseline worker's (``remote``) two."""
+    variants: list[Variant], scale: Scale, remote: Pair | None, result: SectionResult
+) -> tuple[Before, Before] | None:
+    """Interleaved rounds: each variant here, then the workers' (``remote``), after and
+    before."""
     per_round = {
         i: _per_round(calibrate(v.app, v.environs, scale.warmup), scale)
         for i, v in enumerate(variants)
     }
-    remote_n = [_per_round(c, scale) for c in remote.costs_s] if remote is not None else []
     before = {i: _store_counts(v) for i, v in enumerate(variants)}
     for _ in range(scale.rounds):
         for i, v in enumerate(variants):
@@ -282,7 +283,7 @@ def _measure(
             v.round_medians_us.append(summarize(v.samples[start:]).median_us)
         try:
             if remote is not None:
-                remote.round(*remote_n)
+                remote.round(lambda cost_s: _per_round(cost_s, scale))
         except RuntimeError as exc:
             result.notes.append(f"{baseline.LABEL}: failed: {exc}")
             remote = None
@@ -297,11 +298,12 @@ def _measure(
         return None
 
 
-def _table(variants: list[Variant], result: SectionResult, before: Before | None) -> Table:
+def _table(
+    variants: list[Variant], result: SectionResult, pair: tuple[Before, Before] | None
+) -> Table:
     bare_v, dict_v = variants[0], variants[1]
     bare_s, dict_s = summarize(bare_v.samples), summarize(dict_v.samples)
     rows: list[list[str]] = []
-    target = next((v for v in variants if v.label == TARGET_LABEL), None)
     for v in variants:
         s = summarize(v.samples)
         added = s.median_us - bare_s.median_us
@@ -331,8 +333,8 @@ def _table(variants: list[Variant], result: SectionResult, before: Before | None
                     added < TARGET_ADDED_US,
                 )
             )
-    if before is not None and target is not None:
-        rows.append(_before_row(before, bare_s.median_us, dict_s.median_us, target, bare_v, result))
+    if pair is not None:
+        rows += wsgi_baseline.rows(*pair, bare_s.median_us, dict_s.median_us, result)
     return Table(
         [
             "variant",
@@ -347,51 +349,6 @@ def _table(variants: list[Variant], result: SectionResult, before: Before | None
         ],
         rows,
     )
-
-
-def _before_row(
-    before: Before,
-    bare_us: float,
-    dict_us: float,
-    target: Variant,
-    bare_v: Variant,
-    result: SectionResult,
-) -> list[str]:
-    """The baseline worker's cache hit, its *added* against its own bare app; the ratios to
-    the dict session and the bare app are of this process's (the same machine, same rounds)."""
-    (_, b_bare, _), (n, b_hit, b_p99) = before.summary
-    added = b_hit - b_bare
-    quiet = min(hit - bare for bare, hit in before.round_medians_us)
-    now = summarize(target.samples).median_us - bare_us
-    now_quiet = min(
-        m - b for m, b in zip(target.round_medians_us, bare_v.round_medians_us, strict=True)
-    )
-    result.notes.append(
-        f"cache hit, added µs after / before the dict Session: median {now:.2f} / {added:.2f} = "
-        f"{ratio(now / added)}; quietest round {now_quiet:.2f} / {quiet:.2f} = "
-        f"{ratio(now_quiet / quiet)}"
-    )
-    if before.misses:
-        result.notes.append(f"{before.label}: {before.misses} cache misses while measuring")
-    result.verdicts.append(
-        Verdict(
-            "the cache hit is no slower than before the dict Session (added µs, median)",
-            f"{now:.2f} µs after, {added:.2f} µs before ({ratio(now / added)})",
-            now <= added,
-        )
-    )
-    hit_here = bare_us + added  # the old added on this process's bare app, for the ratios
-    return [
-        before.label,
-        f"{n:,}",
-        us(b_hit),
-        us(b_p99),
-        us(added),
-        us(quiet),
-        ratio(hit_here / dict_us),
-        ratio(hit_here / bare_us),
-        "-",
-    ]
 
 
 SECTION = Section("wsgi", run)
