@@ -13,7 +13,9 @@ would count more finely but makes building 100,000 sessions ten times slower.) H
   session written at creation (what one process holds when it is its own store);
 - Django's ``cache`` session backend on ``LocMemCache`` (what its ``SessionStore.save`` puts
   there: the pickled session dict under its cache key, with an expiry);
-- Flask-Session's ``cachelib`` backend on a ``SimpleCache`` (through its interface's own upsert).
+- Flask-Session's ``cachelib`` backend on a ``SimpleCache`` (through its interface's own upsert);
+- sessionkeeper's cache alone as it was before ``Session`` became a ``dict``
+  (:mod:`bench.baseline`), measured in the same run, for the ratio after / before.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from typing import Any
 
 import sessionkeeper as sk
 
-from .report import BenchConfig, Section, SectionResult, Table, ratio
+from . import baseline
+from .report import BenchConfig, Section, SectionResult, Table, Verdict, ratio
 
 FULL_SESSIONS = 100_000
 QUICK_SESSIONS = 2_000
+TARGET_BYTES = 1_000  # issue 11
 
 
 def attributes(i: int) -> dict[str, Any]:
@@ -148,7 +152,8 @@ HOLDERS: dict[str, tuple[str, Callable[[int], Any]]] = {
 }
 
 
-def start_worker(key: str, n: int) -> subprocess.Popen[str]:
+def start_worker(key: str, n: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``env``: the worker's environment (default: this one, with the bench on the path)."""
     root = Path(__file__).resolve().parent.parent
     path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
     return subprocess.Popen(
@@ -157,8 +162,13 @@ def start_worker(key: str, n: int) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=root,
-        env={**os.environ, "PYTHONPATH": path},
+        env=env or {**os.environ, "PYTHONPATH": path},
     )
+
+
+def start_baseline(n: int) -> subprocess.Popen[str]:
+    """The cache-only holder, run on :mod:`bench.baseline`'s source (raises Unavailable)."""
+    return start_worker("sk-cache", n, baseline.env(baseline.baseline_src()))
 
 
 def collect_worker(proc: subprocess.Popen[str]) -> int:
@@ -187,7 +197,9 @@ def run(config: BenchConfig) -> SectionResult:
         "store's serialized copy (TimeBased(10), written at creation), as a single process that "
         "is its own store does. Django `cache` and Flask-Session `cachelib` hold what those "
         "backends keep per session in process memory (pickled data, key, expiry); their "
-        "request-time session objects do not outlive a request.",
+        "request-time session objects do not outlive a request. *before the dict Session* is "
+        f"the cache-only holder on the source of commit {baseline.COMMIT} (extracted with "
+        "`git archive`), in the same run.",
     )
     measured: list[Measured] = []
     # A full run builds one holder at a time; a quick run (a smoke test) starts them all.
@@ -200,6 +212,10 @@ def run(config: BenchConfig) -> SectionResult:
             result.notes.append(f"skipped: {label}: {exc}")
     if not measured:
         return result
+    before = _measure_baseline(n, result)
+    if before is not None:
+        measured.append(before)
+    _verdicts(measured, before, result)
     floor = measured[0].per_session
     rows = [
         [
@@ -215,6 +231,36 @@ def run(config: BenchConfig) -> SectionResult:
         Table(["holder", "sessions", "MiB", "bytes per session", "vs plain dicts"], rows)
     )
     return result
+
+
+def _measure_baseline(n: int, result: SectionResult) -> Measured | None:
+    label = f"{baseline.LABEL}: cache only"
+    try:
+        return Measured(label, collect_worker(start_baseline(n)), n)
+    except baseline.Unavailable as exc:
+        result.notes.append(f"{label}: not measured: {exc}")
+    except Exception as exc:
+        result.notes.append(f"{label}: failed: {exc}")
+    return None
+
+
+def _verdicts(measured: list[Measured], before: Measured | None, result: SectionResult) -> None:
+    after = next((m for m in measured if m.label == HOLDERS["sk-cache"][0]), None)
+    if after is None:
+        return
+    if before is not None:
+        result.notes.append(
+            f"cache only, after / before the dict Session: {after.per_session:,.0f} / "
+            f"{before.per_session:,.0f} B = {ratio(after.per_session / before.per_session)}"
+        )
+    result.verdicts.append(
+        Verdict(
+            f"memory per cached session ≤ {TARGET_BYTES:,} B at {FULL_SESSIONS:,} sessions "
+            "(cache only)",
+            f"{after.per_session:,.0f} B at {after.sessions:,} sessions",
+            after.per_session <= TARGET_BYTES and after.sessions >= FULL_SESSIONS,
+        )
+    )
 
 
 SECTION = Section("memory", run)

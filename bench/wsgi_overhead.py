@@ -21,6 +21,7 @@ from typing import Any
 import sessionkeeper as sk
 from sessionkeeper.wsgi import SessionMiddleware
 
+from . import baseline, wsgi_baseline
 from .report import BenchConfig, Section, SectionResult, Table, Verdict, ratio, us
 from .timing import (
     Environ,
@@ -31,6 +32,7 @@ from .timing import (
     run_requests,
     summarize,
 )
+from .wsgi_baseline import Before, Pair
 
 TARGET_ADDED_US = 15.0
 TARGET_LABEL = "sessionkeeper TimeBased(10), MemoryStore: cache hit"
@@ -221,9 +223,13 @@ def run(config: BenchConfig) -> SectionResult:
         f"measured in {scale.rounds} interleaved rounds. *added* is the median minus the bare "
         "app's median; ratios compare medians. Other processes share this machine: *added, "
         "quietest round* is the smallest per-round difference of medians, the cost with the "
-        "least interference.",
+        "least interference. The last two rows run the TimeBased(10) cache hit in a worker "
+        f"process each, one on this tree and one on the source of commit {baseline.COMMIT} "
+        "(before the dict Session), with one manager, a round of each after each round here; "
+        "their *added* is against their own bare app.",
     )
     variants: list[Variant] = []
+    remote: Pair | None = None
     with tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp:
         try:
             for spec in SPECS:
@@ -233,20 +239,41 @@ def run(config: BenchConfig) -> SectionResult:
                     result.notes.append(f"skipped: {spec.label}: {exc}")
                 except Exception as exc:  # a store being written right now may fail to open
                     result.notes.append(f"skipped: {spec.label}: {type(exc).__name__}: {exc}")
-            _measure(variants, scale)
-            result.tables.append(_table(variants, result))
+            remote = _start_remote(scale, result)
+            pair = _measure(variants, scale, remote, result)
+            result.tables.append(_table(variants, result, pair))
         finally:
             for v in variants:
                 v.close()
+            if remote is not None:
+                remote.close()
     return result
 
 
-def _measure(variants: list[Variant], scale: Scale) -> None:
-    per_round: dict[int, int] = {}
-    for i, v in enumerate(variants):
-        cost_s = calibrate(v.app, v.environs, scale.warmup)
-        n = int(scale.budget_s / max(cost_s, 1e-9))
-        per_round[i] = max(scale.min_requests, min(scale.max_requests, n)) // scale.rounds
+def _start_remote(scale: Scale, result: SectionResult) -> Pair | None:
+    try:
+        return Pair(scale.sessions, scale.warmup)
+    except baseline.Unavailable as exc:
+        result.notes.append(f"{baseline.LABEL}: not measured: {exc}")
+    except Exception as exc:
+        result.notes.append(f"{baseline.LABEL}: failed: {exc}")
+    return None
+
+
+def _per_round(cost_s: float, scale: Scale) -> int:
+    n = int(scale.budget_s / max(cost_s, 1e-9))
+    return max(scale.min_requests, min(scale.max_requests, n)) // scale.rounds
+
+
+def _measure(
+    variants: list[Variant], scale: Scale, remote: Pair | None, result: SectionResult
+) -> tuple[Before, Before] | None:
+    """Interleaved rounds: each variant here, then the workers' (``remote``), after and
+    before."""
+    per_round = {
+        i: _per_round(calibrate(v.app, v.environs, scale.warmup), scale)
+        for i, v in enumerate(variants)
+    }
     before = {i: _store_counts(v) for i, v in enumerate(variants)}
     for _ in range(scale.rounds):
         for i, v in enumerate(variants):
@@ -254,13 +281,26 @@ def _measure(variants: list[Variant], scale: Scale) -> None:
             start = len(v.samples)
             run_requests(v.app, v.environs, per_round[i], v.samples)
             v.round_medians_us.append(summarize(v.samples[start:]).median_us)
+        try:
+            if remote is not None:
+                remote.round(lambda cost_s: _per_round(cost_s, scale))
+        except RuntimeError as exc:
+            result.notes.append(f"{baseline.LABEL}: failed: {exc}")
+            remote = None
     after = {i: _store_counts(v) for i, v in enumerate(variants)}
     for i, v in enumerate(variants):
         v.writes_per_request = (after[i][0] - before[i][0]) / len(v.samples)
         v.misses = after[i][2] - before[i][2]
+    try:
+        return remote.end() if remote is not None else None
+    except RuntimeError as exc:
+        result.notes.append(f"{baseline.LABEL}: failed: {exc}")
+        return None
 
 
-def _table(variants: list[Variant], result: SectionResult) -> Table:
+def _table(
+    variants: list[Variant], result: SectionResult, pair: tuple[Before, Before] | None
+) -> Table:
     bare_v, dict_v = variants[0], variants[1]
     bare_s, dict_s = summarize(bare_v.samples), summarize(dict_v.samples)
     rows: list[list[str]] = []
@@ -293,6 +333,8 @@ def _table(variants: list[Variant], result: SectionResult) -> Table:
                     added < TARGET_ADDED_US,
                 )
             )
+    if pair is not None:
+        rows += wsgi_baseline.rows(*pair, bare_s.median_us, dict_s.median_us, result)
     return Table(
         [
             "variant",

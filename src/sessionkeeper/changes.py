@@ -8,8 +8,10 @@ A write ``take()``s a snapshot and leaves the tracking empty; a failed write ``r
 merged under what changed meanwhile (a key set after the take stays set, one deleted after the
 take stays deleted).
 
-The key sets are allocated when first needed: most cached sessions have nothing unwritten, and an
-empty set costs 216 bytes.
+The key sets are allocated when first needed (most cached sessions have nothing unwritten), and
+a few keys are kept in a tuple, not a set: an empty set costs 216 bytes and one of five keys 728,
+a tuple of five 80. From ``_SMALL`` keys on, a set (membership stays O(1)). The views and
+``take()`` give sets.
 """
 
 from __future__ import annotations
@@ -18,6 +20,38 @@ import threading
 from collections.abc import Iterable, Set
 
 _EMPTY: frozenset[str] = frozenset()
+_SMALL = 8
+
+#: A key collection: ``None`` (empty), a tuple of fewer than ``_SMALL`` distinct keys, or a set.
+Keys = tuple[str, ...] | set[str] | None
+
+
+def _with(keys: Keys, key: str) -> Keys:
+    if keys is None:
+        return (key,)
+    if isinstance(keys, tuple):
+        if key in keys:
+            return keys
+        if len(keys) < _SMALL - 1:
+            return (*keys, key)
+        keys = set(keys)
+    keys.add(key)
+    return keys
+
+
+def _without(keys: Keys, key: str) -> Keys:
+    if keys is None or key not in keys:
+        return keys
+    if isinstance(keys, tuple):
+        return tuple(k for k in keys if k != key) or None
+    keys.discard(key)
+    return keys or None
+
+
+def _view(keys: Keys) -> frozenset[str] | set[str]:
+    if keys is None:
+        return _EMPTY
+    return frozenset(keys) if isinstance(keys, tuple) else keys
 
 
 class Taken:
@@ -60,9 +94,9 @@ class Changes:
 
     def __init__(self, lock: threading.RLock, *, track_reads: bool = False) -> None:
         self._lock = lock
-        self._set: set[str] | None = None
-        self._deleted: set[str] | None = None
-        self._read: set[str] | None = None
+        self._set: Keys = None
+        self._deleted: Keys = None
+        self._read: Keys = None
         self.track_reads = track_reads  # contents="accessed": a read key may have changed
         self.meta_changed = False  # owner or timeout changed
         self.updates = 0  # sets and deletes since the last write
@@ -72,15 +106,15 @@ class Changes:
 
     @property
     def set_keys(self) -> frozenset[str] | set[str]:
-        return self._set or _EMPTY
+        return _view(self._set)
 
     @property
     def deleted_keys(self) -> frozenset[str] | set[str]:
-        return self._deleted or _EMPTY
+        return _view(self._deleted)
 
     @property
     def read_keys(self) -> frozenset[str] | set[str]:
-        return self._read or _EMPTY
+        return _view(self._read)
 
     def any(self) -> bool:
         """Anything the next write would carry. With ``track_reads`` a read key counts: it may
@@ -93,30 +127,22 @@ class Changes:
 
     def record_set(self, key: str) -> None:
         with self._lock:
-            if self._set is None:
-                self._set = {key}
-            else:
-                self._set.add(key)
-            if self._deleted:
-                self._deleted.discard(key)
+            self._set = _with(self._set, key)
+            self._deleted = _without(self._deleted, key)
             self.updates += 1
 
     def record_delete(self, key: str) -> None:
         with self._lock:
-            if self._deleted is None:
-                self._deleted = {key}
-            else:
-                self._deleted.add(key)
-            if self._set:
-                self._set.discard(key)
+            self._deleted = _with(self._deleted, key)
+            self._set = _without(self._set, key)
             self.updates += 1
 
     def record_read(self, key: str) -> None:
+        read = self._read
+        if read is not None and key in read:
+            return  # nothing to add (reading the collection needs no lock: it is only replaced)
         with self._lock:
-            if self._read is None:
-                self._read = {key}
-            else:
-                self._read.add(key)
+            self._read = _with(self._read, key)
 
     def record_meta(self) -> None:
         with self._lock:
@@ -141,7 +167,7 @@ class Changes:
     def key_state(self, key: str) -> tuple[bool, bool]:
         """``(set, deleted)`` of ``key``, for a request's undo log."""
         with self._lock:
-            return key in self.set_keys, key in self.deleted_keys
+            return key in (self._set or ()), key in (self._deleted or ())
 
     def put_key_state(self, key: str, set_: bool, deleted: bool) -> None:
         """Give ``key`` back a state from :meth:`key_state` (a rolled-back request)."""
@@ -149,18 +175,8 @@ class Changes:
             self._mark(key, set_=set_, deleted=deleted)
 
     def _mark(self, key: str, *, set_: bool, deleted: bool) -> None:
-        if set_:
-            if self._set is None:
-                self._set = set()
-            self._set.add(key)
-        elif self._set is not None:
-            self._set.discard(key)
-        if deleted:
-            if self._deleted is None:
-                self._deleted = set()
-            self._deleted.add(key)
-        elif self._deleted is not None:
-            self._deleted.discard(key)
+        self._set = _with(self._set, key) if set_ else _without(self._set, key)
+        self._deleted = _with(self._deleted, key) if deleted else _without(self._deleted, key)
 
     # -- for the writer --------------------------------------------------------------------------
 
@@ -168,9 +184,9 @@ class Changes:
         """Swap out everything recorded for one write; the tracking is empty afterwards."""
         with self._lock:
             taken = Taken(
-                self._set or _EMPTY,
-                self._deleted or _EMPTY,
-                self._read or _EMPTY,
+                _view(self._set),
+                _view(self._deleted),
+                _view(self._read),
                 self.meta_changed,
                 self.updates,
                 self.requests,
@@ -188,11 +204,8 @@ class Changes:
                 self._mark(key, set_=True, deleted=False)
             for key in t.deleted_keys - self.set_keys:
                 self._mark(key, set_=False, deleted=True)
-            if t.read_keys:
-                if self._read is None:
-                    self._read = set(t.read_keys)
-                else:
-                    self._read |= t.read_keys
+            for key in t.read_keys:
+                self._read = _with(self._read, key)
             self.meta_changed = self.meta_changed or t.meta_changed
             self.updates += t.updates
             self.requests += t.requests

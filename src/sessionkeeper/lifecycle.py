@@ -99,7 +99,6 @@ class Lifecycle:
         self._resolve = resolve
         self._on_begin = on_begin  # starts housekeeping in this process
 
-    @logs.acting_node
     def begin_request(
         self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
     ) -> ActiveRequest:
@@ -108,13 +107,17 @@ class Lifecycle:
         Raises :class:`StoreUnavailable` when the session is not cached and the store is down
         (adapters answer 503), :class:`AccessTimeout` with ``serialize_access``,
         :class:`ManagerClosed` once the manager was closed."""
-        self._rt.check_open()
-        self._on_begin()
-        session = self._resolve(app, session_id, owner, True)
-        assert session is not None  # allow_io always resolves
-        active = self.enter(session, wait=True, presented_id=session_id)
-        assert active is not None  # wait=True raises instead
-        return active
+        token = logs.act(self._rt)  # acting_node, inline: this is every request's path
+        try:
+            self._rt.check_open()
+            self._on_begin()
+            session = self._resolve(app, session_id, owner, True)
+            assert session is not None  # allow_io always resolves
+            active = self.enter(session, wait=True, presented_id=session_id)
+            assert active is not None  # wait=True raises instead
+            return active
+        finally:
+            logs.unact(token)
 
     @logs.acting_node
     def begin_cached(
@@ -159,21 +162,27 @@ class Lifecycle:
                 session.last_access_at = max(session.last_access_at, now)
         return ActiveRequest(session, rid, session.updates_since_write, locked, False, presented_id)
 
-    @logs.acting_node
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
         """Finish a request: ``ok`` means the response succeeded (status < 500, no exception).
         Writes now when the policy says so. A failed store write keeps the session dirty, or,
         under ``on_write_failure="refuse"`` for a request that changed it, rolls the request's
         changes back and raises :class:`WriteRefused` (the adapter answers 503)."""
-        pending = self.finish_request(active, ok=ok)
-        if pending is not None:
-            pending()
+        token = logs.act(self._rt)  # acting_node, inline: this is every request's path
+        try:
+            pending = self._finish(active, ok)
+            if pending is not None:
+                pending()
+        finally:
+            logs.unact(token)
 
     @logs.acting_node
     def finish_request(self, active: ActiveRequest, *, ok: bool) -> Callable[[], None] | None:
         """The I/O-free part of :meth:`end_request`; returns the write to run, if any (async
         adapters run it in a worker thread; it may raise :class:`WriteRefused`). A refusable
         write keeps the hold, and its undo log, until it has run."""
+        return self._finish(active, ok)
+
+    def _finish(self, active: ActiveRequest, ok: bool) -> Callable[[], None] | None:
         if active.ended:
             return None
         active.ended = True

@@ -47,20 +47,24 @@ class Resolver:
         if parsed is not None:
             token, node = parsed
             key = (app, token)
+            here = node == self._rt.node
             cached = self._rt.cache.get(key)
-            if node == self._rt.node and cached is not None and not cached.expired(now):
+            live = here and cached is not None and not cached.expired(now)
+            if live and not self._rt.feed.fresh():
                 if not self._feed_trusted(allow_io):
                     return None
                 cached = self._rt.cache.get(key)  # a catch-up may have dropped it
-            if node == self._rt.node and cached is not None and not cached.expired(now):
+                live = cached is not None and not cached.expired(now)
+            if live:
+                assert cached is not None
                 if owner is None or self._owner_ok(owner, cached.owner):
                     self._rt.stats.add("cache_hits")
                     return cached
             elif not allow_io:
                 return None
-            elif cached is None or node != self._rt.node:
+            elif cached is None or not here:
                 self._rt.stats.add("cache_misses")
-                if node != self._rt.node:
+                if not here:
                     self._affinity_break()
                 found = self._load(app, token, cached, now, session_id)
                 if found is not None and self._owner_ok(owner, found.owner):

@@ -17,11 +17,13 @@ from typing import Any, Protocol
 from .changes import Changes
 from .logs import session_hash
 from .undo import _MISSING as _MISSING
-from .undo import RequestLog
+from .undo import Request, RequestLog
 from .undo import current_request as current_request
 
 #: Values a request cannot change in place: reading one needs no copy for the undo log.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+#: ``stored_hashes`` of every session with nothing stored yet; never changed (replaced first).
+_NO_HASHES: dict[str, int] = {}
 
 
 class SessionHost(Protocol):
@@ -59,15 +61,13 @@ class Session(RequestLog):
     # No instance __dict__: with more than 30 attributes CPython gives every instance a full
     # dict of its own (no key sharing), about 1.6 KB per cached session.
     __slots__ = (
-        "_accessed",
+        "_access_lock",
         "_host",
         "_lock",
         "_owner",
-        "_read_copies",
         "_undo",
-        "_undo_version",
+        "_write_lock",
         "absolute_expires_at",
-        "access_lock",
         "active_requests",
         "app",
         "changes",
@@ -82,7 +82,6 @@ class Session(RequestLog):
         "timeout_s",
         "token",
         "version",
-        "write_lock",
     )
 
     def __init__(
@@ -113,15 +112,19 @@ class Session(RequestLog):
         if data:
             dict.update(self, data)
         self._lock = threading.RLock()
-        self.access_lock = threading.Lock()  # held for a whole request with serialize_access
-        self.write_lock = threading.Lock()  # one store write of this session at a time
+        # Made when first used (most cached sessions are never written twice at once, and
+        # without serialize_access the access lock is never used): see the properties.
+        self._access_lock: threading.Lock | None = None
+        self._write_lock: threading.Lock | None = None
         # What changed since the last successful store write.
         self.changes = Changes(self._lock, track_reads=track_reads)
         # When data last reached the store: a *monotonic* reading of the manager's clock (an
         # interval is measured from it), which the manager layer sets; never a timestamp.
         self.last_write_at = 0.0
         self.last_store_access_at = self.last_access_at  # access time the store has
-        self.stored_hashes: dict[str, int] = {}  # each key's stored bytes, hashed (not "updated")
+        # Each key's stored bytes, hashed (not "updated"). A session never loaded or written
+        # shares one empty dict; the writer and the loader give it its own.
+        self.stored_hashes: dict[str, int] = _NO_HASHES
         # -- lifecycle --
         self.in_store = version > 0  # written at least once
         self.created = version > 0  # has become a real session (first write or loaded)
@@ -129,18 +132,35 @@ class Session(RequestLog):
         # only that request's hold is new. Per-request state lives on the hold, not here.
         self.created_by: int | None = None
         self.active_requests = 0
-        # Per request: each key's value and change tracking before the request first changed it,
-        # and the store version the request started at.
-        self._undo: dict[int, dict[str, tuple[Any, bool, bool]]] = {}
-        self._undo_version: dict[int, int] = {}
-        # Per request: a copy of each mutable value it read before changing it, so that a failed
-        # request can undo an in-place mutation too (``s["cart"].append(x)``). Made on demand.
-        self._read_copies: dict[int, dict[str, tuple[Any, Any]]] | None = None
-        # The requests (``current_request`` numbers) that read, iterated or changed the session,
-        # for ``Vary: Cookie``; a request's number goes when it ends. Made on demand.
-        self._accessed: set[int] | None = None
+        # Per request in progress (by ``current_request`` number): its undo log, copies of the
+        # mutable values it read (so that a failed request can undo an in-place mutation too,
+        # ``s["cart"].append(x)``) and whether it accessed the session (``Vary: Cookie``).
+        # ``None`` while no request is using the session.
+        self._undo: dict[int, Request] | None = None
 
     # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def access_lock(self) -> threading.Lock:
+        """Held for a whole request with ``serialize_access``."""
+        lock = self._access_lock
+        if lock is None:
+            with self._lock:  # two threads asking at once must get one lock
+                lock = self._access_lock
+                if lock is None:
+                    lock = self._access_lock = threading.Lock()
+        return lock
+
+    @property
+    def write_lock(self) -> threading.Lock:
+        """Held for each store write of this session: one at a time."""
+        lock = self._write_lock
+        if lock is None:
+            with self._lock:
+                lock = self._write_lock
+                if lock is None:
+                    lock = self._write_lock = threading.Lock()
+        return lock
 
     @property
     def id(self) -> str:
@@ -241,10 +261,9 @@ class Session(RequestLog):
         if not isinstance(key, str):
             raise TypeError(f"session attribute names are str, not {type(key).__name__}")
         self._host._validate_value(self, key, value)
-        self._touch()
         with self._lock:
             old = dict.get(self, key, _MISSING)
-            self._record_undo(key, old)
+            self._record_undo(key, old)  # and marks the session accessed (_touch)
             dict.__setitem__(self, key, value)
             self.changes.record_set(key)
         self._host._attribute_changed(self, key, old, value)
@@ -370,6 +389,13 @@ class Session(RequestLog):
         """Remove ``key`` without tracking or hooks. Caller holds ``lock``."""
         dict.pop(self, key, None)
 
+    def own_hashes(self) -> dict[str, int]:
+        """``stored_hashes``, to be changed: this session's own dict (the shared empty one is
+        replaced first). Caller holds ``lock``."""
+        if self.stored_hashes is _NO_HASHES:
+            self.stored_hashes = {}
+        return self.stored_hashes
+
     def has_changes(self) -> bool:
         """Anything the next write would carry (see :meth:`Changes.any`)."""
         return self.changes.any()
@@ -416,12 +442,11 @@ class Session(RequestLog):
             self.in_store = self.created = False
             self.created_by = None
             self.changes.clear()
-            self.stored_hashes = {}
+            self.stored_hashes = _NO_HASHES
             self.created_at = self.last_access_at = now
             self.absolute_expires_at = None  # the new session's own, set when it is created
             self.last_store_access_at = now
-            self._undo = {rid: {} for rid in self._undo}
-            self._read_copies = None
+            self._forget_undo()
             return values
 
     def replace_data(self, data: dict[str, Any]) -> None:

@@ -1,6 +1,9 @@
 """The per-request part of a ``Session``: each request's undo log (what it set or deleted, and
-copies of the mutable values it read, so a failed request can be rolled back) and which requests
+copies of the mutable values it read, so a failed request can be rolled back) and whether it
 accessed the session (``Vary: Cookie``). A base class of ``Session``, whose lock guards it all.
+
+It all lives in one :class:`Request` record per request in progress, made by ``begin_undo`` and
+dropped by ``end_undo``; a session no request is using holds none (``_undo`` is ``None``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,21 @@ _MISSING: Any = object()
 current_request: ContextVar[int | None] = ContextVar("sessionkeeper_request", default=None)
 
 
+class Request:
+    """One request's state on one session: the store version it started at, each key's value
+    and change tracking before the request first changed it (``log``), copies of the mutable
+    values it read before changing them (``copies``: value as read, copy), made on demand, and
+    whether it read, iterated or changed the session (``accessed``)."""
+
+    __slots__ = ("accessed", "copies", "log", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.log: dict[str, tuple[Any, bool, bool]] | None = None
+        self.copies: dict[str, tuple[Any, Any]] | None = None
+        self.accessed = False
+
+
 class RequestLog(dict[str, Any]):
     """Per-request state of a session dict. ``Session`` defines the slots; this class only
     declares them for the type checker."""
@@ -27,62 +45,65 @@ class RequestLog(dict[str, Any]):
     _lock: threading.RLock
     changes: Changes
     version: int
-    _undo: dict[int, dict[str, tuple[Any, bool, bool]]]
-    _undo_version: dict[int, int]
-    _read_copies: dict[int, dict[str, tuple[Any, Any]]] | None
-    _accessed: set[int] | None
+    _undo: dict[int, Request] | None  # by ``current_request`` number; None: no request in progress
+
+    def _request(self) -> Request | None:
+        undo = self._undo
+        return None if undo is None else undo.get(current_request.get())  # type: ignore[arg-type]
 
     def _touch(self) -> None:
-        rid = current_request.get()
-        if rid is None or (self._accessed is not None and rid in self._accessed):
-            return
-        with self._lock:
-            if self._accessed is None:
-                self._accessed = {rid}
-            else:
-                self._accessed.add(rid)
+        # Only the request's own record changes (a flag): no lock, no allocation.
+        undo = self._undo
+        if undo is not None:
+            req = undo.get(current_request.get())  # type: ignore[arg-type]
+            if req is not None:
+                req.accessed = True
 
     def accessed_in(self, rid: int) -> bool:
         """Whether request ``rid`` read, iterated or changed this session (``Vary: Cookie``)."""
-        accessed = self._accessed
-        return accessed is not None and rid in accessed
+        undo = self._undo
+        req = None if undo is None else undo.get(rid)
+        return req is not None and req.accessed
 
     def _record_undo(self, key: str, old: Any) -> None:
-        rid = current_request.get()
-        if rid is None:
+        """Log ``key``'s value and tracking before the current request first changes it, and
+        mark the session accessed by the request, as :meth:`_touch`. Caller holds the lock."""
+        undo = self._undo
+        req = None if undo is None else undo.get(current_request.get())  # type: ignore[arg-type]
+        if req is None:
             return
-        log = self._undo.get(rid)
-        if log is not None and key not in log:
-            log[key] = (old, *self.changes.key_state(key))
+        req.accessed = True
+        if req.log is None:
+            req.log = {}
+        if key not in req.log:
+            req.log[key] = (old, *self.changes.key_state(key))
 
     def _copy_on_read(self, key: str, value: Any) -> None:
         """Keep a copy of a mutable value the current request reads first, before any change of
         it (the undo log then has the value itself)."""
-        rid = current_request.get()
-        if rid is None or rid not in self._undo:
+        req = self._request()
+        if req is None:
             return
         with self._lock:
-            if key in self._undo[rid]:
+            if req.log is not None and key in req.log:
                 return
-            if self._read_copies is None:
-                self._read_copies = {}
-            copies = self._read_copies.setdefault(rid, {})
-            if key not in copies:
+            if req.copies is None:
+                req.copies = {}
+            if key not in req.copies:
                 try:
-                    copies[key] = (value, copy.deepcopy(value))
+                    req.copies[key] = (value, copy.deepcopy(value))
                 except Exception:  # a value that cannot be copied cannot be rolled back either
-                    copies[key] = (value, value)
+                    req.copies[key] = (value, value)
 
-    def _mutated_in(self, rid: int) -> list[tuple[str, Any]]:
-        """The keys request ``rid`` read and then mutated in place (not set or deleted), each
-        with its value as read. Caller holds the lock."""
-        copies = self._read_copies.get(rid) if self._read_copies else None
-        if not copies:
+    def _mutated_in(self, req: Request) -> list[tuple[str, Any]]:
+        """The keys the request read and then mutated in place (not set or deleted), each with
+        its value as read. Caller holds the lock."""
+        if not req.copies:
             return []
-        log = self._undo.get(rid, {})
+        log = req.log or {}
         return [
             (key, before)
-            for key, (value, before) in copies.items()
+            for key, (value, before) in req.copies.items()
             if key not in log and dict.get(self, key, _MISSING) is value and value != before
         ]
 
@@ -90,12 +111,14 @@ class RequestLog(dict[str, Any]):
         """Whether request ``rid`` set, deleted or mutated in place a key it could still roll
         back."""
         with self._lock:
-            return bool(self._undo.get(rid)) or bool(self._mutated_in(rid))
+            req = None if self._undo is None else self._undo.get(rid)
+            return req is not None and (bool(req.log) or bool(self._mutated_in(req)))
 
     def begin_undo(self, rid: int) -> None:
-        with self._lock:
-            self._undo[rid] = {}
-            self._undo_version[rid] = self.version
+        """Start request ``rid``'s record. Caller holds the lock."""
+        if self._undo is None:
+            self._undo = {}
+        self._undo[rid] = Request(self.version)
 
     def end_undo(self, rid: int, *, revert: bool) -> bool:
         """Forget (or, with ``revert``, roll back) what request ``rid`` changed. Returns whether
@@ -104,24 +127,20 @@ class RequestLog(dict[str, Any]):
         something was (``sync()``, an immediate policy), they stay marked changed, so a later
         write restores the stored value."""
         with self._lock:
-            if self._accessed is not None:
-                self._accessed.discard(rid)
-                if not self._accessed:
-                    self._accessed = None
-            mutated = self._mutated_in(rid) if revert else []
-            if self._read_copies is not None:
-                self._read_copies.pop(rid, None)
-                if not self._read_copies:
-                    self._read_copies = None
-            log = self._undo.pop(rid, None)
-            written = self._undo_version.pop(rid, self.version) != self.version
+            req = None if self._undo is None else self._undo.pop(rid, None)
+            if self._undo is not None and not self._undo:
+                self._undo = None
+            if req is None:
+                return False
+            mutated = self._mutated_in(req) if revert else []
+            written = req.version != self.version
             for key, before in mutated:
                 dict.__setitem__(self, key, before)
                 if written:  # the store has the mutated value: write the restored one
                     self.changes.put_key_state(key, True, False)
-            if not revert or not log:
+            if not revert or not req.log:
                 return bool(mutated)
-            for key, (old, was_set, was_deleted) in log.items():
+            for key, (old, was_set, was_deleted) in req.log.items():
                 if old is _MISSING:
                     dict.pop(self, key, None)
                 else:
@@ -130,3 +149,10 @@ class RequestLog(dict[str, Any]):
                     was_set, was_deleted = old is not _MISSING, old is _MISSING
                 self.changes.put_key_state(key, was_set, was_deleted)
             return True
+
+    def _forget_undo(self) -> None:
+        """The data was replaced (a new session under a new id): requests in progress keep their
+        records (their version, whether they accessed) but have nothing left to roll back.
+        Caller holds the lock."""
+        for req in (self._undo or {}).values():
+            req.log = req.copies = None

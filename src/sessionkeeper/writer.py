@@ -355,8 +355,9 @@ class Writer:
                 written = req.changed if res.merged_from is None else req.own_changes
                 if req.full and res.merged_from is None:
                     s.stored_hashes = {}
+                hashes = s.own_hashes()
                 for key, blob in written.items():
-                    s.stored_hashes[key] = hash(blob)
+                    hashes[key] = hash(blob)
                 for key in req.removed:
                     s.stored_hashes.pop(key, None)
             if res.merged_from is not None:
@@ -383,7 +384,7 @@ class Writer:
             try:
                 s.raw_set(key, self.serializer.loads(blob, place=place(s.app, s.token, key)))
                 if self.contents != "updated":
-                    s.stored_hashes[key] = hash(blob)
+                    s.own_hashes()[key] = hash(blob)
             except CorruptSessionData:
                 log.error(
                     "session %s: unreadable attribute %r from another node ignored",

@@ -186,4 +186,5 @@ class _Body:
         try:
             self._close_body()
         finally:
-            self._finish()  # no-op when already finished
+            if not self._active.ended:  # finished when the body was iterated
+                self._finish()
