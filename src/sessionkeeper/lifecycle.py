@@ -9,14 +9,17 @@ One request, in this order::
 call takes that hold. ``refuse`` answers a request whose ``begin_*`` raised one of
 ``UNAVAILABLE_ERRORS``; ``exists`` is a query outside any request.
 
-Store I/O: ``begin_request``, ``end_request``, ``exists`` and the callable ``finish_request``
-returns may read or write the store, and must run in a worker thread under an event loop.
+Store I/O: ``begin_request``, ``end_request``, ``exists`` and the callables ``finish_request``
+and ``deferred`` return may read or write the store, and must run in a worker thread under an
+event loop.
 ``begin_cached``, ``enter(wait=False)``, ``finish_request`` itself, ``bind``, ``cookie_action``,
 ``response_headers``, ``refuse`` and ``mark_event_loop`` never touch the store and never block,
 so an async adapter calls them on the loop (``begin_cached`` answers ``None`` when only
 ``begin_request`` can help). An async adapter calls ``mark_event_loop`` on the loop before the
 application runs: a set or delete that the policy writes inline (``OnAttribute``,
-``AfterUpdates``) is then left, on the loop, to the write at the end of the request.
+``AfterUpdates``) is then left, on the loop, to the write at the end of the request, and the
+store work of ``sync()``, ``invalidate()`` and ``rotate_id()`` to ``deferred`` (the adapter runs
+it before its next message) or the end of the request (:mod:`.offloop`).
 
 Refusal: ``begin_*`` raise ``UNAVAILABLE_ERRORS`` (``ManagerClosed`` after ``close()``);
 ``end_request``, and the callable ``finish_request`` returns, raise :class:`WriteRefused` when a
@@ -32,12 +35,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import ids, logs
+from . import ids, logs, offloop
 from .errors import AccessTimeout, StoreError, WriteRefused
 from .logs import fields, session_hash
 from .runtime import Runtime
@@ -50,17 +51,6 @@ _request_ids = itertools.count(1)
 
 #: The body of the 503 answered when a request's session cannot be had (see ``refuse``).
 UNAVAILABLE_BODY = b"Session store unavailable, please retry.\n"
-
-#: The thread of the event loop serving this context's request, if an async adapter said so. A
-#: worker thread that the adapter runs blocking calls in inherits the context, not the thread.
-_event_loop_thread: ContextVar[int | None] = ContextVar("sessionkeeper_event_loop", default=None)
-
-
-def on_event_loop() -> bool:
-    """Whether the caller runs on the event loop of an async adapter's request (where no store
-    call may run)."""
-    return _event_loop_thread.get() == threading.get_ident()
-
 
 #: ``(app, session_id, owner, allow_io) -> Session``; ``None`` only without ``allow_io``.
 Resolve = Callable[[str, "str | None", "str | None", bool], "Session | None"]
@@ -86,6 +76,9 @@ class ActiveRequest:
     #: as by ``invalidate()``. Django's adapter turns it off: there an emptied session keeps its
     #: key, and ``flush()`` ends it.
     end_when_emptied: bool = True
+    #: Store work of ``sync()``, ``invalidate()``, ``rotate_id()`` called on an event loop
+    #: (``offloop.defer``), run by :meth:`Lifecycle.deferred` or the request's end.
+    deferred: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def is_new(self) -> bool:
@@ -157,7 +150,11 @@ class Lifecycle:
             session.active_requests += 1
             if session.created:
                 session.last_access_at = max(session.last_access_at, now)
-        return ActiveRequest(session, rid, session.updates_since_write, locked, False, presented_id)
+        active = ActiveRequest(
+            session, rid, session.updates_since_write, locked, False, presented_id
+        )
+        offloop.hold(active.deferred)
+        return active
 
     @logs.acting_node
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
@@ -176,6 +173,9 @@ class Lifecycle:
         write keeps the hold, and its undo log, until it has run."""
         if active.ended:
             return None
+        deferred = offloop.take(active.deferred)
+        if deferred is not None:  # an operation's store work first; it failing fails the request
+            return lambda: self._after_deferred(active, deferred, ok)
         active.ended = True
         s = active.session
         active.accessed = s.accessed_in(active.rid)
@@ -218,6 +218,16 @@ class Lifecycle:
             self._rt.evict_over_capacity()
 
         return pending
+
+    def _after_deferred(
+        self, active: ActiveRequest, deferred: Callable[[], None], ok: bool
+    ) -> None:
+        try:
+            deferred()
+        except BaseException:
+            self.end_request(active, ok=False)  # rolled back, as when the call raised in the app
+            raise
+        self.end_request(active, ok=ok)
 
     @staticmethod
     def _emptied(active: ActiveRequest) -> bool:
@@ -336,12 +346,23 @@ class Lifecycle:
         ``begin_request`` ran in a worker thread (a context variable does not flow back)."""
         if not active.ended:
             current_request.set(active.rid)
+            offloop.hold(active.deferred)
 
-    def mark_event_loop(self) -> None:
+    def mark_event_loop(self, run_in_thread: offloop.RunInThread | None = None) -> None:
         """Say that the calling thread runs an event loop, for the current context (the
-        request's task and the tasks it starts): the session's inline writes then wait for the
-        end of the request, whose write the adapter runs in a worker thread."""
-        _event_loop_thread.set(threading.get_ident())
+        request's task and the tasks it starts), and how the adapter runs a blocking call in a
+        worker thread (the awaitable session operations use it). The session's inline writes
+        then wait for the end of the request, and the store work of ``sync()``,
+        ``invalidate()`` and ``rotate_id()`` for :meth:`deferred` or the request's end; the
+        adapter runs both in a worker thread."""
+        offloop.mark(run_in_thread)
+
+    @staticmethod
+    def deferred(active: ActiveRequest) -> Callable[[], None] | None:
+        """The store work the request deferred on the loop so far, to run in a worker thread
+        before the adapter's next message goes out (its errors are the operations'); ``None``
+        when there is none. The request's end (``finish_request``) runs what is left first."""
+        return offloop.take(active.deferred)
 
     def exists(self, app: str, session_id: str | None) -> bool:
         """Whether ``session_id`` names a live session of ``app``, here or in the store. Touches
