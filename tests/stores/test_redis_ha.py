@@ -23,6 +23,7 @@ from tests import services  # noqa: E402
 from tests.servers.redis_ha import ClusterSet, Deployment, SentinelSet, start  # noqa: E402
 
 from .contract import T0, OwnerContract, StoreContract, req, tok  # noqa: E402
+from .test_redis import check_deadline_ttl  # noqa: E402
 from .test_redis_commands import command_calls  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts its own Redis servers
@@ -63,6 +64,17 @@ class TestClusterStore(StoreContract, OwnerContract):
         s = store_on(cluster_set)
         yield s
         s.close()
+
+
+@pytest.mark.parametrize("kind", ["sentinel", "cluster"])
+def test_the_ttl_ends_with_the_absolute_deadline_plus_grace(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    store = store_on(request.getfixturevalue(f"{kind}_set"))
+    try:
+        check_deadline_ttl(store, store.client)
+    finally:
+        store.close()
 
 
 def test_urls_build_the_clients(sentinel_set: SentinelSet, cluster_set: ClusterSet) -> None:

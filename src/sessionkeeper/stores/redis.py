@@ -2,8 +2,8 @@
 
 Layout (see :mod:`.redis_lua` and ``docs/stores-redis.md``): per session, an attributes hash, a
 metadata hash and, once invalidated, a tombstone key. Every key of a session carries a Redis TTL
-of its timeout plus ``grace_s``, refreshed on each write and touch; it is a backstop, the sweep is
-the normal way out.
+of its timeout (or the time left to its absolute deadline, if shorter) plus ``grace_s``, refreshed
+on each write and touch; it is a backstop, the sweep is the normal way out.
 
 Expiry index: per app, :data:`INDEX_BUCKETS` buckets, each a sorted set of ``expires_at`` plus a
 sidecar hash holding what an :class:`ExpiredSession` needs (so a session Redis has already dropped
@@ -198,8 +198,13 @@ class RedisStore(Store):
         cursor (the server's sequence; never a node's clock)."""
         return f"{self.key_prefix}feed"
 
-    def _ttl_ms(self, timeout_s: float) -> str:
-        return str(max(1, int((timeout_s + self.grace_s) * 1000)))
+    def _ttl_ms(self, r: SaveRequest) -> str:
+        """The keys' TTL: until the session expires, min(idle expiry, deadline), plus the grace
+        (as the TOUCH script computes it)."""
+        life_s = r.timeout_s
+        if r.absolute_expires_at is not None:
+            life_s = min(life_s, r.absolute_expires_at - r.last_access_at)
+        return str(max(1, int((life_s + self.grace_s) * 1000)))
 
     # -- running scripts ----------------------------------------------------------------------
 
@@ -248,7 +253,7 @@ class RedisStore(Store):
             _flag(r.node),
             "1" if r.full else "0",
             str(len(r.changed)),
-            self._ttl_ms(r.timeout_s),
+            self._ttl_ms(r),
             r.token,
             r.app,
             _flag(None if r.absolute_expires_at is None else repr(r.absolute_expires_at)),
