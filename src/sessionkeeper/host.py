@@ -23,6 +23,7 @@ from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, c
 from .runtime import Runtime
 from .serialization import JsonSerializer, json_cannot_fail, place
 from .session import _MISSING, Session, current_request
+from .stores.records import tombstone_until
 
 #: ``(app, token) -> the live session of app under token, cached or loaded`` (``Resolver.find``).
 Find = Callable[[str, str], "Session | None"]
@@ -120,20 +121,22 @@ class Host:
         if offloop.on_event_loop() and s.created:
             # The loop takes no lock a store call may hold: the delete is deferred (a write of
             # the old id in flight is then met by its tombstone), the session ends now.
-            app, token, timeout_s = s.app, s.token, s.timeout_s
-            if offloop.defer(lambda: self._retire_after_writes(s, app, token, timeout_s)):
+            app, token, timeout_s, dl = s.app, s.token, s.timeout_s, s.absolute_expires_at
+            if offloop.defer(lambda: self._retire_after_writes(s, app, token, timeout_s, dl)):
                 self._rt.cache.remove((s.app, s.token), s)
                 self._ended(s)
                 return
         with s.write_lock:
             if s.in_store:
-                self._retire(s.app, s.token, s.timeout_s)
+                self._retire(s.app, s.token, s.timeout_s, s.absolute_expires_at)
             self._rt.cache.remove((s.app, s.token), s)
         self._ended(s)
 
-    def _retire_after_writes(self, s: Session, app: str, token: str, timeout_s: float) -> None:
+    def _retire_after_writes(
+        self, s: Session, app: str, token: str, timeout_s: float, deadline: float | None
+    ) -> None:
         with s.write_lock:  # a write of the old id in flight ends first
-            self._retire(app, token, timeout_s)
+            self._retire(app, token, timeout_s, deadline)
 
     def end_cached(self, s: Session) -> None:
         """``s``'s store copy was deleted by this node (``invalidate_owner``): drop the cached
@@ -209,7 +212,7 @@ class Host:
                             s.version, s.in_store = old_version, True
                 raise
             if stored:
-                self._retire(s.app, old, s.timeout_s)
+                self._retire(s.app, old, s.timeout_s, s.absolute_expires_at)
             self._rt.cache.remove((s.app, old), s)
             if not moved_on:
                 self._rt.cache.add((s.app, new), s)
@@ -219,13 +222,15 @@ class Host:
         if not offloop.defer(store):
             store()
 
-    def _retire(self, app: str, token: str, timeout_s: float) -> None:
-        """Delete a session from the store, leaving a tombstone for as long as a copy on another
-        node may still try to write it: its timeout plus the sweep's grace."""
+    def _retire(self, app: str, token: str, timeout_s: float, deadline: float | None) -> None:
+        """Delete a session from the store, leaving a tombstone (and a feed entry) for as long as
+        a copy on another node may still try to write it: until it would have expired (its
+        timeout, or its deadline if earlier), plus the sweep's grace."""
         if self._rt.persistence.store_closed:
             raise ManagerClosed("the session manager was closed; nothing is deleted")
+        now = self._rt.clock.time()
         self._rt.store.delete(
             app,
             token,
-            tombstone_until=self._rt.clock.time() + timeout_s + self._rt.settings.grace_s,
+            tombstone_until=tombstone_until(now, timeout_s, deadline, self._rt.settings.grace_s),
         )
