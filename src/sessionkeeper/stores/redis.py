@@ -34,6 +34,7 @@ from redis.cluster import RedisCluster
 
 from ..errors import ConfigurationError, CorruptSessionData, StoreError
 from . import redis_lua as lua
+from . import redis_migrate
 from . import redis_owners as owners
 from .base import (
     AppCounts,
@@ -330,6 +331,11 @@ class RedisStore(Store):
         if self._apps_known - found:
             self.client.sadd(self._apps_key, *sorted(self._apps_known - found))
         return sorted(found | self._apps_known)
+
+    def migrate_layout(self) -> redis_migrate.Moved:
+        """Move sessions stored in the previous key layout to this one (:mod:`.redis_migrate`;
+        ``sessionkeeper init-db``): idempotent, safe while nodes run."""
+        return redis_migrate.migrate(self)
 
     def _each_bucket(self, app: str, command: Callable[[Any, list[str]], object]) -> list[Any]:
         """``command(pipe, bucket keys)`` for every bucket of ``app``, in one pipeline; the
