@@ -6,7 +6,7 @@ after it. The old layout is written here with raw commands, as the old scripts l
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -71,7 +71,17 @@ def migrate(url: str, p: str, capsys: pytest.CaptureFixture[str]) -> str:
 def test_sessions_in_the_old_layout_are_found_after_the_migration(
     redis_url: str, prefix: str, raw: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    now = time.time()
+    store = RedisStore(redis_url, key_prefix=prefix)
+    try:
+        check_migration(store, raw, lambda: migrate(redis_url, prefix, capsys))
+    finally:
+        store.close()
+
+
+def check_migration(store: RedisStore, raw: Any, run: Callable[[], str]) -> None:
+    """Old sessions (two with an owner, two apps), a tombstone and an expired index entry are
+    all found in the new layout after ``run()``; nothing old is left; a second run moves none."""
+    prefix, now = store.key_prefix, time.time()
     for i in range(1, 6):
         old_session(raw, prefix, "shop", tok(i), n=i, owner="ann" if i <= 2 else None, la=now)
     old_session(raw, prefix, "bank", tok(9), n=9, la=now)
@@ -80,29 +90,24 @@ def test_sessions_in_the_old_layout_are_found_after_the_migration(
     raw.zadd(f"{prefix}idx:{{shop}}:e", {tok(8): now - 5000})
     raw.hset(f"{prefix}idx:{{shop}}:d", tok(8), f"{now - 6800!r}|1800.0|-")
 
-    store = RedisStore(redis_url, key_prefix=prefix)
-    try:
-        assert store.load("shop", tok(1)) is None  # the upgrade's problem
-        out = migrate(redis_url, prefix, capsys)
-        assert "6 sessions, 1 tombstones" in out
-        for i in range(1, 6):
-            s = store.load("shop", tok(i))
-            assert s is not None and s.attributes == {"n": str(i).encode()} and s.version == 2
-        assert store.load("bank", tok(9)) is not None
-        assert [s.token for s in store.sessions_of("shop", "ann")] == [tok(1), tok(2)]
-        assert store.count("shop", now=now) == 5 and store.count("bank", now=now) == 1
-        # The tombstone still refuses the old id.
-        assert store.save_many([req(tok(7), 0, {"a": b"1"})])[0].status is SaveStatus.GONE
-        expired = store.delete_expired(before=now)
-        assert [(e.app, e.token) for e in expired] == [("shop", tok(8))]
-        # Nothing of the old layout is left, and a second run changes nothing.
-        assert list(raw.scan_iter(match=f"{prefix}idx:*")) == []
-        assert list(raw.scan_iter(match=f"{prefix}own:*")) == []
-        assert list(raw.scan_iter(match=f"{prefix}{{*}}:[amx]")) == []
-        assert "0 sessions, 0 tombstones" in migrate(redis_url, prefix, capsys)
-        assert store.load("shop", tok(3)) is not None
-    finally:
-        store.close()
+    assert store.load("shop", tok(1)) is None  # the upgrade's problem
+    assert "6 sessions, 1 tombstones, 1 expired index entries" in run()
+    for i in range(1, 6):
+        s = store.load("shop", tok(i))
+        assert s is not None and s.attributes == {"n": str(i).encode()} and s.version == 2
+    assert store.load("bank", tok(9)) is not None
+    assert [s.token for s in store.sessions_of("shop", "ann")] == [tok(1), tok(2)]
+    assert store.count("shop", now=now) == 5 and store.count("bank", now=now) == 1
+    # The tombstone still refuses the old id.
+    assert store.save_many([req(tok(7), 0, {"a": b"1"})])[0].status is SaveStatus.GONE
+    expired = store.delete_expired(before=now)
+    assert [(e.app, e.token) for e in expired] == [("shop", tok(8))]
+    # Nothing of the old layout is left, and a second run changes nothing.
+    assert list(raw.scan_iter(match=f"{prefix}idx:*")) == []
+    assert list(raw.scan_iter(match=f"{prefix}own:*")) == []
+    assert list(raw.scan_iter(match=f"{prefix}{{*}}:[amx]")) == []
+    assert "0 sessions, 0 tombstones, 0 expired" in run()
+    assert store.load("shop", tok(3)) is not None
 
 
 def test_a_session_a_running_node_wrote_in_the_new_layout_is_kept(

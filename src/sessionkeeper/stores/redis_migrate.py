@@ -141,9 +141,7 @@ def _move_session(store: RedisStore, script: Any, app: str, token: str) -> int:
     keys = [*store._session_keys(app, token), *store._index_keys(app, token)[:2]]
     done = int(store._eval(script, keys, args))
     e, d, _ = _old_index(store, app)
-    pipe = store.client.pipeline(transaction=False)
-    pipe.delete(a, m)
-    pipe.execute()
+    store.client.delete(a, m)
     store.client.zrem(e, token)
     store.client.hdel(d, token)
     return done
