@@ -246,8 +246,11 @@ class Store(abc.ABC):
             for req, res in zip(requests, results, strict=True):
                 if res.status is SaveStatus.SAVED:
                     self.stats.sessions_written += 1
-                    self.stats.bytes_written += sum(len(v) for v in req.changed.values())
-                    if res.merged_from is not None:  # merged here or by the backend
+                    # Merged (here or by the backend): the rebased write carried only this
+                    # node's own changes (``_rebase``), not the rest of a stale full copy.
+                    carried = req.changed if res.merged_from is None else req.own_changes
+                    self.stats.bytes_written += sum(len(v) for v in carried.values())
+                    if res.merged_from is not None:
                         self.stats.conflicts_merged += 1
         return results
 
