@@ -423,3 +423,40 @@ async def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
             assert (await c.post("/incr")).json() == {"n": 2}
     finally:
         m.close()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_websocket_operation_on_the_loop_is_stored_before_its_next_message() -> None:
+    """A websocket has no response start: the store work of an invalidate() on the loop runs in
+    a worker thread before the next message the endpoint sends goes out."""
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocket
+
+    store = ThreadsStore()
+    m = sk.SessionManager(store, node="a", housekeeping=False)
+    loop_threads: list[int] = []
+
+    async def ws(websocket: WebSocket) -> None:
+        loop_threads.append(threading.get_ident())
+        await websocket.accept()
+        token = websocket.session.token
+        store.op_threads.clear()
+        websocket.session.invalidate()
+        await websocket.send_text(token)
+        await websocket.receive_text()
+        await websocket.close()
+
+    app = make_app(m)
+    app.router.routes.append(WebSocketRoute("/ws", ws))
+    try:
+        with TestClient(app) as c:
+            c.post("/incr")
+            with c.websocket_connect("/ws") as conn:
+                token = conn.receive_text()
+                assert store.load("shop", token) is None  # deleted before the message went
+                conn.send_text("bye")
+    finally:
+        m.close()
+    ops = [op for op, _ in store.op_threads]
+    assert "delete" in ops and on_loop(store, loop_threads[0]) == []
