@@ -43,7 +43,12 @@ class Settle:
             if s.created and not len(s):
                 s.invalidate()
         except StoreError as exc:
-            log.warning("emptied session %s not ended: %s", s.token[:8], exc)
+            log.warning(
+                "emptied session %s not ended: %s",
+                session_hash(s.app, s.token),
+                exc,
+                extra=fields(s.app, s.token, exc.code),
+            )
             s.changes.record_meta()  # written by the policy later, as the empty session it is
         finally:
             self.release(active)
