@@ -35,7 +35,12 @@ The event loop never blocks: a cached session is resolved on the loop (``begin_c
 a busy session (``serialize_access``) and every store write run in a worker thread. Under
 ``OnAttribute`` and ``AfterUpdates`` a set or delete in an async endpoint does not write inside
 the call (that would be on the loop): the write at the end of the request, in a worker thread,
-carries it, still before ``http.response.start`` goes on.
+carries it, still before ``http.response.start`` goes on. ``sync()``, ``invalidate()`` and
+``rotate_id()`` called in an async endpoint do their in-memory part at once (a new id, an emptied
+session) and their store work in a worker thread before the next message the app sends goes on
+(the response start, a websocket's accept or message); a store that fails it makes the response
+a 503, the request rolled back. ``await session.async_sync()``, ``ainvalidate()`` and
+``arotate_id()`` run the whole operation in a worker thread, raising its errors in the endpoint.
 
 Lifespan: housekeeping starts at ``lifespan.startup``; at ``lifespan.shutdown`` the manager is
 closed (every dirty session written) before the server is told that shutdown is complete.
@@ -63,6 +68,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _UNSET: Any = object()
+#: What the response start answers with a 503: a refused write, or the store failing the store
+#: work a ``sync()``, ``invalidate()`` or ``rotate_id()`` on the loop deferred to it.
+_ANSWERED_503: tuple[type[BaseException], ...] = (WriteRefused, *UNAVAILABLE_ERRORS)
 #: Starlette's ``SessionMiddleware`` defaults, for the names it takes.
 STARLETTE_DEFAULTS: dict[str, Any] = {
     "session_cookie": "session",
@@ -148,7 +156,9 @@ class SessionMiddleware:
     # -- requests -------------------------------------------------------------------------------
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.manager.lifecycle.mark_event_loop()  # inline writes wait for the request's end
+        # Inline writes wait for the request's end, the operations' store work for the next
+        # message; the awaitable operations run in anyio's worker threads, as the writes do.
+        self.manager.lifecycle.mark_event_loop(anyio.to_thread.run_sync)
         tracking = self.tracking or self.manager.tracking
         path_id = None
         if tracking.uses_url:
@@ -182,7 +192,7 @@ class SessionMiddleware:
                 try:
                     self._apply_lifetime(active)
                     await self._finish(active, ok=message["status"] < 500)
-                except WriteRefused:
+                except _ANSWERED_503:
                     write_refused = True
                     await _unavailable(send, self.manager.lifecycle.refuse())
                     return
@@ -191,7 +201,11 @@ class SessionMiddleware:
                     *message.get("headers", []),
                     *self._cookie_headers(active, https),
                 ]
-            elif message["type"] == "websocket.accept":
+            else:  # the store work of a sync(), invalidate() or rotate_id() on the loop
+                deferred = self.manager.lifecycle.deferred(active)
+                if deferred is not None:
+                    await anyio.to_thread.run_sync(deferred)
+            if message["type"] == "websocket.accept":
                 message = dict(message)
                 message["headers"] = [
                     *message.get("headers", []),

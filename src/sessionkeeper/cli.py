@@ -60,11 +60,16 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else url.lower()
 
 
-def _open(url: str, *, create: bool) -> Store:
+def _open(url: str, *, create: bool, key_prefix: str | None = None) -> Store:
     """Open a store. Unless ``create``, an SQL store's tables must already exist, and a SQLite
-    file that does not exist is reported instead of being created empty."""
+    file that does not exist is reported instead of being created empty. ``key_prefix``: a
+    Redis store's, when not the default."""
     scheme = _scheme(url)
     options: dict[str, Any] = {}
+    if key_prefix is not None:
+        if not scheme.startswith("redis"):
+            raise ConfigurationError("--key-prefix is a Redis store's option")
+        options["key_prefix"] = key_prefix
     if scheme in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
         options["create_schema"] = create
     if scheme == "sqlite":
@@ -104,10 +109,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    store = _open(args.url, create=True)
+    store = _open(args.url, create=True, key_prefix=args.key_prefix)
     try:
         init = getattr(store, "init_schema", None)
-        if init is None:
+        migrate = getattr(store, "migrate_layout", None)
+        if migrate is not None:  # Redis: keys of the previous layout moved to the current one
+            print(f"{store.describe()}: {migrate()}")
+        elif init is None:
             print(f"{store.describe()}: no schema to create")
         else:
             init()
@@ -311,8 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep", action="store_true", help="keep the temporary folder (store, node logs)"
     )
 
-    init = add("init-db", cmd_init_db, "Create the session tables of a store (idempotent).")
+    init = add(
+        "init-db",
+        cmd_init_db,
+        "Create the session tables of a store, or migrate them; on Redis, move sessions of the "
+        "previous key layout to the current one (idempotent).",
+    )
     init.add_argument("url", metavar="URL")
+    init.add_argument("--key-prefix", metavar="P", help="a Redis store's key_prefix (default sk:)")
 
     sweep = add("sweep", cmd_sweep, "Delete expired sessions from a store now.")
     sweep.add_argument("url", metavar="URL")

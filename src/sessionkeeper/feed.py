@@ -53,6 +53,8 @@ class InvalidationFeed:
         self.stale_after_s = 2 * poll_s + store.timeout_s
         #: How long the store keeps an entry at least (a tombstone's life: the shortest session
         #: timeout); a read after a longer pause may have missed entries (:meth:`_after_gap`).
+        #: An entry may go sooner only with its session's deadline, past which every copy of it
+        #: has expired anyway: absolute lifetimes need no shorter bound here.
         self.retention_s = retention_s
         self._write = write  # Persistence.write of some sessions, as the flusher does
         self._backoff_s = backoff_s  # outage_backoff_s: no request reads it again before
@@ -76,7 +78,8 @@ class InvalidationFeed:
     def confirmed_at(self, s: Session) -> float:
         """The latest wall time at which this node knew ``s`` was not ended: its last store
         contact, or the last feed read (which would have dropped it). A tombstone written after
-        it lives at least the session's timeout past it (``Host._retire``)."""
+        it lives until the session would have expired, by its timeout or its deadline, plus the
+        grace (``Host._retire``)."""
         return max(s.last_write_at, s.last_store_access_at, self._read_wall)
 
     def may_recreate(self, s: Session, now: float) -> bool:

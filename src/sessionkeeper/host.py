@@ -6,9 +6,10 @@ the session on its first write), listeners hear of changes (``_attribute_changed
 ``sync()``, ``invalidate()`` and ``rotate_id()`` write to or delete from the store here. Any hook
 may do store I/O: an inline write (OnAttribute, AfterUpdates), or, creating a session with
 ``overflow=False``, the eviction that writes a dirty session to make room. On an async adapter's
-event loop (``lifecycle.on_event_loop``) the inline write is not made: the end of the request
+event loop (``offloop.on_event_loop``) the inline write is not made: the end of the request
 writes the session (the policy says so, the change being there), in a worker thread, before the
-response is sent. Nothing outside the manager layer calls a host.
+response is sent; the store work of ``sync()``, ``invalidate()`` and ``rotate_id()`` is deferred
+to the response start (``offloop.defer``), their in-memory part done at once. Nothing outside the manager layer calls a host.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import ids
+from . import ids, offloop
 from .errors import CacheFull, ManagerClosed, SerializationError, StoreError
 from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
-from .lifecycle import on_event_loop
 from .runtime import Runtime
 from .serialization import JsonSerializer, json_cannot_fail, place
 from .session import _MISSING, Session, current_request
+from .stores.records import tombstone_until
 
 #: ``(app, token) -> the live session of app under token, cached or loaded`` (``Resolver.find``).
 Find = Callable[[str, str], "Session | None"]
@@ -105,7 +106,7 @@ class Host:
                 self._rt.events.emit("attribute_replaced", AttributeEvent(session, key, new, old))
         if (
             self._rt.settings.policy.at_attribute_change(session)
-            and not on_event_loop()  # no store call on the loop: the request's end writes it
+            and not offloop.on_event_loop()  # no store call on the loop: the request's end writes it
             and not self._rt.store_failing()
         ):
             self._rt.write([session], immediate=True)
@@ -113,14 +114,34 @@ class Host:
     def _sync(self, session: Session) -> None:
         if not session.created:
             self._create(session)
-        self._rt.write([session], immediate=True, raise_errors=True)
+        if not offloop.defer(lambda: self._write_created(session)):
+            self._rt.write([session], immediate=True, raise_errors=True)
+
+    def _write_created(self, s: Session) -> None:
+        """A deferred ``sync()``: unless a later operation of the request ended ``s`` meanwhile."""
+        if s.created:
+            self._rt.write([s], immediate=True, raise_errors=True)
 
     def _invalidate(self, s: Session) -> None:
+        if offloop.on_event_loop() and s.created:
+            # The loop takes no lock a store call may hold: the delete is deferred (a write of
+            # the old id in flight is then met by its tombstone), the session ends now.
+            app, token, timeout_s, dl = s.app, s.token, s.timeout_s, s.absolute_expires_at
+            if offloop.defer(lambda: self._retire_after_writes(s, app, token, timeout_s, dl)):
+                self._rt.cache.remove((s.app, s.token), s)
+                self._ended(s)
+                return
         with s.write_lock:
             if s.in_store:
-                self._retire(s.app, s.token, s.timeout_s)
+                self._retire(s.app, s.token, s.timeout_s, s.absolute_expires_at)
             self._rt.cache.remove((s.app, s.token), s)
         self._ended(s)
+
+    def _retire_after_writes(
+        self, s: Session, app: str, token: str, timeout_s: float, deadline: float | None
+    ) -> None:
+        with s.write_lock:  # a write of the old id in flight ends first
+            self._retire(app, token, timeout_s, deadline)
 
     def end_cached(self, s: Session) -> None:
         """``s``'s store copy was deleted by this node (``invalidate_owner``): drop the cached
@@ -148,12 +169,13 @@ class Host:
     def _rotate_id(self, s: Session) -> None:
         if not s.created:
             self._create(s)
-        old, new = s.token, ids.new_token()
+        others = None
         if self._rt.settings.share_ids_across_apps:
             # The others first: should one fail (the store down), this session keeps its id
             # and the login can be retried; the others moved are only lost to this browser.
-            self._rotate_sharing_apps(s.app, old, new)
-        self._move(s, new)
+            app, old = s.app, s.token
+            others = lambda new: self._rotate_sharing_apps(app, old, new)  # noqa: E731
+        self._move(s, ids.new_token(), before=others)
 
     def _rotate_sharing_apps(self, app: str, old: str, new: str) -> None:
         """Move every other app's session under ``old`` to ``new``, so that the shared cookie
@@ -167,37 +189,53 @@ class Host:
             if shared is not None:
                 self._move(shared, new)
 
-    def _move(self, s: Session, new: str) -> None:
-        """Give ``s`` the token ``new``: stored whole under it first, the old row retired after."""
-        old = s.token
-        if s.in_store:
-            # Store the whole session under the new token first; only then retire the old one.
-            with s.lock:
-                old_version = s.version
-                s.token, s.version, s.in_store = new, 0, False
+    def _move(self, s: Session, new: str, before: Callable[[str], None] | None = None) -> None:
+        """Give ``s`` the token ``new``: stored whole under it first (after ``before(new)``), the
+        old row retired after. The id changes at once; on an event loop the store work is
+        deferred (``offloop``), and a failure there gives the old id back, as here."""
+        old, stored = s.token, s.in_store
+        with s.lock:
+            old_version = s.version
+            s.token = new
+            if stored:  # stored whole under the new token
+                s.version, s.in_store = 0, False
+
+        def store() -> None:
+            moved_on = s.token != new  # a later operation of the request (invalidate) ended it
             try:
-                self._rt.write([s], immediate=True, raise_errors=True)
-                if not s.in_store:
-                    raise StoreError("the session could not be stored under its new id")
+                if before is not None:
+                    before(new)
+                if stored and not moved_on:
+                    self._rt.write([s], immediate=True, raise_errors=True)
+                    if not s.in_store:
+                        raise StoreError("the session could not be stored under its new id")
             except BaseException:
                 with s.lock:
-                    s.token, s.version, s.in_store = old, old_version, True
+                    if s.token == new:
+                        s.token = old
+                        if stored:
+                            s.version, s.in_store = old_version, True
                 raise
-            self._retire(s.app, old, s.timeout_s)
-        else:
-            s.token = new
-        self._rt.cache.remove((s.app, old), s)
-        self._rt.cache.add((s.app, new), s)
-        if self._rt.replicator is not None:
-            self._rt.replicator.forget(s.app, old)  # the new id replicates at the request's end
+            if stored:
+                self._retire(s.app, old, s.timeout_s, s.absolute_expires_at)
+            self._rt.cache.remove((s.app, old), s)
+            if not moved_on:
+                self._rt.cache.add((s.app, new), s)
+            if self._rt.replicator is not None:
+                self._rt.replicator.forget(s.app, old)  # the new id replicates at the request's end
 
-    def _retire(self, app: str, token: str, timeout_s: float) -> None:
-        """Delete a session from the store, leaving a tombstone for as long as a copy on another
-        node may still try to write it: its timeout plus the sweep's grace."""
+        if not offloop.defer(store):
+            store()
+
+    def _retire(self, app: str, token: str, timeout_s: float, deadline: float | None) -> None:
+        """Delete a session from the store, leaving a tombstone (and a feed entry) for as long as
+        a copy on another node may still try to write it: until it would have expired (its
+        timeout, or its deadline if earlier), plus the sweep's grace."""
         if self._rt.persistence.store_closed:
             raise ManagerClosed("the session manager was closed; nothing is deleted")
+        now = self._rt.clock.time()
         self._rt.store.delete(
             app,
             token,
-            tombstone_until=self._rt.clock.time() + timeout_s + self._rt.settings.grace_s,
+            tombstone_until=tombstone_until(now, timeout_s, deadline, self._rt.settings.grace_s),
         )

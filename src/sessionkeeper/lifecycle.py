@@ -9,14 +9,17 @@ One request, in this order::
 call takes that hold. ``refuse`` answers a request whose ``begin_*`` raised one of
 ``UNAVAILABLE_ERRORS``; ``exists`` is a query outside any request.
 
-Store I/O: ``begin_request``, ``end_request``, ``exists`` and the callable ``finish_request``
-returns may read or write the store, and must run in a worker thread under an event loop.
+Store I/O: ``begin_request``, ``end_request``, ``exists`` and the callables ``finish_request``
+and ``deferred`` return may read or write the store, and must run in a worker thread under an
+event loop.
 ``begin_cached``, ``enter(wait=False)``, ``finish_request`` itself, ``bind``, ``cookie_action``,
 ``response_headers``, ``refuse`` and ``mark_event_loop`` never touch the store and never block,
 so an async adapter calls them on the loop (``begin_cached`` answers ``None`` when only
 ``begin_request`` can help). An async adapter calls ``mark_event_loop`` on the loop before the
 application runs: a set or delete that the policy writes inline (``OnAttribute``,
-``AfterUpdates``) is then left, on the loop, to the write at the end of the request.
+``AfterUpdates``) is then left, on the loop, to the write at the end of the request, and the
+store work of ``sync()``, ``invalidate()`` and ``rotate_id()`` to ``deferred`` (the adapter runs
+it before its next message) or the end of the request (:mod:`.offloop`).
 
 Refusal: ``begin_*`` raise ``UNAVAILABLE_ERRORS`` (``ManagerClosed`` after ``close()``);
 ``end_request``, and the callable ``finish_request`` returns, raise :class:`WriteRefused` when a
@@ -32,16 +35,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import ids, logs
-from .errors import AccessTimeout, StoreError, WriteRefused
+from . import ids, logs, offloop
+from .errors import AccessTimeout, StoreError
 from .logs import fields, session_hash
 from .runtime import Runtime
 from .session import Session, current_request
+from .settle import Settle
 from .tracking import Tracking
 
 log = logging.getLogger("sessionkeeper")
@@ -50,17 +52,6 @@ _request_ids = itertools.count(1)
 
 #: The body of the 503 answered when a request's session cannot be had (see ``refuse``).
 UNAVAILABLE_BODY = b"Session store unavailable, please retry.\n"
-
-#: The thread of the event loop serving this context's request, if an async adapter said so. A
-#: worker thread that the adapter runs blocking calls in inherits the context, not the thread.
-_event_loop_thread: ContextVar[int | None] = ContextVar("sessionkeeper_event_loop", default=None)
-
-
-def on_event_loop() -> bool:
-    """Whether the caller runs on the event loop of an async adapter's request (where no store
-    call may run)."""
-    return _event_loop_thread.get() == threading.get_ident()
-
 
 #: ``(app, session_id, owner, allow_io) -> Session``; ``None`` only without ``allow_io``.
 Resolve = Callable[[str, "str | None", "str | None", bool], "Session | None"]
@@ -86,6 +77,9 @@ class ActiveRequest:
     #: as by ``invalidate()``. Django's adapter turns it off: there an emptied session keeps its
     #: key, and ``flush()`` ends it.
     end_when_emptied: bool = True
+    #: Store work of ``sync()``, ``invalidate()``, ``rotate_id()`` called on an event loop
+    #: (``offloop.defer``), run by :meth:`Lifecycle.deferred` or the request's end.
+    deferred: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def is_new(self) -> bool:
@@ -98,6 +92,7 @@ class Lifecycle:
         self._rt = rt
         self._resolve = resolve
         self._on_begin = on_begin  # starts housekeeping in this process
+        self._settle = Settle(rt)
 
     def begin_request(
         self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
@@ -160,7 +155,11 @@ class Lifecycle:
             session.active_requests += 1
             if session.created:
                 session.last_access_at = max(session.last_access_at, now)
-        return ActiveRequest(session, rid, session.updates_since_write, locked, False, presented_id)
+        active = ActiveRequest(
+            session, rid, session.updates_since_write, locked, False, presented_id
+        )
+        offloop.hold(active.deferred)
+        return active
 
     def end_request(self, active: ActiveRequest, *, ok: bool) -> None:
         """Finish a request: ``ok`` means the response succeeded (status < 500, no exception).
@@ -185,26 +184,29 @@ class Lifecycle:
     def _finish(self, active: ActiveRequest, ok: bool) -> Callable[[], None] | None:
         if active.ended:
             return None
+        deferred = offloop.take(active.deferred)
+        if deferred is not None:  # an operation's store work first; it failing fails the request
+            return lambda: self._after_deferred(active, deferred, ok)
         active.ended = True
         s = active.session
         active.accessed = s.accessed_in(active.rid)
-        emptied = ok and active.end_when_emptied and self._emptied(active)
+        emptied = ok and active.end_when_emptied and self._settle.emptied(active)
         guarded = False
         try:
             if emptied:
                 s.end_undo(active.rid, revert=False)
                 write, guarded = False, True
             else:
-                write, guarded = self._settle(active, ok)
+                write, guarded = self._settle.settle(active, ok)
         finally:
             if not guarded:
-                self._release(active)
+                self._settle.release(active)
             if current_request.get() == active.rid:
                 current_request.set(None)
         if emptied:
-            return lambda: self._end_emptied(active)
+            return lambda: self._settle.end_emptied(active)
         if guarded:
-            return lambda: self._write_or_refuse(active)
+            return lambda: self._settle.write_or_refuse(active)
         if write and self._rt.store_failing():
             write = False
         replicator = self._rt.replicator if s.created else None
@@ -228,116 +230,15 @@ class Lifecycle:
 
         return pending
 
-    @staticmethod
-    def _emptied(active: ActiveRequest) -> bool:
-        """The request left its created session empty, by changing it (deletes)."""
-        s = active.session
-        return s.created and not len(s) and s.changed_in(active.rid)
-
-    def _end_emptied(self, active: ActiveRequest) -> None:
-        """End an emptied session as ``invalidate()`` does (its id tombstoned, never reused; the
-        response deletes the cookie), while the request still holds it, unless another request
-        set a key meanwhile. A store that fails leaves it an empty session, kept dirty."""
-        s = active.session
+    def _after_deferred(
+        self, active: ActiveRequest, deferred: Callable[[], None], ok: bool
+    ) -> None:
         try:
-            if s.created and not len(s):
-                s.invalidate()
-        except StoreError as exc:
-            log.warning("emptied session %s not ended: %s", s.token[:8], exc)
-            s.changes.record_meta()  # written by the policy later, as the empty session it is
-        finally:
-            self._release(active)
-            self._rt.evict_over_capacity()
-
-    def _release(self, active: ActiveRequest) -> None:
-        s = active.session
-        with s.lock:
-            s.active_requests -= 1
-        if active.locked:
-            s.access_lock.release()
-
-    def _settle(self, active: ActiveRequest, ok: bool) -> tuple[bool, bool]:
-        """Keep or undo the request's changes. Returns whether the session must be written now,
-        and whether that write may be refused (then the undo log is kept for
-        :meth:`_write_or_refuse`)."""
-        s, rules = active.session, self._rt.rules
-        if s.created:
-            # Counted as it ends (the request that created the session too), not as it starts:
-            # a write inside it (sync) must not reset the count of a request still changing
-            # things, so no more than n-1 ended requests' changes are ever unwritten.
-            s.changes.record_request()
-        if ok:
-            write = s.created and rules.write_at_request_end(s, self._rt.clock.monotonic())
-            guarded = write and self._refusable(active)
-            if not guarded:
-                s.end_undo(active.rid, revert=False)
-            if s.created and not write and s.updates_since_write > active.updates_at_start:
-                self._rt.stats.add("writes_saved")
-            return write, guarded
-        if s.end_undo(active.rid, revert=True):
-            self._rt.stats.add("reverted_requests")
-        if self._discard_if_unseen(active):
-            return False, False
-        return rules.write_after_failure(s), False
-
-    def _discard_if_unseen(self, active: ActiveRequest) -> bool:
-        s = active.session
-        if not self._rt.rules.discard_after_failure(s, created_here=active.is_new):
-            return False
-        self._rt.cache.remove((s.app, s.token), s)
-        s.created = False
-        s.replace_data({})
-        return True
-
-    def _refusable(self, active: ActiveRequest) -> bool:
-        """``on_write_failure="refuse"`` and the request changed its session."""
-        return self._rt.settings.refuses_failed_writes and (
-            active.is_new or active.session.changed_in(active.rid)
-        )
-
-    def _write_or_refuse(self, active: ActiveRequest) -> None:
-        """Write the session now; when that cannot be made durable (the store fails, or is
-        being skipped during an outage: ``outage_backoff_s``), roll the request's changes back
-        and raise :class:`WriteRefused`. Runs while the request still holds its session, so no
-        other request sees a change that is then undone."""
-        s, rt = active.session, self._rt
-        try:
-            if rt.rules.defer_inline_write(rt.store):
-                durable = False
-            elif rt.persistence.store_closed:  # shutting down: kept dirty and logged, not refused
-                rt.write([s], immediate=True)
-                s.end_undo(active.rid, revert=False)
-                return
-            else:
-                # In the batch of the request ends that overlap it (group commit). Not written:
-                # the store failed, refused this session, or a conflict merging could not settle
-                # (each kept dirty by the writer). Gone, invalidated elsewhere, is not refused:
-                # that session ended.
-                written = rt.write_at_request_end(s)
-                durable = written or not (s.created and s.has_changes())
-                if durable and rt.replicator is not None and s.created:
-                    try:  # ack="sync": the backups have it on return
-                        rt.replicator.after_request(s)
-                    except StoreError as exc:  # no backup took it and no store holds it; fenced
-                        log.debug(
-                            "write refused for session %s: %s",
-                            session_hash(s.app, s.token),
-                            exc,
-                            extra=fields(s.app, s.token, exc.code),
-                        )
-                        durable = False
-            if durable:
-                s.end_undo(active.rid, revert=False)
-                return
-            s.end_undo(active.rid, revert=True)
-            self._discard_if_unseen(active)
-            rt.stats.add("refused_writes")
-            raise WriteRefused(
-                f"session {session_hash(s.app, s.token)}: the change could not be stored and was rolled back"
-            )
-        finally:
-            self._release(active)
-            rt.evict_over_capacity()
+            deferred()
+        except BaseException:
+            self.end_request(active, ok=False)  # rolled back, as when the call raised in the app
+            raise
+        self.end_request(active, ok=ok)
 
     def bind(self, active: ActiveRequest) -> None:
         """Make the calling thread or task the one serving ``active``, so that its changes are
@@ -345,12 +246,23 @@ class Lifecycle:
         ``begin_request`` ran in a worker thread (a context variable does not flow back)."""
         if not active.ended:
             current_request.set(active.rid)
+            offloop.hold(active.deferred)
 
-    def mark_event_loop(self) -> None:
+    def mark_event_loop(self, run_in_thread: offloop.RunInThread | None = None) -> None:
         """Say that the calling thread runs an event loop, for the current context (the
-        request's task and the tasks it starts): the session's inline writes then wait for the
-        end of the request, whose write the adapter runs in a worker thread."""
-        _event_loop_thread.set(threading.get_ident())
+        request's task and the tasks it starts), and how the adapter runs a blocking call in a
+        worker thread (the awaitable session operations use it). The session's inline writes
+        then wait for the end of the request, and the store work of ``sync()``,
+        ``invalidate()`` and ``rotate_id()`` for :meth:`deferred` or the request's end; the
+        adapter runs both in a worker thread."""
+        offloop.mark(run_in_thread)
+
+    @staticmethod
+    def deferred(active: ActiveRequest) -> Callable[[], None] | None:
+        """The store work the request deferred on the loop so far, to run in a worker thread
+        before the adapter's next message goes out (its errors are the operations'); ``None``
+        when there is none. The request's end (``finish_request``) runs what is left first."""
+        return offloop.take(active.deferred)
 
     def exists(self, app: str, session_id: str | None) -> bool:
         """Whether ``session_id`` names a live session of ``app``, here or in the store. Touches

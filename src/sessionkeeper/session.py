@@ -14,6 +14,7 @@ import threading
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import Any, Protocol
 
+from . import offloop
 from .changes import Changes
 from .logs import session_hash
 from .undo import _MISSING as _MISSING
@@ -368,6 +369,20 @@ class Session(RequestLog):
         """Give the session a new id, keeping its data (call it at login, against fixation).
         The old id is tombstoned; the cookie is rewritten."""
         self._host._rotate_id(self)
+
+    # The awaitable forms, for async endpoints: the whole operation in a worker thread.
+
+    async def async_sync(self) -> None:
+        """``sync()`` off the event loop; its errors are raised here."""
+        await offloop.run(self.sync)
+
+    async def ainvalidate(self) -> None:
+        """``invalidate()`` off the event loop; its errors are raised here."""
+        await offloop.run(self.invalidate)
+
+    async def arotate_id(self) -> None:
+        """``rotate_id()`` off the event loop; its errors are raised here."""
+        await offloop.run(self.rotate_id)
 
     # -- used by the manager ----------------------------------------------------------------
 

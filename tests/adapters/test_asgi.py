@@ -61,8 +61,30 @@ def make_app(manager: sk.SessionManager) -> Starlette:
         await anyio.to_thread.run_sync(request.session.sync)  # store I/O: off the loop
         return PlainTextResponse("synced")
 
+    async def sync_on_loop(request: Request) -> Response:
+        request.session["n"] = -4
+        request.session.sync()  # on the loop: its write waits for the response start
+        return PlainTextResponse("synced")
+
+    async def alogout(request: Request) -> Response:
+        await request.session.ainvalidate()
+        return PlainTextResponse("bye")
+
+    async def alogin(request: Request) -> Response:
+        await request.session.arotate_id()
+        return PlainTextResponse("hi")
+
+    async def async_sync(request: Request) -> Response:
+        request.session["n"] = -5
+        await request.session.async_sync()
+        return PlainTextResponse("synced")
+
     routes = [
         Route("/incr", incr, methods=["POST"]),
+        Route("/sync-on-loop", sync_on_loop, methods=["POST"]),
+        Route("/alogout", alogout, methods=["POST"]),
+        Route("/alogin", alogin, methods=["POST"]),
+        Route("/async-sync", async_sync, methods=["POST"]),
         Route("/incr-sync", incr_sync, methods=["POST"]),
         Route("/read", read),
         Route("/fail", fail, methods=["POST"]),
@@ -132,15 +154,26 @@ async def test_write_happens_before_the_response_is_sent(manager: sk.SessionMana
 
 
 class ThreadsStore(MemoryStore):
-    """Records the thread of every save."""
+    """Records the thread of every save, and of every store operation (each goes through
+    ``Store._call``): the "never on the event loop" detector."""
 
     def __init__(self) -> None:
         super().__init__()
         self.save_threads: list[int] = []
+        self.op_threads: list[tuple[str, int]] = []
+
+    def _call(self, op: str, fn: Any, *, mark_failing: bool = True) -> Any:
+        self.op_threads.append((op, threading.get_ident()))
+        return super()._call(op, fn, mark_failing=mark_failing)
 
     def _save_batch(self, requests: Any) -> Any:
         self.save_threads.append(threading.get_ident())
         return super()._save_batch(requests)
+
+
+def on_loop(store: ThreadsStore, loop_thread: int) -> list[str]:
+    """The store operations that ran on the event loop's thread."""
+    return [op for op, thread in store.op_threads if thread == loop_thread]
 
 
 @pytest.mark.parametrize("policy", [sk.OnAttribute(), sk.AfterUpdates(1)], ids=lambda p: p.spec())
@@ -179,6 +212,80 @@ async def test_inline_writes_never_run_on_the_event_loop(policy: sk.WritePolicy)
         m.close()
     assert seen == [b"1"]  # written before the response went out
     assert store.save_threads and loop_thread not in store.save_threads
+
+
+OPERATIONS = ["/logout", "/login", "/sync-on-loop", "/alogout", "/alogin", "/async-sync"]
+
+
+@pytest.mark.parametrize("route", OPERATIONS)
+@pytest.mark.parametrize("policy", [sk.EndOfRequest(), sk.TimeBased(10)], ids=lambda p: p.spec())
+async def test_session_operations_never_do_store_io_on_the_event_loop(
+    route: str, policy: sk.WritePolicy
+) -> None:
+    """invalidate(), rotate_id() and sync() called in an async endpoint (the plain forms, on the
+    loop) leave their store work to the response start, in a worker thread; the awaitable forms
+    run it in a worker thread at once. Either way it is done before the response goes out."""
+    store = ThreadsStore()
+    m = sk.SessionManager(store, node="a", housekeeping=False, write=policy)
+    loop_thread = threading.get_ident()
+    try:
+        async with client(make_app(m)) as c:
+            await c.post("/incr")
+            first = c.cookies["sessionid"]
+            token = first.split(".", 1)[0]
+            store.op_threads.clear()
+            r = await c.post(route)
+            assert r.status_code == 200
+            assert on_loop(store, loop_thread) == []
+            assert store.op_threads  # the operation did reach the store
+            if route.endswith("logout"):
+                assert 'sessionid=""' in r.headers["set-cookie"]
+                assert store.load("shop", token) is None
+                assert m.store.count("shop", now=m.clock.time()) == 0
+            elif route.endswith("login"):
+                new = c.cookies["sessionid"]
+                assert new != first and store.load("shop", token) is None
+                stored = store.load("shop", new.split(".", 1)[0])
+                assert stored is not None and stored.attributes["n"] == b"1"
+            else:
+                stored = store.load("shop", token)
+                assert stored is not None and stored.attributes["n"] in (b"-4", b"-5")
+    finally:
+        m.close()
+
+
+async def test_an_operation_on_the_loop_is_done_before_the_response_starts() -> None:
+    """The deferred store work of a plain rotate_id() on the loop is in the store when the
+    response starts, as the operation's own write would have been."""
+    store = ThreadsStore()
+    m = sk.SessionManager(store, node="a", housekeeping=False, write=sk.TimeBased(10))
+    seen: list[tuple[bool, bool]] = []
+    app = make_app(m)
+    try:
+        async with client(app) as c:
+            await c.post("/incr")
+            old = c.cookies["sessionid"].split(".", 1)[0]
+            cookie = f"sessionid={c.cookies['sessionid']}".encode()
+
+        async def spy_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                cookie = dict(message["headers"])[b"set-cookie"].decode()
+                new = cookie.split("=", 1)[1].split(".", 1)[0]
+                seen.append((store.load("shop", old) is None, store.load("shop", new) is not None))
+
+        scope = {
+            "type": "http", "method": "POST", "path": "/login", "query_string": b"",
+            "headers": [(b"cookie", cookie)], "scheme": "http", "server": ("t", 80),
+            "client": ("c", 1), "root_path": "", "http_version": "1.1", "asgi": {"version": "3.0"},
+        }  # fmt: skip
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await app(scope, receive, spy_send)
+    finally:
+        m.close()
+    assert seen == [(True, True)]
 
 
 @pytest.mark.parametrize("path", ["/fail", "/boom"])
@@ -238,7 +345,7 @@ async def test_store_down_for_an_uncached_session_is_503() -> None:
     assert r.headers["retry-after"] == str(other.retry_after_s)
 
 
-@pytest.mark.parametrize("route", ["/login", "/logout", "/sync"])
+@pytest.mark.parametrize("route", ["/login", "/logout", "/sync", *OPERATIONS[2:]])
 async def test_a_session_operation_during_an_outage_is_503(route: str) -> None:
     store = FlakyStore()
     m = sk.SessionManager(store, node="a", housekeeping=False)
@@ -316,3 +423,40 @@ async def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
             assert (await c.post("/incr")).json() == {"n": 2}
     finally:
         m.close()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_websocket_operation_on_the_loop_is_stored_before_its_next_message() -> None:
+    """A websocket has no response start: the store work of an invalidate() on the loop runs in
+    a worker thread before the next message the endpoint sends goes out."""
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocket
+
+    store = ThreadsStore()
+    m = sk.SessionManager(store, node="a", housekeeping=False)
+    loop_threads: list[int] = []
+
+    async def ws(websocket: WebSocket) -> None:
+        loop_threads.append(threading.get_ident())
+        await websocket.accept()
+        token = websocket.session.token
+        store.op_threads.clear()
+        websocket.session.invalidate()
+        await websocket.send_text(token)
+        await websocket.receive_text()
+        await websocket.close()
+
+    app = make_app(m)
+    app.router.routes.append(WebSocketRoute("/ws", ws))
+    try:
+        with TestClient(app) as c:
+            c.post("/incr")
+            with c.websocket_connect("/ws") as conn:
+                token = conn.receive_text()
+                assert store.load("shop", token) is None  # deleted before the message went
+                conn.send_text("bye")
+    finally:
+        m.close()
+    ops = [op for op, _ in store.op_threads]
+    assert "delete" in ops and on_loop(store, loop_threads[0]) == []

@@ -44,11 +44,24 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         s = Server(kind, WORKERS, store, tmp_path / "server.log", env)
         started.append(s)
         s.wait_ready()
+        every_worker_answers(s.url)
         return s
 
     yield factory
     for s in started:
         s.kill()
+
+
+def every_worker_answers(url: str, timeout_s: float = 60.0) -> None:
+    """Wait until each of the WORKERS has answered (a read-only GET, which counts nothing):
+    the server answers as soon as its first worker is up, and under load the others may still
+    be importing the app, so all the traffic would go to that one."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(pids) < WORKERS and time.monotonic() < deadline:
+        with httpx.Client(base_url=url, timeout=10) as fresh:  # a new connection each time
+            pids.add(fresh.get("/").json()["pid"])
+    assert len(pids) == WORKERS, f"only workers {sorted(pids)} answered in {timeout_s:g} s"
 
 
 def shop(url: str) -> list[int]:
@@ -110,6 +123,22 @@ def check_sums(got: Samples) -> None:
     assert get(got, COUNT, op="load") == misses
 
 
+def wait_for_sums(directory: Path, timeout_s: float = 30.0) -> None:
+    """Wait until the workers' files hold every sum (each worker pushes every 0.2 s on its
+    own). Not only the writes: a push adds one counter after another, so under load a reader
+    can see a worker's writes pushed and its batches or lookups not yet; once every sum holds,
+    the traffic's counts are all in and a later push adds nothing."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            check_sums(files(directory))
+        except AssertionError:
+            time.sleep(0.1)
+        else:
+            return
+    check_sums(files(directory))  # the deadline passed: fail with the sums' own message
+
+
 @pytest.mark.parametrize("preload", [False, True], ids=["per-worker", "preload"])
 def test_a_scrape_sums_every_worker(
     start: Callable[..., Server], tmp_path: Path, preload: bool
@@ -118,9 +147,7 @@ def test_a_scrape_sums_every_worker(
     own push thread."""
     server = start(0.2, "metrics-preload" if preload else "metrics")
     traffic(server)
-    deadline = time.monotonic() + 20  # each worker pushes every 0.2 s on its own
-    while writes(files(tmp_path / "prom")) < TOTAL and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_sums(tmp_path / "prom")
     got = parse(httpx.get(server.url + "/metrics", timeout=10).text)
     check_sums(got)
     assert not [k for k in got if {"pid", "node"} & dict(k[1]).keys()]  # the scrape is the node
@@ -148,7 +175,5 @@ def test_uvicorn_workers_add_up_too(start: Callable[..., Server], tmp_path: Path
     re-raising SIGTERM (no atexit), so only the push thread carries their counts."""
     server = start(0.2, "metrics-asgi")
     traffic(server)
-    deadline = time.monotonic() + 20
-    while writes(files(tmp_path / "prom")) < TOTAL and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_sums(tmp_path / "prom")
     check_sums(parse(httpx.get(server.url + "/metrics", timeout=10).text))

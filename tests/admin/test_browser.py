@@ -3,18 +3,25 @@
 Selenium, against the console and a two-node shop on one SQLite store, each served by a real
 WSGI server on loopback. It logs in, lists, searches by owner, opens a session, is refused a
 POST without the CSRF token, invalidates the session (whose next request then gets a new, empty
-session) and logs the owner out everywhere; a screenshot of each page goes to ``docs/admin/``.
+session) and logs the owner out everywhere, taking a screenshot of each page.
+
+Screenshots go to the test's temporary folder, so a test run leaves the committed
+``docs/admin/*.png`` as they are. To regenerate those (after changing the console's pages), run
+this module with ``SESSIONKEEPER_UPDATE_SCREENSHOTS=1``::
+
+    SESSIONKEEPER_UPDATE_SCREENSHOTS=1 python -m pytest tests/admin/test_browser.py
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -134,9 +141,22 @@ def shop(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
-def shot(driver: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(SHOTS / f"{name}.png"))
+def shots_dir(environ: Mapping[str, str], tmp_path: Path) -> Path:
+    """Where the screenshots go: ``docs/admin/`` only when asked to update them."""
+    if environ.get("SESSIONKEEPER_UPDATE_SCREENSHOTS") == "1":
+        return SHOTS
+    return tmp_path / "screenshots"
+
+
+def test_screenshots_leave_the_committed_ones_alone_unless_asked(tmp_path: Path) -> None:
+    assert shots_dir({}, tmp_path) == tmp_path / "screenshots"
+    assert shots_dir({"SESSIONKEEPER_UPDATE_SCREENSHOTS": "0"}, tmp_path) != SHOTS
+    assert shots_dir({"SESSIONKEEPER_UPDATE_SCREENSHOTS": "1"}, tmp_path) == SHOTS
+
+
+def shot(driver: Any, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(folder / f"{name}.png"))
 
 
 def test_the_console_in_a_browser(browser: Any, serve: Any, tmp_path: Path) -> None:
@@ -154,6 +174,8 @@ def test_the_console_in_a_browser(browser: Any, serve: Any, tmp_path: Path) -> N
     clock = sk.FakeClock(start=time.time())
     console = admin_app(open_store(url), password=PASSWORD, environ={}, clock=clock)
     base = serve(console)
+
+    shots = shots_dir(os.environ, tmp_path)
 
     def text(css: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, css).text)
@@ -173,7 +195,7 @@ def test_the_console_in_a_browser(browser: Any, serve: Any, tmp_path: Path) -> N
     assert browser.current_url == f"{base}/login"
     browser.find_element(By.ID, "user").send_keys("ops")
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    shot(browser, "login")
+    shot(browser, shots, "login")
     go(By.ID, "login")
     for user in ("dave", "erin", "frank", "grace", "heidi", "ivan"):
         clock.advance(10)
@@ -182,37 +204,37 @@ def test_the_console_in_a_browser(browser: Any, serve: Any, tmp_path: Path) -> N
             s.update(user=user)
     browser.get(f"{base}/")
     assert "10" in text("#apps tfoot") and "<polyline" in browser.page_source
-    shot(browser, "overview")
+    shot(browser, shots, "overview")
 
     go(By.LINK_TEXT, "shop")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")) == 10
     assert sid.split(".")[0] not in browser.page_source
-    shot(browser, "sessions")
+    shot(browser, shots, "sessions")
 
     browser.find_element(By.ID, "owner").send_keys("alice")
     go(By.ID, "search")
     found = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "a.session")]
     assert len(found) == 2 and h in found
-    shot(browser, "search")
+    shot(browser, shots, "search")
 
     go(By.LINK_TEXT, h)
     assert "hidden" in text("#attributes") and "pear" not in text("#attributes")
-    shot(browser, "session")
+    shot(browser, shots, "session")
     go(By.ID, "show-values")
     assert "'apple', 'pear'" in text("#attributes")
-    shot(browser, "session-values")
+    shot(browser, shots, "session-values")
 
     # A POST without the CSRF token (the form's hidden field removed) is refused.
     browser.execute_script("document.querySelector('form.danger input[name=csrf]').remove()")
     go(By.ID, "invalidate")
     assert "CSRF token is missing or wrong" in text("#detail")
     assert console.store.load("shop", sid.split(".")[0]) is not None
-    shot(browser, "csrf-refused")
+    shot(browser, shots, "csrf-refused")
 
     browser.get(f"{base}/apps/shop/sessions/{h}")
     go(By.ID, "invalidate")
     assert f"Session {h} invalidated." in text("#message")
-    shot(browser, "invalidated")
+    shot(browser, shots, "invalidated")
     # The invalidated session's next request (on the node that did not cache it) is a new,
     # empty session; the node that caches it learns of the tombstone from the feed (issue 14).
     browser.get(f"{node_b}/")

@@ -3,6 +3,8 @@ idle timeout; accesses never extend it, and a deadline not in the future ends th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import sessionkeeper as sk
@@ -97,3 +99,33 @@ def test_a_new_session_after_an_invalidation_gets_a_fresh_lifetime(
     clock.advance(50)  # 140 s after the first session began, 50 s into the new one
     with m.request(app="shop", session_id=sid) as s:
         assert s["n"] == 2
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+@pytest.mark.parametrize("how", ["invalidate", "invalidate_owner"])
+def test_a_tombstone_and_its_feed_entry_end_with_the_deadline_not_the_idle_timeout(
+    tmp_path: Path, url: str, how: str
+) -> None:
+    """No copy of a session outlives its deadline, so neither need its tombstone nor the feed's
+    entry: both go at min(idle expiry, deadline) + grace, on every store (the feed is pruned
+    with the tombstones), not after the whole idle timeout."""
+    clock = sk.FakeClock()
+    if url == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    m = sk.SessionManager(url, clock=clock, housekeeping=False, timeout_s=5000, max_lifetime_s=100)
+    try:
+        with m.request(app="shop", owner="ann") as s:
+            s["n"] = 1
+        _, cursor = m.store.invalidations_since(None)
+        clock.advance(10)
+        if how == "invalidate":
+            with m.request(app="shop", session_id=s.id, owner="ann") as s:
+                s.invalidate()
+        else:
+            assert m.invalidate_owner("shop", "ann") == 1
+        assert len(m.store.invalidations_since(cursor)[0]) == 1
+        clock.advance(90 + m.sweep_grace_s + 1)  # past the deadline + grace, 4,900 s before idle
+        m.store.delete_expired(before=clock.time())
+        assert m.store.invalidations_since(cursor)[0] == []
+    finally:
+        m.close()

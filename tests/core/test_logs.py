@@ -100,6 +100,14 @@ def test_no_record_names_any_part_of_a_session_id(
     clock.advance(11)
     m.flush_due()  # refused: kept dirty
     tokens.add(token(refused))
+    e = make(node="e")
+    emptied = new_session(e, n=1)
+    store.down = True
+    with e.request(app="shop", session_id=emptied) as s:
+        s.clear()  # a logout by emptying: its end cannot reach the store, logged
+    store.down = False
+    tokens.add(token(emptied))
+    assert any("emptied session" in r.getMessage() for r in captured.records)
     assert len(captured.records) >= 4
     for r in captured.records:
         text = f"{r.getMessage()} {r.args!r} {r.exc_text or ''}"
@@ -112,7 +120,7 @@ def test_no_record_names_any_part_of_a_session_id(
     assert all(r.sk_session in r.getMessage() for r in about)  # type: ignore[attr-defined]
     node = {r.sk_code: r.sk_node for r in captured.records}  # type: ignore[attr-defined]
     assert node["corrupt_session_data"] == "b" and node["store_error"] == "c", node
-    assert {r.sk_node for r in captured.records} <= {"a", "b", "c"}  # type: ignore[attr-defined]
+    assert {r.sk_node for r in captured.records} <= {"a", "b", "c", "e"}  # type: ignore[attr-defined]
 
 
 def test_a_record_of_another_logger_formats_with_defaults() -> None:

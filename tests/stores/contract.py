@@ -283,6 +283,23 @@ class StoreContract:
         assert set(s.attributes) == {f"{n}{i}" for n in "abc" for i in range(25)}
         assert s.version == 76
 
+    def test_bytes_written_after_a_merge_count_what_the_rebased_write_wrote(
+        self, store: Store
+    ) -> None:
+        """A stale full write of two keys, one changed here: the merge writes only that key,
+        so only its bytes are counted (not the whole stale copy's as well)."""
+        store.save_many([req(tok(1), 0, {"a": b"x" * 100, "b": b"y" * 100})])
+        store.save_many([req(tok(1), 1, {"a": b"z" * 100})])  # another node: version 2
+        before = store.stats.bytes_written
+        stale = dataclasses.replace(
+            req(tok(1), 1, {"a": b"x" * 100, "b": b"w" * 10}, full=True), own=frozenset({"b"})
+        )
+        [res] = store.save_many([stale])
+        assert res.status is SaveStatus.SAVED and res.merged_from is not None
+        s = store.load("shop", tok(1))
+        assert s is not None and s.attributes == {"a": b"z" * 100, "b": b"w" * 10}
+        assert store.stats.bytes_written - before == 10
+
     def test_binary_and_unicode_names(self, store: Store) -> None:
         value = bytes(range(256)) * 4
         store.save_many([req(tok(1), 0, {"naïve ключ ✓": value})])

@@ -3,6 +3,7 @@ Redis itself, bad data, outages, pipelining, URLs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -82,6 +83,31 @@ def test_ttl_is_timeout_plus_grace_and_refreshed(store: RedisStore, raw: Any) ->
     raw.pexpire(m, 10_000)
     store.save_many([req(tok(1), 1, {"b": b"2"}, timeout_s=200)])
     assert 200 + GRACE_S - 5 < ttl_s(raw, m) <= 200 + GRACE_S
+
+
+def test_the_ttl_ends_with_the_absolute_deadline_plus_grace(store: RedisStore, raw: Any) -> None:
+    check_deadline_ttl(store, raw)
+
+
+def check_deadline_ttl(store: RedisStore, raw: Any) -> None:
+    """A session whose deadline comes before its idle expiry: its keys (and its owner's set) live
+    min(idle, deadline) + grace, on a save and on a touch, not the whole idle timeout (``raw``: a
+    client of the deployment, ``store.grace_s`` = 600)."""
+    r = dataclasses.replace(
+        req(tok(1), 0, {"a": b"1"}, timeout_s=5000, owner="ann"), absolute_expires_at=T0 + 100
+    )
+    store.save_many([r])
+    a, m, _ = store._session_keys("shop", tok(1))
+    own = store.owner_key("shop", "ann", bucket_of(tok(1)))
+    for key in (a, m, own):
+        assert 100 + GRACE_S - 5 < ttl_s(raw, key) <= 100 + GRACE_S
+    store.touch_many([Touch("shop", tok(1), T0 + 60)])  # 40 s before the deadline
+    for key in (a, m):
+        assert 40 + GRACE_S - 5 < ttl_s(raw, key) <= 40 + GRACE_S
+    # Without a deadline the idle timeout rules, as before.
+    store.save_many([req(tok(2), 0, {"a": b"1"}, timeout_s=100)])
+    store.touch_many([Touch("shop", tok(2), T0 + 60)])
+    assert 100 + GRACE_S - 5 < ttl_s(raw, store._session_keys("shop", tok(2))[1]) <= 100 + GRACE_S
 
 
 @pytest.mark.parametrize(("store_grace_s", "interval_s"), [(0.0, 600.0), (None, 7200.0)])

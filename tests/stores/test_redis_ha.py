@@ -23,7 +23,9 @@ from tests import services  # noqa: E402
 from tests.servers.redis_ha import ClusterSet, Deployment, SentinelSet, start  # noqa: E402
 
 from .contract import T0, OwnerContract, StoreContract, req, tok  # noqa: E402
+from .test_redis import check_deadline_ttl  # noqa: E402
 from .test_redis_commands import command_calls  # noqa: E402
+from .test_redis_migrate import check_migration  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts its own Redis servers
 
@@ -63,6 +65,28 @@ class TestClusterStore(StoreContract, OwnerContract):
         s = store_on(cluster_set)
         yield s
         s.close()
+
+
+@pytest.mark.parametrize("kind", ["sentinel", "cluster"])
+def test_the_ttl_ends_with_the_absolute_deadline_plus_grace(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    store = store_on(request.getfixturevalue(f"{kind}_set"))
+    try:
+        check_deadline_ttl(store, store.client)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["sentinel", "cluster"])
+def test_sessions_in_the_old_layout_are_found_after_the_migration(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    store = store_on(request.getfixturevalue(f"{kind}_set"))
+    try:
+        check_migration(store, store.client, lambda: str(store.migrate_layout()))
+    finally:
+        store.close()
 
 
 def test_urls_build_the_clients(sentinel_set: SentinelSet, cluster_set: ClusterSet) -> None:

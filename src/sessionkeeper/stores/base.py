@@ -70,6 +70,7 @@ from .records import (
     StoreStats,
     Touch,
     _rebase,
+    tombstone_until,
 )
 
 log = logging.getLogger("sessionkeeper.store")
@@ -245,8 +246,11 @@ class Store(abc.ABC):
             for req, res in zip(requests, results, strict=True):
                 if res.status is SaveStatus.SAVED:
                     self.stats.sessions_written += 1
-                    self.stats.bytes_written += sum(len(v) for v in req.changed.values())
-                    if res.merged_from is not None:  # merged here or by the backend
+                    # Merged (here or by the backend): the rebased write carried only this
+                    # node's own changes (``_rebase``), not the rest of a stale full copy.
+                    carried = req.changed if res.merged_from is None else req.own_changes
+                    self.stats.bytes_written += sum(len(v) for v in carried.values())
+                    if res.merged_from is not None:
                         self.stats.conflicts_merged += 1
         return results
 
@@ -320,13 +324,14 @@ class Store(abc.ABC):
         """Delete every session of ``app`` bound to ``owner`` (logout everywhere), each through
         :meth:`delete`: tombstoned, as an invalidation on one node is, so whatever a delete
         tells other nodes it tells them here too. Each tombstone lasts from now (:attr:`clock`)
-        for its session's timeout plus ``grace_s``, as a node's own invalidation leaves it.
+        until its session would have expired (idle, or at its deadline) plus ``grace_s``, as a
+        node's own invalidation leaves it (:func:`.records.tombstone_until`).
         Returns the sessions this call ended (a session another caller deleted meanwhile is not
         in it), so exactly one caller fires each destroyed event. A session created for the
         owner while this runs may survive it."""
         ended = []
         for s in self.sessions_of(app, owner):
-            until = self.clock.time() + s.timeout_s + grace_s
+            until = tombstone_until(self.clock.time(), s.timeout_s, s.absolute_expires_at, grace_s)
             if self.delete(app, s.token, tombstone_until=until):
                 ended.append(s)
         return ended

@@ -114,6 +114,15 @@ class ExpiredSession:
     owner: str | None = None
 
 
+def tombstone_until(now: float, timeout_s: float, deadline: float | None, grace_s: float) -> float:
+    """How long the tombstone of a session ended at ``now`` lasts, and with it the feed's entry:
+    as long as a copy of it on some node may still be written back, that is until it would
+    have expired (idle, or at its deadline if earlier), plus the sweep's grace; never less than
+    the grace from now."""
+    ends = now + timeout_s if deadline is None else min(now + timeout_s, deadline)
+    return max(now, ends) + grace_s
+
+
 @dataclass(frozen=True, slots=True)
 class Invalidation:
     """One entry of the invalidation feed: this session's id was ended (invalidated, or

@@ -2,8 +2,8 @@
 
 Layout (see :mod:`.redis_lua` and ``docs/stores-redis.md``): per session, an attributes hash, a
 metadata hash and, once invalidated, a tombstone key. Every key of a session carries a Redis TTL
-of its timeout plus ``grace_s``, refreshed on each write and touch; it is a backstop, the sweep is
-the normal way out.
+of its timeout (or the time left to its absolute deadline, if shorter) plus ``grace_s``, refreshed
+on each write and touch; it is a backstop, the sweep is the normal way out.
 
 Expiry index: per app, :data:`INDEX_BUCKETS` buckets, each a sorted set of ``expires_at`` plus a
 sidecar hash holding what an :class:`ExpiredSession` needs (so a session Redis has already dropped
@@ -11,7 +11,8 @@ is still reported once). A session's bucket is chosen by a hash of its token, an
 its keys is its bucket's, ``{app:bucket}``: a session and its index entry share one slot, so every
 save, touch, delete and sweep step is one script in one slot, one call also on a cluster, and one
 app's index is spread over many slots (no hot key). A sweep claims an index entry with ``ZREM``
-inside a script; only the caller whose ``ZREM`` removed it gets the session back.
+inside a script; only the caller whose ``ZREM`` removed it gets the session back
+(:mod:`.redis_sweep`).
 
 Replicas: an invalidation is followed by ``WAIT`` on the same connection, so a failover cannot
 promote a replica that never saw the tombstone; ``wait_replicas`` does the same for every write.
@@ -34,7 +35,9 @@ from redis.cluster import RedisCluster
 
 from ..errors import ConfigurationError, CorruptSessionData, StoreError
 from . import redis_lua as lua
+from . import redis_migrate
 from . import redis_owners as owners
+from . import redis_sweep as sweep
 from .base import (
     AppCounts,
     ExpiredSession,
@@ -198,8 +201,13 @@ class RedisStore(Store):
         cursor (the server's sequence; never a node's clock)."""
         return f"{self.key_prefix}feed"
 
-    def _ttl_ms(self, timeout_s: float) -> str:
-        return str(max(1, int((timeout_s + self.grace_s) * 1000)))
+    def _ttl_ms(self, r: SaveRequest) -> str:
+        """The keys' TTL: until the session expires, min(idle expiry, deadline), plus the grace
+        (as the TOUCH script computes it)."""
+        life_s = r.timeout_s
+        if r.absolute_expires_at is not None:
+            life_s = min(life_s, r.absolute_expires_at - r.last_access_at)
+        return str(max(1, int((life_s + self.grace_s) * 1000)))
 
     # -- running scripts ----------------------------------------------------------------------
 
@@ -248,7 +256,7 @@ class RedisStore(Store):
             _flag(r.node),
             "1" if r.full else "0",
             str(len(r.changed)),
-            self._ttl_ms(r.timeout_s),
+            self._ttl_ms(r),
             r.token,
             r.app,
             _flag(None if r.absolute_expires_at is None else repr(r.absolute_expires_at)),
@@ -326,6 +334,11 @@ class RedisStore(Store):
             self.client.sadd(self._apps_key, *sorted(self._apps_known - found))
         return sorted(found | self._apps_known)
 
+    def migrate_layout(self) -> redis_migrate.Moved:
+        """Move sessions stored in the previous key layout to this one (:mod:`.redis_migrate`;
+        ``sessionkeeper init-db``): idempotent, safe while nodes run."""
+        return redis_migrate.migrate(self)
+
     def _each_bucket(self, app: str, command: Callable[[Any, list[str]], object]) -> list[Any]:
         """``command(pipe, bucket keys)`` for every bucket of ``app``, in one pipeline; the
         replies in bucket order."""
@@ -335,69 +348,10 @@ class RedisStore(Store):
         return list(pipe.execute())
 
     def _delete_expired(self, before: float, limit: int) -> list[ExpiredSession]:
-        out: list[ExpiredSession] = []
-        bound = f"({before!r}"
-        for app in self._apps():
-            self._purge_tombstones(app, bound)
-            while len(out) < limit:
-                # Candidates only: another sweeper may claim some first; the loop then goes on,
-                # and it ends because every claimed or re-scored entry leaves the range.
-                tokens = self._candidates(app, bound, limit - len(out))
-                if not tokens:
-                    break
-                out += self._claim(app, tokens, before)
-            if len(out) >= limit:
-                break
-        return out
-
-    def _candidates(self, app: str, bound: str, n: int) -> list[str]:
-        def first_expired(pipe: Any, keys: list[str]) -> None:
-            pipe.zrangebyscore(keys[0], "-inf", bound, 0, n)
-
-        found = self._each_bucket(app, first_expired)
-        return [t.decode() for bucket in found for t in bucket][:n]
-
-    def _claim(self, app: str, tokens: list[str], before: float) -> list[ExpiredSession]:
-        calls: list[Call] = [
-            (
-                [*self._index_keys(app, tok)[:2], *self._session_keys(app, tok)],
-                [repr(before), tok],
-            )
-            for tok in tokens
-        ]
-        claimed: list[ExpiredSession] = []
-        for tok, side in zip(tokens, self._eval_many(self._sweep_s, calls), strict=True):
-            if side is not None and (gone := lua.expired(app, tok, side)):
-                claimed.append(gone)
-        return claimed
-
-    def _purge_tombstones(self, app: str, bound: str) -> None:
-        found = self._each_bucket(
-            app, lambda p, k: p.zrangebyscore(k[2], "-inf", bound, start=0, num=1000)
-        )
-        if not any(found):
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for b, old in enumerate(found):
-            if old:  # one bucket's keys share a slot: one DEL and one ZREM each
-                pipe.delete(*(self._session_keys(app, t.decode())[2] for t in old))
-                pipe.zrem(self._bucket_keys(app, b)[2], *old)
-        pipe.execute()
+        return sweep.delete_expired(self, before, limit)
 
     def _counts(self, now: float) -> dict[str, AppCounts]:
-        out: dict[str, AppCounts] = {}
-        for app in self._apps():
-            replies = self._each_bucket(
-                app,
-                lambda p, k: (
-                    p.zcount(k[0], "-inf", f"({now!r}"),
-                    p.zcount(k[0], repr(now), "+inf"),
-                ),
-            )
-            expired, live = sum(map(int, replies[::2])), sum(map(int, replies[1::2]))
-            if expired or live:
-                out[app] = AppCounts(live=live, expired=expired)
-        return out
+        return sweep.counts(self, now)
 
     def load_many(self, app: str, tokens: Sequence[str]) -> dict[str, StoredSession]:
         """The stored sessions among ``tokens``, each loaded in its own slot, one pipeline."""

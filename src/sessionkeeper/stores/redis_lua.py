@@ -93,7 +93,7 @@ return {meta, redis.call('HGETALL', KEYS[1])}
 )
 
 #: KEYS a m x e d; ARGV expected, created, last_access, timeout, owner, node, full, nchanged,
-#: ttl_ms, token, app, deadline (flagged), changed name/value pairs..., removed names...
+#: ttl_ms (min(timeout, deadline - last_access) + grace), token, app, deadline (flagged), changed name/value pairs..., removed names...
 #: Returns {'S', version, expires, side} | {'C', version, meta pairs, attribute pairs} | {'G'}.
 #: An update runs 8 commands: EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d; with an
 #: owner, SADD and PTTL to its set (PEXPIRE when the set would end first), and SREM from the
@@ -160,9 +160,11 @@ local old = need_num(meta[1], 'last_access')
 local timeout = need_num(meta[2], 'timeout')
 local la = ARGV[1]
 if old >= tonumber(la) then la = meta[1] else redis.call('HSET', m, 'l', la) end
-local ttl = string.format('%d', math.max(1, math.floor(timeout * 1000 + tonumber(ARGV[2]))))
+-- The keys live until the session expires (idle, or its deadline if earlier), plus the grace.
+local expires = expiry(tonumber(la), timeout, meta[4])
+local ttl = string.format('%d', math.max(1, math.floor((expires - tonumber(la)) * 1000 + tonumber(ARGV[2]))))
 redis.call('PEXPIRE', m, ttl); redis.call('PEXPIRE', a, ttl)
-index_put(e, d, ARGV[3], fmt(expiry(tonumber(la), timeout, meta[4])), la .. '|' .. meta[2] .. '|' .. flag(meta[3]))
+index_put(e, d, ARGV[3], fmt(expires), la .. '|' .. meta[2] .. '|' .. flag(meta[3]))
 -- The session now lives longer: so must its owner's set (and a session written before the
 -- index existed, or whose set a failover lost, joins it).
 if meta[3] then owner_add(e, meta[3], ARGV[3], ttl) end
