@@ -54,7 +54,9 @@ class Handlers:
             return None
         if answer is None:
             return None
-        return self._r.codec.encode("reply", answer)
+        frame = self._r.codec.encode("reply", answer)
+        self._r.stats.sent(frame)
+        return frame
 
     def _dispatch(self, msg: Message, broadcast: bool) -> dict[str, Any] | None:
         p, kind = msg.payload, msg.kind
@@ -84,7 +86,7 @@ class Handlers:
         return None
 
     def _applied(self, verdict: Verdict) -> dict[str, Any]:
-        self._r.stats.add(f"replication_{verdict.value}")  # _apply, _duplicate, _snapshot, ...
+        self._r.stats.add(_COUNTED[verdict])
         return {"r": _answer(verdict)}
 
     def _fence(self, key: tuple[str, str], epoch: int) -> None:
@@ -148,6 +150,15 @@ class Handlers:
         if handed < len(owned):
             log.warning("replication: %d sessions could not be handed off", len(owned) - handed)
         return handed
+
+
+#: What a backup counts for each verdict on a delta or copy it received.
+_COUNTED = {
+    Verdict.APPLY: "replication_applied",
+    Verdict.DUPLICATE: "replication_duplicates",
+    Verdict.SNAPSHOT: "replication_gaps",
+    Verdict.FENCED: "replication_refused",
+}
 
 
 def _answer(verdict: Verdict) -> str:

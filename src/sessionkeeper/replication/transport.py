@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,6 +57,7 @@ class Transport:
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._closing = False
         self.connected = False
+        self.down_since: float | None = None  # monotonic; set while started and not connected
         self._up_event = threading.Event()
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -67,6 +69,7 @@ class Transport:
             loop = asyncio.new_event_loop()
             self._worker = concurrent.futures.ThreadPoolExecutor(1, "sessionkeeper-repl")
             self._loop = loop
+            self.down_since = time.monotonic()
         threading.Thread(target=loop.run_forever, name="sessionkeeper-nats", daemon=True).start()
         asyncio.run_coroutine_threadsafe(self._start_run(), loop)
 
@@ -92,6 +95,7 @@ class Transport:
         if self._worker is not None:
             self._worker.shutdown(wait=False, cancel_futures=True)
         self.connected = False
+        self.down_since = None  # closed: no gap to report
 
     async def _stop(self, graceful: bool) -> None:
         if self._task is not None:
@@ -139,11 +143,13 @@ class Transport:
 
     async def _up(self) -> None:
         self.connected = True
+        self.down_since = None
         self._up_event.set()
         self._submit(lambda: self._on_state(True))
 
     async def _down(self) -> None:
         self.connected = False
+        self.down_since = None if self._closing else time.monotonic()
         self._up_event.clear()
         self._submit(lambda: self._on_state(False))
 
