@@ -243,7 +243,8 @@ class Replicator:
             full = entry.needs_full
             delta = delta_of(s, self.rt.node, entry, blobs, version)
             touch_due = s.last_access_at - entry.last_access_sent > s.timeout_s / 4
-            changed = bool(delta.changed or delta.removed)
+            meta = (s.timeout_s, s.absolute_expires_at)
+            changed = bool(delta.changed or delta.removed) or meta != entry.meta_sent
             if not full and not changed and not touch_due:
                 return
             if not entry.backups and self.config.replicas:
@@ -264,6 +265,7 @@ class Replicator:
             entry.blobs, entry.version = blobs, version
             entry.needs_full = False
             entry.last_access_sent = s.last_access_at
+            entry.meta_sent = meta
             if entry.backups:
                 self.stats.add("replication_snapshots" if full else "replication_deltas")
             if self.config.replicas and not entry.backups:
