@@ -2,7 +2,8 @@
 
 Broadcast (``sessionkeeper.<cluster>.all``): ``hb`` (a member's beat), ``leave``, ``fence`` (a
 session was taken over at a new epoch: an older owner drops its copy, backups forget older
-copies). Addressed to this node (``....n.<node>``), each answered with a signed ``reply``:
+copies), ``health`` (another process asks, :mod:`.probe`: this node's ``health()`` goes to its
+reply inbox). Addressed to this node (``....n.<node>``), each answered with a signed ``reply``:
 ``delta`` and ``snap`` (apply to the backup copy: ``ok``, ``dup``, ``snap`` asking for the whole
 session, or ``fenced``), ``drop`` (a tombstone), ``take`` (another node takes the session over:
 the copy held here, and an owner gives up its own), ``hand`` (a graceful handoff: own it now).
@@ -42,8 +43,8 @@ class Handlers:
         if msg.node == self._r.rt.node:
             return None  # our own broadcast
         broadcast = subject == self._r.subject()
-        if msg.kind in ("take", "hand") and not broadcast:
-            return lambda: self._answer(msg, broadcast)
+        if (msg.kind in ("take", "hand") and not broadcast) or msg.kind == "health":
+            return lambda: self._answer(msg, broadcast)  # on the worker: it takes locks
         return self._answer(msg, broadcast)
 
     def _answer(self, msg: Message, broadcast: bool) -> bytes | None:
@@ -69,6 +70,8 @@ class Handlers:
                 self._r.members.leave(msg.node)
             elif kind == "fence":
                 self._fence(_key(p), _epoch(p))
+            elif kind == "health":  # another process asks (probe.py): answered to its inbox
+                return self._r.health()
             return None
         if kind == "delta":
             return self._applied(self._r.backups.apply_delta(delta_from_wire(p)))
