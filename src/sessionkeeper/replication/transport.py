@@ -192,16 +192,50 @@ class Transport:
     def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
         """Send and wait at most ``timeout_s`` for the reply; ``None`` when none came (timeout,
         no subscriber, not connected). Must not be called on the worker's own handling of a
-        message addressed to this same node (it would wait for itself)."""
+        message addressed to this same node (it would wait for itself).
+
+        The hop to the loop is one ``call_soon_threadsafe``, and the reply comes back through a
+        :class:`_Waiter` (a lock the calling thread blocks on), set by the request task's done
+        callback: no ``run_coroutine_threadsafe`` wrapper task and future chain on the path
+        every ``ack="sync"`` request waits on."""
         loop, nc = self._loop, self._nc
         if loop is None or nc is None or not self.connected:
             return None
-        fut = asyncio.run_coroutine_threadsafe(nc.request(subject, data, timeout=timeout_s), loop)
+        waiter = _Waiter()
+
+        def start() -> None:
+            waiter.task = loop.create_task(nc.request(subject, data, timeout=timeout_s))
+            waiter.task.add_done_callback(waiter.done)
+
         try:
-            return bytes(fut.result(timeout_s + 0.5).data)
-        except Exception:  # timeout, no responders, connection lost: all "no answer"
-            fut.cancel()
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop was closed meanwhile
             return None
+        reply = waiter.wait(timeout_s + 0.5)
+        if reply is None and waiter.task is not None and not waiter.task.done():
+            loop.call_soon_threadsafe(waiter.task.cancel)
+        return reply
+
+
+class _Waiter:
+    """One request's reply, handed from the loop to the thread waiting for it."""
+
+    __slots__ = ("_lock", "reply", "task")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # released once the reply (or its absence) is known
+        self.reply: bytes | None = None
+        self.task: asyncio.Task[Any] | None = None
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.reply = bytes(task.result().data)
+        self._lock.release()
+
+    def wait(self, timeout_s: float) -> bytes | None:
+        """The reply; ``None`` for a timeout, no responders, a lost connection."""
+        return self.reply if self._lock.acquire(timeout=timeout_s) else None
 
 
 def _logged(fn: Callable[[], object]) -> object:
