@@ -138,6 +138,10 @@ class Handlers:
                 # Its backups first (they hold it already), then any other live member: the
                 # message carries the whole session.
                 others = r._place(copy.token, exclude=(*entry.backups, *silent))
+                # No longer owned while it is handed: the new owner's announcement may come
+                # before its answer, and it does not fence a stale owner.
+                with r._lock:
+                    r.owned.pop(key, None)
                 for node in (*entry.backups, *others):
                     if node in silent:
                         continue
@@ -146,9 +150,10 @@ class Handlers:
                         silent.add(node)  # each wait costs ack_timeout_s: ask it no more
                     elif reply.get("r") == "ok":
                         handed += 1
-                        with r._lock:
-                            r.owned.pop(key, None)
                         break
+                else:  # nobody took it: still ours
+                    with r._lock:
+                        r.owned.setdefault(key, entry)
         r.stats.add("replication_handoffs", handed)
         if handed < len(owned):
             log.warning("replication: %d sessions could not be handed off", len(owned) - handed)
