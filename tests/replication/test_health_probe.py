@@ -5,6 +5,7 @@ nats-server, real signals: healthy, unhealthy once a backup is SIGKILLed, health
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -88,6 +89,20 @@ def wsgi_get(app: Any, query: str = "") -> tuple[str, dict[str, Any]]:
     return seen[0], json.loads(body)
 
 
+def asgi_get(app: Any, query: str = "") -> tuple[int, dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "query_string": query.encode()}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
 def test_a_rolling_restart_waits_on_replication_health(nats: NatsServer, nodes: Nodes) -> None:
     nodes.start("b")
     nodes.start("a", sessions=5)
@@ -116,6 +131,8 @@ def test_a_rolling_restart_waits_on_replication_health(nats: NatsServer, nodes: 
     assert back.returncode == 0, back.stdout + back.stderr
     status, body = wsgi_get(app, "members=2")
     assert status.startswith("200") and body["nodes"]["c"]["backups_held"] == 5
+    code, body = asgi_get(health_app(sk.Replication(nats.url, cluster="t", key=KEY), asgi=True))
+    assert code == 200 and sorted(body["nodes"]) == ["a", "c"]
 
     nodes.signal("a", signal.SIGTERM)  # handed to c, which has nobody to copy them to
     status, body = wsgi_get(app)
