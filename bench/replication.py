@@ -52,7 +52,7 @@ class Sizes:
 
 
 FULL = Sizes(sessions=200, requests=2000, rounds=5)
-QUICK = Sizes(sessions=50, requests=300, rounds=2)
+QUICK = Sizes(sessions=20, requests=150, rounds=2)
 
 
 @dataclass
