@@ -11,7 +11,17 @@ import sys
 import time
 from pathlib import Path
 
-from . import floor, frameworks, memory, store_writes, storeload, stores, throughput, wsgi_overhead
+from . import (
+    floor,
+    frameworks,
+    memory,
+    replication,
+    store_writes,
+    storeload,
+    stores,
+    throughput,
+    wsgi_overhead,
+)
 from .report import (
     BenchConfig,
     Section,
@@ -30,6 +40,7 @@ SECTIONS: list[Section] = [
     throughput.SECTION,
     storeload.SECTION,
     stores.SECTION,
+    replication.SECTION,
     floor.SECTION,
 ]
 DEFAULT_MARKDOWN = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"

@@ -66,6 +66,7 @@ class Contender:
     write: str = ""  # sessionkeeper's policy, as a --write string
     needs: str | None = None  # a module that must be importable (a peer not installed: skipped)
     needs_hint: str = ""
+    replication: str = ""  # sessionkeeper's ack mode with replication on the local nats-server
 
     @property
     def peer(self) -> bool:
@@ -85,6 +86,14 @@ def _keeper(group: str) -> list[Contender]:
     ]
 
 
+#: Memory-to-memory replication: the workers back each other up (bench/apps, BENCH_REPLICATION).
+REPLICATED = [
+    Contender("WSGI", f"sessionkeeper EndOfRequest, memory + replication ack={ack}",
+              "sessionkeeper", None, "end-of-request", replication=ack)
+    for ack in ("sync", "async")
+]  # fmt: skip
+
+
 CONTENDERS: list[Contender] = [
     Contender("WSGI", "no session", "none"),
     Contender("WSGI", "Flask built-in (signed cookie)", "builtin"),
@@ -97,6 +106,7 @@ CONTENDERS: list[Contender] = [
         needs_hint="Flask-Session not installed (pip install -r bench/requirements.txt)",
     ),
     *_keeper("WSGI"),
+    *REPLICATED,
     Contender("ASGI", "no session", "none"),
     Contender("ASGI", "Starlette built-in (signed cookie)", "builtin"),
     Contender(
@@ -327,7 +337,8 @@ def server(group: str, env: dict[str, str], log: Path) -> Iterator[int]:
         proc = subprocess.Popen(
             server_command(group, port),
             cwd=ROOT,
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            # This tree's source first: the venv may hold an editable install of another tree.
+            env={**os.environ, **env, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the workers are stopped with it
@@ -457,6 +468,9 @@ def _run_one(run: Run, scale: Scale, tmp: Path, stores: storecounters.StoreServe
     tmp.mkdir(parents=True)
     env = {"BENCH_SESSION": c.session, "BENCH_WRITE": c.write}
     counters: storecounters.Counters | None = None
+    if c.replication:
+        cluster = storecounters.unique_prefix("redis").rstrip(":")
+        env |= {"BENCH_STORE": "memory://", "BENCH_REPLICATION": f"{c.replication}:{cluster}"}
     if c.store == "sqlite":
         env["BENCH_STORE"] = f"sqlite:///{tmp / 'sessions.db'}"
     elif c.store is not None:

@@ -18,6 +18,7 @@ HEADERS = [
     "Frameworks: in-process cost per request",
     "Store writes per write policy",
     "Memory per cached session",
+    "Replication: cost per changed request",
     "EndOfRequest at the store's floor",
 ]
 

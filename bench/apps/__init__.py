@@ -10,6 +10,7 @@ The session machinery is chosen by environment variables, read once when a worke
 | ``BENCH_SESSION`` | ``none``, ``builtin`` (the framework's signed-cookie session), ``flask-session`` (WSGI), ``starsessions`` (ASGI) or ``sessionkeeper`` |
 | ``BENCH_STORE`` | the store URL: sessionkeeper's store, or the Redis of Flask-Session and starsessions |
 | ``BENCH_WRITE`` | sessionkeeper's write policy, as a ``--write`` string (``end-of-request``, ``time-based:10``) |
+| ``BENCH_REPLICATION`` | ``sync:CLUSTER`` or ``async:CLUSTER``: sessionkeeper replicates between the workers over ``BENCH_NATS`` (default the local nats-server) |
 | ``BENCH_PREFIX`` | the table prefix (SQL) or key prefix (Redis) of this run, so runs never share data |
 """
 

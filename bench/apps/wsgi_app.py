@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flask
 
 from . import SECRET, setting, store_options
@@ -49,10 +51,22 @@ def _configure() -> None:
             store,
             write=setting("WRITE", "end-of-request"),
             store_options=store_options(store, prefix),
+            replication=replication(),
         )
         SessionKeeper(app, manager=manager, app_name="bench")
     else:
         raise SystemExit(f"BENCH_SESSION={KIND!r}: not a WSGI contender")
+
+
+def replication() -> Any:
+    """``BENCH_REPLICATION=ack:cluster``: replicate over the local nats-server."""
+    if not setting("REPLICATION"):
+        return None
+    import sessionkeeper as sk
+
+    ack, cluster = setting("REPLICATION").split(":", 1)
+    url = setting("NATS", "nats://127.0.0.1:4222")
+    return sk.Replication(url, ack=ack, cluster=cluster, key=SECRET)  # type: ignore[arg-type]
 
 
 _configure()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, ids
+from .cli_replication import add_command as add_replication_health
 from .errors import ConfigurationError, SessionKeeperError, StoreError, StoreUnavailable
 from .manager import SessionManager
 from .policies import parse_policy
@@ -387,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a node's /metrics URL for the chart (repeatable)",
     )
     admin.add_argument("--audit-log", metavar="FILE", help="also append the audit log to FILE")
+    add_replication_health(add)
     return parser
 
 

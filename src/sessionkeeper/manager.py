@@ -295,9 +295,7 @@ class SessionManager(SettingsView):
         for key, value in self.store.stats.as_dict().items():
             out[f"store_{key}"] = value
         if self._replicator is not None:
-            out.update(self._replicator.stats.snapshot())
-            out["replication_async_in_flight"] = self._replicator.async_in_flight()
-            out["replication_backups_held"] = len(self._replicator.backups)
+            out.update(self._replicator.stats_view())
         return out
 
     def replication_health(self) -> dict[str, Any]:

@@ -34,10 +34,21 @@ import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .housekeeping import Housekeeper
+from .metricfamilies import (
+    COUNTERS,
+    COVERED,
+    GAUGES,
+    LATENCY_BUCKETS_S,
+    PREFIX,
+    REPLICATION_BUCKETS_S,
+    REPLICATION_COUNTERS,
+    REPLICATION_GAUGES,
+    Family,
+    Mode,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -45,127 +56,15 @@ if TYPE_CHECKING:
     from .manager import SessionManager
     from .stores import Store
 
-PREFIX = "sessionkeeper_"
-Mode = Literal["livesum", "livemax", "livemin"]
+__all__ = [
+    "COUNTERS", "COVERED", "GAUGES", "PREFIX", "REPLICATION_COUNTERS", "REPLICATION_GAUGES",
+    "Exporter", "Family", "default_exporter", "metrics_app", "push_all",
+]  # fmt: skip
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ASGIApp = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
     Awaitable[None],
 ]
-
-
-@dataclass(frozen=True)
-class Family:
-    """One metric: ``keys`` maps each ``stats()`` key it exposes to its label value (``""`` when
-    the metric has no label)."""
-
-    name: str  # without PREFIX, with the _total of a counter
-    help: str
-    keys: Mapping[str, str]
-    label: str | None = None
-    mode: Mode = "livesum"  # a gauge's multiprocess mode: how workers' values combine
-
-    @property
-    def of_store(self) -> bool:
-        """Counts of ``manager.store`` (``store_*``), which several managers may share."""
-        return all(key.startswith("store_") for key in self.keys)
-
-
-def _f(name: str, keys: str | dict[str, str], help: str, label: str | None = None,
-       mode: Mode = "livesum") -> Family:  # fmt: skip
-    return Family(name, help, {keys: ""} if isinstance(keys, str) else keys, label, mode)
-
-
-# fmt: off
-#: Every counter of ``stats()`` (``store_calls`` and ``store_latency_total_s`` are the latency
-#: histogram's ``_count`` and ``_sum``, summed over ``op``), and the label value of each key.
-COUNTERS: tuple[Family, ...] = (
-    _f("sessions_created_total", "created", "Sessions created on this node"),
-    _f("sessions_destroyed_total", {"invalidated": "invalidated", "timed_out": "timed_out"},
-       "Sessions ended: invalidated by the app, or timed out (swept)", "reason"),
-    _f("cache_lookups_total", {"cache_hits": "hit", "cache_misses": "miss"},
-       "Requests presenting a session id, served from the cache or not", "result"),
-    _f("failovers_total", "failovers", "Sessions served after loading them from the store"),
-    _f("affinity_breaks_total", "affinity_breaks", "Session ids naming another node"),
-    _f("store_writes_total", {"writes_immediate": "request", "writes_flushed": "flush"},
-       "Sessions written: in a request or attribute call, or by the flusher/flush()/close()",
-       "trigger"),
-    _f("writes_coalesced_total", "writes_saved",
-       "Changing requests whose write was folded into a later one (the policy's saving)"),
-    _f("writes_deferred_total", "writes_deferred",
-       "Inline writes left to the flusher while the store was failing"),
-    _f("write_failures_total", "write_failures", "Writes that failed and were kept dirty"),
-    _f("write_refusals_total", "write_refusals",
-       "Writes of one session the store refused while up (kept dirty; the batch's others written)"),
-    _f("unserializable_values_total", "unserializable_values",
-       "Values mutated in place into something the serializer refuses (not written, key kept)"),
-    _f("touch_failures_total", "touch_failures",
-       "Access-time writes that failed (touched again by the next flush)"),
-    _f("feed_dropped_total", "feed_dropped",
-       "Cached copies dropped because the invalidation feed named them (ended on another node)"),
-    _f("feed_gaps_total", "feed_gaps",
-       "Invalidation feed reads after a pause longer than the store keeps entries"),
-    _f("feed_catch_ups_total", "feed_catch_ups",
-       "Cache hits that found the invalidation feed stale and read it first"),
-    _f("unverified_hits_total", "unverified_hits",
-       "Cache hits served on a stale feed the store could not refresh (an outage)"),
-    _f("not_recreated_total", "not_recreated",
-       "Sessions missing from the store, not confirmed live lately: dropped, not written again"),
-    _f("writes_refused_total", "refused_writes",
-       "Changed requests answered 503 and rolled back: their write could not be made durable"),
-    _f("write_conflicts_total", {"conflicts_merged": "merged", "gone_on_write": "gone"},
-       "Writes that met another node's change: merged key by key, or gone (invalidated there)",
-       "outcome"),
-    _f("conflict_overwritten_keys_total", "conflict_overwrites",
-       "Keys changed on two nodes at once, where the later write won"),
-    _f("sessions_recreated_total", "recreated",
-       "Sessions missing from the store, written again whole from the cache"),
-    _f("touches_total", "touches", "Sessions whose access time alone was written"),
-    _f("cache_evictions_total", "evictions", "Sessions written then dropped from a full cache"),
-    _f("errors_total", {"unavailable": "store_unavailable",
-                        "corrupt_sessions": "corrupt_session_data",
-                        "refusals": "cache_full",
-                        "access_timeouts": "access_timeout",
-                        "invalid_ids": "invalid_session_id"},
-       "Requests and lookups that met an error, by its code (sessionkeeper.errors)", "code"),
-    _f("owner_mismatches_total", "owner_mismatches", "Sessions presented by another principal"),
-    _f("sweeps_total", "sweeps", "Sweeps run"),
-    _f("reverted_requests_total", "reverted_requests",
-       "Failed requests whose changes were rolled back"),
-    _f("store_reads_total", "store_reads", "Sessions read from the store"),
-    _f("store_sessions_written_total", "store_sessions_written", "Sessions the store wrote"),
-    _f("store_write_batches_total", "store_write_batches", "Write batches sent"),
-    _f("store_touches_total", "store_touches", "Access-time updates sent"),
-    _f("store_deletes_total", "store_deletes", "Sessions deleted (tombstoned)"),
-    _f("store_written_bytes_total", "store_bytes_written", "Attribute bytes the store wrote"),
-    _f("store_conflicts_merged_total", "store_conflicts_merged",
-       "Writes the store merged onto a newer version"),
-    _f("store_errors_total", "store_errors", "Store operation attempts that failed"),
-    _f("store_retries_total", "store_retries", "Store operation attempts retried"),
-)
-
-#: The gauges: numbers of ``stats()`` that are not counts since start, and how the workers'
-#: values combine in multiprocess mode.
-GAUGES: tuple[Family, ...] = (
-    _f("sessions_cached", "live", "Sessions in this node's cache"),
-    _f("sessions_dirty", "dirty", "Cached sessions with changes not yet in the store"),
-    _f("unwritten_age_seconds", "unwritten_age_s",
-       "Age of the oldest change not yet in the store (an upper bound): the live crash window",
-       mode="livemax"),
-    _f("crash_window_seconds", "crash_window_s",
-       "The policy's crash window: how old an unwritten change may get (+Inf: no time bound)",
-       mode="livemax"),
-    _f("store_up", "store_available", "1 while the store answers, 0 once a call gave up",
-       mode="livemin"),
-    _f("store_operation_max_seconds", "store_latency_max_s",
-       "The slowest store operation attempt since the process started", mode="livemax"),
-)
-# fmt: on
-
-#: Keys of ``stats()`` exposed another way: the histogram, or ``sessionkeeper_info``.
-COVERED = frozenset({"store_calls", "store_latency_total_s", "node", "policy"})
-
-LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 def multiprocess() -> bool:
@@ -198,11 +97,10 @@ class Exporter:
         self.multiprocess = multiprocess()
         self.registry = registry if registry is not None else pc.REGISTRY
         target = None if self.multiprocess else self.registry
+        self._target = target
         self._counters = {f.name: _counter(pc, f, target) for f in COUNTERS}
-        self._gauges = {
-            f.name: pc.Gauge(PREFIX + f.name, f.help, registry=target, multiprocess_mode=f.mode)
-            for f in GAUGES
-        }
+        self._gauges = {f.name: _gauge(pc, f, target) for f in GAUGES}
+        self._acks: Any = None  # replication's families, made when a replicating manager is added
         self._latency = pc.Histogram(
             PREFIX + "store_operation_duration_seconds",
             "Store operation attempts, by operation (load, save, touch, delete, ...)",
@@ -237,9 +135,27 @@ class Exporter:
             if manager.store not in self._store_seen:
                 self._store_seen[manager.store] = {}
                 manager.store.observer = self._observer(manager.store.observer)
+            replicator = manager._replicator
+            if replicator is not None:
+                self._add_replication()
+                replicator.observer = self._acks.observe
         self._info.labels(__version__, manager.policy.spec(), manager.store.kind).set(1)
         if self.multiprocess:
             self._pusher.ensure_started()
+
+    def _add_replication(self) -> None:
+        """Replication's families, in this exporter from the first manager that replicates."""
+        if self._acks is not None:
+            return
+        pc, target = _prometheus(), self._target
+        self._counters.update({f.name: _counter(pc, f, target) for f in REPLICATION_COUNTERS})
+        self._gauges.update({f.name: _gauge(pc, f, target) for f in REPLICATION_GAUGES})
+        self._acks = pc.Histogram(
+            PREFIX + "replication_ack_duration_seconds",
+            "Waits for a backup's acknowledgement of a delta or copy (answered ones)",
+            buckets=REPLICATION_BUCKETS_S,
+            registry=target,
+        )
 
     def _observer(
         self, previous: Callable[[str, float, bool], None] | None
@@ -258,21 +174,23 @@ class Exporter:
         gauges: summed over this process's managers, or their worst (the family's mode). A store
         shared by several managers is counted once."""
         with self._lock:
-            values: dict[str, list[float]] = {f.name: [] for f in GAUGES}
+            gauges = GAUGES + (REPLICATION_GAUGES if self._acks is not None else ())
+            values: dict[str, list[float]] = {f.name: [] for f in gauges}
             pushed: set[int] = set()
             for manager, seen in list(self._managers.items()):
                 stats = manager.stats()
                 store_seen = self._store_seen.setdefault(manager.store, {})
-                for family in COUNTERS:
+                replicates = manager._replicator is not None
+                for family in COUNTERS + (REPLICATION_COUNTERS if replicates else ()):
                     if not family.of_store:
                         self._add_deltas(family, stats, seen)
                     elif id(manager.store) not in pushed:
                         self._add_deltas(family, stats, store_seen)
                 pushed.add(id(manager.store))
-                for family in GAUGES:
+                for family in GAUGES + (REPLICATION_GAUGES if replicates else ()):
                     (key,) = family.keys
                     values[family.name].append(float(stats.get(key, 0)))
-            for family in GAUGES:
+            for family in gauges:
                 if values[family.name]:
                     self._gauges[family.name].set(_combine(family.mode, values[family.name]))
 
@@ -344,6 +262,12 @@ def _counter(pc: Any, family: Family, registry: CollectorRegistry | None) -> Any
     for label in family.keys.values() if family.label else ():
         counter.labels(label)  # every series exists from the start, so rate() sees the first one
     return counter
+
+
+def _gauge(pc: Any, family: Family, registry: CollectorRegistry | None) -> Any:
+    return pc.Gauge(
+        PREFIX + family.name, family.help, registry=registry, multiprocess_mode=family.mode
+    )
 
 
 def _combine(mode: Mode, values: list[float]) -> float:

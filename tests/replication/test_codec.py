@@ -92,7 +92,7 @@ def test_a_rogue_publisher_gets_nothing_applied(
             s["n"] = 2
         assert wait_until(lambda: len(seen) >= 2)
         copy = b._replicator.backups.held()[0]
-        applied = b.stats()["replication_apply"]
+        applied = b.stats()["replication_applied"]
         evil = copy.to_wire() | {"v": copy.version + 1, "at": {"n": b"666"}}
         frames = [
             codec("a", clock, key=b"a guess").encode("snap", evil),  # forged
@@ -105,7 +105,7 @@ def test_a_rogue_publisher_gets_nothing_applied(
         rogue.close()
     assert answers == [None] * 4  # not even a refusal goes back
     stats = b.stats()
-    assert stats["replication_apply"] == applied
+    assert stats["replication_applied"] == applied
     for why in ("forged", "replayed", "malformed", "oversized"):
         assert stats[f"replication_rejected_{why}"] == 1, (
             why,

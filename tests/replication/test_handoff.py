@@ -28,6 +28,8 @@ def test_close_hands_owned_sessions_to_their_backups(make_node: MakeNode) -> Non
         sids.append(s.id)
     a.close()
     assert a.stats()["replication_handoffs"] == 10
+    # The new owners' announcements reach a while it hands off: not a fencing of a stale owner.
+    assert a.stats()["replication_fenced"] == 0
     for i, sid in enumerate(sids):
         backup = nodes[route_of(sid)[1]]
         with backup.request("shop", sid) as s:

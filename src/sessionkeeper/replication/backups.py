@@ -41,13 +41,17 @@ class Copy:
     timeout_s: float = 0.0
     principal: str | None = None
     store_version: int = 0  # the durable store's version the owner held (0: none)
+    absolute_expires_at: float | None = None  # the absolute deadline (wall time), if any
 
     @property
     def key(self) -> Key:
         return (self.app, self.token)
 
     def expired(self, now: float) -> bool:
-        return now - self.last_access_at > self.timeout_s
+        deadline = self.absolute_expires_at
+        return now - self.last_access_at > self.timeout_s or (
+            deadline is not None and now >= deadline
+        )
 
     def as_stored(self) -> StoredSession:
         return StoredSession(
@@ -60,6 +64,7 @@ class Copy:
             self.timeout_s,
             self.principal,
             self.owner,
+            self.absolute_expires_at,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -72,6 +77,7 @@ class Copy:
             "at": self.attributes,
             "m": [self.created_at, self.last_access_at, self.timeout_s, self.principal],
             "sv": self.store_version,
+            "x": self.absolute_expires_at,
         }
 
 
@@ -85,6 +91,7 @@ def copy_from_wire(p: dict[str, Any]) -> Copy:
             _str(p["a"]), _str(p["k"]), _str(p["o"]), _int(p["e"]), _int(p["v"]), dict(attrs),
             float(created_at), float(last_access_at), float(timeout_s),
             None if principal is None else _str(principal), _int(p.get("sv", 0)),
+            _deadline(p.get("x")),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadPayload(str(exc)) from exc
@@ -106,12 +113,14 @@ class Delta:
     removed: tuple[str, ...]
     last_access_at: float
     timeout_s: float
+    absolute_expires_at: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "a": self.app, "k": self.token, "o": self.owner, "e": self.epoch,
             "bv": self.base_version, "v": self.version, "ch": self.changed,
             "rm": list(self.removed), "m": [self.last_access_at, self.timeout_s],
+            "x": self.absolute_expires_at,
         }  # fmt: skip
 
 
@@ -124,9 +133,18 @@ def delta_from_wire(p: dict[str, Any]) -> Delta:
         return Delta(
             _str(p["a"]), _str(p["k"]), _str(p["o"]), _int(p["e"]), _int(p["bv"]), _int(p["v"]),
             dict(changed), tuple(_str(k) for k in p["rm"]), float(last_access_at), float(timeout_s),
+            _deadline(p.get("x")),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadPayload(str(exc)) from exc
+
+
+def _deadline(v: object) -> float | None:
+    if v is None:
+        return None
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        raise TypeError("expected a deadline")
+    return float(v)
 
 
 def _str(v: object) -> str:
@@ -196,6 +214,7 @@ class Backups:
                         version=d.version,
                         last_access_at=d.last_access_at,
                         timeout_s=d.timeout_s,
+                        absolute_expires_at=d.absolute_expires_at,
                     )
                 )
             return verdict

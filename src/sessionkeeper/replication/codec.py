@@ -26,7 +26,9 @@ import msgpack
 
 MAC_BYTES = 32
 REPLAY_WINDOW = 4096  # sequence numbers remembered per sender boot
-KINDS = frozenset({"hb", "leave", "delta", "snap", "drop", "take", "hand", "fence", "reply"})
+KINDS = frozenset(
+    {"hb", "leave", "delta", "snap", "drop", "take", "hand", "fence", "health", "reply"}
+)
 
 
 class Rejected(Exception):

@@ -2,7 +2,8 @@
 
 Broadcast (``sessionkeeper.<cluster>.all``): ``hb`` (a member's beat), ``leave``, ``fence`` (a
 session was taken over at a new epoch: an older owner drops its copy, backups forget older
-copies). Addressed to this node (``....n.<node>``), each answered with a signed ``reply``:
+copies), ``health`` (another process asks, :mod:`.probe`: this node's ``health()`` goes to its
+reply inbox). Addressed to this node (``....n.<node>``), each answered with a signed ``reply``:
 ``delta`` and ``snap`` (apply to the backup copy: ``ok``, ``dup``, ``snap`` asking for the whole
 session, or ``fenced``), ``drop`` (a tombstone), ``take`` (another node takes the session over:
 the copy held here, and an owner gives up its own), ``hand`` (a graceful handoff: own it now).
@@ -42,8 +43,8 @@ class Handlers:
         if msg.node == self._r.rt.node:
             return None  # our own broadcast
         broadcast = subject == self._r.subject()
-        if msg.kind in ("take", "hand") and not broadcast:
-            return lambda: self._answer(msg, broadcast)
+        if (msg.kind in ("take", "hand") and not broadcast) or msg.kind == "health":
+            return lambda: self._answer(msg, broadcast)  # on the worker: it takes locks
         return self._answer(msg, broadcast)
 
     def _answer(self, msg: Message, broadcast: bool) -> bytes | None:
@@ -54,7 +55,9 @@ class Handlers:
             return None
         if answer is None:
             return None
-        return self._r.codec.encode("reply", answer)
+        frame = self._r.codec.encode("reply", answer)
+        self._r.stats.sent(frame)
+        return frame
 
     def _dispatch(self, msg: Message, broadcast: bool) -> dict[str, Any] | None:
         p, kind = msg.payload, msg.kind
@@ -67,6 +70,8 @@ class Handlers:
                 self._r.members.leave(msg.node)
             elif kind == "fence":
                 self._fence(_key(p), _epoch(p))
+            elif kind == "health":  # another process asks (probe.py): answered to its inbox
+                return self._r.health()
             return None
         if kind == "delta":
             return self._applied(self._r.backups.apply_delta(delta_from_wire(p)))
@@ -84,7 +89,7 @@ class Handlers:
         return None
 
     def _applied(self, verdict: Verdict) -> dict[str, Any]:
-        self._r.stats.add(f"replication_{verdict.value}")  # _apply, _duplicate, _snapshot, ...
+        self._r.stats.add(_COUNTED[verdict])
         return {"r": _answer(verdict)}
 
     def _fence(self, key: tuple[str, str], epoch: int) -> None:
@@ -133,6 +138,10 @@ class Handlers:
                 # Its backups first (they hold it already), then any other live member: the
                 # message carries the whole session.
                 others = r._place(copy.token, exclude=(*entry.backups, *silent))
+                # No longer owned while it is handed: the new owner's announcement may come
+                # before its answer, and it does not fence a stale owner.
+                with r._lock:
+                    r.owned.pop(key, None)
                 for node in (*entry.backups, *others):
                     if node in silent:
                         continue
@@ -141,13 +150,23 @@ class Handlers:
                         silent.add(node)  # each wait costs ack_timeout_s: ask it no more
                     elif reply.get("r") == "ok":
                         handed += 1
-                        with r._lock:
-                            r.owned.pop(key, None)
                         break
+                else:  # nobody took it: still ours
+                    with r._lock:
+                        r.owned.setdefault(key, entry)
         r.stats.add("replication_handoffs", handed)
         if handed < len(owned):
             log.warning("replication: %d sessions could not be handed off", len(owned) - handed)
         return handed
+
+
+#: What a backup counts for each verdict on a delta or copy it received.
+_COUNTED = {
+    Verdict.APPLY: "replication_applied",
+    Verdict.DUPLICATE: "replication_duplicates",
+    Verdict.SNAPSHOT: "replication_gaps",
+    Verdict.FENCED: "replication_refused",
+}
 
 
 def _answer(verdict: Verdict) -> str:

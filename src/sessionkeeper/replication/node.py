@@ -28,6 +28,7 @@ from .. import forks
 from ..errors import StoreUnavailable
 from ..logs import fields, session_hash
 from ..session import Session
+from . import observe
 from .backups import Backups, Copy
 from .codec import Codec, Rejected
 from .counters import ReplicationCounters
@@ -89,6 +90,8 @@ class Replicator:
         self._sender: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight = 0
         self._joined_at = 0.0
+        #: Called with each acknowledgement's wait (the metrics' histogram), when set.
+        self.observer: Callable[[float], None] | None = None
         self.closed = False
 
     def _reset_in_child(self) -> None:
@@ -117,25 +120,31 @@ class Replicator:
         """Say this node lives; ``joining`` asks every member to beat back at once, so that a
         node just (re)connected knows the others before its first request needs a backup."""
         payload: dict[str, Any] = {"h": self._host, "j": joining}
-        self.transport.publish(self.subject(), self.codec.encode("hb", payload))
+        if self.transport.publish(self.subject(), self.codec.encode("hb", payload)):
+            self.stats.add("replication_heartbeats")
 
     def _connection_changed(self, up: bool) -> None:
-        self.stats.add("replication_reconnects" if up else "replication_disconnects")
         if up:
+            if self._joined_at:
+                self.stats.add("replication_reconnects")
             self._joined_at = time.monotonic()
             self.beat(joining=True)
             with self._lock:
                 for entry in self.owned.values():
                     entry.needs_full = True  # deltas may have been lost meanwhile
         else:
+            self.stats.add("replication_disconnects")
             log.warning("replication: NATS unreachable; sessions are served, copies wait")
 
     def ask(self, node: str, kind: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """Send to ``node`` and wait for its signed reply (at most ``ack_timeout_s``); ``None``
         when none came or it failed the checks (counted)."""
-        raw = self.transport.request(
-            self.subject(node), self.codec.encode(kind, payload), self.config.ack_timeout_s
-        )
+        frame = self.codec.encode(kind, payload)
+        if self.transport.connected:
+            self.stats.sent(frame)
+        started = time.perf_counter()
+        raw = self.transport.request(self.subject(node), frame, self.config.ack_timeout_s)
+        waited = time.perf_counter() - started
         if raw is None:
             self.stats.add("replication_unanswered")
             return None
@@ -144,10 +153,18 @@ class Replicator:
         except Rejected as exc:
             self.stats.add(f"replication_rejected_{exc.reason}")
             return None
-        return msg.payload if msg.kind == "reply" and msg.node == node else None
+        if msg.kind != "reply" or msg.node != node:
+            return None
+        if kind in ("delta", "snap"):
+            self.stats.acked(waited)
+            if self.observer is not None:
+                self.observer(waited)
+        return msg.payload
 
     def tell_all(self, kind: str, payload: dict[str, Any]) -> None:
-        self.transport.publish(self.subject(), self.codec.encode(kind, payload))
+        frame = self.codec.encode(kind, payload)
+        if self.transport.publish(self.subject(), frame):
+            self.stats.sent(frame)
 
     # -- placement ---------------------------------------------------------------------------------
 
@@ -226,7 +243,8 @@ class Replicator:
             full = entry.needs_full
             delta = delta_of(s, self.rt.node, entry, blobs, version)
             touch_due = s.last_access_at - entry.last_access_sent > s.timeout_s / 4
-            changed = bool(delta.changed or delta.removed)
+            meta = (s.timeout_s, s.absolute_expires_at)
+            changed = bool(delta.changed or delta.removed) or meta != entry.meta_sent
             if not full and not changed and not touch_due:
                 return
             if not entry.backups and self.config.replicas:
@@ -247,6 +265,7 @@ class Replicator:
             entry.blobs, entry.version = blobs, version
             entry.needs_full = False
             entry.last_access_sent = s.last_access_at
+            entry.meta_sent = meta
             if entry.backups:
                 self.stats.add("replication_snapshots" if full else "replication_deltas")
             if self.config.replicas and not entry.backups:
@@ -308,27 +327,10 @@ class Replicator:
     # -- observation and shutdown --------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """Whether every owned session has ``replicas`` live copies (a rolling restart waits
-        for ``healthy`` before stopping the next node)."""
-        live = {m.name for m in self.members.live()}
-        with self._lock:
-            entries = list(self.owned.values())
-        short = sum(1 for e in entries if self._short(e, live))
-        return {
-            "healthy": self.transport.connected and short == 0,
-            "connected": self.transport.connected,
-            "owned": len(entries),
-            "underreplicated": short,
-            "backups_held": len(self.backups),
-            "members": sorted(live),
-            "async_in_flight": self._in_flight,
-        }
+        return observe.health(self)
 
-    def _short(self, entry: Owned, live: set[str]) -> bool:
-        """Whether an owned session lacks some of its ``replicas`` live copies."""
-        if not self.config.replicas:
-            return False
-        return entry.needs_full or sum(1 for b in entry.backups if b in live) < self.config.replicas
+    def stats_view(self) -> dict[str, Any]:
+        return observe.stats(self)
 
     def _repair(self, cached: dict[Key, Session]) -> None:
         """Copy every owned session that lacks a live backup, whole, to a new one (its backup
@@ -338,7 +340,7 @@ class Replicator:
             return
         live = {m.name for m in self.members.live()}
         with self._lock:
-            short = [(k, e) for k, e in self.owned.items() if self._short(e, live)]
+            short = [(k, e) for k, e in self.owned.items() if observe.short(self, e, live)]
         for key, entry in short:
             try:
                 with entry.lock:

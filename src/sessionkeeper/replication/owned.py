@@ -2,7 +2,8 @@
 
 Per owned session: the epoch it owns it at, the replication version (one per changed request),
 its backups (as frozen in the id), and the attribute bytes as last replicated, from which the
-next request's delta is computed. ``parked`` holds a session handed to this node (a handoff, or a
+next request's delta is computed, and the timeout and deadline last sent (a request that changes
+only those is replicated too). ``parked`` holds a session handed to this node (a handoff, or a
 copy taken over) that no request has asked for yet. ``lock`` orders one session's sends.
 """
 
@@ -24,6 +25,7 @@ class Owned:
     blobs: dict[str, bytes] = field(default_factory=dict)
     needs_full: bool = True  # the backups hold nothing (yet) of this epoch
     last_access_sent: float = 0.0
+    meta_sent: tuple[float, float | None] | None = None  # (timeout_s, deadline) last sent
     parked: Copy | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,7 +55,7 @@ def changes(
 def copy_of(s: Session, me: str, entry: Owned, blobs: dict[str, bytes], version: int) -> Copy:
     return Copy(
         s.app, s.token, me, entry.epoch, version, blobs, s.created_at, s.last_access_at,
-        s.timeout_s, s.owner, s.version,
+        s.timeout_s, s.owner, s.version, s.absolute_expires_at,
     )  # fmt: skip
 
 
@@ -61,5 +63,5 @@ def delta_of(s: Session, me: str, entry: Owned, blobs: dict[str, bytes], version
     changed, removed = changes(entry.blobs, blobs)
     return Delta(
         s.app, s.token, me, entry.epoch, entry.version, version, changed, removed,
-        s.last_access_at, s.timeout_s,
+        s.last_access_at, s.timeout_s, s.absolute_expires_at,
     )  # fmt: skip

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,6 +57,7 @@ class Transport:
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._closing = False
         self.connected = False
+        self.down_since: float | None = None  # monotonic; set while started and not connected
         self._up_event = threading.Event()
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -67,6 +69,7 @@ class Transport:
             loop = asyncio.new_event_loop()
             self._worker = concurrent.futures.ThreadPoolExecutor(1, "sessionkeeper-repl")
             self._loop = loop
+            self.down_since = time.monotonic()
         threading.Thread(target=loop.run_forever, name="sessionkeeper-nats", daemon=True).start()
         asyncio.run_coroutine_threadsafe(self._start_run(), loop)
 
@@ -92,6 +95,7 @@ class Transport:
         if self._worker is not None:
             self._worker.shutdown(wait=False, cancel_futures=True)
         self.connected = False
+        self.down_since = None  # closed: no gap to report
 
     async def _stop(self, graceful: bool) -> None:
         if self._task is not None:
@@ -139,11 +143,13 @@ class Transport:
 
     async def _up(self) -> None:
         self.connected = True
+        self.down_since = None
         self._up_event.set()
         self._submit(lambda: self._on_state(True))
 
     async def _down(self) -> None:
         self.connected = False
+        self.down_since = None if self._closing else time.monotonic()
         self._up_event.clear()
         self._submit(lambda: self._on_state(False))
 
@@ -186,16 +192,50 @@ class Transport:
     def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
         """Send and wait at most ``timeout_s`` for the reply; ``None`` when none came (timeout,
         no subscriber, not connected). Must not be called on the worker's own handling of a
-        message addressed to this same node (it would wait for itself)."""
+        message addressed to this same node (it would wait for itself).
+
+        The hop to the loop is one ``call_soon_threadsafe``, and the reply comes back through a
+        :class:`_Waiter` (a lock the calling thread blocks on), set by the request task's done
+        callback: no ``run_coroutine_threadsafe`` wrapper task and future chain on the path
+        every ``ack="sync"`` request waits on."""
         loop, nc = self._loop, self._nc
         if loop is None or nc is None or not self.connected:
             return None
-        fut = asyncio.run_coroutine_threadsafe(nc.request(subject, data, timeout=timeout_s), loop)
+        waiter = _Waiter()
+
+        def start() -> None:
+            waiter.task = loop.create_task(nc.request(subject, data, timeout=timeout_s))
+            waiter.task.add_done_callback(waiter.done)
+
         try:
-            return bytes(fut.result(timeout_s + 0.5).data)
-        except Exception:  # timeout, no responders, connection lost: all "no answer"
-            fut.cancel()
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop was closed meanwhile
             return None
+        reply = waiter.wait(timeout_s + 0.5)
+        if reply is None and waiter.task is not None and not waiter.task.done():
+            loop.call_soon_threadsafe(waiter.task.cancel)
+        return reply
+
+
+class _Waiter:
+    """One request's reply, handed from the loop to the thread waiting for it."""
+
+    __slots__ = ("_lock", "reply", "task")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # released once the reply (or its absence) is known
+        self.reply: bytes | None = None
+        self.task: asyncio.Task[Any] | None = None
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.reply = bytes(task.result().data)
+        self._lock.release()
+
+    def wait(self, timeout_s: float) -> bytes | None:
+        """The reply; ``None`` for a timeout, no responders, a lost connection."""
+        return self.reply if self._lock.acquire(timeout=timeout_s) else None
 
 
 def _logged(fn: Callable[[], object]) -> object:

@@ -1,0 +1,57 @@
+"""What a :class:`~.node.Replicator` tells about itself: its health (does every session it owns
+have its replicas?) and the gauges of ``manager.stats()`` beside its counters. Read-only."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .owned import Owned
+
+if TYPE_CHECKING:
+    from .node import Replicator
+
+
+def health(r: Replicator) -> dict[str, Any]:
+    """Whether every owned session has ``replicas`` live copies (a rolling restart waits for
+    ``healthy`` before stopping the next node)."""
+    live = {m.name for m in r.members.live()}
+    with r._lock:
+        entries = list(r.owned.values())
+    underreplicated = sum(1 for e in entries if short(r, e, live))
+    return {
+        "healthy": r.transport.connected and underreplicated == 0,
+        "connected": r.transport.connected,
+        "node": r.rt.node,
+        "owned": len(entries),
+        "underreplicated": underreplicated,
+        "backups_held": len(r.backups),
+        "members": sorted(live),
+        "async_in_flight": r.async_in_flight(),
+    }
+
+
+def short(r: Replicator, entry: Owned, live: set[str]) -> bool:
+    """Whether an owned session lacks some of its ``replicas`` live copies."""
+    if not r.config.replicas:
+        return False
+    return entry.needs_full or sum(1 for b in entry.backups if b in live) < r.config.replicas
+
+
+def stats(r: Replicator) -> dict[str, Any]:
+    """The counters (``replication_*``) and the gauges of ``manager.stats()``."""
+    out: dict[str, Any] = r.stats.snapshot()
+    h = health(r)
+    down_since = r.transport.down_since
+    gap = 0.0 if down_since is None else time.monotonic() - down_since
+    out.update(
+        replication_members=len(h["members"]),
+        replication_owned=h["owned"],
+        replication_underreplicated=h["underreplicated"],
+        replication_backups_held=h["backups_held"],
+        replication_async_in_flight=h["async_in_flight"],
+        replication_async_window=r.config.async_window,
+        replication_connected=int(h["connected"]),
+        replication_gap_s=gap,
+    )
+    return out

@@ -1,0 +1,128 @@
+"""Replication's metric families: a scrape of each of two managers after real traffic between
+them on a private nats-server (requests, a rogue frame, a takeover, a handoff at close)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+import sessionkeeper as sk
+from sessionkeeper import metrics
+from tests.core.test_metrics import scrape, value
+from tests.replication.conftest import MakeNode, NatsServer, wait_members, wait_until
+from tests.replication.test_codec import sniffer
+from tests.replication.test_handoff import route_of
+
+
+def exporter_of(m: sk.SessionManager) -> metrics.Exporter:
+    exporter = metrics.Exporter(CollectorRegistry())
+    exporter.add(m)
+    return exporter
+
+
+def test_every_replication_number_of_stats_is_exposed(make_node: MakeNode) -> None:
+    """A replication counter added to stats() without a metric fails here."""
+    stats = make_node("a").stats()
+    numbers = {k for k, v in stats.items() if k.startswith("replication_")}
+    exposed = {k for f in metrics.REPLICATION_COUNTERS + metrics.REPLICATION_GAUGES for k in f.keys}
+    assert numbers - exposed - metrics.COVERED == set()
+    assert exposed - numbers == set()
+
+
+def test_a_manager_without_replication_exposes_no_replication_family() -> None:
+    m = sk.SessionManager("memory://", housekeeping=False)
+    text = exporter_of(m).expose()[0].decode()
+    assert "replication" not in text
+    m.close()
+
+
+def test_a_scrape_after_real_traffic_between_two_managers(
+    make_node: MakeNode, nats: NatsServer
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    wait_members([a, b], 2)
+    ea, eb = exporter_of(a), exporter_of(b)
+    sids = []
+    for i in range(3):
+        with a.request("shop") as s:
+            s["n"] = i
+        with a.request("shop", s.id) as s:
+            s["n"] = i + 10
+        sids.append(s.id)
+    with a.request("shop", sids[0]) as s:
+        _ = s["n"]  # a read changes nothing: nothing is sent
+    assert b._replicator is not None
+    rogue = sniffer(nats.url, "nobody", [])
+    try:
+        assert wait_until(lambda: rogue.connected)
+        assert rogue.request(b._replicator.subject("b"), b"\x00" * 40, 0.3) is None  # forged
+    finally:
+        rogue.close()
+
+    sa, sb = scrape(ea), scrape(eb)
+    sent = "sessionkeeper_replication_sent_total"
+    assert value(sa, sent, kind="snapshot") == 3  # each session's first request: whole
+    assert value(sa, sent, kind="delta") == 3
+    received = "sessionkeeper_replication_received_total"
+    assert value(sb, received, outcome="applied") == 6
+    assert value(sb, received, outcome="refused") == 0
+    assert value(sa, "sessionkeeper_replication_acks_total") == 6
+    assert value(sa, "sessionkeeper_replication_ack_duration_seconds_count") == 6
+    assert value(sa, "sessionkeeper_replication_ack_duration_seconds_sum") > 0
+    assert value(sb, "sessionkeeper_replication_dropped_total", reason="forged") == 1
+    assert value(sb, "sessionkeeper_replication_dropped_total", reason="replayed") == 0
+    assert value(sa, "sessionkeeper_replication_messages_sent_total") == 6  # the requests
+    assert value(sb, "sessionkeeper_replication_messages_sent_total") == 6  # their replies
+    assert value(sa, "sessionkeeper_replication_sent_bytes_total") > 6 * 32  # signed frames
+    assert value(sa, "sessionkeeper_replication_heartbeats_total") >= 1
+    assert value(sa, "sessionkeeper_replication_members_alive") == 2
+    assert value(sa, "sessionkeeper_replication_sessions_owned") == 3
+    assert value(sa, "sessionkeeper_replication_underreplicated_sessions") == 0
+    assert value(sb, "sessionkeeper_replication_backup_copies") == 3
+    assert value(sa, "sessionkeeper_replication_connected") == 1
+    assert value(sa, "sessionkeeper_replication_gap_seconds") == 0
+    assert value(sa, "sessionkeeper_replication_async_window") == 1000
+
+    with b.request("shop", sids[0]) as s:  # the balancer sent it to b: b takes it over
+        assert s["n"] == 10
+        s["n"] = 11
+    assert route_of(s.id)[0] == "b"
+    sa, sb = scrape(ea), scrape(eb)
+    assert value(sb, "sessionkeeper_replication_takeovers_total") == 1
+    assert value(sa, "sessionkeeper_replication_given_up_total") == 1
+    assert value(sb, "sessionkeeper_replication_backup_copies") == 2
+    assert value(sb, "sessionkeeper_replication_sessions_owned") == 1
+
+    a.close()  # hands its two sessions to b
+    sa, sb = scrape(ea), scrape(eb)
+    handoffs = "sessionkeeper_replication_handoffs_total"
+    assert value(sa, handoffs, direction="sent") == 2
+    assert value(sb, handoffs, direction="received") == 2
+    assert value(sa, "sessionkeeper_replication_connected") == 0
+    b.close()  # nothing counts any more (beats, repairs): the scrape says what stats() says
+    sb = scrape(eb)
+    for key, number in b.stats().items():
+        family = next(
+            (f for f in metrics.REPLICATION_COUNTERS if key in f.keys and not f.label), None
+        )
+        if family is not None:
+            assert value(sb, metrics.PREFIX + family.name) == number, key
+
+
+def test_the_replication_gap_while_nats_is_down(make_node: MakeNode, nats: NatsServer) -> None:
+    a, b = make_node("a"), make_node("b")
+    wait_members([a, b], 2)
+    assert a._replicator is not None
+    ea = exporter_of(a)
+    nats.stop()
+    assert wait_until(lambda: not a._replicator.transport.connected)  # type: ignore[union-attr]
+    samples = scrape(ea)
+    assert value(samples, "sessionkeeper_replication_connected") == 0
+    assert value(samples, "sessionkeeper_replication_gap_seconds") > 0
+    assert value(samples, "sessionkeeper_replication_disconnects_total", event="lost") == 1
+    assert value(samples, "sessionkeeper_replication_disconnects_total", event="regained") == 0
+    nats.start()
+    assert a._replicator.transport.wait_connected(10)
+    assert wait_until(lambda: a.stats()["replication_reconnects"] == 1)
+    samples = scrape(ea)
+    assert value(samples, "sessionkeeper_replication_gap_seconds") == 0
+    assert value(samples, "sessionkeeper_replication_disconnects_total", event="regained") == 1
