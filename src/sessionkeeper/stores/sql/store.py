@@ -34,6 +34,7 @@ from . import schema as sch
 from .dialects import dialect_for, normalize_url
 from .fastsave import fast_save_for
 from .ops import SqlOps
+from .rawpool import RawPool
 from .schema import Layout
 from .timeouts import DEFAULT_TIMEOUT_S
 
@@ -109,6 +110,9 @@ class SqlStore(Store):
         # single_row write of some attributes must read the stored blob first.
         multi = self.layout is Layout.MULTI_ROW
         self._fast = fast_save_for(self.tables, self.engine.dialect) if multi else None
+        # SQLite: the fast path's connections bypass SQLAlchemy's pool (see .rawpool).
+        sqlite = self._fast is not None and self._dialect.name == "sqlite"
+        self._raw = RawPool(self.engine) if sqlite and self._owns_engine else None
         self._create_schema = create_schema
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -116,6 +120,8 @@ class SqlStore(Store):
     def _after_fork(self) -> None:
         # The pooled connections belong to the parent: forget them, unclosed.
         self.engine.dispose(close=False)
+        if self._raw is not None:
+            self._raw.forget()
         self._ready_lock = threading.Lock()
 
     def _create_engine(
@@ -238,11 +244,23 @@ class SqlStore(Store):
         return self._run(save, write=True)
 
     def _fast_save(self, request: SaveRequest) -> SaveResult | None:
-        """``request`` through :mod:`.fastsave` on a pooled connection's raw driver connection.
-        A driver error worth a retry drops that connection from the pool."""
+        """``request`` through :mod:`.fastsave` on a raw driver connection: the fast path's own
+        (SQLite) or a pooled connection's. A driver error worth a retry drops that connection."""
         assert self._fast is not None
-        self._ensure_ready()
-        self._check_value_sizes([request])  # the first call learns the limit on connecting
+        if not self._ready:
+            self._ensure_ready()
+            self._check_value_sizes([request])  # the first call learns the limit on connecting
+        if self._raw is not None:
+            raw = self._raw.get()
+            try:
+                saved = self._fast.save(raw, request)
+            except Exception as exc:
+                self._raw.discard(raw)
+                if self._dialect.is_transient(exc):
+                    raise TransientSqlError(str(exc)) from exc
+                raise
+            self._raw.put(raw)
+            return saved
         # The pool's connection without a SQLAlchemy Connection around it: building and closing
         # one cost more than SQLite's whole write.
         conn = self.engine.raw_connection()
@@ -288,6 +306,8 @@ class SqlStore(Store):
         )
 
     def _close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
         if self._owns_engine:
             self.engine.dispose()
 
