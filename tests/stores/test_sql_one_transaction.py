@@ -5,6 +5,7 @@ PostgreSQL figures are in the floor benchmark (server counters need a private se
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,72 @@ def test_sqlite_conflict_still_merges_under_the_lock(
     assert res.status is SaveStatus.SAVED and res.version == 3 and res.merged_from is not None
     s = store.load("shop", tok(1))
     assert s is not None and dict(s.attributes) == {"a": b"1", "b": b"2", "c": b"3"}
+
+
+def test_sqlite_writes_keep_their_connection_out_of_the_pool(tmp_path: Path) -> None:
+    # SQLAlchemy's checkout and checkin cost a sizeable part of SQLite's write: the one-session
+    # writes reuse their own connection (stores/sql/rawpool.py); it is closed with the store.
+    store = SqlStore(f"sqlite:///{tmp_path / 'p.db'}")
+    checkouts: list[object] = []
+
+    @event.listens_for(store.engine, "checkout")
+    def _checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        checkouts.append(dbapi_conn)
+
+    store.init_schema()
+    store.save_many([req(tok(1), 0, {"a": b"0"})])
+    checkouts.clear()
+    for v in range(1, 6):
+        [res] = store.save_many([req(tok(1), v, {"a": str(v).encode()})])
+        assert res.status is SaveStatus.SAVED and res.version == v + 1
+    assert checkouts == []
+    raw = store._raw._idle[-1]  # type: ignore[union-attr]
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        raw.execute("SELECT 1")
+
+
+def test_sqlite_write_leaves_an_unchanged_owner_and_its_index_alone(tmp_path: Path) -> None:
+    # Setting the owner column rewrites its index entry even to the same value (a page more in
+    # every commit): a request that did not change the owner does not set it; one that did, or
+    # a stale copy's write merged over another node's owner, still does.
+    import sessionkeeper as sk
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'o.db'}")
+    updates: list[str] = []
+
+    @event.listens_for(store.engine, "connect")
+    def _trace(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_trace_callback(
+            lambda sql: updates.append(sql) if sql.lstrip().upper().startswith("UPDATE") else None
+        )
+
+    a = sk.SessionManager(store, write=sk.EndOfRequest(), node="a", housekeeping=False)
+    b = sk.SessionManager(store, write=sk.EndOfRequest(), node="b", housekeeping=False)
+    try:
+        with a.request("shop") as s:
+            s["n"] = 0
+            s.owner = "alice"
+            sid = s.id
+        updates.clear()
+        with a.request("shop", sid) as s:
+            s["n"] = 1
+        assert len(updates) == 1 and "owner =" not in updates[0], updates
+        with a.request("shop", sid) as s:
+            s.owner = "bob"
+        assert len(updates) == 2 and "owner =" in updates[1], updates
+        stored = store.load("shop", sid.split(".")[0])
+        assert stored is not None and stored.owner == "bob" and stored.attributes["n"] == b"1"
+        with b.request("shop", sid) as s:  # another node's copy gives it another owner
+            s.owner = "carol"
+        with a.request("shop", sid) as s:  # a's copy is stale: merged, its owner written
+            s["n"] = 2
+        stored = store.load("shop", sid.split(".")[0])
+        assert stored is not None and stored.owner == "bob" and stored.attributes["n"] == b"2"
+    finally:
+        a.close()
+        b.close()
+        store.close()
 
 
 def test_sqlite_full_write_replaces_the_attributes(
