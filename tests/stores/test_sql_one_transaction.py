@@ -257,3 +257,104 @@ def test_concurrent_request_ends_are_each_stored_when_they_return(
         m.close()
         store.tables.metadata.drop_all(store.engine)
         store.close()
+
+
+def _pg_pid(store: SqlStore) -> int:
+    """The backend of the store's one pooled connection (pool_size 1)."""
+    fairy = store.engine.raw_connection()
+    try:
+        return int(fairy.driver_connection.info.backend_pid)
+    finally:
+        fairy.close()
+
+
+def _pg_messages(store: SqlStore, tmp_path: Path, fn: Any) -> list[str]:
+    """The statements (Query and Parse messages) the store's one pooled connection sent during
+    ``fn()``, from libpq's own trace of the connection."""
+    trace = tmp_path / "libpq.trace"
+    fairy = store.engine.raw_connection()
+    pgconn = fairy.driver_connection.pgconn
+    fairy.close()
+    with trace.open("w") as out:
+        pgconn.trace(out.fileno())
+        try:
+            fn()
+        finally:
+            pgconn.untrace()
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    return [f[-1] for f in sent if len(f) > 3 and f[1] == "F" and f[3] in ("Query", "Parse")]
+
+
+def test_postgres_write_sends_one_statement_and_no_ping(postgres_url: str, tmp_path: Path) -> None:
+    # A pre-ping at checkout is a round trip, and PostgreSQL counts it as a transaction: the
+    # changed session's write is the only statement its connection sends.
+    store = SqlStore(postgres_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        results: list[Any] = []
+        sent = _pg_messages(
+            store, tmp_path, lambda: results.extend(store.save_many([req(tok(1), 1, {"a": b"2"})]))
+        )
+        assert [r.status for r in results] == [SaveStatus.SAVED]
+        assert len(sent) == 1 and "UPDATE" in sent[0], sent
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+@pytest.mark.parametrize("call", ["write", "load"])
+def test_postgres_dead_pooled_connection_is_replaced_at_once(postgres_url: str, call: str) -> None:
+    # Nothing pings a pooled connection: one whose backend was terminated fails its statement,
+    # and the call runs once more on a fresh connection, with no retry of the store's own (no
+    # backoff) and nothing lost.
+    import psycopg
+
+    store = SqlStore(postgres_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        dead = _pg_pid(store)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (dead,)).fetchone() == (True,)
+        if call == "write":
+            [res] = store.save_many([req(tok(1), 1, {"a": b"2"})])
+            assert res.status is SaveStatus.SAVED and res.version == 2
+        s = store.load("shop", tok(1))
+        assert s is not None and s.attributes["a"] == (b"2" if call == "write" else b"1")
+        assert store.stats.retries == 0 and store.stats.errors == 0
+        assert _pg_pid(store) != dead
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+@pytest.mark.parametrize("call", ["write", "load"])
+def test_mariadb_killed_pooled_connection_is_replaced_at_once(mysql_url: str, call: str) -> None:
+    # As on PostgreSQL: a pooled connection the server killed fails its statement and the call
+    # runs once more on a fresh one.
+    from urllib.parse import urlsplit
+
+    import pymysql
+
+    store = SqlStore(mysql_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        fairy = store.engine.raw_connection()
+        dead = fairy.driver_connection.thread_id()
+        fairy.close()
+        parts = urlsplit(mysql_url)
+        admin = pymysql.connect(
+            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root"
+        )
+        try:
+            admin.cursor().execute(f"KILL CONNECTION {int(dead)}")
+        finally:
+            admin.close()
+        if call == "write":
+            [res] = store.save_many([req(tok(1), 1, {"a": b"2"})])
+            assert res.status is SaveStatus.SAVED and res.version == 2
+        s = store.load("shop", tok(1))
+        assert s is not None and s.attributes["a"] == (b"2" if call == "write" else b"1")
+        assert store.stats.retries == 0 and store.stats.errors == 0
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
