@@ -182,6 +182,36 @@ def test_mariadb_update_is_one_commit_without_select(mysql_url: str) -> None:
         store.close()
 
 
+def _tmp_tables(store: SqlStore) -> int:
+    with store.engine.connect() as conn:
+        row = conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Created_tmp_tables'").one()
+    return int(row[1])
+
+
+@pytest.mark.parametrize("changed", [1, 3, 12])
+def test_mariadb_update_builds_no_temporary_table(mysql_url: str, changed: int) -> None:
+    # The attribute upsert of an update read its rows from a derived table, which MariaDB
+    # builds as a temporary table per write; up to 8 rows each is a statement of its own. The
+    # answers are the same, the stale write's included (nothing written, then merged).
+    store = SqlStore(mysql_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1", "b": b"2"})])
+        baseline = -_tmp_tables(store) + _tmp_tables(store)  # what SHOW STATUS builds itself
+        new = {f"k{i}": str(i).encode() for i in range(changed)}
+        before = _tmp_tables(store)
+        [res] = store.save_many([req(tok(1), 1, new, frozenset({"b"}))])
+        built = _tmp_tables(store) - before - baseline
+        assert res.status is SaveStatus.SAVED and res.version == 2
+        assert built == 0 if changed <= 8 else built > 0
+        [stale] = store.save_many([req(tok(1), 1, {"c": b"3", "a": b"9"})])
+        assert stale.status is SaveStatus.SAVED and stale.merged_from is not None
+        s = store.load("shop", tok(1))
+        assert s is not None and dict(s.attributes) == {**new, "a": b"9", "c": b"3"}
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
 def test_mariadb_users_engine_writes_one_statement_at_a_time(mysql_url: str) -> None:
     # A user's engine connects without CLIENT.MULTI_STATEMENTS: the same transaction, statement
     # by statement, with the same answers.

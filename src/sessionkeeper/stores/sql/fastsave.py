@@ -269,29 +269,41 @@ class MysqlFastSave(_Sequential):
         app, token = self._key(req.app), self._key(req.token)
         head = self.insert if creating else self._update_for(req)
         parts = [cur.mogrify(head, self._params(req))]
-        only = "" if creating else " WHERE @sk_matched = 1"
         if not creating:
             parts.append("SET @sk_matched = ROW_COUNT()")
         if names:
-            first = "SELECT %s AS app, %s AS token, %s AS name, %s AS value"
-            rows = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(names) - 1))
-            args = [
-                x for n, v in zip(names, values, strict=True) for x in (app, token, self._key(n), v)
-            ]
-            parts.append(
-                cur.mogrify(
-                    f"INSERT INTO {self.attributes} (app, token, name, value) "
-                    f"SELECT v.app, v.token, v.name, v.value FROM ({rows}) AS v{only} "
-                    "ON DUPLICATE KEY UPDATE value = VALUES(value)",
-                    args,
-                )
-            )
+            rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
+            parts += self._upserts(cur, rows, guarded=not creating)
         if not creating and (removed or req.full):
             gone = [self._key(n) for n in (names if req.full else removed)]
             sql = self._delete_sql(len(gone), keep=req.full) + " AND @sk_matched = 1"
             parts.append(cur.mogrify(sql, (app, token, *gone)))
         parts.append("COMMIT")
         return ";\n".join(parts)
+
+    #: Attributes of an update up to which each is upserted by a statement of its own; more
+    #: share one from a derived table, which MariaDB builds as a temporary table each time.
+    _ROW_STATEMENTS = 8
+
+    def _upserts(self, cur: Any, rows: list[tuple[Any, ...]], *, guarded: bool) -> list[str]:
+        """The attribute upserts. A creation's are one multi-row ``VALUES`` (nothing after a
+        failed ``INSERT`` of the session row runs); an update's run only if it matched
+        (``@sk_matched``), each row ``SELECT``ed ``FROM DUAL`` under that test."""
+        head = f"INSERT INTO {self.attributes} (app, token, name, value) "
+        tail = " ON DUPLICATE KEY UPDATE value = VALUES(value)"
+        if not guarded:
+            marks = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+            return [cur.mogrify(f"{head}VALUES {marks}{tail}", [x for r in rows for x in r])]
+        if len(rows) <= self._ROW_STATEMENTS:
+            one = f"{head}SELECT %s, %s, %s, %s FROM DUAL WHERE @sk_matched = 1{tail}"
+            return [cur.mogrify(one, row) for row in rows]
+        first = "SELECT %s AS app, %s AS token, %s AS name, %s AS value"
+        union = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(rows) - 1))
+        derived = (
+            f"{head}SELECT v.app, v.token, v.name, v.value FROM ({union}) AS v "
+            f"WHERE @sk_matched = 1{tail}"
+        )
+        return [cur.mogrify(derived, [x for r in rows for x in r])]
 
 
 class PostgresFastSave(FastSave):
