@@ -28,7 +28,11 @@ def test_the_readme_names_every_extra() -> None:
 def test_the_first_make_demo_says_it_is_installing_before_it_installs(tmp_path: Path) -> None:
     venv = tmp_path / "fresh-venv"  # no stamp there: the first run, as on a fresh clone
     dry = subprocess.run(
-        ["make", "-n", "demo", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "demo", f"VENV={venv}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     said = [i for i, line in enumerate(dry) if line.startswith("echo") and "Installing" in line]
     installs = [i for i, line in enumerate(dry) if "pip install" in line]
