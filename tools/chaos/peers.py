@@ -17,12 +17,11 @@ back from the live nodes (once each answers ``/_replication`` healthy) before th
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sessionkeeper.demo.cluster import Cluster, Node, free_port
+from sessionkeeper.demo.cluster import Cluster, free_port
 from sessionkeeper.demo.driver import User
 from sessionkeeper.demo.peers import Peers, Tally, peers_at_end, read_nodes, wait_healthy
 from sessionkeeper.demo.report import Crash, Found, read_store
@@ -31,7 +30,7 @@ from sessionkeeper.stores import open_store
 from .nats import PrivateNats
 from .nginx import Backend, Nginx, fallbacks
 from .postgres import PrivatePostgres
-from .scenario import BalancedShoppers, Failure, Say, Window, _fresh_database
+from .scenario import BalancedShoppers, Failure, FaultThread, Say, Window, _fresh_database
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class PeerRun:
     events: list[str] = field(default_factory=list)
 
 
-class _PeerFaults(threading.Thread):
+class _PeerFaults(FaultThread):
     """Runs the timeline against the cluster and the NATS server."""
 
     def __init__(
@@ -109,27 +108,10 @@ class _PeerFaults(threading.Thread):
         tally: Tally,
         say: Say,
     ) -> None:
-        super().__init__(name="peer-faults", daemon=True)
-        self.cluster, self.shoppers, self.nats, self.t = cluster, shoppers, nats, t
+        super().__init__("peer-faults", cluster, shoppers)
+        self.shoppers: BalancedShoppers = shoppers
+        self.nats, self.t = nats, t
         self.tally, self.say = tally, say
-        self.windows: list[Window] = []
-        self.crash: Crash | None = None
-        self.terminated: str | None = None
-        self.error: BaseException | None = None
-        self.cancel = threading.Event()
-
-    def _at(self, at_s: float) -> bool:
-        return not self.cancel.wait(max(0.0, at_s - self.shoppers.now_s()))
-
-    def _busiest(self, exclude: Node | None = None) -> Node:
-        live = [n for n in self.cluster.live() if n is not exclude] or self.cluster.live()
-        return max(live, key=lambda n: self.shoppers.users_on(n.name))
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # reported by the main thread
-            self.error = exc
 
     def _run(self) -> None:
         t, now = self.t, self.shoppers.now_s

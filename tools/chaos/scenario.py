@@ -200,25 +200,13 @@ class PolicyRun:
     events: list[str] = field(default_factory=list)
 
 
-class _Faults(threading.Thread):
-    """Runs the timeline against the cluster and the database."""
+class FaultThread(threading.Thread):
+    """What every scenario's fault thread shares: waiting for a moment of the timeline (cancellable),
+    picking the busiest live node, and handing an exception to the main thread."""
 
-    def __init__(
-        self,
-        cluster: Cluster,
-        shoppers: Shoppers,
-        pg: PrivatePostgres,
-        timeline: Timeline,
-        say: Say,
-    ) -> None:
-        super().__init__(name="faults", daemon=True)
-        self.cluster, self.shoppers, self.pg, self.t, self.say = (
-            cluster,
-            shoppers,
-            pg,
-            timeline,
-            say,
-        )
+    def __init__(self, name: str, cluster: Cluster, shoppers: Shoppers) -> None:
+        super().__init__(name=name, daemon=True)
+        self.cluster, self.shoppers = cluster, shoppers
         self.windows: list[Window] = []
         self.crash: Crash | None = None
         self.terminated: str | None = None
@@ -237,6 +225,24 @@ class _Faults(threading.Thread):
             self._run()
         except BaseException as exc:  # reported by the main thread
             self.error = exc
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class _Faults(FaultThread):
+    """Runs the timeline against the cluster and the database."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        shoppers: Shoppers,
+        pg: PrivatePostgres,
+        timeline: Timeline,
+        say: Say,
+    ) -> None:
+        super().__init__("faults", cluster, shoppers)
+        self.pg, self.t, self.say = pg, timeline, say
 
     def _run(self) -> None:
         t, now = self.t, self.shoppers.now_s
