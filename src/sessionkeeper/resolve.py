@@ -25,8 +25,9 @@ from .stores import StoredSession
 
 log = logging.getLogger("sessionkeeper")
 
-#: The keys set and removed in a replicated copy that the store does not have yet.
-_Unwritten = tuple[set[str], set[str]] | None
+#: The keys set and removed in a replicated copy that the store does not have yet, and whether
+#: its owner differs from the store's.
+_Unwritten = tuple[set[str], set[str], bool] | None
 
 
 class Resolver:
@@ -233,15 +234,18 @@ class Resolver:
         unwritten = (
             {k for k, v in copy.attributes.items() if behind.get(k) != v},
             {k for k in behind if k not in copy.attributes},
+            row is not None and row.owner != copy.principal,  # SaveRequest.owner_changed
         )
         return dataclasses.replace(copy.as_stored(), version=row.version if row else 0), unwritten
 
     def _mark_unwritten(self, s: Session, unwritten: _Unwritten) -> None:
         """A copy taken over from another node's memory is dirty where the store is behind it
         (a deferred policy had not written it yet): the policy writes it from here."""
-        if unwritten is None or not (unwritten[0] or unwritten[1]):
+        if unwritten is None or not any(unwritten):
             return
         with s.lock:
+            if unwritten[2]:
+                s.changes.record_meta()
             for key in unwritten[0]:
                 s.changes.record_set(key)
             for key in unwritten[1]:

@@ -132,6 +132,9 @@ class Writer:
                     owner=s.owner,
                     node=self._node(),
                     own=own if len(own) < len(changed) else None,
+                    # The owner is recorded as a change of metadata; unchanged, the stored row
+                    # at this version holds this copy's owner.
+                    owner_changed=tracked.meta_changed or not s.in_store,
                 )
                 taken = _Taken(session=s, request=request, changes=tracked.take())
             for key in failed:

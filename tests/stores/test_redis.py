@@ -259,6 +259,9 @@ def test_script_cache_loss_is_survived(store: RedisStore, raw: Any) -> None:
     assert all(r.status is SaveStatus.SAVED for r in results)
     raw.script_flush()
     assert store.load("shop", tok(5)) is not None
+    raw.script_flush()
+    [one] = store.save_many([req(tok(5), 1, {"k": b"v"})])  # one call: no pipeline
+    assert one.status is SaveStatus.SAVED and one.version == 2
 
 
 # -- URLs and configuration ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ PostgreSQL figures are in the floor benchmark (server counters need a private se
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,72 @@ def test_sqlite_conflict_still_merges_under_the_lock(
     assert s is not None and dict(s.attributes) == {"a": b"1", "b": b"2", "c": b"3"}
 
 
+def test_sqlite_writes_keep_their_connection_out_of_the_pool(tmp_path: Path) -> None:
+    # SQLAlchemy's checkout and checkin cost a sizeable part of SQLite's write: the one-session
+    # writes reuse their own connection (stores/sql/rawpool.py); it is closed with the store.
+    store = SqlStore(f"sqlite:///{tmp_path / 'p.db'}")
+    checkouts: list[object] = []
+
+    @event.listens_for(store.engine, "checkout")
+    def _checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        checkouts.append(dbapi_conn)
+
+    store.init_schema()
+    store.save_many([req(tok(1), 0, {"a": b"0"})])
+    checkouts.clear()
+    for v in range(1, 6):
+        [res] = store.save_many([req(tok(1), v, {"a": str(v).encode()})])
+        assert res.status is SaveStatus.SAVED and res.version == v + 1
+    assert checkouts == []
+    raw = store._raw._idle[-1]  # type: ignore[union-attr]
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        raw.execute("SELECT 1")
+
+
+def test_sqlite_write_leaves_an_unchanged_owner_and_its_index_alone(tmp_path: Path) -> None:
+    # Setting the owner column rewrites its index entry even to the same value (a page more in
+    # every commit): a request that did not change the owner does not set it; one that did, or
+    # a stale copy's write merged over another node's owner, still does.
+    import sessionkeeper as sk
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'o.db'}")
+    updates: list[str] = []
+
+    @event.listens_for(store.engine, "connect")
+    def _trace(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_trace_callback(
+            lambda sql: updates.append(sql) if sql.lstrip().upper().startswith("UPDATE") else None
+        )
+
+    a = sk.SessionManager(store, write=sk.EndOfRequest(), node="a", housekeeping=False)
+    b = sk.SessionManager(store, write=sk.EndOfRequest(), node="b", housekeeping=False)
+    try:
+        with a.request("shop") as s:
+            s["n"] = 0
+            s.owner = "alice"
+            sid = s.id
+        updates.clear()
+        with a.request("shop", sid) as s:
+            s["n"] = 1
+        assert len(updates) == 1 and "owner =" not in updates[0], updates
+        with a.request("shop", sid) as s:
+            s.owner = "bob"
+        assert len(updates) == 2 and "owner =" in updates[1], updates
+        stored = store.load("shop", sid.split(".")[0])
+        assert stored is not None and stored.owner == "bob" and stored.attributes["n"] == b"1"
+        with b.request("shop", sid) as s:  # another node's copy gives it another owner
+            s.owner = "carol"
+        with a.request("shop", sid) as s:  # a's copy is stale: merged, its owner written
+            s["n"] = 2
+        stored = store.load("shop", sid.split(".")[0])
+        assert stored is not None and stored.owner == "bob" and stored.attributes["n"] == b"2"
+    finally:
+        a.close()
+        b.close()
+        store.close()
+
+
 def test_sqlite_full_write_replaces_the_attributes(
     sqlite_store: tuple[SqlStore, list[str]],
 ) -> None:
@@ -110,6 +177,36 @@ def test_mariadb_update_is_one_commit_without_select(mysql_url: str) -> None:
         assert delta.get("Com_select", 0) == 0, delta
         assert delta.get("Com_commit", 0) == 1, delta
         assert delta.get("Com_rollback", 0) == 0, delta
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+def _tmp_tables(store: SqlStore) -> int:
+    with store.engine.connect() as conn:
+        row = conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Created_tmp_tables'").one()
+    return int(row[1])
+
+
+@pytest.mark.parametrize("changed", [1, 3, 12])
+def test_mariadb_update_builds_no_temporary_table(mysql_url: str, changed: int) -> None:
+    # The attribute upsert of an update read its rows from a derived table, which MariaDB
+    # builds as a temporary table per write; up to 8 rows each is a statement of its own. The
+    # answers are the same, the stale write's included (nothing written, then merged).
+    store = SqlStore(mysql_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1", "b": b"2"})])
+        baseline = -_tmp_tables(store) + _tmp_tables(store)  # what SHOW STATUS builds itself
+        new = {f"k{i}": str(i).encode() for i in range(changed)}
+        before = _tmp_tables(store)
+        [res] = store.save_many([req(tok(1), 1, new, frozenset({"b"}))])
+        built = _tmp_tables(store) - before - baseline
+        assert res.status is SaveStatus.SAVED and res.version == 2
+        assert built == 0 if changed <= 8 else built > 0
+        [stale] = store.save_many([req(tok(1), 1, {"c": b"3", "a": b"9"})])
+        assert stale.status is SaveStatus.SAVED and stale.merged_from is not None
+        s = store.load("shop", tok(1))
+        assert s is not None and dict(s.attributes) == {**new, "a": b"9", "c": b"3"}
     finally:
         store.tables.metadata.drop_all(store.engine)
         store.close()
@@ -188,5 +285,106 @@ def test_concurrent_request_ends_are_each_stored_when_they_return(
         assert errors == []
     finally:
         m.close()
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+def _pg_pid(store: SqlStore) -> int:
+    """The backend of the store's one pooled connection (pool_size 1)."""
+    fairy = store.engine.raw_connection()
+    try:
+        return int(fairy.driver_connection.info.backend_pid)
+    finally:
+        fairy.close()
+
+
+def _pg_messages(store: SqlStore, tmp_path: Path, fn: Any) -> list[str]:
+    """The statements (Query and Parse messages) the store's one pooled connection sent during
+    ``fn()``, from libpq's own trace of the connection."""
+    trace = tmp_path / "libpq.trace"
+    fairy = store.engine.raw_connection()
+    pgconn = fairy.driver_connection.pgconn
+    fairy.close()
+    with trace.open("w") as out:
+        pgconn.trace(out.fileno())
+        try:
+            fn()
+        finally:
+            pgconn.untrace()
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    return [f[-1] for f in sent if len(f) > 3 and f[1] == "F" and f[3] in ("Query", "Parse")]
+
+
+def test_postgres_write_sends_one_statement_and_no_ping(postgres_url: str, tmp_path: Path) -> None:
+    # A pre-ping at checkout is a round trip, and PostgreSQL counts it as a transaction: the
+    # changed session's write is the only statement its connection sends.
+    store = SqlStore(postgres_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        results: list[Any] = []
+        sent = _pg_messages(
+            store, tmp_path, lambda: results.extend(store.save_many([req(tok(1), 1, {"a": b"2"})]))
+        )
+        assert [r.status for r in results] == [SaveStatus.SAVED]
+        assert len(sent) == 1 and "UPDATE" in sent[0], sent
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+@pytest.mark.parametrize("call", ["write", "load"])
+def test_postgres_dead_pooled_connection_is_replaced_at_once(postgres_url: str, call: str) -> None:
+    # Nothing pings a pooled connection: one whose backend was terminated fails its statement,
+    # and the call runs once more on a fresh connection, with no retry of the store's own (no
+    # backoff) and nothing lost.
+    import psycopg
+
+    store = SqlStore(postgres_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        dead = _pg_pid(store)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (dead,)).fetchone() == (True,)
+        if call == "write":
+            [res] = store.save_many([req(tok(1), 1, {"a": b"2"})])
+            assert res.status is SaveStatus.SAVED and res.version == 2
+        s = store.load("shop", tok(1))
+        assert s is not None and s.attributes["a"] == (b"2" if call == "write" else b"1")
+        assert store.stats.retries == 0 and store.stats.errors == 0
+        assert _pg_pid(store) != dead
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+@pytest.mark.parametrize("call", ["write", "load"])
+def test_mariadb_killed_pooled_connection_is_replaced_at_once(mysql_url: str, call: str) -> None:
+    # As on PostgreSQL: a pooled connection the server killed fails its statement and the call
+    # runs once more on a fresh one.
+    from urllib.parse import urlsplit
+
+    import pymysql
+
+    store = SqlStore(mysql_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        fairy = store.engine.raw_connection()
+        dead = fairy.driver_connection.thread_id()
+        fairy.close()
+        parts = urlsplit(mysql_url)
+        admin = pymysql.connect(
+            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root"
+        )
+        try:
+            admin.cursor().execute(f"KILL CONNECTION {int(dead)}")
+        finally:
+            admin.close()
+        if call == "write":
+            [res] = store.save_many([req(tok(1), 1, {"a": b"2"})])
+            assert res.status is SaveStatus.SAVED and res.version == 2
+        s = store.load("shop", tok(1))
+        assert s is not None and s.attributes["a"] == (b"2" if call == "write" else b"1")
+        assert store.stats.retries == 0 and store.stats.errors == 0
+    finally:
         store.tables.metadata.drop_all(store.engine)
         store.close()

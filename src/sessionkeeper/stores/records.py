@@ -57,6 +57,9 @@ class SaveRequest:
     #: or wrote); a full write carries the others along unchanged. ``None``: all of them.
     own: frozenset[str] | None = None
     absolute_expires_at: float | None = None
+    #: Whether ``owner`` may differ from the stored one at ``expected_version``; ``False`` lets
+    #: a store leave the owner column (and its index) untouched. A rebase sets it again.
+    owner_changed: bool = True
 
     @property
     def expires_at(self) -> float:
@@ -180,6 +183,7 @@ def _rebase(request: SaveRequest, current: StoredSession) -> SaveRequest:
         full=False,
         changed=request.own_changes,
         own=None,
+        owner_changed=True,  # the other node's version may have another owner
         created_at=min(request.created_at, current.created_at),
         last_access_at=max(request.last_access_at, current.last_access_at),
     )

@@ -159,6 +159,8 @@ class ScriptRunner:
 
         EVALSHA only; if the server lost its script cache (restart, failover, SCRIPT FLUSH) the
         calls that failed with NOSCRIPT did nothing, so they are run again after loading it."""
+        if len(calls) == 1 and not wait and not isinstance(self.client, RedisCluster):
+            return [self._eval_one(script, *calls[0])]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
@@ -184,6 +186,20 @@ class ScriptRunner:
             script.sha = self.client.script_load(script.script)
             todo = missing
         return results
+
+    def _eval_one(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One call (a request's write, a load) as a plain EVALSHA: a pipeline's bookkeeping
+        cost about 20 µs of client time. The same answers as :meth:`eval_many`'s."""
+        for attempt in range(2):
+            try:
+                return self.client.evalsha(script.sha, len(keys), *keys, *args)
+            except rex.NoScriptError:
+                if attempt == 1:
+                    raise
+                script.sha = self.client.script_load(script.script)
+            except rex.ResponseError as exc:
+                self.raise_(exc)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def pipelines(self, calls: Sequence[Call], todo: list[int]) -> list[Any]:
         """(pipeline, call indexes) to send. On a cluster, one pipeline per node on that node's

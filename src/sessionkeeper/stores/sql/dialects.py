@@ -75,10 +75,11 @@ class SqlDialect:
         self.timeout_s = timeout_s
 
     def engine_options(self) -> dict[str, Any]:
-        """Options of an engine we create. Pooled connections are pinged on checkout (a ping
-        that meets a dead server is bounded like any statement); no checkout waits for a pooled
-        connection longer than ``timeout_s``."""
-        return {"pool_pre_ping": True, "pool_timeout": self.timeout_s}
+        """Options of an engine we create. No checkout waits for a pooled connection longer
+        than ``timeout_s``. Pooled connections are not pinged on checkout (a round trip, and a
+        transaction on PostgreSQL, before every statement): a dead one fails its statement, and
+        the store runs the call once more on a fresh connection (``SqlStore._reconnecting``)."""
+        return {"pool_timeout": self.timeout_s}
 
     def prepare_engine(self, engine: sa.Engine, *, owned: bool) -> None:
         """Install event listeners. ``owned``: we created the engine (not the user)."""

@@ -60,9 +60,11 @@ def _attributes(req: SaveRequest) -> tuple[list[str], list[bytes], list[str]]:
 class FastSave:
     """The statements for one store's tables; ``save`` runs them on a raw driver connection."""
 
-    #: The SQL of a creation and of an update (built by ``_build``); ``upsert``: attributes.
+    #: The SQL of a creation and of an update (built by ``_build``), the update also without
+    #: the owner column (``same_owner``); ``upsert``: attributes.
     insert: str
     update: str
+    same_owner: str
     upsert: str
 
     def __init__(self, tables: Tables, dialect: sa.Dialect) -> None:
@@ -74,22 +76,28 @@ class FastSave:
     def _build(self) -> None:
         raise NotImplementedError
 
+    def _update_for(self, req: SaveRequest) -> str:
+        return self.update if req.owner_changed else self.same_owner
+
     def save(self, raw: Any, req: SaveRequest) -> SaveResult | None:
         """Write ``req`` in one transaction on ``raw`` and answer SAVED, or ``None`` when the
         version check did not pass (nothing was written). Driver errors propagate, after the
         transaction is rolled back."""
         raise NotImplementedError
 
-    def _update_sql(self, greatest: str, guard: str = "") -> str:
+    def _update_sql(self, greatest: str, guard: str = "", *, owner: bool = True) -> str:
         # MySQL assigns left to right (expires_at sees the new last_access_at): GREATEST of it
         # again is the same value. %(cap)s is never NULL, as LEAST/MIN of a NULL is NULL.
+        # ``owner``: set the owner column; without, its index is left alone (a request whose
+        # owner did not change: ``SaveRequest.owner_changed``).
         least = {"MAX": "MIN", "GREATEST": "LEAST"}[greatest]
         return (
             f"UPDATE {self.sessions} SET version = version + 1, "
             f"last_access_at = {greatest}(last_access_at, %(la)s), "
             f"expires_at = {least}({greatest}(last_access_at, %(la)s) + %(t)s, %(cap)s), "
-            "timeout_s = %(t)s, absolute_expires_at = %(abs)s, owner = %(owner)s, "
-            "node = %(node)s "
+            "timeout_s = %(t)s, absolute_expires_at = %(abs)s, "
+            + ("owner = %(owner)s, " if owner else "")
+            + "node = %(node)s "
             "WHERE app = %(app)s AND token = %(token)s AND version = %(v)s "
             f"AND tombstone_until IS NULL{guard}"
         )
@@ -158,7 +166,7 @@ class _Sequential(FastSave):
                     raw.rollback()  # the row exists: live, tombstone or a concurrent creation
                     return None
             else:
-                cur.execute(self.update, self._params(req))
+                cur.execute(self._update_for(req), self._params(req))
                 if cur.rowcount != 1:
                     raw.rollback()
                     return None
@@ -187,6 +195,7 @@ class SqliteFastSave(_Sequential):
 
         self.integrity_error = sqlite3.IntegrityError
         self.update = self._fmt(self._update_sql("MAX", _SQLITE_TYPES))
+        self.same_owner = self._fmt(self._update_sql("MAX", _SQLITE_TYPES, owner=False))
         self.insert = self._fmt(self._insert_sql())
         self.upsert = (
             f"INSERT INTO {self.attributes} (app, token, name, value) VALUES (?, ?, ?, ?) "
@@ -204,6 +213,7 @@ class MysqlFastSave(_Sequential):
 
         self.integrity_error = pymysql.err.IntegrityError
         self.update = self._update_sql("GREATEST")
+        self.same_owner = self._update_sql("GREATEST", owner=False)
         self.insert = self._insert_sql()
         # PyMySQL sends this executemany as one multi-row INSERT.
         self.upsert = (
@@ -257,30 +267,43 @@ class MysqlFastSave(_Sequential):
         names, values, removed = _attributes(req)
         creating = req.expected_version == 0
         app, token = self._key(req.app), self._key(req.token)
-        parts = [cur.mogrify(self.insert if creating else self.update, self._params(req))]
-        only = "" if creating else " WHERE @sk_matched = 1"
+        head = self.insert if creating else self._update_for(req)
+        parts = [cur.mogrify(head, self._params(req))]
         if not creating:
             parts.append("SET @sk_matched = ROW_COUNT()")
         if names:
-            first = "SELECT %s AS app, %s AS token, %s AS name, %s AS value"
-            rows = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(names) - 1))
-            args = [
-                x for n, v in zip(names, values, strict=True) for x in (app, token, self._key(n), v)
-            ]
-            parts.append(
-                cur.mogrify(
-                    f"INSERT INTO {self.attributes} (app, token, name, value) "
-                    f"SELECT v.app, v.token, v.name, v.value FROM ({rows}) AS v{only} "
-                    "ON DUPLICATE KEY UPDATE value = VALUES(value)",
-                    args,
-                )
-            )
+            rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
+            parts += self._upserts(cur, rows, guarded=not creating)
         if not creating and (removed or req.full):
             gone = [self._key(n) for n in (names if req.full else removed)]
             sql = self._delete_sql(len(gone), keep=req.full) + " AND @sk_matched = 1"
             parts.append(cur.mogrify(sql, (app, token, *gone)))
         parts.append("COMMIT")
         return ";\n".join(parts)
+
+    #: Attributes of an update up to which each is upserted by a statement of its own; more
+    #: share one from a derived table, which MariaDB builds as a temporary table each time.
+    _ROW_STATEMENTS = 8
+
+    def _upserts(self, cur: Any, rows: list[tuple[Any, ...]], *, guarded: bool) -> list[str]:
+        """The attribute upserts. A creation's are one multi-row ``VALUES`` (nothing after a
+        failed ``INSERT`` of the session row runs); an update's run only if it matched
+        (``@sk_matched``), each row ``SELECT``ed ``FROM DUAL`` under that test."""
+        head = f"INSERT INTO {self.attributes} (app, token, name, value) "
+        tail = " ON DUPLICATE KEY UPDATE value = VALUES(value)"
+        if not guarded:
+            marks = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+            return [cur.mogrify(f"{head}VALUES {marks}{tail}", [x for r in rows for x in r])]
+        if len(rows) <= self._ROW_STATEMENTS:
+            one = f"{head}SELECT %s, %s, %s, %s FROM DUAL WHERE @sk_matched = 1{tail}"
+            return [cur.mogrify(one, row) for row in rows]
+        first = "SELECT %s AS app, %s AS token, %s AS name, %s AS value"
+        union = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(rows) - 1))
+        derived = (
+            f"{head}SELECT v.app, v.token, v.name, v.value FROM ({union}) AS v "
+            f"WHERE @sk_matched = 1{tail}"
+        )
+        return [cur.mogrify(derived, [x for r in rows for x in r])]
 
 
 class PostgresFastSave(FastSave):
@@ -304,13 +327,14 @@ class PostgresFastSave(FastSave):
         )
         # The delete and the upsert touch disjoint rows (``_attributes``), as one statement's
         # parts must: they see the same snapshot.
-        self.update = (
-            f"WITH s AS ({self._update_sql('GREATEST')} RETURNING version)"
+        self.update, self.same_owner = (
+            f"WITH s AS ({self._update_sql('GREATEST', owner=owner)} RETURNING version)"
             f"{self._attribute_ctes()}, d AS (DELETE FROM {a} "
             "WHERE app = %(app)s AND token = %(token)s AND EXISTS (SELECT FROM s) "
             "AND (name = ANY(%(removed)s::varchar[]) "
             "OR (%(full)s AND name <> ALL(%(names)s::varchar[])))) "
             "SELECT version FROM s"
+            for owner in (True, False)
         )
 
     def save(self, raw: Any, req: SaveRequest) -> SaveResult | None:
@@ -322,7 +346,7 @@ class PostgresFastSave(FastSave):
             "removed": removed,
             "full": req.full,
         }
-        sql = self.insert if req.expected_version == 0 else self.update
+        sql = self.insert if req.expected_version == 0 else self._update_for(req)
         autocommit = raw.autocommit
         raw.autocommit = True  # the statement is its transaction: no BEGIN, no COMMIT to send
         try:

@@ -34,6 +34,7 @@ from . import schema as sch
 from .dialects import dialect_for, normalize_url
 from .fastsave import fast_save_for
 from .ops import SqlOps
+from .rawpool import RawPool
 from .schema import Layout
 from .timeouts import DEFAULT_TIMEOUT_S
 
@@ -47,6 +48,10 @@ class TransientSqlError(Exception):
     deadlock). The base class retries it and then raises ``StoreUnavailable``."""
 
 
+class _Dropped(TransientSqlError):
+    """The fast path's connection was found closed by the server (see ``_reconnecting``)."""
+
+
 class SqlStore(Store):
     """Sessions in a SQL database. ``url_or_engine``: ``sqlite:///path.db``,
     ``postgresql://user@host/db`` (psycopg 3), ``mysql://`` or ``mariadb://`` (PyMySQL), or an
@@ -54,9 +59,10 @@ class SqlStore(Store):
 
     ``timeout_s`` bounds each wait for the server on PostgreSQL and MySQL/MariaDB: to connect,
     for a pooled connection, for a statement's answer (see :mod:`.timeouts`). The first attempt
-    after the server hangs waits about twice that (a ping of a pooled connection, then a new
-    connection), each later one once; the call gives up with ``StoreUnavailable`` after the
-    retries. An engine you pass keeps its own settings.
+    after the server hangs waits about twice that (the statement on a pooled connection, then
+    the call once more on a new connection: ``_reconnecting``), each later one once; the call
+    gives up with ``StoreUnavailable`` after the retries. An engine you pass keeps its own
+    settings.
 
     Thread safe: each call checks a connection out of the engine's pool. Fork safe: a forked
     child drops the pool inherited from the parent, right after the fork, without closing its
@@ -109,6 +115,9 @@ class SqlStore(Store):
         # single_row write of some attributes must read the stored blob first.
         multi = self.layout is Layout.MULTI_ROW
         self._fast = fast_save_for(self.tables, self.engine.dialect) if multi else None
+        # SQLite: the fast path's connections bypass SQLAlchemy's pool (see .rawpool).
+        sqlite = self._fast is not None and self._dialect.name == "sqlite"
+        self._raw = RawPool(self.engine) if sqlite and self._owns_engine else None
         self._create_schema = create_schema
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -116,6 +125,8 @@ class SqlStore(Store):
     def _after_fork(self) -> None:
         # The pooled connections belong to the parent: forget them, unclosed.
         self.engine.dispose(close=False)
+        if self._raw is not None:
+            self._raw.forget()
         self._ready_lock = threading.Lock()
 
     def _create_engine(
@@ -205,7 +216,6 @@ class SqlStore(Store):
         """``fn`` in one transaction; a write that lost a race to create a row is run again."""
 
         def attempt() -> T:
-            self._ensure_ready()
             for n in range(3):
                 try:
                     with self._tx(write=write) as conn:
@@ -215,7 +225,26 @@ class SqlStore(Store):
                         raise
             raise AssertionError("unreachable")  # pragma: no cover
 
-        return self._guard(attempt)
+        return self._guard(lambda: self._reconnecting(attempt))
+
+    def _reconnecting(self, call: Callable[[], T]) -> T:
+        """``call()``, once more at once if it met a dropped connection (a pooled connection
+        whose server closed it: restarted, idle timeout, ``pg_terminate_backend``), which
+        SQLAlchemy then invalidated with every connection of its pool as old. Nothing pings a
+        pooled connection before use; a second failure is the store's to retry, with backoff.
+        Running a call again is what those retries do already: every write is checked by
+        version (or idempotent), so one that did commit before its answer was lost is merged."""
+        self._ensure_ready()
+        try:
+            return call()
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        except _Dropped:
+            pass
+        return call()
+
+    # -- the hooks: each one transaction -------------------------------------------------------
 
     # -- the hooks: each one transaction -------------------------------------------------------
 
@@ -224,7 +253,7 @@ class SqlStore(Store):
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
         if self._fast is not None and len(requests) == 1:
-            saved = self._guard(lambda: self._fast_save(requests[0]))
+            saved = self._guard(lambda: self._reconnecting(lambda: self._fast_save(requests[0])))
             if saved is not None:
                 return [saved]
             # The version check did not pass and nothing was written: the general path locks
@@ -238,17 +267,37 @@ class SqlStore(Store):
         return self._run(save, write=True)
 
     def _fast_save(self, request: SaveRequest) -> SaveResult | None:
-        """``request`` through :mod:`.fastsave` on a pooled connection's raw driver connection.
-        A driver error worth a retry drops that connection from the pool."""
+        """``request`` through :mod:`.fastsave` on a raw driver connection: the fast path's own
+        (SQLite) or a pooled connection's. A driver error worth a retry drops that connection."""
         assert self._fast is not None
-        self._ensure_ready()
-        self._check_value_sizes([request])  # the first call learns the limit on connecting
+        if not self._ready:
+            self._ensure_ready()
+            self._check_value_sizes([request])  # the first call learns the limit on connecting
+        if self._raw is not None:
+            raw = self._raw.get()
+            try:
+                saved = self._fast.save(raw, request)
+            except Exception as exc:
+                self._raw.discard(raw)
+                if self._dialect.is_transient(exc):
+                    raise TransientSqlError(str(exc)) from exc
+                raise
+            self._raw.put(raw)
+            return saved
         # The pool's connection without a SQLAlchemy Connection around it: building and closing
         # one cost more than SQLite's whole write.
         conn = self.engine.raw_connection()
         try:
             return self._fast.save(conn.driver_connection, request)
         except Exception as exc:
+            dbapi_error = self.engine.dialect.loaded_dbapi.Error
+            dropped = isinstance(exc, dbapi_error) and self.engine.dialect.is_disconnect(
+                exc, conn.driver_connection, None
+            )
+            if dropped:
+                # As SQLAlchemy does on a Connection: this one, and the pool's older ones.
+                self.engine.pool._invalidate(conn, exc)
+                raise _Dropped(str(exc)) from exc
             if self._dialect.is_transient(exc):
                 conn.invalidate(exc)
                 raise TransientSqlError(str(exc)) from exc
@@ -288,6 +337,8 @@ class SqlStore(Store):
         )
 
     def _close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
         if self._owns_engine:
             self.engine.dispose()
 
