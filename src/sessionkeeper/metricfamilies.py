@@ -101,6 +101,8 @@ COUNTERS: tuple[Family, ...] = (
     _f("store_written_bytes_total", "store_bytes_written", "Attribute bytes the store wrote"),
     _f("store_conflicts_merged_total", "store_conflicts_merged",
        "Writes the store merged onto a newer version"),
+    _f("store_writes_fenced_total", "store_writes_fenced",
+       "Writes the server refused by their deadline fence (sent again)"),
     _f("store_errors_total", "store_errors", "Store operation attempts that failed"),
     _f("store_retries_total", "store_retries", "Store operation attempts retried"),
 )

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import functools
 import logging
 import random
 import threading
@@ -58,6 +57,7 @@ from typing import ClassVar, TypeVar
 from .. import forks
 from ..clock import Clock, SystemClock
 from ..errors import CorruptSessionData, StoreError, StoreUnavailable, ValueTooLarge
+from .fence import Fenced, unfenced
 from .records import (
     AppCounts,
     ExpiredSession,
@@ -137,11 +137,12 @@ class Store(abc.ABC):
 
     def _call(self, op: str, fn: Callable[[], T], *, mark_failing: bool = True) -> T:
         delay = self.retry.backoff_s
+        retryable: tuple[type[BaseException], ...] = (*self.transient_errors, Fenced)
         for attempt in range(1, self.retry.attempts + 1):
             started = time.perf_counter()
             try:
                 result = fn()
-            except self.transient_errors as exc:
+            except retryable as exc:
                 self._observe(op, time.perf_counter() - started, error=True)
                 if attempt == self.retry.attempts:
                     with self._stats_lock:
@@ -212,11 +213,7 @@ class Store(abc.ABC):
         if not requests:
             return []
         self._check_value_sizes(requests)
-        results = self._call("save", lambda: self._save_batch(requests))
-        if len(results) != len(requests):
-            raise StoreError(
-                f"{self.kind}: save returned {len(results)} results for {len(requests)} requests"
-            )
+        results = self._save_unfenced(requests)
         pending: dict[int, StoredSession] = {
             i: r.merged_from
             for i, r in enumerate(results)
@@ -231,7 +228,7 @@ class Store(abc.ABC):
                 self._sleep(random.uniform(0, min(0.001 * 2**rounds, 0.05)))
             order = list(pending)
             rebased = [_rebase(requests[i], pending[i]) for i in order]
-            again = self._call("save", functools.partial(self._save_batch, rebased))
+            again = self._save_unfenced(rebased)
             retry: dict[int, StoredSession] = {}
             for i, res in zip(order, again, strict=True):
                 if res.status is SaveStatus.SAVED:
@@ -253,6 +250,21 @@ class Store(abc.ABC):
                     if res.merged_from is not None:
                         self.stats.conflicts_merged += 1
         return results
+
+    def _save_unfenced(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+        """``_save_batch`` under the retries, a write refused by its deadline fence sent again
+        (:func:`.fence.unfenced`): no result is ``FENCED``."""
+        return self._call("save", unfenced(self._save_batch, requests, self._refused))
+
+    def _refused(self, fenced: int) -> None:
+        with self._stats_lock:
+            self.stats.writes_fenced += fenced
+        self._fenced()
+
+    def _fenced(self) -> None:
+        """A write was refused by its deadline fence: a backend that sends fences measures the
+        server's clock again before its next write. The others never answer ``FENCED``."""
+        return None
 
     def _check_value_sizes(self, requests: Sequence[SaveRequest]) -> None:
         """Raise :class:`ValueTooLarge` for the first value over ``max_value_bytes``."""

@@ -88,6 +88,10 @@ class SaveStatus(enum.Enum):
     SAVED = "saved"
     CONFLICT = "conflict"  # the stored version moved on; see merged_from
     GONE = "gone"  # invalidated (tombstoned) or deleted meanwhile: must not be brought back
+    #: The server began the write after its deadline fence (:mod:`.fence`) and refused it: no
+    #: effect at all. Only between a backend and :meth:`.Store.save_many`, which sends the write
+    #: again (see there); callers never see it.
+    FENCED = "fenced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,8 @@ class StoreStats:
     deletes: int = 0
     bytes_written: int = 0
     conflicts_merged: int = 0
+    #: Writes the server refused by their deadline fence (each then sent again).
+    writes_fenced: int = 0
     errors: int = 0
     retries: int = 0
     calls: int = 0
