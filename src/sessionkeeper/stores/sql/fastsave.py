@@ -17,21 +17,29 @@ Per database:
   version returned): one round trip, one commit.
 * SQLite (pysqlite): ``BEGIN IMMEDIATE``, the session row, one ``executemany`` of attributes,
   the removed names, ``COMMIT``: in process, no SQLAlchemy per-statement overhead.
-* MySQL/MariaDB (PyMySQL): the same statements and the ``COMMIT`` sent as one multi-statement
-  text (our engines connect with ``CLIENT.MULTI_STATEMENTS``): one round trip, one commit; on a
-  connection without that flag, one statement at a time, still one transaction.
+* MySQL/MariaDB (PyMySQL, :mod:`.fastsave_mysql`): the same statements and the ``COMMIT`` sent
+  as one multi-statement text (our engines connect with ``CLIENT.MULTI_STATEMENTS``): one round
+  trip, one commit; on a connection without that flag, one statement at a time, still one
+  transaction.
+
+A write that travels as one round trip (PostgreSQL's, MySQL's multi-statement text) carries a
+deadline fence (:mod:`..fence`): the server writes nothing and answers FENCED if it begins the
+write after the moment its client stops waiting for the answer.
 
 Thread safety: stateless apart from the SQL text built once; each call gets its own connection.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..base import SaveRequest, SaveResult, SaveStatus
+from ..fence import ServerClock
 from .schema import Tables
 
 #: The drivers whose raw connection this module speaks to, by SQLAlchemy dialect name.
@@ -39,6 +47,15 @@ DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
 
 #: The expiry cap of a session without a deadline: later than any idle expiry (a year 3e12).
 _NO_DEADLINE = 1e20
+
+#: What a creation writes, in the order of ``_insert_sql``'s columns.
+_INSERT_VALUES = "%(app)s %(token)s 1 %(ca)s %(la)s %(t)s %(abs)s %(exp)s %(owner)s %(node)s"
+_INSERT_VALUES += " NULL NULL"
+#: Their PostgreSQL types, which a ``SELECT`` (unlike ``VALUES``) does not take from the columns.
+_PG_TYPES = "::varchar ::varchar - ::float8 ::float8 ::float8 ::float8 ::float8 ::varchar"
+_PG_TYPES += " ::varchar ::float8 ::bytea"
+#: The server's time (epoch seconds) at execution, to measure its clock's offset.
+_PG_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 
 #: On SQLite the column types are not enforced: a row whose metadata has the wrong types is left
 #: to the general path, which reads it as gone (``schema.is_valid_row``).
@@ -79,11 +96,25 @@ class FastSave:
     def _update_for(self, req: SaveRequest) -> str:
         return self.update if req.owner_changed else self.same_owner
 
-    def save(self, raw: Any, req: SaveRequest) -> SaveResult | None:
+    def save(self, raw: Any, req: SaveRequest, clock: ServerClock | None) -> SaveResult | None:
         """Write ``req`` in one transaction on ``raw`` and answer SAVED, or ``None`` when the
-        version check did not pass (nothing was written). Driver errors propagate, after the
-        transaction is rolled back."""
+        version check did not pass (nothing was written). With ``clock``, a write that travels
+        as one round trip carries a deadline fence (:mod:`..fence`) and answers FENCED, having
+        written nothing, when the server began it after that. Driver errors propagate, after
+        the transaction is rolled back."""
         raise NotImplementedError
+
+    @staticmethod
+    def _fence(raw: Any, clock: ServerClock, now_sql: str) -> float:
+        """The fence of a write sent now on ``raw``; ``now_sql`` reads the server's epoch time
+        when the offset must be measured (one more round trip, rarely)."""
+
+        def probe() -> float:
+            with raw.cursor() as cur:
+                cur.execute(now_sql)
+                return float(cur.fetchone()[0])
+
+        return clock.fence(probe)
 
     def _update_sql(self, greatest: str, guard: str = "", *, owner: bool = True) -> str:
         # MySQL assigns left to right (expires_at sees the new last_access_at): GREATEST of it
@@ -102,12 +133,17 @@ class FastSave:
             f"AND tombstone_until IS NULL{guard}"
         )
 
-    def _insert_sql(self) -> str:
+    def _insert_sql(self, source: str = "", types: str = "") -> str:
+        """The creation's ``INSERT``: its ``VALUES``, or with ``source`` (``FROM ... WHERE``,
+        a guard) the same values ``SELECT``ed, each cast to ``types`` (``-``: none)."""
+        casts = [t.strip("-") for t in types.split()]
+        values = ", ".join(
+            v + t for v, t in itertools.zip_longest(_INSERT_VALUES.split(), casts, fillvalue="")
+        )
         return (
             f"INSERT INTO {self.sessions} (app, token, version, created_at, last_access_at, "
             "timeout_s, absolute_expires_at, expires_at, owner, node, tombstone_until, data) "
-            "VALUES (%(app)s, %(token)s, 1, %(ca)s, %(la)s, %(t)s, %(abs)s, %(exp)s, %(owner)s, "
-            "%(node)s, NULL, NULL)"
+            + (f"SELECT {values} {source}" if source else f"VALUES ({values})")
         )
 
     @staticmethod
@@ -153,7 +189,9 @@ class _Sequential(FastSave):
         where = f"app = {p} AND token = {p}" + (f" AND name {test}" if n else "")
         return f"DELETE FROM {self.attributes} WHERE {where}"
 
-    def save(self, raw: Any, req: SaveRequest) -> SaveResult | None:
+    def save(self, raw: Any, req: SaveRequest, clock: ServerClock | None) -> SaveResult | None:
+        # Several round trips, the last a COMMIT: no fence (SQLite is in process; MySQL only
+        # on a connection without multi-statements, a user's engine).
         names, values, removed = _attributes(req)
         creating = req.expected_version == 0
         cur = raw.cursor()
@@ -207,105 +245,6 @@ class SqliteFastSave(_Sequential):
         cur.execute("BEGIN IMMEDIATE")
 
 
-class MysqlFastSave(_Sequential):
-    def _build(self) -> None:
-        import pymysql
-
-        self.integrity_error = pymysql.err.IntegrityError
-        self.update = self._update_sql("GREATEST")
-        self.same_owner = self._update_sql("GREATEST", owner=False)
-        self.insert = self._insert_sql()
-        # PyMySQL sends this executemany as one multi-row INSERT.
-        self.upsert = (
-            f"INSERT INTO {self.attributes} (app, token, name, value) VALUES (%s, %s, %s, %s) "
-            "ON DUPLICATE KEY UPDATE value = VALUES(value)"
-        )
-
-    def _key(self, value: str) -> Any:
-        # The key columns are VARBINARY (``schema._MySqlBinaryText``): compared byte for byte.
-        return value.encode("utf-8")
-
-    @staticmethod
-    def _params(req: SaveRequest) -> dict[str, Any]:
-        params = FastSave._params(req)
-        params["app"], params["token"] = req.app.encode("utf-8"), req.token.encode("utf-8")
-        return params
-
-    def save(self, raw: Any, req: SaveRequest) -> SaveResult | None:
-        from pymysql.constants import CLIENT
-
-        if not raw.client_flag & CLIENT.MULTI_STATEMENTS:
-            return super().save(raw, req)  # a connection opened without (a user's engine)
-        cur = raw.cursor()
-        try:
-            try:
-                cur.execute(self._batch(cur, req))
-            except self.integrity_error:
-                if req.expected_version != 0:
-                    raise
-                raw.rollback()  # the row exists: live, tombstone or a concurrent creation
-                return None
-            # The first result is the session row's; the server stops at a failing statement,
-            # before the COMMIT, and PyMySQL raises it while reading the results.
-            matched = req.expected_version == 0 or cur.rowcount == 1
-            while cur.nextset():
-                pass
-        except BaseException:
-            raw.rollback()
-            raise
-        finally:
-            cur.close()
-        # Not matched: the attribute statements did nothing, and the COMMIT ended an empty
-        # transaction.
-        return SaveResult(SaveStatus.SAVED, req.expected_version + 1) if matched else None
-
-    def _batch(self, cur: Any, req: SaveRequest) -> str:
-        """The whole write as one multi-statement text, the values bound by PyMySQL's own
-        escaping (``mogrify``, as ``execute`` does). An update records whether it matched in
-        a session variable, which the attribute statements test; a creation that meets an
-        existing row fails on the primary key, and nothing after it runs."""
-        names, values, removed = _attributes(req)
-        creating = req.expected_version == 0
-        app, token = self._key(req.app), self._key(req.token)
-        head = self.insert if creating else self._update_for(req)
-        parts = [cur.mogrify(head, self._params(req))]
-        if not creating:
-            parts.append("SET @sk_matched = ROW_COUNT()")
-        if names:
-            rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
-            parts += self._upserts(cur, rows, guarded=not creating)
-        if not creating and (removed or req.full):
-            gone = [self._key(n) for n in (names if req.full else removed)]
-            sql = self._delete_sql(len(gone), keep=req.full) + " AND @sk_matched = 1"
-            parts.append(cur.mogrify(sql, (app, token, *gone)))
-        parts.append("COMMIT")
-        return ";\n".join(parts)
-
-    #: Attributes of an update up to which each is upserted by a statement of its own; more
-    #: share one from a derived table, which MariaDB builds as a temporary table each time.
-    _ROW_STATEMENTS = 8
-
-    def _upserts(self, cur: Any, rows: list[tuple[Any, ...]], *, guarded: bool) -> list[str]:
-        """The attribute upserts. A creation's are one multi-row ``VALUES`` (nothing after a
-        failed ``INSERT`` of the session row runs); an update's run only if it matched
-        (``@sk_matched``), each row ``SELECT``ed ``FROM DUAL`` under that test."""
-        head = f"INSERT INTO {self.attributes} (app, token, name, value) "
-        tail = " ON DUPLICATE KEY UPDATE value = VALUES(value)"
-        if not guarded:
-            marks = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
-            return [cur.mogrify(f"{head}VALUES {marks}{tail}", [x for r in rows for x in r])]
-        if len(rows) <= self._ROW_STATEMENTS:
-            one = f"{head}SELECT %s, %s, %s, %s FROM DUAL WHERE @sk_matched = 1{tail}"
-            return [cur.mogrify(one, row) for row in rows]
-        first = "SELECT %s AS app, %s AS token, %s AS name, %s AS value"
-        union = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(rows) - 1))
-        derived = (
-            f"{head}SELECT v.app, v.token, v.name, v.value FROM ({union}) AS v "
-            f"WHERE @sk_matched = 1{tail}"
-        )
-        return [cur.mogrify(derived, [x for r in rows for x in r])]
-
-
 class PostgresFastSave(FastSave):
     """One statement in autocommit: PostgreSQL runs it as its own transaction."""
 
@@ -321,44 +260,53 @@ class PostgresFastSave(FastSave):
 
     def _build(self) -> None:
         a = self.attributes
+        # ``f``: whether the server began the statement by its fence. ``clock_timestamp()`` is
+        # the time of execution (``now()`` would be the transaction's start, and the time the
+        # statement arrived is not the time a frozen server gets to it). A CTE is evaluated
+        # once: the session row's condition and the answer read the same value.
+        fence = "WITH f AS (SELECT clock_timestamp() <= to_timestamp(%(fence)s) AS ok), "
+        answer = " SELECT (SELECT ok FROM f), (SELECT version FROM s)"
+        insert = self._insert_sql("FROM f WHERE f.ok", _PG_TYPES)
         self.insert = (
-            f"WITH s AS ({self._insert_sql()} ON CONFLICT DO NOTHING RETURNING version)"
-            f"{self._attribute_ctes()} SELECT version FROM s"
+            f"{fence}s AS ({insert} ON CONFLICT DO NOTHING RETURNING version)"
+            f"{self._attribute_ctes()}{answer}"
         )
         # The delete and the upsert touch disjoint rows (``_attributes``), as one statement's
         # parts must: they see the same snapshot.
+        in_time = " AND (SELECT ok FROM f)"
         self.update, self.same_owner = (
-            f"WITH s AS ({self._update_sql('GREATEST', owner=owner)} RETURNING version)"
-            f"{self._attribute_ctes()}, d AS (DELETE FROM {a} "
+            f"{fence}s AS ({self._update_sql('GREATEST', in_time, owner=owner)} "
+            f"RETURNING version){self._attribute_ctes()}, d AS (DELETE FROM {a} "
             "WHERE app = %(app)s AND token = %(token)s AND EXISTS (SELECT FROM s) "
             "AND (name = ANY(%(removed)s::varchar[]) "
-            "OR (%(full)s AND name <> ALL(%(names)s::varchar[])))) "
-            "SELECT version FROM s"
+            f"OR (%(full)s AND name <> ALL(%(names)s::varchar[])))){answer}"
             for owner in (True, False)
         )
 
-    def save(self, raw: Any, req: SaveRequest) -> SaveResult | None:
+    def save(self, raw: Any, req: SaveRequest, clock: ServerClock | None) -> SaveResult | None:
         names, values, removed = _attributes(req)
-        params = {
-            **self._params(req),
-            "names": names,
-            "values": values,
-            "removed": removed,
-            "full": req.full,
-        }
         sql = self.insert if req.expected_version == 0 else self._update_for(req)
         autocommit = raw.autocommit
         raw.autocommit = True  # the statement is its transaction: no BEGIN, no COMMIT to send
         try:
+            fence = math.inf if clock is None else self._fence(raw, clock, _PG_NOW)
+            params = {
+                **self._params(req),
+                "names": names,
+                "values": values,
+                "removed": removed,
+                "full": req.full,
+                "fence": fence,
+            }
             with raw.cursor() as cur:
                 cur.execute(sql, params)
-                row = cur.fetchone()
+                in_time, version = cur.fetchone()
         finally:
             if not raw.closed:
                 raw.autocommit = autocommit
-        if row is None:
-            return None
-        return SaveResult(SaveStatus.SAVED, int(row[0]))
+        if not in_time:
+            return SaveResult(SaveStatus.FENCED)  # nothing written
+        return None if version is None else SaveResult(SaveStatus.SAVED, int(version))
 
 
 def fast_save_for(tables: Tables, dialect: sa.Dialect) -> FastSave | None:
@@ -367,5 +315,7 @@ def fast_save_for(tables: Tables, dialect: sa.Dialect) -> FastSave | None:
     name = "mysql" if dialect.name in ("mysql", "mariadb") else dialect.name
     if DRIVERS.get(name) != dialect.driver:
         return None
+    from .fastsave_mysql import MysqlFastSave  # it builds on this module's classes
+
     cls = {"sqlite": SqliteFastSave, "postgresql": PostgresFastSave, "mysql": MysqlFastSave}[name]
     return cls(tables, dialect)

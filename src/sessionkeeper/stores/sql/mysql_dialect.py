@@ -46,7 +46,7 @@ class MysqlDialect(SqlDialect):
 
         @event.listens_for(engine, "do_connect")
         def _flags(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-            # A write of one session is then one round trip (``fastsave.MysqlFastSave``). Every
+            # A write of one session is then one round trip (``fastsave_mysql.MysqlFastSave``). Every
             # statement we send binds its values; SQLAlchemy's own flags (FOUND_ROWS) are kept.
             from pymysql.constants import CLIENT
 

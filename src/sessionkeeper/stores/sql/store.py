@@ -29,6 +29,7 @@ from ..base import (
     StoredSession,
     Touch,
 )
+from ..fence import MARGIN_SHARE, ServerClock
 from . import feed, owners
 from . import schema as sch
 from .dialects import dialect_for, normalize_url
@@ -118,6 +119,11 @@ class SqlStore(Store):
         # SQLite: the fast path's connections bypass SQLAlchemy's pool (see .rawpool).
         sqlite = self._fast is not None and self._dialect.name == "sqlite"
         self._raw = RawPool(self.engine) if sqlite and self._owns_engine else None
+        #: The server's clock, for the fast path's deadline fences (:mod:`..fence`); SQLite
+        #: runs in this process (a write cannot outlive its caller's wait): none.
+        self.server_clock = (
+            ServerClock(timeout_s * MARGIN_SHARE) if self._fast is not None and not sqlite else None
+        )
         self._create_schema = create_schema
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -276,7 +282,7 @@ class SqlStore(Store):
         if self._raw is not None:
             raw = self._raw.get()
             try:
-                saved = self._fast.save(raw, request)
+                saved = self._fast.save(raw, request, None)
             except Exception as exc:
                 self._raw.discard(raw)
                 if self._dialect.is_transient(exc):
@@ -288,7 +294,7 @@ class SqlStore(Store):
         # one cost more than SQLite's whole write.
         conn = self.engine.raw_connection()
         try:
-            return self._fast.save(conn.driver_connection, request)
+            return self._fast.save(conn.driver_connection, request, self.server_clock)
         except Exception as exc:
             dbapi_error = self.engine.dialect.loaded_dbapi.Error
             dropped = isinstance(exc, dbapi_error) and self.engine.dialect.is_disconnect(
@@ -304,6 +310,10 @@ class SqlStore(Store):
             raise
         finally:
             conn.close()
+
+    def _fenced(self) -> None:
+        if self.server_clock is not None:
+            self.server_clock.forget()
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:
         latest: dict[tuple[str, str], float] = {}
