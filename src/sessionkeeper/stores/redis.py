@@ -50,6 +50,7 @@ from .base import (
     StoredSession,
     Touch,
 )
+from .fence import MARGIN_SHARE, ServerClock
 from .redis_connect import Call, Client, ScriptRunner, Topology, connect, topology_of
 
 #: About how many entries the invalidation feed keeps (``XADD MAXLEN ~``): nodes read it every
@@ -152,6 +153,10 @@ class RedisStore(Store):
                 replicated = replicated or bool(self.client.get_replicas())  # type: ignore[no-untyped-call]
         #: Replicas an invalidation waits for (0: none).
         self.tombstone_replicas = max(1, wait_replicas) if replicated else 0
+        #: The server's clock, for the writes' deadline fences (:mod:`.fence`). On a cluster
+        #: it is read on one node: the masters' clocks must agree within the margin (NTP), or
+        #: the writes of one whose clock is ahead are refused until it comes back.
+        self.server_clock = ServerClock(timeout_s * MARGIN_SHARE)
         self._runner = ScriptRunner(self.client, wait_timeout_s, self._raise)
         #: Apps this process has added to the apps set (a cache: re-added by every sweep).
         self._apps_known: set[str] = set()
@@ -245,7 +250,17 @@ class RedisStore(Store):
             return None
         return lua.snapshot(app, token, reply[0], reply[1])
 
-    def _save_call(self, r: SaveRequest) -> Call:
+    def _server_time(self) -> float:
+        reply: Any = self.client.time()
+        if isinstance(reply, dict):  # a cluster asked one node: {node: reply}
+            [reply] = reply.values()
+        seconds, micros = reply
+        return float(seconds) + float(micros) / 1e6
+
+    def _fenced(self) -> None:
+        self.server_clock.forget()
+
+    def _save_call(self, r: SaveRequest, fence: float) -> Call:
         keys = [*self._session_keys(r.app, r.token), *self._index_keys(r.app, r.token)[:2]]
         args: list[str | bytes] = [
             str(r.expected_version),
@@ -260,6 +275,7 @@ class RedisStore(Store):
             r.token,
             r.app,
             _flag(None if r.absolute_expires_at is None else repr(r.absolute_expires_at)),
+            repr(fence),
         ]
         for name, value in r.changed.items():
             args += [name, value]
@@ -268,9 +284,10 @@ class RedisStore(Store):
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
         self._register_apps({r.app for r in requests})
+        fence = self.server_clock.fence(self._server_time)
         replies = self._eval_many(
             self._save_s,
-            [self._save_call(r) for r in requests],
+            [self._save_call(r, fence) for r in requests],
             wait=self.wait_replicas,
             durable=True,
         )
@@ -279,6 +296,8 @@ class RedisStore(Store):
             status = reply[0]
             if status == b"S":
                 out.append(SaveResult(SaveStatus.SAVED, int(reply[1])))
+            elif status == b"F":
+                out.append(SaveResult(SaveStatus.FENCED))
             elif status == b"C":
                 current = lua.snapshot(r.app, r.token, reply[2], reply[3])
                 out.append(SaveResult(SaveStatus.CONFLICT, int(reply[1]), current))

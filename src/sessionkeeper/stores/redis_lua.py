@@ -93,15 +93,21 @@ return {meta, redis.call('HGETALL', KEYS[1])}
 )
 
 #: KEYS a m x e d; ARGV expected, created, last_access, timeout, owner, node, full, nchanged,
-#: ttl_ms (min(timeout, deadline - last_access) + grace), token, app, deadline (flagged), changed name/value pairs..., removed names...
-#: Returns {'S', version, expires, side} | {'C', version, meta pairs, attribute pairs} | {'G'}.
-#: An update runs 8 commands: EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d; with an
+#: ttl_ms (min(timeout, deadline - last_access) + grace), token, app, deadline (flagged),
+#: fence (the server's epoch time after which the write must not begin: stores/fence.py),
+#: changed name/value pairs..., removed names...
+#: Returns {'S', version, expires, side} | {'C', version, meta pairs, attribute pairs} | {'G'}
+#: | {'F'} (begun after the fence: nothing written, nothing read).
+#: An update runs 9 commands: TIME, EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d; with an
 #: owner, SADD and PTTL to its set (PEXPIRE when the set would end first), and SREM from the
 #: previous owner's set when the owner changed.
 SAVE = (
     _COMMON
     + """
 local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- TIME is the script's execution (Redis 7 replicates a script's effects, so it may read it).
+local now = redis.call('TIME')
+if tonumber(now[1]) + tonumber(now[2]) / 1000000 > tonumber(ARGV[13]) then return {'F'} end
 if redis.call('EXISTS', x) == 1 then return {'G'} end
 local meta = redis.call('HMGET', m, 'v', 'l', 'o', 'n', 'dl')
 local expected = tonumber(ARGV[1])
@@ -118,10 +124,10 @@ else
   if old > tonumber(la) then la = meta[2] end
 end
 local full = ARGV[7] == '1'
-local last_changed = 12 + 2 * tonumber(ARGV[8])
+local last_changed = 13 + 2 * tonumber(ARGV[8])
 -- The first write to a: on a key of another type it fails before anything else is written.
 if cur == 0 or full then redis.call('DEL', a) end
-chunked('HSET', a, 13, last_changed)
+chunked('HSET', a, 14, last_changed)
 if not full then chunked('HDEL', a, last_changed + 1, #ARGV) end
 local version = cur + 1
 local fields = {'v', version, 'l', la, 't', ARGV[4]}
