@@ -23,6 +23,7 @@ from sessionkeeper.stores.sql import SqlStore
 from tests import services
 
 from .contract import req, tok
+from .test_sql_one_transaction import _pg_pid
 
 HOUR_S = 3600.0
 
@@ -31,6 +32,14 @@ def _behind(clock: ServerClock | None) -> None:
     """Measure ``clock`` against a server an hour behind the real one."""
     assert clock is not None
     clock.measure(lambda: time.time() - HOUR_S)
+
+
+def _drop_keys(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(params=["postgresql", "mysql", "redis"])
@@ -50,11 +59,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[SqlStore | RedisStore]:
         if isinstance(s, SqlStore):
             s.tables.metadata.drop_all(s.engine)
         else:
-            client = redis.Redis.from_url(url)
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-            client.close()
+            _drop_keys(url, prefix)
         s.close()
 
 
@@ -130,11 +135,7 @@ def test_a_write_fenced_again_after_remeasuring_is_retried_then_unavailable(
         assert s.stats.writes_fenced == 4 and s.stats.retries == 1
         assert s.load("shop", tok(1)) is None
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        _drop_keys(redis_url, prefix)
         s.close()
 
 
@@ -159,3 +160,28 @@ def test_server_clock_offset_is_the_midpoint_and_ages() -> None:
     clock.forget()
     clock.fence(probe)
     assert clock.measurements == 3
+
+
+def test_the_immediate_retry_on_a_fresh_connection_carries_a_fence(postgres_url: str) -> None:
+    # The pooled connection's backend is terminated: the write fails on it and runs once more at
+    # once on a new connection (SqlStore._reconnecting). That attempt is fenced too (refused
+    # here, its offset an hour off), and the write is then sent again after a re-measure: one
+    # version up, nothing doubled.
+    import psycopg
+
+    store = SqlStore(
+        postgres_url, table_prefix=services.unique_name("skfence"), pool_size=1, max_overflow=0
+    )
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (_pg_pid(store),))
+        _behind(store.server_clock)
+        [res] = store.save_many([req(tok(1), 1, {"a": b"2"})])
+        assert res.status is SaveStatus.SAVED and res.version == 2
+        assert store.stats.writes_fenced == 1 and store.stats.retries == 0
+        stored = store.load("shop", tok(1))
+        assert stored is not None and stored.version == 2 and stored.attributes["a"] == b"2"
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
