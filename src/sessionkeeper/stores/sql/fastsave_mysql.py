@@ -27,7 +27,7 @@ class MysqlFastSave(_Sequential):
         self.insert = self._insert_sql()
         # ``_batch``'s, run after ``@sk_in_time`` is set: the fence in each one's condition.
         in_time = " AND @sk_in_time = 1"
-        self._fenced = {
+        self._fenced_sql = {
             "insert": self._insert_sql("FROM DUAL WHERE @sk_in_time = 1"),
             "update": self._update_sql("GREATEST", in_time),
             "same_owner": self._update_sql("GREATEST", in_time, owner=False),
@@ -93,7 +93,7 @@ class MysqlFastSave(_Sequential):
         names, values, removed = _attributes(req)
         creating = req.expected_version == 0
         app, token = self._key(req.app), self._key(req.token)
-        head = self._fenced[
+        head = self._fenced_sql[
             "insert" if creating else "update" if req.owner_changed else "same_owner"
         ]
         parts = [
