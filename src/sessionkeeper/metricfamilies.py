@@ -143,6 +143,8 @@ REPLICATION_COUNTERS: tuple[Family, ...] = (
        "Requests to another node that got no answer within ack_timeout_s"),
     _f("replication_backups_replaced_total", "replication_backups_replaced",
        "Backups marked dead (no answer) and replaced by another member"),
+    _f("replication_retired_dropped_total", "replication_retired_dropped",
+       "Replaced backups told to drop the copy they still held, once they answered again"),
     _f("replication_unreplicated_total", "replication_unreplicated",
        "Changed requests that found no backup to take their change"),
     _f("replication_dropped_total", {"replication_rejected_forged": "forged",

@@ -99,9 +99,9 @@ class Failover:
         now when it has none); under ``entry.lock``."""
         r = self._r
         if not entry.backups:
-            entry.backups = r._place(copy.token)
+            entry.set_backups(r._place(copy.token))
         moved = replace(copy, owner=r.rt.node, epoch=entry.epoch, version=entry.version)
-        entry.backups = tuple(n for n in entry.backups if r._send(n, True, moved, {}))
+        entry.set_backups(tuple(n for n in entry.backups if r._send(n, True, moved, {})))
         entry.needs_full = not entry.backups
 
     def forget(self, app: str, token: str) -> None:
@@ -115,3 +115,19 @@ class Failover:
             if r.ask(node, "drop", {"a": app, "k": token, "e": entry.epoch}) is None:
                 r.members.mark_dead(node)
         r.stats.add("replication_tombstones")
+
+    def drop_retired(self) -> None:
+        """Tell each replaced backup that lives again (it was paused, or cut off from NATS, and
+        beats again) to drop the copy it may still hold: a session then has one copy per
+        backup, not one per backup it ever had. A node that does not answer is asked again at
+        the next pass; on the housekeeping thread."""
+        r = self._r
+        live = {m.name for m in r.members.live()}
+        with r._lock:
+            retired = [(k, e) for k, e in r.owned.items() if e.retired & live]
+        for (app, token), entry in retired:
+            with entry.lock:  # not while a request chooses this node again
+                for node in sorted(entry.retired & live):
+                    if r.ask(node, "drop", {"a": app, "k": token, "e": entry.epoch}) is not None:
+                        entry.retired.discard(node)
+                        r.stats.add("replication_retired_dropped")

@@ -253,7 +253,7 @@ class Replicator:
                     # Just (re)connected: the members' answers to our first beat may be on
                     # their way. Real time: this is about the network, not the sessions.
                     self.members.wait_for(lambda live: len(live) > 1, self.config.ack_timeout_s)
-                entry.backups = self._place(s.token)
+                entry.set_backups(self._place(s.token))
             copy = copy_of(s, self.rt.node, entry, blobs, version)
             kept: list[str] = []
             for node in entry.backups:
@@ -261,7 +261,7 @@ class Replicator:
                     kept.append(node)
                 else:
                     kept.extend(self._replace(s, entry, node, kept, copy))
-            entry.backups = tuple(dict.fromkeys(kept))
+            entry.set_backups(tuple(dict.fromkeys(kept)))
             entry.blobs, entry.version = blobs, version
             entry.needs_full = False
             entry.last_access_sent = s.last_access_at
@@ -344,7 +344,7 @@ class Replicator:
         for key, entry in short:
             try:
                 with entry.lock:
-                    entry.backups = tuple(b for b in entry.backups if b in live)
+                    entry.set_backups(tuple(b for b in entry.backups if b in live))
                     parked = entry.parked
                     if parked is not None:
                         self.failover.copy_parked(entry, parked)
@@ -365,7 +365,8 @@ class Replicator:
         """Drop expired backup copies, and the records of owned sessions that this node no
         longer holds: evicted or swept from the cache (their backups' copies expire on their
         own), or handed here and expired before any request asked for them. Then repair what
-        lacks a live backup. Runs on the housekeeping thread."""
+        lacks a live backup, and tell replaced backups to drop their copies. Runs on the
+        housekeeping thread."""
         now = self.rt.clock.time()
         self.backups.expire(now)
         cached = {(s.app, s.token): s for s in self.rt.cache.snapshot()}
@@ -380,6 +381,8 @@ class Replicator:
         if stale:
             self.stats.add("replication_owned_dropped", len(stale))
         self._repair(cached)
+        if self.transport.connected:
+            self.failover.drop_retired()
 
     def close(self, *, handoff: bool = True) -> int:
         """Hand every owned session to its first live backup (which becomes its owner), leave,

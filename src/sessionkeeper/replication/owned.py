@@ -4,7 +4,10 @@ Per owned session: the epoch it owns it at, the replication version (one per cha
 its backups (as frozen in the id), and the attribute bytes as last replicated, from which the
 next request's delta is computed, and the timeout and deadline last sent (a request that changes
 only those is replicated too). ``parked`` holds a session handed to this node (a handoff, or a
-copy taken over) that no request has asked for yet. ``lock`` orders one session's sends.
+copy taken over) that no request has asked for yet. ``retired`` are the nodes that were its
+backups and were replaced (they did not answer in time): each may still hold a copy, until it is
+told to drop it (:meth:`Owned.set_backups`, and the owner's housekeeping). ``lock`` orders one
+session's sends.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ class Owned:
     last_access_sent: float = 0.0
     meta_sent: tuple[float, float | None] | None = None  # (timeout_s, deadline) last sent
     parked: Copy | None = None
+    retired: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_backups(self, backups: tuple[str, ...]) -> None:
+        """The backups from now on; a backup left out is retired (it may hold a copy), one
+        chosen again is not."""
+        self.retired.update(b for b in self.backups if b not in backups)
+        self.retired.difference_update(backups)
+        self.backups = backups
 
 
 def serialize(s: Session, serializer: Serializer) -> dict[str, bytes]:
