@@ -115,19 +115,3 @@ class Failover:
             if r.ask(node, "drop", {"a": app, "k": token, "e": entry.epoch}) is None:
                 r.members.mark_dead(node)
         r.stats.add("replication_tombstones")
-
-    def drop_retired(self) -> None:
-        """Tell each replaced backup that lives again (it was paused, or cut off from NATS, and
-        beats again) to drop the copy it may still hold: a session then has one copy per
-        backup, not one per backup it ever had. A node that does not answer is asked again at
-        the next pass; on the housekeeping thread."""
-        r = self._r
-        live = {m.name for m in r.members.live()}
-        with r._lock:
-            retired = [(k, e) for k, e in r.owned.items() if e.retired & live]
-        for (app, token), entry in retired:
-            with entry.lock:  # not while a request chooses this node again
-                for node in sorted(entry.retired & live):
-                    if r.ask(node, "drop", {"a": app, "k": token, "e": entry.epoch}) is not None:
-                        entry.retired.discard(node)
-                        r.stats.add("replication_retired_dropped")

@@ -31,7 +31,22 @@ class Owned:
     meta_sent: tuple[float, float | None] | None = None  # (timeout_s, deadline) last sent
     parked: Copy | None = None
     retired: set[str] = field(default_factory=set)
+    changes: int = 0  # requests that ended on it (the ack lag's bookkeeping)
+    unacked_since: float | None = None  # monotonic: its oldest change no backup acknowledged
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def changed(self, now: float) -> None:
+        """A request ended on it (under the replicator's lock): unacknowledged from ``now``
+        unless an older change still is."""
+        self.changes += 1
+        if self.unacked_since is None:
+            self.unacked_since = now
+
+    def acked(self, seen: int) -> None:
+        """Its backups hold every change up to the ``seen``-th request (under the
+        replicator's lock); a request that ended meanwhile keeps the lag."""
+        if self.changes == seen:
+            self.unacked_since = None
 
     def set_backups(self, backups: tuple[str, ...]) -> None:
         """The backups from now on; a backup left out is retired (it may hold a copy), one
