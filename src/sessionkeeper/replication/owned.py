@@ -30,7 +30,7 @@ class Owned:
     last_access_sent: float = 0.0
     meta_sent: tuple[float, float | None] | None = None  # (timeout_s, deadline) last sent
     parked: Copy | None = None
-    retired: set[str] = field(default_factory=set)
+    retired: tuple[str, ...] = ()  # a tuple: no set allocated per owned session
     changes: int = 0  # requests that ended on it (the ack lag's bookkeeping)
     unacked_since: float | None = None  # monotonic: its oldest change no backup acknowledged
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -51,8 +51,8 @@ class Owned:
     def set_backups(self, backups: tuple[str, ...]) -> None:
         """The backups from now on; a backup left out is retired (it may hold a copy), one
         chosen again is not."""
-        self.retired.update(b for b in self.backups if b not in backups)
-        self.retired.difference_update(backups)
+        left = dict.fromkeys((*self.retired, *self.backups))
+        self.retired = tuple(b for b in left if b not in backups)
         self.backups = backups
 
 

@@ -56,10 +56,10 @@ def drop_retired(r: Replicator) -> None:
     again at the next pass."""
     live = {m.name for m in r.members.live()}
     with r._lock:
-        retired = [(k, e) for k, e in r.owned.items() if e.retired & live]
+        retired = [(k, e) for k, e in r.owned.items() if live.intersection(e.retired)]
     for (app, token), entry in retired:
         with entry.lock:  # not while a request chooses this node again
-            for node in sorted(entry.retired & live):
+            for node in [n for n in entry.retired if n in live]:
                 if r.ask(node, "drop", {"a": app, "k": token, "e": entry.epoch}) is not None:
-                    entry.retired.discard(node)
+                    entry.retired = tuple(n for n in entry.retired if n != node)
                     r.stats.add("replication_retired_dropped")
