@@ -127,8 +127,8 @@ def measure(sessions: int, value_bytes: int, updates: int) -> dict[str, float]:
             assert backup.stdin is not None and backup.stdout is not None
             backup.stdin.write(f"{copies}\n".encode())
             backup.stdin.flush()
-            traced, copies = backup.stdout.readline().split()
-            return int(traced), int(copies)
+            traced, held_now = backup.stdout.readline().split()
+            return int(traced), int(held_now)
 
         before, _ = held(0)
         cookies = [_request(app, None) for _ in range(sessions)]

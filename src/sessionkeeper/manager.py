@@ -281,7 +281,8 @@ class SessionManager(SettingsView):
 
     def stats(self) -> dict[str, Any]:
         """Counters of this manager and of its store (``store_*``), plus gauges (``live``, ``dirty``,
-        ``unwritten_age_s``; ``crash_window_s``, the most of it the policy allows)."""
+        ``unwritten_age_s``; ``crash_window_s``, the most of it the policy allows, or with replication
+        what a crash of this node may lose now: :meth:`Replication.crash_window_s`)."""
         out: dict[str, Any] = dict(self.stats_counters.snapshot())
         sessions = self._cache.snapshot()
         out["live"] = len(sessions)
@@ -295,7 +296,7 @@ class SessionManager(SettingsView):
         for key, value in self.store.stats.as_dict().items():
             out[f"store_{key}"] = value
         if self._replicator is not None:
-            out.update(self._replicator.stats_view())
+            out.update(self._replicator.stats_view(out["crash_window_s"]))
         return out
 
     def replication_health(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ copies are bounded like the cache and dropped when expired; a superseded owner s
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import sessionkeeper as sk
@@ -99,3 +100,39 @@ def test_async_deltas_arrive_after_the_response_and_copies_expire(
     a.sweep()
     a.housekeep()
     assert a.replication_health()["owned"] == 0
+
+
+def test_a_replaced_backup_is_told_to_drop_its_copy_once_it_answers_again(
+    make_node: MakeNode,
+) -> None:
+    """A backup that did not answer in time (paused: its loop stalls, its messages wait) is
+    replaced; once it lives again its owner tells it to drop the copy it still holds, so that
+    each session has one copy per backup, not one per backup it ever had."""
+    nodes = {n: make_node(n, ack_timeout_s=0.3) for n in "abc"}
+    wait_members(list(nodes.values()), 3)
+    a = nodes["a"]
+    with a.request("shop") as s:
+        s["x"] = 1
+    old = s.id.split(".")[2]
+    stalled = nodes[old]._replicator
+    assert stalled is not None and stalled.transport._loop is not None
+    key = ("shop", s.token)
+    assert stalled.backups.get(key) is not None
+    resume = threading.Event()
+    stalled.transport._loop.call_soon_threadsafe(resume.wait)  # the process is paused
+    try:
+        with a.request("shop", s.id) as s:
+            s["x"] = 2  # the delta goes unanswered: another backup gets the whole session
+    finally:
+        resume.set()
+    assert a.stats()["replication_backups_replaced"] == 1
+    (new,) = (n for n in "bc" if n != old)
+    assert nodes[new]._replicator is not None
+    assert nodes[new]._replicator.backups.get(key) is not None
+    assert a._replicator is not None
+    assert wait_until(lambda: a._replicator is not None and a._replicator.members.is_live(old))
+    a.housekeep()
+    assert stalled.backups.get(key) is None
+    assert a.stats()["replication_retired_dropped"] == 1
+    a.housekeep()  # told once
+    assert a.stats()["replication_retired_dropped"] == 1

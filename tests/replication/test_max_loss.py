@@ -38,3 +38,18 @@ def test_the_channel_alone_keeps_the_policys_bound_and_memory_loses_everything()
     assert r.max_loss(eor, durable_store=True).nothing
     alone = r.max_loss(eor, durable_store=False)
     assert math.isinf(alone.seconds) and math.isinf(alone.requests)
+
+
+def test_the_crash_window_is_the_stores_or_the_ack_lag_whichever_is_shorter() -> None:
+    """``stats()["crash_window_s"]`` asks this rule: an acknowledged change is lost at a crash
+    only if neither the store nor a backup has it."""
+    sync, asyn = sk.Replication(replicas=1, ack="sync"), sk.Replication(replicas=1, ack="async")
+    assert sync.crash_window_s(62.0, durable_store=True, ack_lag_s=0.0) == 0
+    assert asyn.crash_window_s(62.0, durable_store=True, ack_lag_s=0.25) == 0.25
+    assert asyn.crash_window_s(0.0, durable_store=True, ack_lag_s=0.25) == 0  # EndOfRequest
+    assert asyn.crash_window_s(0.0, durable_store=False, ack_lag_s=0.25) == 0.25  # memory://
+    # Acknowledged while no backup could take it (a store in front, NATS away): the store's.
+    assert sync.crash_window_s(62.0, durable_store=True, ack_lag_s=90.0) == 62
+    channel = sk.Replication(replicas=0)
+    assert channel.crash_window_s(62.0, durable_store=True, ack_lag_s=0.0) == 62
+    assert math.isinf(channel.crash_window_s(0.0, durable_store=False, ack_lag_s=0.0))

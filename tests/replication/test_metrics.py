@@ -3,6 +3,9 @@ them on a private nats-server (requests, a rogue frame, a takeover, a handoff at
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry
 
 import sessionkeeper as sk
@@ -126,3 +129,34 @@ def test_the_replication_gap_while_nats_is_down(make_node: MakeNode, nats: NatsS
     samples = scrape(ea)
     assert value(samples, "sessionkeeper_replication_gap_seconds") == 0
     assert value(samples, "sessionkeeper_replication_disconnects_total", event="regained") == 1
+
+
+def test_stats_crash_window_is_replications_not_the_policys(
+    make_node: MakeNode, clock: sk.FakeClock, tmp_path: Path
+) -> None:
+    """``TimeBased(60)`` on SQLite alone may lose 62 s; with a backup acknowledging each change
+    (sync) nothing; with ``ack="async"`` the age of the oldest change no backup acknowledged."""
+    policy = sk.TimeBased(60)
+    sync = make_node("a", store=f"sqlite:///{tmp_path / 'a.db'}", write=policy)
+    asyn = make_node("b", store=f"sqlite:///{tmp_path / 'b.db'}", write=policy, ack="async",
+                     ack_timeout_s=5.0)  # fmt: skip
+    wait_members([sync, asyn], 2)
+    assert sync.stats()["crash_window_s"] == 0
+    with asyn.request("shop") as s:
+        s["x"] = 1
+    assert wait_until(lambda: asyn.stats()["replication_async_in_flight"] == 0)
+    assert asyn.stats()["crash_window_s"] == 0 and asyn.stats()["replication_ack_lag_s"] == 0
+    stalled = sync._replicator
+    assert stalled is not None and stalled.transport._loop is not None
+    resume = threading.Event()
+    stalled.transport._loop.call_soon_threadsafe(resume.wait)  # the backup is paused
+    try:
+        with asyn.request("shop", s.id) as s:
+            s["x"] = 2  # answered; its delta waits for the paused backup
+        clock.advance(3)
+        assert asyn.stats()["crash_window_s"] == 3
+        assert asyn.stats()["replication_ack_lag_s"] == 3
+    finally:
+        resume.set()
+    assert wait_until(lambda: asyn.stats()["replication_async_in_flight"] == 0)
+    assert asyn.stats()["crash_window_s"] == 0

@@ -99,9 +99,9 @@ class Failover:
         now when it has none); under ``entry.lock``."""
         r = self._r
         if not entry.backups:
-            entry.backups = r._place(copy.token)
+            entry.set_backups(r._place(copy.token))
         moved = replace(copy, owner=r.rt.node, epoch=entry.epoch, version=entry.version)
-        entry.backups = tuple(n for n in entry.backups if r._send(n, True, moved, {}))
+        entry.set_backups(tuple(n for n in entry.backups if r._send(n, True, moved, {})))
         entry.needs_full = not entry.backups
 
     def forget(self, app: str, token: str) -> None:

@@ -6,8 +6,8 @@ goes to the backups: with ``ack="sync"`` before returning, with ``"async"`` on a
 thread), ``recover`` (a session not owned here is asked for: from the nodes the id names; this
 node becomes its owner at a new epoch), ``forget`` (invalidated or rotated away: tombstones go
 to the backups) and ``close`` (owned sessions are handed to their backups). Taking over is in
-:mod:`.failover`; messages from other nodes are handled on the transport's worker thread
-(:mod:`.handlers`).
+:mod:`.failover`, the housekeeping's repairs of backups in :mod:`.repair`; messages from other
+nodes are handled on the transport's worker thread (:mod:`.handlers`).
 
 Fencing: each owner owns a session at an epoch; a node that takes a session over owns it at a
 higher one and says so to the cluster. A backup refuses a delta from an older epoch; the stale
@@ -28,7 +28,7 @@ from .. import forks
 from ..errors import StoreUnavailable
 from ..logs import fields, session_hash
 from ..session import Session
-from . import observe
+from . import observe, repair
 from .backups import Backups, Copy
 from .codec import Codec, Rejected
 from .counters import ReplicationCounters
@@ -63,7 +63,7 @@ class Replicator:
     def __init__(self, rt: Runtime, config: Replication, durable_store: bool) -> None:
         self.rt = rt
         self.config = config
-        self._durable = durable_store
+        self.durable = durable_store
         self._host = config.host or socket.gethostname()
         self.codec = Codec(
             config.key_bytes, config.cluster, lambda: rt.node, rt.clock.time,
@@ -197,6 +197,8 @@ class Replicator:
             return
         self.start()
         entry = self._entry(s)
+        with self._lock:
+            entry.changed(self.rt.clock.monotonic())
         if self.config.ack == "sync":
             self._replicate(s, entry)
             return
@@ -238,6 +240,7 @@ class Replicator:
 
     def _replicate(self, s: Session, entry: Owned) -> None:
         with entry.lock:
+            seen = entry.changes
             blobs = serialize(s, self.rt.serializer)
             version = entry.version + 1
             full = entry.needs_full
@@ -246,6 +249,7 @@ class Replicator:
             meta = (s.timeout_s, s.absolute_expires_at)
             changed = bool(delta.changed or delta.removed) or meta != entry.meta_sent
             if not full and not changed and not touch_due:
+                self._acked(entry, seen)
                 return
             if not entry.backups and self.config.replicas:
                 joined_s = time.monotonic() - self._joined_at
@@ -253,7 +257,7 @@ class Replicator:
                     # Just (re)connected: the members' answers to our first beat may be on
                     # their way. Real time: this is about the network, not the sessions.
                     self.members.wait_for(lambda live: len(live) > 1, self.config.ack_timeout_s)
-                entry.backups = self._place(s.token)
+                entry.set_backups(self._place(s.token))
             copy = copy_of(s, self.rt.node, entry, blobs, version)
             kept: list[str] = []
             for node in entry.backups:
@@ -261,18 +265,24 @@ class Replicator:
                     kept.append(node)
                 else:
                     kept.extend(self._replace(s, entry, node, kept, copy))
-            entry.backups = tuple(dict.fromkeys(kept))
+            entry.set_backups(tuple(dict.fromkeys(kept)))
             entry.blobs, entry.version = blobs, version
             entry.needs_full = False
             entry.last_access_sent = s.last_access_at
             entry.meta_sent = meta
             if entry.backups:
                 self.stats.add("replication_snapshots" if full else "replication_deltas")
+            if entry.backups or not self.config.replicas:
+                self._acked(entry, seen)
             if self.config.replicas and not entry.backups:
                 entry.needs_full = True
                 self.stats.add("replication_unreplicated")
-                if self.config.ack == "sync" and not self._durable and changed:
+                if self.config.ack == "sync" and not self.durable and changed:
                     raise ReplicationUnavailable("no other node acknowledged the change")
+
+    def _acked(self, entry: Owned, seen: int) -> None:
+        with self._lock:
+            entry.acked(seen)
 
     def _send(self, node: str, full: bool, copy: Copy, delta: dict[str, Any]) -> bool:
         """One backup's copy brought to ``copy``: by the delta, or whole when asked or needed."""
@@ -329,43 +339,17 @@ class Replicator:
     def health(self) -> dict[str, Any]:
         return observe.health(self)
 
-    def stats_view(self) -> dict[str, Any]:
-        return observe.stats(self)
-
-    def _repair(self, cached: dict[Key, Session]) -> None:
-        """Copy every owned session that lacks a live backup, whole, to a new one (its backup
-        stopped or crashed, NATS came back): else a session no request asks for would stay in
-        one process, and a rolling restart waiting for health would wait for it forever."""
-        if not self.transport.connected:
-            return
-        live = {m.name for m in self.members.live()}
-        with self._lock:
-            short = [(k, e) for k, e in self.owned.items() if observe.short(self, e, live)]
-        for key, entry in short:
-            try:
-                with entry.lock:
-                    entry.backups = tuple(b for b in entry.backups if b in live)
-                    parked = entry.parked
-                    if parked is not None:
-                        self.failover.copy_parked(entry, parked)
-                s = cached.get(key)
-                if parked is None and s is not None and s.created:
-                    entry.needs_full = True
-                    self._replicate(s, entry)
-            except StoreUnavailable as exc:  # fenced, or still no backup
-                log.info(
-                    "replication: session %s not repaired: %s",
-                    session_hash(*key),
-                    exc,
-                    extra=fields(*key, exc.code),
-                )
-            self.stats.add("replication_repairs")
+    def stats_view(self, store_window_s: float) -> dict[str, Any]:
+        """The replication keys of ``stats()``, and its ``crash_window_s`` given the store's
+        (the policy's) window."""
+        return observe.stats(self, store_window_s)
 
     def housekeep(self) -> None:
         """Drop expired backup copies, and the records of owned sessions that this node no
         longer holds: evicted or swept from the cache (their backups' copies expire on their
         own), or handed here and expired before any request asked for them. Then repair what
-        lacks a live backup. Runs on the housekeeping thread."""
+        lacks a live backup, and tell replaced backups to drop their copies. Runs on the
+        housekeeping thread."""
         now = self.rt.clock.time()
         self.backups.expire(now)
         cached = {(s.app, s.token): s for s in self.rt.cache.snapshot()}
@@ -379,7 +363,9 @@ class Replicator:
                 del self.owned[key]
         if stale:
             self.stats.add("replication_owned_dropped", len(stale))
-        self._repair(cached)
+        if self.transport.connected:
+            repair.repair(self, cached)
+            repair.drop_retired(self)
 
     def close(self, *, handoff: bool = True) -> int:
         """Hand every owned session to its first live backup (which becomes its owner), leave,

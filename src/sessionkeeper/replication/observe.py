@@ -38,10 +38,21 @@ def short(r: Replicator, entry: Owned, live: set[str]) -> bool:
     return entry.needs_full or sum(1 for b in entry.backups if b in live) < r.config.replicas
 
 
-def stats(r: Replicator) -> dict[str, Any]:
-    """The counters (``replication_*``) and the gauges of ``manager.stats()``."""
+def ack_lag_s(r: Replicator) -> float:
+    """The age of the oldest change of an owned session that no backup acknowledged yet: an
+    async delta in flight, or a change answered while no backup could take it; 0 if none."""
+    with r._lock:
+        since = [e.unacked_since for e in r.owned.values() if e.unacked_since is not None]
+    return max(0.0, r.rt.clock.monotonic() - min(since)) if since else 0.0
+
+
+def stats(r: Replicator, store_window_s: float) -> dict[str, Any]:
+    """The counters (``replication_*``) and the gauges of ``manager.stats()``, and what a crash
+    of this node may lose now (``crash_window_s``, :meth:`.Replication.crash_window_s`) in front
+    of a store whose policy alone may lose ``store_window_s``."""
     out: dict[str, Any] = r.stats.snapshot()
     h = health(r)
+    lag = ack_lag_s(r)
     down_since = r.transport.down_since
     gap = 0.0 if down_since is None else time.monotonic() - down_since
     out.update(
@@ -53,5 +64,9 @@ def stats(r: Replicator) -> dict[str, Any]:
         replication_async_window=r.config.async_window,
         replication_connected=int(h["connected"]),
         replication_gap_s=gap,
+        replication_ack_lag_s=lag,
+        crash_window_s=r.config.crash_window_s(
+            store_window_s, durable_store=r.durable, ack_lag_s=lag
+        ),
     )
     return out

@@ -4,7 +4,10 @@ Per owned session: the epoch it owns it at, the replication version (one per cha
 its backups (as frozen in the id), and the attribute bytes as last replicated, from which the
 next request's delta is computed, and the timeout and deadline last sent (a request that changes
 only those is replicated too). ``parked`` holds a session handed to this node (a handoff, or a
-copy taken over) that no request has asked for yet. ``lock`` orders one session's sends.
+copy taken over) that no request has asked for yet. ``retired`` are the nodes that were its
+backups and were replaced (they did not answer in time): each may still hold a copy, until it is
+told to drop it (:meth:`Owned.set_backups`, and the owner's housekeeping). ``lock`` orders one
+session's sends.
 """
 
 from __future__ import annotations
@@ -27,7 +30,30 @@ class Owned:
     last_access_sent: float = 0.0
     meta_sent: tuple[float, float | None] | None = None  # (timeout_s, deadline) last sent
     parked: Copy | None = None
+    retired: tuple[str, ...] = ()  # a tuple: no set allocated per owned session
+    changes: int = 0  # requests that ended on it (the ack lag's bookkeeping)
+    unacked_since: float | None = None  # monotonic: its oldest change no backup acknowledged
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def changed(self, now: float) -> None:
+        """A request ended on it (under the replicator's lock): unacknowledged from ``now``
+        unless an older change still is."""
+        self.changes += 1
+        if self.unacked_since is None:
+            self.unacked_since = now
+
+    def acked(self, seen: int) -> None:
+        """Its backups hold every change up to the ``seen``-th request (under the
+        replicator's lock); a request that ended meanwhile keeps the lag."""
+        if self.changes == seen:
+            self.unacked_since = None
+
+    def set_backups(self, backups: tuple[str, ...]) -> None:
+        """The backups from now on; a backup left out is retired (it may hold a copy), one
+        chosen again is not."""
+        left = dict.fromkeys((*self.retired, *self.backups))
+        self.retired = tuple(b for b in left if b not in backups)
+        self.backups = backups
 
 
 def serialize(s: Session, serializer: Serializer) -> dict[str, bytes]:

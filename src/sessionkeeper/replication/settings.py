@@ -6,6 +6,7 @@ Frozen and free of I/O, like :class:`~sessionkeeper.config.Settings`, which norm
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,21 @@ class Replication:
             store_loss.updates,
             min(store_loss.requests, float(self.async_window)),
         )
+
+    def crash_window_s(
+        self, store_window_s: float, *, durable_store: bool, ack_lag_s: float
+    ) -> float:
+        """What a crash of one node may lose now, in seconds of acknowledged changes
+        (``manager.stats()["crash_window_s"]``): an acknowledged change is lost only if neither
+        the store nor a backup has it, so the shorter of ``store_window_s`` (the policy's window;
+        everything on ``memory://``) and ``ack_lag_s``, the age of the oldest change no backup
+        acknowledged yet. With ``ack="sync"`` that lag is 0 but for changes answered while no
+        backup could take them (in front of a store, NATS away); with ``ack="async"`` it is the
+        deltas in flight. ``replicas=0``: the store's window."""
+        store = store_window_s if durable_store else math.inf
+        if not self.replicas:
+            return store
+        return min(store, ack_lag_s)
 
 
 def parse_replication(value: str | Replication | None) -> Replication | None:
