@@ -16,7 +16,7 @@ from typing import Any, Literal
 from .changes import Taken
 from .errors import CorruptSessionData, StoreError, StoreUnavailable
 from .logs import fields, session_hash
-from .serialization import Serializer, place
+from .serialization import Serializer, place, uses_place
 from .session import Session
 from .stats import Stats
 from .stores.base import SaveRequest, SaveResult, SaveStatus, Store, StoredSession, Touch
@@ -49,6 +49,7 @@ class Writer:
     ) -> None:
         self.store = store
         self.serializer = serializer
+        self._placed = uses_place(serializer)  # else no place to build per value written
         self.stats = stats
         self.contents = contents
         self._node = node
@@ -56,7 +57,8 @@ class Writer:
 
     def _dumps(self, s: Session, key: str, value: Any) -> bytes | None:
         try:
-            return self.serializer.dumps(value, place=place(s.app, s.token, key))
+            where = place(s.app, s.token, key) if self._placed else b""
+            return self.serializer.dumps(value, place=where)
         except (TypeError, ValueError, RecursionError) as exc:
             # The value passed the check when it was set and was mutated in place since.
             self.stats.add("unserializable_values")
