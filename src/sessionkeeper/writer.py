@@ -26,6 +26,10 @@ log = logging.getLogger("sessionkeeper.writer")
 Contents = Literal["updated", "accessed", "all"]
 
 
+def _order(s: Session) -> tuple[str, str]:
+    return s.app, s.token
+
+
 @dataclass
 class _Taken:
     """One session's write: the request, and the change tracking taken out for it, to put back
@@ -78,10 +82,11 @@ class Writer:
         keys whose value cannot be serialized any more. The caller holds the session's lock."""
         data = s.data_view()
         tracked = s.changes
+        set_keys = tracked.set_keys  # a view built per call: once, not per key
         if full:
             keys: set[str] = set(data)
         else:
-            keys = set(tracked.set_keys)
+            keys = set(set_keys)
             if self.contents == "accessed":
                 keys |= tracked.read_keys
         changed: dict[str, bytes] = {}
@@ -94,7 +99,7 @@ class Writer:
             if blob is None:
                 failed.append(key)
                 continue
-            if key in tracked.set_keys or s.stored_hashes.get(key) != hash(blob):
+            if key in set_keys or s.stored_hashes.get(key) != hash(blob):
                 own.add(key)
             if full or key in own:  # else read, not changed
                 changed[key] = blob
@@ -163,7 +168,8 @@ class Writer:
         try:
             # One total order, (app, token), wherever several sessions are held: two batches
             # taken in cache order (which requests keep changing) would wait on each other.
-            for s in sorted(sessions, key=lambda s: (s.app, s.token)):
+            ordered = sessions if len(sessions) == 1 else sorted(sessions, key=_order)
+            for s in ordered:
                 s.write_lock.acquire()
                 locked.append(s)
                 t, complete = self._take_checked(s)
