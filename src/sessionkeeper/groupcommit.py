@@ -4,10 +4,10 @@ A request whose write finds no batch in flight and none queued writes at once, a
 thread: no added wait, no hand-off to another thread, no waiter built. Writes that arrive while a
 batch is in flight queue up; when it ends, one of them (the first to wake) writes every queued
 session in one ``Persistence.write``, that is one ``save_many`` (one transaction on SQL), and the
-others are answered when that batch is done. So every caller returns only after
-the batch holding its session was written (or failed: a failure is per session, as the writer
-always handles it, and the session stays dirty). An exception other than the writer's handled
-store errors is raised in every caller of that batch.
+others are answered when that batch is done. So every caller returns only after the batch holding
+its session was written (or failed: a failure is per session, as the writer always handles it,
+and the session stays dirty). An exception other than the writer's handled store errors is raised
+in every caller of that batch.
 
 Threads: any number of callers; at most one batch in flight per manager. Only request ends go
 through here (``Lifecycle``'s write after a request), called with no session lock held: the
@@ -69,7 +69,8 @@ class GroupCommit:
     def write(self, session: Session) -> bool:
         with self._cond:
             alone = not self._busy and not self._queue  # nothing in flight, nobody waiting
-            self._busy = self._busy or alone
+            if alone:
+                self._busy = True
         if alone:
             # The uncontended case, most requests': its own batch, written by its own thread,
             # with no waiter and no de-duplication to build.
