@@ -1,12 +1,13 @@
 """Group commit: request-end writes of one manager that overlap share one store batch.
 
-A request whose write finds no batch in flight writes at once, alone: no added wait. Writes that
-arrive while a batch is in flight queue up; when it ends, one of them (the first to wake) writes
-every queued session in one ``Persistence.write``, that is one ``save_many`` (one transaction on
-SQL), and the others are answered when that batch is done. So every caller returns only after
-the batch holding its session was written (or failed: a failure is per session, as the writer
-always handles it, and the session stays dirty). An exception other than the writer's handled
-store errors is raised in every caller of that batch.
+A request whose write finds no batch in flight and none queued writes at once, alone, in its own
+thread: no added wait, no hand-off to another thread, no waiter built. Writes that arrive while a
+batch is in flight queue up; when it ends, one of them (the first to wake) writes every queued
+session in one ``Persistence.write``, that is one ``save_many`` (one transaction on SQL), and the
+others are answered when that batch is done. So every caller returns only after the batch holding
+its session was written (or failed: a failure is per session, as the writer always handles it,
+and the session stays dirty). An exception other than the writer's handled store errors is raised
+in every caller of that batch.
 
 Threads: any number of callers; at most one batch in flight per manager. Only request ends go
 through here (``Lifecycle``'s write after a request), called with no session lock held: the
@@ -66,6 +67,18 @@ class GroupCommit:
             return self._enqueued.wait_for(lambda: len(self._queue) >= n, timeout_s)
 
     def write(self, session: Session) -> bool:
+        with self._cond:
+            alone = not self._busy and not self._queue  # nothing in flight, nobody waiting
+            if alone:
+                self._busy = True
+        if alone:
+            # The uncontended case, most requests': its own batch, written by its own thread,
+            # with no waiter and no de-duplication to build.
+            written, error = self._run([session])
+            self._end([], written, error)
+            if error is not None:
+                raise error
+            return id(session) in written
         me = _Waiter(session)
         batch: list[_Waiter] = []
         with self._cond:
@@ -73,29 +86,30 @@ class GroupCommit:
             self._enqueued.notify_all()
             while self._busy and not me.done:
                 self._cond.wait()
-            if not me.done:  # nothing in flight: lead a batch of everything queued
+            if not me.done:  # the batch in flight ended: lead one of everything queued
                 self._busy = True
                 batch, self._queue = self._queue, []
         if batch:
-            self._lead(batch)
+            # One entry per session: two requests of one session that ended together.
+            written, error = self._run(list({id(w.session): w.session for w in batch}.values()))
+            self._end(batch, written, error)
         if me.error is not None:
             raise me.error
         return me.written
 
-    def _lead(self, batch: list[_Waiter]) -> None:
-        error: BaseException | None = None
-        written: set[int] = set()
+    def _run(self, sessions: list[Session]) -> tuple[set[int], BaseException | None]:
+        """Write one batch: the ids of the sessions written, or the error it raised."""
         try:
-            # One entry per session: two requests of one session that ended together.
-            sessions = list({id(w.session): w.session for w in batch}.values())
-            written = {id(s) for s in self._write_batch(sessions)}
+            return {id(s) for s in self._write_batch(sessions)}, None
         except BaseException as exc:
-            error = exc
-        finally:
-            with self._cond:
-                for w in batch:
-                    w.done, w.error = True, error
-                    w.written = id(w.session) in written
-                self._busy = False
-                self.batches += 1
-                self._cond.notify_all()
+            return set(), exc
+
+    def _end(self, batch: list[_Waiter], written: set[int], error: BaseException | None) -> None:
+        """A batch ended: answer its waiters; the next queued write may lead."""
+        with self._cond:
+            for w in batch:
+                w.done, w.error = True, error
+                w.written = id(w.session) in written
+            self._busy = False
+            self.batches += 1
+            self._cond.notify_all()

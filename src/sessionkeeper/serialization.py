@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import pickle
 import uuid
 from decimal import Decimal
@@ -120,6 +121,11 @@ def _decode(value: Any) -> Any:
     return value
 
 
+#: JSON's own text of a str (the encoder's, for ``ensure_ascii=False``), and of its literals.
+_encode_str = json.encoder.encode_basestring
+_LITERALS = {None: b"null", True: b"true", False: b"false"}
+
+
 class JsonSerializer:
     """The default. Human-readable in the store, safe to load from anyone."""
 
@@ -129,6 +135,15 @@ class JsonSerializer:
     _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     def dumps(self, value: Any, *, place: bytes = b"") -> bytes:
+        t = type(value)
+        # The commonest values, exact types only, as the encoder writes them (the same bytes,
+        # tests/core/test_serialization.py): its setup cost more than a microsecond per call.
+        if t is str:
+            return _encode_str(value).encode("utf-8")
+        if t is int or (t is float and math.isfinite(value)):
+            return repr(value).encode("ascii")
+        if t is bool or value is None:
+            return _LITERALS[value]
         return self._encoder.encode(_encode(value)).encode("utf-8")
 
     def loads(self, data: bytes, *, place: bytes = b"") -> Any:
@@ -226,6 +241,12 @@ class SignedPickleSerializer:
             return pickle.loads(payload)
         except Exception as exc:
             raise CorruptSessionData(f"unreadable pickled value: {exc}") from exc
+
+
+def uses_place(serializer: Serializer) -> bool:
+    """Whether ``serializer`` may use the ``place`` it is given: every one but the two built in
+    that ignore it (exact types: a subclass may sign), for which a writer need not build it."""
+    return type(serializer) not in (JsonSerializer, MsgpackSerializer)
 
 
 def make_serializer(spec: str | Serializer, *, pickle_key: bytes | str | None = None) -> Serializer:

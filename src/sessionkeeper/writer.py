@@ -16,7 +16,7 @@ from typing import Any, Literal
 from .changes import Taken
 from .errors import CorruptSessionData, StoreError, StoreUnavailable
 from .logs import fields, session_hash
-from .serialization import Serializer, place
+from .serialization import Serializer, place, uses_place
 from .session import Session
 from .stats import Stats
 from .stores.base import SaveRequest, SaveResult, SaveStatus, Store, StoredSession, Touch
@@ -24,6 +24,10 @@ from .stores.base import SaveRequest, SaveResult, SaveStatus, Store, StoredSessi
 log = logging.getLogger("sessionkeeper.writer")
 
 Contents = Literal["updated", "accessed", "all"]
+
+
+def _order(s: Session) -> tuple[str, str]:
+    return s.app, s.token
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Writer:
     ) -> None:
         self.store = store
         self.serializer = serializer
+        self._placed = uses_place(serializer)  # else no place to build per value written
         self.stats = stats
         self.contents = contents
         self._node = node
@@ -56,7 +61,8 @@ class Writer:
 
     def _dumps(self, s: Session, key: str, value: Any) -> bytes | None:
         try:
-            return self.serializer.dumps(value, place=place(s.app, s.token, key))
+            where = place(s.app, s.token, key) if self._placed else b""
+            return self.serializer.dumps(value, place=where)
         except (TypeError, ValueError, RecursionError) as exc:
             # The value passed the check when it was set and was mutated in place since.
             self.stats.add("unserializable_values")
@@ -76,10 +82,11 @@ class Writer:
         keys whose value cannot be serialized any more. The caller holds the session's lock."""
         data = s.data_view()
         tracked = s.changes
+        set_keys = tracked.set_keys  # a view built per call: once, not per key
         if full:
             keys: set[str] = set(data)
         else:
-            keys = set(tracked.set_keys)
+            keys = set(set_keys)
             if self.contents == "accessed":
                 keys |= tracked.read_keys
         changed: dict[str, bytes] = {}
@@ -92,7 +99,7 @@ class Writer:
             if blob is None:
                 failed.append(key)
                 continue
-            if key in tracked.set_keys or s.stored_hashes.get(key) != hash(blob):
+            if key in set_keys or s.stored_hashes.get(key) != hash(blob):
                 own.add(key)
             if full or key in own:  # else read, not changed
                 changed[key] = blob
@@ -161,7 +168,8 @@ class Writer:
         try:
             # One total order, (app, token), wherever several sessions are held: two batches
             # taken in cache order (which requests keep changing) would wait on each other.
-            for s in sorted(sessions, key=lambda s: (s.app, s.token)):
+            ordered = sessions if len(sessions) == 1 else sorted(sessions, key=_order)
+            for s in ordered:
                 s.write_lock.acquire()
                 locked.append(s)
                 t, complete = self._take_checked(s)

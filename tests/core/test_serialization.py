@@ -118,3 +118,70 @@ def test_places_of_different_app_token_key_differ() -> None:
     assert ser.loads(blob, place=place("a", "t", "k")) == "v"
     with pytest.raises(sk.CorruptSessionData):
         ser.loads(blob, place=place("a", "t", "j"))
+
+
+def _encoder_bytes(value: Any) -> bytes:
+    """What the JSON serializer's general path (its encoder) writes for ``value``."""
+    from sessionkeeper.serialization import JsonSerializer, _encode
+
+    return JsonSerializer._encoder.encode(_encode(value)).encode("utf-8")
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=SCALARS)
+def test_json_scalars_are_the_encoders_bytes(value: Any) -> None:
+    """The scalar shortcut writes exactly what the encoder writes: a stored value's bytes (and
+    the hashes that tell a changed value from a read one) do not depend on the path taken."""
+    assert make_serializer("json").dumps(value) == _encoder_bytes(value)
+
+
+def test_json_scalar_shortcut_keeps_the_encoders_errors_and_subclasses() -> None:
+    from markupsafe import Markup
+
+    ser = make_serializer("json")
+    for value in ("lone \ud800 surrogate", 10**5000):  # refused by both paths alike
+        with pytest.raises(ValueError):
+            _encoder_bytes(value)
+        with pytest.raises(ValueError):
+            ser.dumps(value)
+
+    class Flag(int):
+        def __repr__(self) -> str:
+            return "Flag()"
+
+    for value in (Markup("<b>x</b>"), Flag(3)):  # a subclass takes the general path
+        assert ser.dumps(value) == _encoder_bytes(value)
+    assert ser.loads(ser.dumps(Markup("<b>x</b>"))) == Markup("<b>x</b>")
+
+
+def test_a_serializer_of_the_applications_gets_each_values_place(make: Any) -> None:
+    """The writer leaves out the place only for the built-in serializers that ignore it; one
+    of the application's, a subclass of a built-in one too, gets it with every value."""
+    from sessionkeeper.serialization import JsonSerializer, place
+
+    class Placed(JsonSerializer):
+        places: list[bytes] = []
+
+        def dumps(self, value: Any, *, place: bytes = b"") -> bytes:
+            self.places.append(place)
+            return super().dumps(value, place=place)
+
+    m = make(serializer=Placed())
+    with m.request(app="shop") as s:
+        s["n"] = 1
+    Placed.places.clear()
+    with m.request(app="shop", session_id=s.id) as s:
+        s["n"] = 2
+    token = s.id.split(".")[0]
+    assert place("shop", token, "n") in Placed.places
+    assert b"" not in Placed.places

@@ -33,8 +33,8 @@ from ..errors import ConfigurationError, StoreUnavailable
 log = logging.getLogger("sessionkeeper.store.redis")
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
-#: (keys, args) of one script call.
-Call: TypeAlias = tuple[list[str], list[str | bytes]]
+#: (keys, args) of one script call; str is sent in the client's encoding, bytes as they are.
+Call: TypeAlias = tuple[Sequence[str | bytes], Sequence[str | bytes]]
 
 
 class Topology(enum.Enum):
