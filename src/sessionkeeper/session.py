@@ -64,7 +64,6 @@ class Session(RequestLog):
     __slots__ = (
         "_access_lock",
         "_host",
-        "_lock",
         "_owner",
         "_undo",
         "_write_lock",
@@ -112,13 +111,13 @@ class Session(RequestLog):
         self._owner = owner
         if data:
             dict.update(self, data)
-        self._lock = threading.RLock()
+        # What changed since the last successful store write; also the session's lock (one
+        # object: see changes.py), taken by every set and delete.
+        self.changes = Changes(track_reads=track_reads)
         # Made when first used (most cached sessions are never written twice at once, and
         # without serialize_access the access lock is never used): see the properties.
         self._access_lock: threading.Lock | None = None
         self._write_lock: threading.Lock | None = None
-        # What changed since the last successful store write.
-        self.changes = Changes(self._lock, track_reads=track_reads)
         # When data last reached the store: a *monotonic* reading of the manager's clock (an
         # interval is measured from it), which the manager layer sets; never a timestamp.
         self.last_write_at = 0.0
@@ -130,7 +129,8 @@ class Session(RequestLog):
         self.in_store = version > 0  # written at least once
         self.created = version > 0  # has become a real session (first write or loaded)
         # The request (its ``current_request`` number) that created this session, if one did:
-        # only that request's hold is new. Per-request state lives on the hold, not here.
+        # only that request's hold is new. Per-request state lives on the hold, not here; this
+        # is cleared when the last request lets go (its hold keeps the answer: ``new_at_end``).
         self.created_by: int | None = None
         self.active_requests = 0
         # Per request in progress (by ``current_request`` number): its undo log, copies of the
@@ -146,7 +146,7 @@ class Session(RequestLog):
         """Held for a whole request with ``serialize_access``."""
         lock = self._access_lock
         if lock is None:
-            with self._lock:  # two threads asking at once must get one lock
+            with self.changes:  # two threads asking at once must get one lock
                 lock = self._access_lock
                 if lock is None:
                     lock = self._access_lock = threading.Lock()
@@ -157,7 +157,7 @@ class Session(RequestLog):
         """Held for each store write of this session: one at a time."""
         lock = self._write_lock
         if lock is None:
-            with self._lock:
+            with self.changes:
                 lock = self._write_lock
                 if lock is None:
                     lock = self._write_lock = threading.Lock()
@@ -177,7 +177,7 @@ class Session(RequestLog):
     def owner(self, principal: str | None) -> None:
         """Bind the session to a principal (at login). A request presenting it under another
         principal then gets a new session instead."""
-        with self._lock:
+        with self.changes:
             self._owner = principal
             self.changes.record_meta()
         self._host._metadata_changed(self)
@@ -187,7 +187,7 @@ class Session(RequestLog):
         permanent sessions). Written with the session's next write."""
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
-        with self._lock:
+        with self.changes:
             if self.timeout_s == timeout_s:
                 return
             self.timeout_s = float(timeout_s)
@@ -206,7 +206,7 @@ class Session(RequestLog):
     def record_deadline(self, when: float | None) -> None:
         """Set the deadline, to be written, even one already past: the session then ends at its
         next load, not now (Starlette's ``max_age`` of 0 still sends the cookie)."""
-        with self._lock:
+        with self.changes:
             if self.absolute_expires_at == when:
                 return
             self.absolute_expires_at = None if when is None else float(when)
@@ -216,7 +216,7 @@ class Session(RequestLog):
     def mark_modified(self) -> None:
         """Treat every key read since the last write as changed, so values mutated in place are
         written under ``contents="updated"`` too (Flask's and Django's ``session.modified = True``)."""
-        with self._lock:
+        with self.changes:
             self.changes.reads_as_set(dict.keys(self))
 
     @property
@@ -262,7 +262,7 @@ class Session(RequestLog):
         if not isinstance(key, str):
             raise TypeError(f"session attribute names are str, not {type(key).__name__}")
         self._host._validate_value(self, key, value)
-        with self._lock:
+        with self.changes:
             old = dict.get(self, key, _MISSING)
             self._record_undo(key, old)  # and marks the session accessed (_touch)
             dict.__setitem__(self, key, value)
@@ -271,7 +271,7 @@ class Session(RequestLog):
 
     def __delitem__(self, key: str) -> None:
         self._touch()
-        with self._lock:
+        with self.changes:
             old = dict.pop(self, key)  # KeyError when absent, as a dict
             self._record_undo(key, old)
             self.changes.record_delete(key)
@@ -317,14 +317,14 @@ class Session(RequestLog):
             self[key] = value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
-        with self._lock:
+        with self.changes:
             if dict.__contains__(self, key):
                 return self[key]
         self[key] = default
         return default
 
     def pop(self, key: str, default: Any = _MISSING) -> Any:
-        with self._lock:
+        with self.changes:
             if not dict.__contains__(self, key):
                 if default is _MISSING:
                     raise KeyError(key)
@@ -335,14 +335,14 @@ class Session(RequestLog):
 
     def popitem(self) -> tuple[str, Any]:
         """The last key set, removed (LIFO, as ``dict.popitem``)."""
-        with self._lock:
+        with self.changes:
             if not dict.__len__(self):
                 raise KeyError("popitem(): session is empty")
             key = next(reversed(dict.keys(self)))
             return key, self.pop(key)
 
     def clear(self) -> None:
-        with self._lock:
+        with self.changes:
             for key in list(dict.keys(self)):
                 self.pop(key, None)
 
@@ -388,7 +388,7 @@ class Session(RequestLog):
 
     @property
     def lock(self) -> threading.RLock:
-        return self._lock
+        return self.changes
 
     def data_view(self) -> dict[str, Any]:
         """A plain copy of the attributes, without read tracking. Callers hold ``lock`` for a
@@ -449,7 +449,7 @@ class Session(RequestLog):
     def reset_as_new(self, token: str, now: float) -> dict[str, Any]:
         """Become a new, empty, not yet created session under ``token`` (after an invalidation);
         returns the attributes it had. Requests still holding this object keep working."""
-        with self._lock:
+        with self.changes:
             values = dict.copy(self)
             dict.clear(self)
             self.token = token
@@ -465,6 +465,6 @@ class Session(RequestLog):
             return values
 
     def replace_data(self, data: dict[str, Any]) -> None:
-        with self._lock:
+        with self.changes:
             dict.clear(self)
             dict.update(self, data)
