@@ -11,14 +11,15 @@ The session never does I/O itself: writes, invalidation and id rotation are dele
 from __future__ import annotations
 
 import threading
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from . import offloop
 from .changes import Changes
 from .logs import session_hash
+from .mutators import DictMethods
 from .undo import _MISSING as _MISSING
-from .undo import Request, RequestLog
+from .undo import Request
 from .undo import current_request as current_request
 
 #: Values a request cannot change in place: reading one needs no copy for the undo log.
@@ -48,16 +49,17 @@ class SessionHost(Protocol):
     def _now(self) -> float: ...
 
 
-class Session(RequestLog):
+class Session(DictMethods):
     """One session: a ``dict`` of attribute names to values (``json.dumps(session)`` and
     ``isinstance(session, dict)`` work), plus metadata and change tracking. Attribute names are
     ``str``; values must be serializable by the manager's serializer (checked when set: a bad
     value raises :class:`SerializationError` naming the key, and nothing changes).
 
-    dict's C methods do not go through ``__setitem__``, so every mutator is overridden here and
-    goes through ``__setitem__`` / ``__delitem__`` (tracked, validated, undo-logged). Reads through
-    ``[]``, ``get``, ``items``, ``values``, ``copy`` and ``|`` are tracked; ``in``, ``len``,
-    ``keys`` and ``==`` are not (they read no value). ``copy()`` and ``|`` return plain dicts."""
+    dict's C methods do not go through ``__setitem__``, so every mutator is overridden (here and
+    in :mod:`.mutators`) and goes through ``__setitem__`` / ``__delitem__`` (tracked, validated,
+    undo-logged). Reads through ``[]``, ``get``, ``items``, ``values``, ``copy`` and ``|`` are
+    tracked; ``in``, ``len``, ``keys`` and ``==`` are not (they read no value). ``copy()`` and
+    ``|`` return plain dicts."""
 
     # No instance __dict__: with more than 30 attributes CPython gives every instance a full
     # dict of its own (no key sharing), about 1.6 KB per cached session.
@@ -283,72 +285,6 @@ class Session(RequestLog):
         self._touch()
         return iter(list(dict.keys(self)))
 
-    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
-        return ItemsView(self)
-
-    def values(self) -> ValuesView[Any]:  # type: ignore[override]
-        return ValuesView(self)
-
-    def copy(self) -> dict[str, Any]:
-        """A plain, shallow ``dict`` of the attributes; each value counts as read."""
-        return {key: self[key] for key in self if dict.__contains__(self, key)}
-
-    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        out = self.copy()
-        out.update(other)
-        return out
-
-    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
-        self.update(other)
-        return self
-
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        # dict.update's rule: anything with keys() is a mapping, else an iterable of pairs.
-        pairs: Iterable[tuple[Any, Any]] = (
-            [(key, other[key]) for key in other.keys()]  # noqa: SIM118
-            if hasattr(other, "keys")
-            else other
-        )
-        for key, value in pairs:
-            self[key] = value
-        for key, value in kwargs.items():
-            self[key] = value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        with self.changes:
-            if dict.__contains__(self, key):
-                return self[key]
-        self[key] = default
-        return default
-
-    def pop(self, key: str, default: Any = _MISSING) -> Any:
-        with self.changes:
-            if not dict.__contains__(self, key):
-                if default is _MISSING:
-                    raise KeyError(key)
-                return default
-            value = dict.__getitem__(self, key)
-            del self[key]
-            return value
-
-    def popitem(self) -> tuple[str, Any]:
-        """The last key set, removed (LIFO, as ``dict.popitem``)."""
-        with self.changes:
-            if not dict.__len__(self):
-                raise KeyError("popitem(): session is empty")
-            key = next(reversed(dict.keys(self)))
-            return key, self.pop(key)
-
-    def clear(self) -> None:
-        with self.changes:
-            for key in list(dict.keys(self)):
-                self.pop(key, None)
-
-    def __copy__(self) -> dict[str, Any]:
-        return self.copy()
-
     def __repr__(self) -> str:
         # Never any part of the id (a bearer credential): its short hash, as the logs give it.
         return f"<Session {self.app}:{session_hash(self.app, self.token)} keys={sorted(dict.keys(self))!r}>"
@@ -389,20 +325,6 @@ class Session(RequestLog):
     @property
     def lock(self) -> threading.RLock:
         return self.changes
-
-    def data_view(self) -> dict[str, Any]:
-        """A plain copy of the attributes, without read tracking. Callers hold ``lock`` for a
-        consistent one; to change the attributes untracked, use :meth:`raw_set` / :meth:`raw_delete`."""
-        return dict.copy(self)
-
-    def raw_set(self, key: str, value: Any) -> None:
-        """Set ``key`` without validation, tracking or hooks (a value merged from the store).
-        Caller holds ``lock``."""
-        dict.__setitem__(self, key, value)
-
-    def raw_delete(self, key: str) -> None:
-        """Remove ``key`` without tracking or hooks. Caller holds ``lock``."""
-        dict.pop(self, key, None)
 
     def own_hashes(self) -> dict[str, int]:
         """``stored_hashes``, to be changed: this session's own dict (the shared empty one is
@@ -463,8 +385,3 @@ class Session(RequestLog):
             self.last_store_access_at = now
             self._forget_undo()
             return values
-
-    def replace_data(self, data: dict[str, Any]) -> None:
-        with self.changes:
-            dict.clear(self)
-            dict.update(self, data)
