@@ -2,8 +2,9 @@
 
 A ``Changes`` *is* its session's lock: an ``RLock`` (so callers that already hold it may call
 in), one object where a lock and a tracking object were two (40 bytes less per cached session).
-Every method takes it. That includes recording a read: a read added without it could land in a set the writer
-has just taken, and be lost for the next write (``contents="accessed"`` writes read keys).
+Every method takes it. That includes recording a read: a read added without it could land in a
+set the writer has just taken, and be lost for the next write (``contents="accessed"`` writes
+read keys).
 
 A write ``take()``s a snapshot and leaves the tracking empty; a failed write ``restore()``s it,
 merged under what changed meanwhile (a key set after the take stays set, one deleted after the
