@@ -42,3 +42,14 @@ def test_key_tuples_are_shared_between_sessions_and_the_table_stays_bounded() ->
     assert len(changes._SHARED) <= changes._SHARED_MAX
     a.record_delete("cart")
     assert set(a.set_keys) == {"user"} and set(b.set_keys) == {"user", "cart"}
+
+
+def test_a_read_counts_as_a_change_only_when_reads_are_tracked() -> None:
+    tracked, untracked = Changes(track_reads=True), Changes()
+    for c in (tracked, untracked):
+        c.record_read("cart")
+    assert tracked.any() and not untracked.any()
+    assert set(untracked.read_keys) == {"cart"}  # still recorded (mark_modified uses them)
+    with tracked, tracked:  # also the session's lock, re-entrant
+        tracked.take()
+    assert not tracked.any()
