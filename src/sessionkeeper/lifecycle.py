@@ -81,9 +81,15 @@ class ActiveRequest:
     #: (``offloop.defer``), run by :meth:`Lifecycle.deferred` or the request's end.
     deferred: list[Callable[[], None]] = field(default_factory=list)
 
+    #: ``is_new`` as it was when the request let go of its session (the session forgets which
+    #: request created it once no request holds it).
+    new_at_end: bool | None = None
+
     @property
     def is_new(self) -> bool:
         """Whether this request created its session (Flask's ``session.new``)."""
+        if self.new_at_end is not None:
+            return self.new_at_end
         return self.session.created and self.session.created_by == self.rid
 
 

@@ -11,14 +11,15 @@ The session never does I/O itself: writes, invalidation and id rotation are dele
 from __future__ import annotations
 
 import threading
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from . import offloop
 from .changes import Changes
 from .logs import session_hash
+from .mutators import DictMethods
 from .undo import _MISSING as _MISSING
-from .undo import Request, RequestLog
+from .undo import Request
 from .undo import current_request as current_request
 
 #: Values a request cannot change in place: reading one needs no copy for the undo log.
@@ -48,23 +49,23 @@ class SessionHost(Protocol):
     def _now(self) -> float: ...
 
 
-class Session(RequestLog):
+class Session(DictMethods):
     """One session: a ``dict`` of attribute names to values (``json.dumps(session)`` and
     ``isinstance(session, dict)`` work), plus metadata and change tracking. Attribute names are
     ``str``; values must be serializable by the manager's serializer (checked when set: a bad
     value raises :class:`SerializationError` naming the key, and nothing changes).
 
-    dict's C methods do not go through ``__setitem__``, so every mutator is overridden here and
-    goes through ``__setitem__`` / ``__delitem__`` (tracked, validated, undo-logged). Reads through
-    ``[]``, ``get``, ``items``, ``values``, ``copy`` and ``|`` are tracked; ``in``, ``len``,
-    ``keys`` and ``==`` are not (they read no value). ``copy()`` and ``|`` return plain dicts."""
+    dict's C methods do not go through ``__setitem__``, so every mutator is overridden (here and
+    in :mod:`.mutators`) and goes through ``__setitem__`` / ``__delitem__`` (tracked, validated,
+    undo-logged). Reads through ``[]``, ``get``, ``items``, ``values``, ``copy`` and ``|`` are
+    tracked; ``in``, ``len``, ``keys`` and ``==`` are not (they read no value). ``copy()`` and
+    ``|`` return plain dicts."""
 
     # No instance __dict__: with more than 30 attributes CPython gives every instance a full
     # dict of its own (no key sharing), about 1.6 KB per cached session.
     __slots__ = (
         "_access_lock",
         "_host",
-        "_lock",
         "_owner",
         "_undo",
         "_write_lock",
@@ -112,13 +113,13 @@ class Session(RequestLog):
         self._owner = owner
         if data:
             dict.update(self, data)
-        self._lock = threading.RLock()
+        # What changed since the last successful store write; also the session's lock (one
+        # object: see changes.py), taken by every set and delete.
+        self.changes = Changes(track_reads=track_reads)
         # Made when first used (most cached sessions are never written twice at once, and
         # without serialize_access the access lock is never used): see the properties.
         self._access_lock: threading.Lock | None = None
         self._write_lock: threading.Lock | None = None
-        # What changed since the last successful store write.
-        self.changes = Changes(self._lock, track_reads=track_reads)
         # When data last reached the store: a *monotonic* reading of the manager's clock (an
         # interval is measured from it), which the manager layer sets; never a timestamp.
         self.last_write_at = 0.0
@@ -130,7 +131,8 @@ class Session(RequestLog):
         self.in_store = version > 0  # written at least once
         self.created = version > 0  # has become a real session (first write or loaded)
         # The request (its ``current_request`` number) that created this session, if one did:
-        # only that request's hold is new. Per-request state lives on the hold, not here.
+        # only that request's hold is new. Per-request state lives on the hold, not here; this
+        # is cleared when the last request lets go (its hold keeps the answer: ``new_at_end``).
         self.created_by: int | None = None
         self.active_requests = 0
         # Per request in progress (by ``current_request`` number): its undo log, copies of the
@@ -146,7 +148,7 @@ class Session(RequestLog):
         """Held for a whole request with ``serialize_access``."""
         lock = self._access_lock
         if lock is None:
-            with self._lock:  # two threads asking at once must get one lock
+            with self.changes:  # two threads asking at once must get one lock
                 lock = self._access_lock
                 if lock is None:
                     lock = self._access_lock = threading.Lock()
@@ -157,7 +159,7 @@ class Session(RequestLog):
         """Held for each store write of this session: one at a time."""
         lock = self._write_lock
         if lock is None:
-            with self._lock:
+            with self.changes:
                 lock = self._write_lock
                 if lock is None:
                     lock = self._write_lock = threading.Lock()
@@ -177,7 +179,7 @@ class Session(RequestLog):
     def owner(self, principal: str | None) -> None:
         """Bind the session to a principal (at login). A request presenting it under another
         principal then gets a new session instead."""
-        with self._lock:
+        with self.changes:
             self._owner = principal
             self.changes.record_meta()
         self._host._metadata_changed(self)
@@ -187,7 +189,7 @@ class Session(RequestLog):
         permanent sessions). Written with the session's next write."""
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
-        with self._lock:
+        with self.changes:
             if self.timeout_s == timeout_s:
                 return
             self.timeout_s = float(timeout_s)
@@ -206,7 +208,7 @@ class Session(RequestLog):
     def record_deadline(self, when: float | None) -> None:
         """Set the deadline, to be written, even one already past: the session then ends at its
         next load, not now (Starlette's ``max_age`` of 0 still sends the cookie)."""
-        with self._lock:
+        with self.changes:
             if self.absolute_expires_at == when:
                 return
             self.absolute_expires_at = None if when is None else float(when)
@@ -216,7 +218,7 @@ class Session(RequestLog):
     def mark_modified(self) -> None:
         """Treat every key read since the last write as changed, so values mutated in place are
         written under ``contents="updated"`` too (Flask's and Django's ``session.modified = True``)."""
-        with self._lock:
+        with self.changes:
             self.changes.reads_as_set(dict.keys(self))
 
     @property
@@ -262,7 +264,7 @@ class Session(RequestLog):
         if not isinstance(key, str):
             raise TypeError(f"session attribute names are str, not {type(key).__name__}")
         self._host._validate_value(self, key, value)
-        with self._lock:
+        with self.changes:
             old = dict.get(self, key, _MISSING)
             self._record_undo(key, old)  # and marks the session accessed (_touch)
             dict.__setitem__(self, key, value)
@@ -271,7 +273,7 @@ class Session(RequestLog):
 
     def __delitem__(self, key: str) -> None:
         self._touch()
-        with self._lock:
+        with self.changes:
             old = dict.pop(self, key)  # KeyError when absent, as a dict
             self._record_undo(key, old)
             self.changes.record_delete(key)
@@ -282,72 +284,6 @@ class Session(RequestLog):
         # set or delete must not break this one's loop ("dictionary changed size").
         self._touch()
         return iter(list(dict.keys(self)))
-
-    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
-        return ItemsView(self)
-
-    def values(self) -> ValuesView[Any]:  # type: ignore[override]
-        return ValuesView(self)
-
-    def copy(self) -> dict[str, Any]:
-        """A plain, shallow ``dict`` of the attributes; each value counts as read."""
-        return {key: self[key] for key in self if dict.__contains__(self, key)}
-
-    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        out = self.copy()
-        out.update(other)
-        return out
-
-    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
-        self.update(other)
-        return self
-
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        # dict.update's rule: anything with keys() is a mapping, else an iterable of pairs.
-        pairs: Iterable[tuple[Any, Any]] = (
-            [(key, other[key]) for key in other.keys()]  # noqa: SIM118
-            if hasattr(other, "keys")
-            else other
-        )
-        for key, value in pairs:
-            self[key] = value
-        for key, value in kwargs.items():
-            self[key] = value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        with self._lock:
-            if dict.__contains__(self, key):
-                return self[key]
-        self[key] = default
-        return default
-
-    def pop(self, key: str, default: Any = _MISSING) -> Any:
-        with self._lock:
-            if not dict.__contains__(self, key):
-                if default is _MISSING:
-                    raise KeyError(key)
-                return default
-            value = dict.__getitem__(self, key)
-            del self[key]
-            return value
-
-    def popitem(self) -> tuple[str, Any]:
-        """The last key set, removed (LIFO, as ``dict.popitem``)."""
-        with self._lock:
-            if not dict.__len__(self):
-                raise KeyError("popitem(): session is empty")
-            key = next(reversed(dict.keys(self)))
-            return key, self.pop(key)
-
-    def clear(self) -> None:
-        with self._lock:
-            for key in list(dict.keys(self)):
-                self.pop(key, None)
-
-    def __copy__(self) -> dict[str, Any]:
-        return self.copy()
 
     def __repr__(self) -> str:
         # Never any part of the id (a bearer credential): its short hash, as the logs give it.
@@ -388,21 +324,7 @@ class Session(RequestLog):
 
     @property
     def lock(self) -> threading.RLock:
-        return self._lock
-
-    def data_view(self) -> dict[str, Any]:
-        """A plain copy of the attributes, without read tracking. Callers hold ``lock`` for a
-        consistent one; to change the attributes untracked, use :meth:`raw_set` / :meth:`raw_delete`."""
-        return dict.copy(self)
-
-    def raw_set(self, key: str, value: Any) -> None:
-        """Set ``key`` without validation, tracking or hooks (a value merged from the store).
-        Caller holds ``lock``."""
-        dict.__setitem__(self, key, value)
-
-    def raw_delete(self, key: str) -> None:
-        """Remove ``key`` without tracking or hooks. Caller holds ``lock``."""
-        dict.pop(self, key, None)
+        return self.changes
 
     def own_hashes(self) -> dict[str, int]:
         """``stored_hashes``, to be changed: this session's own dict (the shared empty one is
@@ -449,7 +371,7 @@ class Session(RequestLog):
     def reset_as_new(self, token: str, now: float) -> dict[str, Any]:
         """Become a new, empty, not yet created session under ``token`` (after an invalidation);
         returns the attributes it had. Requests still holding this object keep working."""
-        with self._lock:
+        with self.changes:
             values = dict.copy(self)
             dict.clear(self)
             self.token = token
@@ -463,8 +385,3 @@ class Session(RequestLog):
             self.last_store_access_at = now
             self._forget_undo()
             return values
-
-    def replace_data(self, data: dict[str, Any]) -> None:
-        with self._lock:
-            dict.clear(self)
-            dict.update(self, data)

@@ -57,7 +57,10 @@ class Settle:
     def release(self, active: ActiveRequest) -> None:
         s = active.session
         with s.lock:
+            active.new_at_end = active.is_new
             s.active_requests -= 1
+            if not s.active_requests:
+                s.created_by = None  # per-request state: an idle cached session keeps none
         if active.locked:
             s.access_lock.release()
 

@@ -9,7 +9,6 @@ dropped by ``end_undo``; a session no request is using holds none (``_undo`` is 
 from __future__ import annotations
 
 import copy
-import threading
 from contextvars import ContextVar
 from typing import Any
 
@@ -42,8 +41,7 @@ class RequestLog(dict[str, Any]):
 
     __slots__ = ()
 
-    _lock: threading.RLock
-    changes: Changes
+    changes: Changes  # also the session's lock
     version: int
     _undo: dict[int, Request] | None  # by ``current_request`` number; None: no request in progress
 
@@ -84,7 +82,7 @@ class RequestLog(dict[str, Any]):
         req = self._request()
         if req is None:
             return
-        with self._lock:
+        with self.changes:
             if req.log is not None and key in req.log:
                 return
             if req.copies is None:
@@ -110,7 +108,7 @@ class RequestLog(dict[str, Any]):
     def changed_in(self, rid: int) -> bool:
         """Whether request ``rid`` set, deleted or mutated in place a key it could still roll
         back."""
-        with self._lock:
+        with self.changes:
             req = None if self._undo is None else self._undo.get(rid)
             return req is not None and (bool(req.log) or bool(self._mutated_in(req)))
 
@@ -126,7 +124,7 @@ class RequestLog(dict[str, Any]):
         get their change tracking back as it was, so the rollback itself writes nothing; when
         something was (``sync()``, an immediate policy), they stay marked changed, so a later
         write restores the stored value."""
-        with self._lock:
+        with self.changes:
             req = None if self._undo is None else self._undo.pop(rid, None)
             if self._undo is not None and not self._undo:
                 self._undo = None

@@ -88,6 +88,11 @@ def test_a_request_that_creates_a_session_stays_new_while_another_request_ends(
     assert creating.is_new  # the other request's end does not decide this one's
     assert m.lifecycle.cookie_action(creating) == "set"
     m.lifecycle.end_request(creating, ok=True)
+    # The idle session no longer knows which request created it; each hold keeps its answer.
+    assert creating.is_new and not joining.is_new
+    again = m.lifecycle.begin_request("shop", creating.session.id)
+    assert not again.is_new
+    m.lifecycle.end_request(again, ok=True)
 
 
 # -- defect 15: serialize_access after a failover --------------------------------------------
