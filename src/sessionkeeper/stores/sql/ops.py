@@ -306,9 +306,8 @@ class SqlOps:
 
     def _write_attributes(self, conn: Connection, saved: list[tuple[SaveRequest, bool]]) -> None:
         a = self.tables.attributes
-        replaced = [(r.app, r.token) for r, existed in saved if existed and r.full]
-        for keys in _chunks(replaced, self._key_chunk):
-            conn.execute(sa.delete(a).where(_keys_clause(a, keys)))
+        replaced = [{"app": r.app, "token": r.token} for r, existed in saved if existed and r.full]
+        self._delete_by_key(conn, a, replaced)
         values = [
             {"app": r.app, "token": r.token, "name": n, "value": bytes(v)}
             for r, _ in saved
@@ -408,14 +407,29 @@ class SqlOps:
             .limit(limit)
             .with_for_update(skip_locked=self._dialect.skip_locked(conn.dialect))
         )
+        # Through the expires_at index, so that only the rows returned are locked: where most
+        # rows have expired InnoDB plans a full scan and a sort, which locks every expired row
+        # it reads, and the other sweepers, finding them all locked, get an empty batch and stop.
+        (index,) = (i for i in s.indexes if [c.name for c in i.columns] == ["expires_at"])
+        hint = f"FORCE INDEX ({index.name})"
+        stmt = stmt.with_hint(s, hint, "mysql").with_hint(s, hint, "mariadb")
         return conn.execute(stmt).mappings().all()
 
     def _purge(self, conn: Connection, keys: Sequence[Key]) -> None:
-        s, a = self.tables.sessions, self.tables.attributes
-        for chunk in _chunks(keys, self._key_chunk):
-            conn.execute(sa.delete(s).where(_keys_clause(s, chunk)))
-            if self.layout is Layout.MULTI_ROW:
-                conn.execute(sa.delete(a).where(_keys_clause(a, chunk)))
+        rows = [{"app": app, "token": token} for app, token in keys]
+        self._delete_by_key(conn, self.tables.sessions, rows)
+        if self.layout is Layout.MULTI_ROW:
+            self._delete_by_key(conn, self.tables.attributes, rows)
+
+    def _delete_by_key(
+        self, conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, str]]
+    ) -> None:
+        """Delete the rows of the sessions ``rows`` name (``app``, ``token``) through the
+        dialect, which finds them by primary key: InnoDB plans a full scan for a plain
+        ``DELETE ... WHERE app = ? AND token IN (...)`` on a small table, and that scan waits on
+        every row other sweepers or writers hold locked (concurrent sweepers deadlocked on it)."""
+        for chunk in _chunks(rows, _ROWS):
+            self._dialect.delete_rows(conn, table, chunk, ("app", "token"))
 
     # -- the rest --------------------------------------------------------------------------------
 
