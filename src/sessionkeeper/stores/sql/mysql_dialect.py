@@ -103,41 +103,21 @@ class MysqlDialect(SqlDialect):
     def delete_rows(
         self, conn: Connection, table: sa.Table, rows: Sequence[Row], key: Sequence[str]
     ) -> None:
-        # One ``(key) IN ((...), (...))`` per call, which must find its rows through the primary
-        # key: a DELETE that scans waits on every row other writers or sweepers hold locked,
-        # even rows it won't delete (concurrent sweepers deadlocked on it). InnoDB plans a full
-        # scan for it when the list is a good part of the table (a small table, the end of a
-        # sweep), whatever index hint the multi-table form is given; ``ORDER BY`` the primary
-        # key with ``LIMIT`` the number of rows named makes it read them by that key. That needs
-        # the whole key: rows named by a prefix of it (a session's attributes) are looked up
-        # first, with a plain read, which waits on no lock.
-        pk = [c.name for c in table.primary_key.columns]
-        if list(key) != pk[: len(key)]:
-            raise ValueError(f"{list(key)} is not a prefix of {table.name}'s primary key")
-        if len(key) < len(pk) and rows:
-            rows = self._full_keys(conn, table, rows, key)
+        # One ``(key) IN ((...), (...))`` per call. InnoDB may plan a full scan for it when the
+        # list is a good part of the table, and a scanning DELETE waits on every row other
+        # writers hold: hence the multi-table form, the only DELETE that takes an index hint.
         if not rows:
             return
         quote = conn.dialect.identifier_preparer
+        columns = ", ".join(quote.quote(c) for c in key)
         keys = sa.bindparam(
-            "keys", expanding=True, type_=sa.types.TupleType(*(table.c[c].type for c in pk))
+            "keys", expanding=True, type_=sa.types.TupleType(*(table.c[c].type for c in key))
         )
-        columns = ", ".join(quote.quote(c) for c in pk)
         stmt = sa.text(
-            f"DELETE FROM {quote.format_table(table)} WHERE ({columns}) IN :keys"
-            f" ORDER BY {columns} LIMIT {len(rows)}"
+            f"DELETE t FROM {quote.format_table(table)} AS t FORCE INDEX (PRIMARY) "
+            f"WHERE ({columns}) IN :keys"
         ).bindparams(keys)
-        conn.execute(stmt, {"keys": [tuple(r[c] for c in pk) for r in rows]})
-
-    @staticmethod
-    def _full_keys(
-        conn: Connection, table: sa.Table, rows: Sequence[Row], key: Sequence[str]
-    ) -> list[Row]:
-        """The rows of ``table`` whose ``key`` columns (a prefix of its primary key) equal one
-        of ``rows``, as mappings of the whole primary key."""
-        pk = list(table.primary_key.columns)
-        named = sa.tuple_(*(table.c[c] for c in key)).in_([tuple(r[c] for c in key) for r in rows])
-        return [dict(r) for r in conn.execute(sa.select(*pk).where(named)).mappings()]
+        conn.execute(stmt, {"keys": [tuple(r[c] for c in key) for r in rows]})
 
     def is_transient(self, orig: BaseException | None) -> bool:
         import pymysql

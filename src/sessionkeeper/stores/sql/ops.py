@@ -60,7 +60,7 @@ class SqlOps:
         self.tables = tables
         self.layout = layout
         self._dialect = dialect
-        self._key_chunk = max(1, min(batches.KEYS, dialect.max_params // 2 - 1))
+        self._key_chunk = batches.key_chunk(dialect)
         #: The store's limit on one value (set on connecting); in the single-row layout it
         #: bounds the blob of all attributes.
         self.max_value_bytes: int | None = None
@@ -287,8 +287,9 @@ class SqlOps:
 
     def _write_attributes(self, conn: Connection, saved: list[tuple[SaveRequest, bool]]) -> None:
         a = self.tables.attributes
-        replaced = [{"app": r.app, "token": r.token} for r, existed in saved if existed and r.full]
-        batches.delete_by_key(conn, self._dialect, a, replaced)
+        replaced = [(r.app, r.token) for r, existed in saved if existed and r.full]
+        for keys in batches.chunks(replaced, self._key_chunk):
+            conn.execute(sa.delete(a).where(batches.keys_clause(a, keys)))
         values = [
             {"app": r.app, "token": r.token, "name": n, "value": bytes(v)}
             for r, _ in saved

@@ -76,7 +76,8 @@ def _claim(
 def _purge(
     conn: Connection, tables: sch.Tables, layout: Layout, dialect: SqlDialect, keys: Sequence[Key]
 ) -> None:
-    rows = [{"app": app, "token": token} for app, token in keys]
-    batches.delete_by_key(conn, dialect, tables.sessions, rows)
-    if layout is Layout.MULTI_ROW:
-        batches.delete_by_key(conn, dialect, tables.attributes, rows)
+    s, a = tables.sessions, tables.attributes
+    for chunk in batches.chunks(keys, batches.key_chunk(dialect)):
+        conn.execute(sa.delete(s).where(batches.keys_clause(s, chunk)))
+        if layout is Layout.MULTI_ROW:
+            conn.execute(sa.delete(a).where(batches.keys_clause(a, chunk)))
