@@ -64,12 +64,6 @@ def _claim(
         .limit(limit)
         .with_for_update(skip_locked=dialect.skip_locked(conn.dialect))
     )
-    # Through the expires_at index, so that only the rows returned are locked: where most
-    # rows have expired InnoDB plans a full scan and a sort, which locks every expired row
-    # it reads, and the other sweepers, finding them all locked, get an empty batch and stop.
-    (index,) = (i for i in s.indexes if [c.name for c in i.columns] == ["expires_at"])
-    hint = f"FORCE INDEX ({index.name})"
-    stmt = stmt.with_hint(s, hint, "mysql").with_hint(s, hint, "mariadb")
     return conn.execute(stmt).mappings().all()
 
 
