@@ -1,4 +1,8 @@
-"""``SESSION_ENGINE = "sessionkeeper.django"`` under Django's test client (no pytest-django)."""
+"""``SESSION_ENGINE = "sessionkeeper.django"`` under Django's test client (no pytest-django).
+
+This module configures Django and holds the views' URLconf for the other Django tests: a store
+down or refusing writes (``test_django_outage``), a ``SessionStore`` outside a request
+(``test_django_outside``), the cookie (``test_django_cookie``)."""
 
 from __future__ import annotations
 
@@ -40,7 +44,6 @@ from django.urls import path
 import sessionkeeper as sk
 from sessionkeeper import django as skd
 from sessionkeeper.stores.memory import MemoryStore
-from tests.adapters.helpers import FlakyStore, WriteFailingStore
 
 
 def incr(request: HttpRequest) -> HttpResponse:
@@ -268,38 +271,6 @@ def test_failover_rewrites_the_cookie_to_this_node() -> None:
         assert manager().stats()["failovers"] == 1
 
 
-def test_store_down_for_an_uncached_session_is_503() -> None:
-    store = FlakyStore()
-    with override_settings(SESSIONKEEPER=config(STORE=store)):
-        c = Client()
-        c.post("/incr")
-        cookie = c.cookies["sessionid"].value
-    with override_settings(SESSIONKEEPER=config(STORE=store, NODE="b")):
-        store.down = True
-        c = Client()
-        c.cookies["sessionid"] = cookie
-        r = c.post("/incr")
-        assert r.status_code == 503 and r["Retry-After"] == "5"
-        assert r.content == b"Session store unavailable, please retry.\n"
-        assert skd.get_manager().stats()["unavailable"] == 1
-
-
-@pytest.mark.parametrize("route", ["/login", "/logout", "/create", "/create?new=1"])
-def test_a_session_operation_during_an_outage_is_503(route: str) -> None:
-    store = FlakyStore()
-    with override_settings(SESSIONKEEPER=config(STORE=store)):
-        c = Client()
-        if "new" not in route:
-            c.post("/incr")
-        store.down = True
-        r = c.post(route)
-        assert r.status_code == 503 and r["Retry-After"] == "5"
-        assert r.content == b"Session store unavailable, please retry.\n"
-        assert "sessionid" not in r.cookies and manager().stats()["unavailable"] == 1
-        store.down = False
-        assert c.get("/read").json()["n"] == (None if "new" in route else 1)
-
-
 def test_clearsessions_sweeps_expired_sessions() -> None:
     clock = sk.FakeClock()
     with override_settings(SESSIONKEEPER=config(CLOCK=clock, TIMEOUT_S=60)):
@@ -308,114 +279,6 @@ def test_clearsessions_sweeps_expired_sessions() -> None:
         clock.advance(3600)
         call_command("clearsessions")
         assert manager().store.count("default", now=0) == 0
-
-
-def test_sessionbase_methods_outside_a_request() -> None:
-    s = skd.SessionStore()
-    assert s.is_empty() and s.session_key is None
-    s["a"] = 1
-    s.update({"b": 2})
-    s.set_test_cookie()
-    assert s.test_cookie_worked()
-    s.delete_test_cookie()
-    assert s.setdefault("c", 3) == 3 and s.pop("c") == 3 and s.pop("zz", None) is None
-    assert s.has_key("a") and "b" in s and s.get("zz", 9) == 9
-    assert sorted(s.keys()) == ["a", "b"] and sorted(s.values()) == [1, 2]
-    assert sorted(s.items()) == [("a", 1), ("b", 2)]
-    s.save()
-    key = s.session_key
-    assert key and key.endswith(".a") and s.exists(key) and not s.exists("nope" * 8)
-    assert s.get_expiry_age() == settings.SESSION_COOKIE_AGE
-    assert not s.get_expire_at_browser_close()
-    assert s.get_expiry_date() is not None
-    again = skd.SessionStore(key)
-    assert again["a"] == 1 and again.session_key == key
-    again.cycle_key()
-    assert again.session_key != key and not again.exists(key) and again.exists(again.session_key)
-    third = skd.SessionStore()
-    third.create()
-    assert third.session_key and third.exists(third.session_key)
-    third.delete(again.session_key)
-    assert not third.exists(again.session_key)
-    again.flush()
-    assert again.session_key is None and again.is_empty()
-    with pytest.raises(KeyError):
-        skd.SessionStore()["missing"]
-
-
-def test_an_unsaved_change_outside_a_request_is_not_seen_by_another_store() -> None:
-    s = skd.SessionStore()
-    s["a"] = 1
-    s.save()
-    s["a"] = 2  # not saved
-    assert skd.SessionStore(s.session_key)["a"] == 1
-
-
-def test_an_unsaved_change_outside_a_request_is_rolled_back_by_load() -> None:
-    s = skd.SessionStore()
-    s["a"] = 1
-    s.save()
-    s["a"] = 2  # not saved: load() reads the session as stored
-    assert s.load()["a"] == 1
-    s["a"] = 3
-    s.save()
-    assert skd.SessionStore(s.session_key)["a"] == 3
-
-
-def test_pop_takes_its_default_by_name() -> None:
-    s = skd.SessionStore()
-    s["a"] = 1
-    s.modified = False
-    assert s.pop("zz", default=None) is None and not s.modified
-    assert asyncio.run(s.apop("zz", default=7)) == 7 and not s.modified
-    assert s.pop("a", default=0) == 1 and s.modified
-    with pytest.raises(KeyError):
-        s.pop("zz")
-
-
-def test_async_methods_and_cache_hits_stay_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = skd.SessionStore()
-    s["n"] = 1
-    s.save()
-    key = s.session_key
-    threads: list[int] = []  # where the store is read: never on the loop
-    original = manager().lifecycle.begin_request
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.get_ident())
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(manager().lifecycle, "begin_request", spy)
-
-    async def main() -> int:
-        a = skd.SessionStore(key)
-        assert await a.aget("n") == 1  # a cache hit: no thread
-        await a.aset("n", 2)
-        assert await a.ahas_key("n") and list(await a.akeys()) == ["n"]
-        assert await a.asetdefault("m", 5) == 5 and await a.apop("m") == 5
-        await a.aupdate({"o": 1})
-        assert sorted(await a.aitems()) == [("n", 2), ("o", 1)]
-        assert threads == []  # a cached session read and changed on the loop alone
-        await a.aset_expiry(300)
-        assert await a.aget_expiry_age() == 300
-        assert not await a.aget_expire_at_browser_close()
-        await a.asave()
-        assert await a.aexists(key)
-        await a.acycle_key()
-        new_key = a.session_key
-        assert new_key != key and not await a.aexists(key)
-        b = skd.SessionStore()
-        await b.acreate()
-        assert await b.aexists(b.session_key)
-        await b.aflush()
-        assert b.session_key is None
-        await skd.SessionStore.aclear_expired()
-        c = skd.SessionStore(new_key)
-        assert await c.aget("n") == 2
-        return threading.get_ident()
-
-    loop_thread = asyncio.run(main())
-    assert threads and loop_thread not in threads  # the writes' worker threads, not the loop
 
 
 def test_system_check_reports_bad_configuration() -> None:
@@ -469,43 +332,6 @@ def test_async_views_under_the_asgi_handler() -> None:
             assert (await c.post("/aincr")).json() == {"n": 5}
 
         asyncio.run(main())
-
-
-@pytest.mark.parametrize("route", ["/alogin", "/alogout"])
-def test_an_async_session_operation_during_an_outage_is_503(route: str) -> None:
-    from django.test import AsyncClient
-
-    store = FlakyStore()
-    with override_settings(SESSIONKEEPER=config(STORE=store)):
-
-        async def main() -> None:
-            c = AsyncClient()
-            r = await c.post("/aincr")
-            c.cookies["sessionid"] = r.cookies["sessionid"].value
-            store.down = True
-            r = await c.post(route)
-            assert r.status_code == 503 and r["Retry-After"] == "5"
-            assert "sessionid" not in r.cookies
-            store.down = False
-            assert (await c.post("/aincr")).json() == {"n": 2}
-
-        asyncio.run(main())
-
-
-def test_a_changed_request_whose_write_is_refused_answers_503() -> None:
-    """Defect 13: under EndOfRequest a change that cannot be stored is not acknowledged."""
-    store = WriteFailingStore()
-    with override_settings(SESSIONKEEPER=config(STORE=store, OUTAGE_BACKOFF_S=0)):
-        c = Client()
-        assert c.post("/incr").json() == {"n": 1}
-        store.writes_down = True
-        r = c.post("/incr")
-        assert r.status_code == 503 and r["Retry-After"] == "5"
-        assert r.content == b"Session store unavailable, please retry.\n"
-        assert "sessionid" not in r.cookies
-        assert c.get("/read").json()["n"] == 1  # rolled back; reads still served
-        store.writes_down = False
-        assert c.post("/incr").json() == {"n": 2}
 
 
 def test_the_managers_tracking_follows_djangos_cookie_settings() -> None:

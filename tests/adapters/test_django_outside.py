@@ -1,18 +1,24 @@
 """A ``SessionStore`` used outside a request (a shell, a management command, a ``RequestFactory``
 test, the test client's ``client.session``) works on a private copy that ``save()`` writes through
-the manager, as Django's db and cache backends do (``sessionkeeper/django/draft.py``)."""
+the manager, as Django's db and cache backends do (``sessionkeeper/django/draft.py``); and every
+``SessionBase`` method, sync and async, called that way."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 
 import tests.adapters.test_django as base  # configures Django, and holds the views' URLconf
 from sessionkeeper import SerializationError, StoreUnavailable
 from sessionkeeper import django as skd
 from sessionkeeper.stores.memory import MemoryStore
+from tests.adapters.helpers import WriteFailingStore
 
 
 @pytest.fixture(autouse=True)
@@ -124,7 +130,7 @@ def test_a_value_that_cannot_be_stored_is_refused_when_set() -> None:
 
 
 def test_a_failed_save_rolls_back_what_it_applied() -> None:
-    store = base.WriteFailingStore()
+    store = WriteFailingStore()
     with override_settings(SESSIONKEEPER=base.config(STORE=store, OUTAGE_BACKOFF_S=0)):
         s = saved_store(n=1)
         store.writes_down = True
@@ -147,3 +153,111 @@ def test_two_nodes_keep_one_session_consistent_through_saves() -> None:
         t["n"] = 3
         t.save()
         assert stored(t.session_key) == {"n": 3}
+
+
+def test_sessionbase_methods_outside_a_request() -> None:
+    s = skd.SessionStore()
+    assert s.is_empty() and s.session_key is None
+    s["a"] = 1
+    s.update({"b": 2})
+    s.set_test_cookie()
+    assert s.test_cookie_worked()
+    s.delete_test_cookie()
+    assert s.setdefault("c", 3) == 3 and s.pop("c") == 3 and s.pop("zz", None) is None
+    assert s.has_key("a") and "b" in s and s.get("zz", 9) == 9
+    assert sorted(s.keys()) == ["a", "b"] and sorted(s.values()) == [1, 2]
+    assert sorted(s.items()) == [("a", 1), ("b", 2)]
+    s.save()
+    key = s.session_key
+    assert key and key.endswith(".a") and s.exists(key) and not s.exists("nope" * 8)
+    assert s.get_expiry_age() == settings.SESSION_COOKIE_AGE
+    assert not s.get_expire_at_browser_close()
+    assert s.get_expiry_date() is not None
+    again = skd.SessionStore(key)
+    assert again["a"] == 1 and again.session_key == key
+    again.cycle_key()
+    assert again.session_key != key and not again.exists(key) and again.exists(again.session_key)
+    third = skd.SessionStore()
+    third.create()
+    assert third.session_key and third.exists(third.session_key)
+    third.delete(again.session_key)
+    assert not third.exists(again.session_key)
+    again.flush()
+    assert again.session_key is None and again.is_empty()
+    with pytest.raises(KeyError):
+        skd.SessionStore()["missing"]
+
+
+def test_an_unsaved_change_outside_a_request_is_not_seen_by_another_store() -> None:
+    s = skd.SessionStore()
+    s["a"] = 1
+    s.save()
+    s["a"] = 2  # not saved
+    assert skd.SessionStore(s.session_key)["a"] == 1
+
+
+def test_an_unsaved_change_outside_a_request_is_rolled_back_by_load() -> None:
+    s = skd.SessionStore()
+    s["a"] = 1
+    s.save()
+    s["a"] = 2  # not saved: load() reads the session as stored
+    assert s.load()["a"] == 1
+    s["a"] = 3
+    s.save()
+    assert skd.SessionStore(s.session_key)["a"] == 3
+
+
+def test_pop_takes_its_default_by_name() -> None:
+    s = skd.SessionStore()
+    s["a"] = 1
+    s.modified = False
+    assert s.pop("zz", default=None) is None and not s.modified
+    assert asyncio.run(s.apop("zz", default=7)) == 7 and not s.modified
+    assert s.pop("a", default=0) == 1 and s.modified
+    with pytest.raises(KeyError):
+        s.pop("zz")
+
+
+def test_async_methods_and_cache_hits_stay_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = skd.SessionStore()
+    s["n"] = 1
+    s.save()
+    key = s.session_key
+    threads: list[int] = []  # where the store is read: never on the loop
+    original = base.manager().lifecycle.begin_request
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(base.manager().lifecycle, "begin_request", spy)
+
+    async def main() -> int:
+        a = skd.SessionStore(key)
+        assert await a.aget("n") == 1  # a cache hit: no thread
+        await a.aset("n", 2)
+        assert await a.ahas_key("n") and list(await a.akeys()) == ["n"]
+        assert await a.asetdefault("m", 5) == 5 and await a.apop("m") == 5
+        await a.aupdate({"o": 1})
+        assert sorted(await a.aitems()) == [("n", 2), ("o", 1)]
+        assert threads == []  # a cached session read and changed on the loop alone
+        await a.aset_expiry(300)
+        assert await a.aget_expiry_age() == 300
+        assert not await a.aget_expire_at_browser_close()
+        await a.asave()
+        assert await a.aexists(key)
+        await a.acycle_key()
+        new_key = a.session_key
+        assert new_key != key and not await a.aexists(key)
+        b = skd.SessionStore()
+        await b.acreate()
+        assert await b.aexists(b.session_key)
+        await b.aflush()
+        assert b.session_key is None
+        await skd.SessionStore.aclear_expired()
+        c = skd.SessionStore(new_key)
+        assert await c.aget("n") == 2
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads and loop_thread not in threads  # the writes' worker threads, not the loop

@@ -25,32 +25,11 @@ from sessionkeeper.errors import (  # noqa: E402
 )
 from sessionkeeper.stores import RetryPolicy, SaveStatus, Touch, open_store  # noqa: E402
 from sessionkeeper.stores.redis import RedisStore, bucket_of  # noqa: E402
-from tests import services  # noqa: E402
 
 from .contract import T0, OwnerContract, StoreContract, req, tok  # noqa: E402
 from .damage import damage_redis_session  # noqa: E402
 
 GRACE_S = 600.0
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test alone (``redis_url`` is the shared fixture of tests/conftest.py);
-    its keys are deleted afterwards."""
-    p = services.unique_name("skredis")
-    yield p
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{p}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[Any]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

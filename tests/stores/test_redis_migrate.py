@@ -6,7 +6,7 @@ after it. The old layout is written here with raw commands, as the old scripts l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -17,27 +17,8 @@ redis = pytest.importorskip("redis")
 from sessionkeeper import cli  # noqa: E402
 from sessionkeeper.stores import SaveStatus  # noqa: E402
 from sessionkeeper.stores.redis import RedisStore  # noqa: E402
-from tests import services  # noqa: E402
 
 from .contract import req, tok  # noqa: E402
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    p = services.unique_name("skmig") + ":"
-    yield p
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{p}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[Any]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def old_session(

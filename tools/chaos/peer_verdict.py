@@ -28,7 +28,7 @@ from sessionkeeper.policies import parse_policy
 from sessionkeeper.replication import Replication
 
 from .peers import PeerRun, PeerTimeline
-from .verdict import Check
+from .verdict import Check, Table, format_markdown, format_text
 
 FAULTS = {"kill": "SIGKILL of a node", "term": "SIGTERM of a node", "nats": "NATS restart"}
 
@@ -128,14 +128,14 @@ def peer_figures(run: PeerRun) -> PeerFigures:
     )
 
 
-def peer_rows(figs: Sequence[PeerFigures]) -> list[tuple[str, list[str]]]:
+def peer_rows(figs: Sequence[PeerFigures]) -> Table:
     def col(fn: Callable[[PeerFigures], object]) -> list[str]:
         return [str(fn(f)) for f in figs]
 
     def per_change(n: int, f: PeerFigures) -> str:
         return f"{n / f.changed:.2f}" if f.changed else "-"
 
-    out: list[tuple[str, list[str]]] = [
+    out: Table = [
         ("store", col(lambda f: f.store)),
         ("write policy", col(lambda f: f.write)),
         ("requests (through nginx)", col(lambda f: f.requests)),
@@ -164,24 +164,11 @@ def peer_rows(figs: Sequence[PeerFigures]) -> list[tuple[str, list[str]]]:
 
 
 def peer_text_table(figs: Sequence[PeerFigures]) -> str:
-    table = peer_rows(figs)
-    head = ("", [f.name for f in figs])
-    width = max(len(r[0]) for r in [head, *table])
-    cols = [max(len(r[1][i]) for r in [head, *table]) for i in range(len(figs))]
-    lines = []
-    for label, values in [head, *table]:
-        cells = "  ".join(v.rjust(w) for v, w in zip(values, cols, strict=True))
-        lines.append(f"  {label:<{width}}  {cells}".rstrip())
-    return "\n".join(lines)
+    return format_text([f.name for f in figs], peer_rows(figs))
 
 
 def peer_markdown_table(figs: Sequence[PeerFigures]) -> str:
-    lines = ["| | " + " | ".join(f"`{f.name}`" for f in figs) + " |", "|---|" + "---:|" * len(figs)]
-    for label, values in peer_rows(figs):
-        name = label.strip()
-        name = f"&nbsp;&nbsp;{name}" if label.startswith("  ") else name
-        lines.append(f"| {name} | " + " | ".join(values) + " |")
-    return "\n".join(lines)
+    return format_markdown([f"`{f.name}`" for f in figs], peer_rows(figs))
 
 
 def peer_failed_checks(figs: Sequence[PeerFigures]) -> list[str]:

@@ -29,6 +29,9 @@ from sessionkeeper.policies import parse_policy
 
 from .scenario import MONITOR_PERIOD_S, PolicyRun, Timeline
 
+#: A table of figures: a label and one value per column, a row.
+Table = list[tuple[str, list[str]]]
+
 FAULT_NAMES = {
     "kill": "SIGKILL of a node",
     "term": "SIGTERM of a node",
@@ -178,13 +181,13 @@ def figures(run: PolicyRun) -> Figures:
     )
 
 
-def rows(figs: Sequence[Figures]) -> list[tuple[str, list[str]]]:
+def rows(figs: Sequence[Figures]) -> Table:
     """The table, one row per figure, one column per policy."""
 
     def col(fn: Callable[[Figures], object]) -> list[str]:
         return [str(fn(f)) for f in figs]
 
-    out: list[tuple[str, list[str]]] = [
+    out: Table = [
         ("requests (through nginx)", col(lambda f: f.requests)),
         ("failed requests (5xx or no answer)", col(lambda f: f.failed)),
     ]
@@ -217,10 +220,19 @@ def rows(figs: Sequence[Figures]) -> list[tuple[str, list[str]]]:
 
 
 def text_table(figs: Sequence[Figures]) -> str:
-    table = rows(figs)
-    head = ("", [f.policy for f in figs])
+    return format_text([f.policy for f in figs], rows(figs))
+
+
+def markdown_table(figs: Sequence[Figures]) -> str:
+    return format_markdown([f"`{f.policy}`" for f in figs], rows(figs))
+
+
+def format_text(heads: Sequence[str], table: Table) -> str:
+    """``table`` (a label and one value per column a row) under ``heads``, aligned for a
+    terminal; a label indented by two spaces stays indented."""
+    head = ("", list(heads))
     width = max(len(r[0]) for r in [head, *table])
-    cols = [max(len(r[1][i]) for r in [head, *table]) for i in range(len(figs))]
+    cols = [max(len(r[1][i]) for r in [head, *table]) for i in range(len(heads))]
     lines = []
     for label, values in [head, *table]:
         cells = "  ".join(v.rjust(w) for v, w in zip(values, cols, strict=True))
@@ -228,12 +240,10 @@ def text_table(figs: Sequence[Figures]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(figs: Sequence[Figures]) -> str:
-    lines = [
-        "| | " + " | ".join(f"`{f.policy}`" for f in figs) + " |",
-        "|---|" + "---:|" * len(figs),
-    ]
-    for label, values in rows(figs):
+def format_markdown(heads: Sequence[str], table: Table) -> str:
+    """``table`` as a Markdown table, its figures right-aligned, indented labels kept so."""
+    lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for label, values in table:
         name = label.strip()
         name = f"&nbsp;&nbsp;{name}" if label.startswith("  ") else name
         lines.append(f"| {name} | " + " | ".join(values) + " |")

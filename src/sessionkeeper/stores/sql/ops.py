@@ -5,14 +5,15 @@ Every write first locks the session rows it is about to change, in key order, wi
 the database's write lock), decides each session's fate in Python on rows nobody else can change
 meanwhile, and then writes with a constant number of bulk statements whatever the batch size.
 Rows that do not exist cannot be locked: a concurrent creator of the same row makes our INSERT
-fail on the primary key, and the store runs the whole transaction again.
+fail on the primary key, and the store runs the whole transaction again. The sweep is in
+:mod:`.sweep`, how a batch becomes statements in :mod:`.batches`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -29,35 +30,13 @@ from ..records import (
     _rebase,
     earliest_expiry,
 )
-from . import feed
+from . import batches, feed, sweep
 from . import schema as sch
+from .batches import Key
 from .dialects import SqlDialect
 from .schema import Layout
 
 log = logging.getLogger("sessionkeeper.store.sql")
-
-T = TypeVar("T")
-Key = tuple[str, str]
-
-#: Sessions per statement when a batch names its keys in a WHERE clause (at most two bind
-#: parameters each; fewer where the dialect allows fewer parameters, see ``key_chunk``).
-_KEYS = 5_000
-#: Rows per bulk write statement (``SqlDialect.insert_rows``...): a 10,000-session flush is one
-#: statement per kind of write, while a huge batch does not build one unbounded statement.
-_ROWS = 10_000
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _keys_clause(table: sa.Table, keys: Iterable[Key]) -> sa.ColumnElement[bool]:
-    """``(app = a AND token IN (...)) OR ...``: uses the primary key on every database."""
-    by_app: dict[str, list[str]] = {}
-    for app, token in keys:
-        by_app.setdefault(app, []).append(token)
-    return sa.or_(*(sa.and_(table.c.app == a, table.c.token.in_(t)) for a, t in by_app.items()))
 
 
 def _rounds(requests: Sequence[SaveRequest]) -> list[list[int]]:
@@ -81,7 +60,7 @@ class SqlOps:
         self.tables = tables
         self.layout = layout
         self._dialect = dialect
-        self._key_chunk = max(1, min(_KEYS, dialect.max_params // 2 - 1))
+        self._key_chunk = batches.key_chunk(dialect)
         #: The store's limit on one value (set on connecting); in the single-row layout it
         #: bounds the blob of all attributes.
         self.max_value_bytes: int | None = None
@@ -111,10 +90,10 @@ class SqlOps:
         """The stored session rows (live or tombstone) of ``keys``, locked until commit."""
         s = self.tables.sessions
         out: dict[Key, RowMapping] = {}
-        for chunk in _chunks(sorted(set(keys)), self._key_chunk):
+        for chunk in batches.chunks(sorted(set(keys)), self._key_chunk):
             stmt = (
                 sa.select(*self._session_columns(data=data))
-                .where(_keys_clause(s, chunk))
+                .where(batches.keys_clause(s, chunk))
                 .order_by(s.c.app, s.c.token)
                 .with_for_update()
             )
@@ -126,8 +105,10 @@ class SqlOps:
     def _attributes_of(self, conn: Connection, keys: Sequence[Key]) -> dict[Key, dict[str, bytes]]:
         a = self.tables.attributes
         out: dict[Key, dict[str, bytes]] = {k: {} for k in keys}
-        for chunk in _chunks(sorted(set(keys)), self._key_chunk):
-            stmt = sa.select(a.c.app, a.c.token, a.c.name, a.c.value).where(_keys_clause(a, chunk))
+        for chunk in batches.chunks(sorted(set(keys)), self._key_chunk):
+            stmt = sa.select(a.c.app, a.c.token, a.c.name, a.c.value).where(
+                batches.keys_clause(a, chunk)
+            )
             for app, token, name, value in conn.execute(stmt):
                 try:
                     sch.as_name(name)
@@ -212,10 +193,10 @@ class SqlOps:
         # Key order, as the rows were locked: two batches creating the same sessions meet on
         # their first common key rather than each waiting for a key the other inserted.
         inserts.sort(key=lambda row: (row["app"], row["token"]))
-        for chunk in _chunks(inserts, _ROWS):
+        for chunk in batches.chunks(inserts, batches.ROWS):
             self._dialect.insert_rows(conn, self.tables.sessions, chunk)
         columns = [c for c in updates[0] if c not in ("app", "token")] if updates else []
-        for chunk in _chunks(updates, _ROWS):
+        for chunk in batches.chunks(updates, batches.ROWS):
             self._dialect.bulk_update(conn, self.tables.sessions, chunk, columns)
         if not single:
             self._write_attributes(conn, saved)
@@ -307,14 +288,14 @@ class SqlOps:
     def _write_attributes(self, conn: Connection, saved: list[tuple[SaveRequest, bool]]) -> None:
         a = self.tables.attributes
         replaced = [(r.app, r.token) for r, existed in saved if existed and r.full]
-        for keys in _chunks(replaced, self._key_chunk):
-            conn.execute(sa.delete(a).where(_keys_clause(a, keys)))
+        for keys in batches.chunks(replaced, self._key_chunk):
+            conn.execute(sa.delete(a).where(batches.keys_clause(a, keys)))
         values = [
             {"app": r.app, "token": r.token, "name": n, "value": bytes(v)}
             for r, _ in saved
             for n, v in r.changed.items()
         ]
-        for rows in _chunks(values, _ROWS):
+        for rows in batches.chunks(values, batches.ROWS):
             self._dialect.upsert_attributes(conn, a, rows)
         removed = [
             {"app": r.app, "token": r.token, "name": n}
@@ -322,7 +303,7 @@ class SqlOps:
             if existed and not r.full
             for n in sorted(r.removed)
         ]
-        for names in _chunks(removed, _ROWS):
+        for names in batches.chunks(removed, batches.ROWS):
             self._dialect.delete_rows(conn, a, names, ("app", "token", "name"))
 
     def touch(self, conn: Connection, latest: Mapping[Key, float]) -> None:
@@ -341,7 +322,7 @@ class SqlOps:
                         ),
                     }
                 )
-        for chunk in _chunks(updates, _ROWS):
+        for chunk in batches.chunks(updates, batches.ROWS):
             self._dialect.bulk_update(
                 conn, self.tables.sessions, chunk, ["last_access_at", "expires_at"]
             )
@@ -374,48 +355,7 @@ class SqlOps:
         return row is not None and row["tombstone_until"] is None
 
     def delete_expired(self, conn: Connection, before: float, limit: int) -> list[ExpiredSession]:
-        s = self.tables.sessions
-        expired = self._claim(conn, s.c.tombstone_until.is_(None), before, limit)
-        self._purge(conn, [(r["app"], r["token"]) for r in expired])
-        if len(expired) < limit:
-            # Tombstones only once the expired sessions are done: finding them walks the
-            # expires_at index past every expired session, so doing it in each batch of a large
-            # backlog made a sweep quadratic.
-            done = self._claim(conn, s.c.tombstone_until.is_not(None), before, limit)
-            self._purge(conn, [(r["app"], r["token"]) for r in done])
-            feed.prune(conn, self.tables, before)  # with the tombstones
-        return [
-            ExpiredSession(
-                r["app"],
-                r["token"],
-                sch.lenient_float(r["last_access_at"]),
-                sch.lenient_float(r["timeout_s"]),
-                sch.lenient_owner(r["owner"]),
-            )
-            for r in expired
-        ]
-
-    def _claim(
-        self, conn: Connection, which: sa.ColumnElement[bool], before: float, limit: int
-    ) -> Sequence[RowMapping]:
-        """Lock up to ``limit`` rows with ``expires_at < before``, skipping rows another sweeper
-        has locked (where the database can), so concurrent sweepers share the work."""
-        s = self.tables.sessions
-        stmt = (
-            sa.select(s.c.app, s.c.token, s.c.last_access_at, s.c.timeout_s, s.c.owner)
-            .where(which, s.c.expires_at < before)
-            .order_by(s.c.expires_at)
-            .limit(limit)
-            .with_for_update(skip_locked=self._dialect.skip_locked(conn.dialect))
-        )
-        return conn.execute(stmt).mappings().all()
-
-    def _purge(self, conn: Connection, keys: Sequence[Key]) -> None:
-        s, a = self.tables.sessions, self.tables.attributes
-        for chunk in _chunks(keys, self._key_chunk):
-            conn.execute(sa.delete(s).where(_keys_clause(s, chunk)))
-            if self.layout is Layout.MULTI_ROW:
-                conn.execute(sa.delete(a).where(_keys_clause(a, chunk)))
+        return sweep.delete_expired(conn, self.tables, self.layout, self._dialect, before, limit)
 
     # -- the rest --------------------------------------------------------------------------------
 
