@@ -231,19 +231,27 @@ class StoreContract:
     def test_concurrent_sweepers_each_session_once(self, store: Store) -> None:
         store.save_many([req(tok(i), 0, {}, timeout_s=1) for i in range(200)])
         found: list[str] = []
+        errors: list[BaseException] = []
         lock = threading.Lock()
 
         def sweep() -> None:
-            while batch := store.delete_expired(T0 + 100, limit=7):
-                with lock:
-                    found.extend(e.token for e in batch)
+            try:
+                while batch := store.delete_expired(T0 + 100, limit=7):
+                    with lock:
+                        found.extend(e.token for e in batch)
+            except BaseException as exc:
+                errors.append(exc)
 
         threads = [threading.Thread(target=sweep) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert sorted(found) == sorted(tok(i) for i in range(200))
+        assert errors == []
+        missing = {tok(i) for i in range(200)} - set(found)
+        left = [e.token for e in store.delete_expired(T0 + 100)]
+        got = (len(found), sorted(missing), left)
+        assert got == (200, [], []), f"each session once: (found, missing, left) = {got}"
 
     def test_counts(self, store: Store) -> None:
         store.save_many(

@@ -129,6 +129,18 @@ class SqlDialect:
         ]
         conn.execute(stmt, params)
 
+    #: Whether a sweep deletes the sessions it claimed one statement per key (through the
+    #: primary key, locking only the claimed rows) rather than by key lists in a WHERE clause.
+    sweep_deletes_by_key = False
+
+    def delete_each(
+        self, conn: Connection, table: sa.Table, keys: Sequence[tuple[str, str]]
+    ) -> None:
+        """One ``DELETE ... WHERE app = ? AND token = ?`` per session key (a sweep's, where
+        ``sweep_deletes_by_key``): one executemany."""
+        rows = [{"app": app, "token": token} for app, token in keys]
+        SqlDialect.delete_rows(self, conn, table, rows, ("app", "token"))
+
     def delete_rows(
         self, conn: Connection, table: sa.Table, rows: Sequence[Row], key: Sequence[str]
     ) -> None:

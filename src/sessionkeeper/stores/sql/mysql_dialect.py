@@ -29,6 +29,11 @@ class MysqlDialect(SqlDialect):
         {1040, 1053, 1205, 1213, 1927, 1969, 2002, 2003, 2006, 2013, 2055, 3024, 4031}
     )
 
+    #: InnoDB may plan a key-list DELETE as a scan of the table or index; a scan waits on
+    #: every row another sweeper has claimed, and concurrent sweepers then deadlock (seen as
+    #: a sweeper giving up after its retries). One statement per claimed key locks nothing else.
+    sweep_deletes_by_key = True
+
     def engine_options(self) -> dict[str, Any]:
         return {
             **super().engine_options(),
@@ -118,6 +123,23 @@ class MysqlDialect(SqlDialect):
             f"WHERE ({columns}) IN :keys"
         ).bindparams(keys)
         conn.execute(stmt, {"keys": [tuple(r[c] for c in key) for r in rows]})
+
+    def delete_each(
+        self, conn: Connection, table: sa.Table, keys: Sequence[tuple[str, str]]
+    ) -> None:
+        """The per-key DELETEs as one multi-statement text (our engines connect with
+        ``CLIENT.MULTI_STATEMENTS``): one round trip; else one executemany (a statement each)."""
+        from pymysql.constants import CLIENT
+
+        raw = conn.connection.driver_connection
+        if not keys or raw is None or not raw.client_flag & CLIENT.MULTI_STATEMENTS:
+            super().delete_each(conn, table, keys)
+            return
+        name = conn.dialect.identifier_preparer.format_table(table)
+        one = f"DELETE FROM {name} WHERE app = %s AND token = %s"
+        params = tuple(part.encode("utf-8") for key in keys for part in key)
+        # PyMySQL reads the statements' results before the connection's next command.
+        conn.exec_driver_sql(";".join([one] * len(keys)), params)
 
     def is_transient(self, orig: BaseException | None) -> bool:
         import pymysql
