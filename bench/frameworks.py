@@ -570,17 +570,21 @@ def django_contenders(env: Env) -> list[tuple[Contender, Callable[[], Runner]]]:
         policy: str, store: str, tag: str, middleware: str = OUR_MIDDLEWARE
     ) -> Callable[[], Runner]:
         def make() -> Runner:
-            import sessionkeeper.django as skd
+            from sessionkeeper.django import _process
 
             manager = sk_manager(env, policy, store, tag)
 
             def use() -> None:
                 # One manager per process is the adapter's rule; the bench swaps it between
                 # contenders (each round measures one contender at a time).
-                skd._manager = manager
+                _process._manager = manager
 
             handler = _django_handler("sessionkeeper.django", middleware)
             runner = wsgi_sessions(handler, "sessionid", n, use)
+            # The sessions must be this contender's: a swap that misses the adapter's manager
+            # measured another manager's sessions and showed no writes (fixed in 2026-12).
+            created = manager.stats()["created"]
+            assert created >= n, f"{created} of {n} sessions created through the bench's manager"
             runner.manager = manager
             return runner
 
