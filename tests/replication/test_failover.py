@@ -28,6 +28,19 @@ def serve_changes(m: sk.SessionManager, sid: str, n: int) -> str:
     return sid
 
 
+def tiered_pair(
+    make_node: MakeNode, tmp_path: Path, interval_s: float = 60, **options: object
+) -> tuple[sk.SessionManager, sk.SessionManager]:
+    """Nodes ``a`` and ``b`` under ``TimeBased(interval_s)`` in front of one shared SQLite store
+    (``tmp_path / "sessions.db"``), each seeing the other."""
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    SqlStore(url).init_schema()
+    a = make_node("a", store=url, write=sk.TimeBased(interval_s=interval_s), **options)
+    b = make_node("b", store=url, write=sk.TimeBased(interval_s=interval_s), **options)
+    wait_members([a, b], 2)
+    return a, b
+
+
 def test_a_session_survives_the_crash_of_its_owner_with_every_acknowledged_change(
     make_node: MakeNode,
 ) -> None:
@@ -83,11 +96,7 @@ def test_tiered_time_based_with_one_replica_loses_nothing_at_a_crash(
     """In front of a shared SQLite store under ``TimeBased(60)``: the store sees the creation
     only, the backup sees every change; the owner's crash loses none, and the new owner's
     write goes to the store on top of the version there."""
-    url = f"sqlite:///{tmp_path / 'sessions.db'}"
-    SqlStore(url).init_schema()
-    a = make_node("a", store=url, write=sk.TimeBased(interval_s=60))
-    b = make_node("b", store=url, write=sk.TimeBased(interval_s=60))
-    wait_members([a, b], 2)
+    a, b = tiered_pair(make_node, tmp_path)
     with a.request("shop") as s:
         s["n"] = 0
     sid = serve_changes(a, s.id, 30)
@@ -110,11 +119,7 @@ def test_tiered_new_owner_writes_its_copys_owner_over_the_stores(
     change leaves the stored one alone)."""
     import sqlite3
 
-    url = f"sqlite:///{tmp_path / 'sessions.db'}"
-    SqlStore(url).init_schema()
-    a = make_node("a", store=url, write=sk.TimeBased(interval_s=60))
-    b = make_node("b", store=url, write=sk.TimeBased(interval_s=60))
-    wait_members([a, b], 2)
+    a, b = tiered_pair(make_node, tmp_path)
     with a.request("shop") as s:
         s["n"] = 0
         s.owner = "alice"
@@ -135,11 +140,7 @@ def test_tiered_new_owner_writes_its_copys_owner_over_the_stores(
     "delta leaves the backup's copy with the old owner",
 )
 def test_tiered_owner_change_reaches_the_backup(make_node: MakeNode, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'sessions.db'}"
-    SqlStore(url).init_schema()
-    a = make_node("a", store=url, write=sk.TimeBased(interval_s=60))
-    b = make_node("b", store=url, write=sk.TimeBased(interval_s=60))
-    wait_members([a, b], 2)
+    a, b = tiered_pair(make_node, tmp_path)
     with a.request("shop") as s:
         s["n"] = 0
         s.owner = "alice"
@@ -157,11 +158,7 @@ def test_a_deferred_policy_without_sticky_routing_loses_nothing_over_the_channel
     """``replicas=0``: no backups, only the channel. Under ``TimeBased(10)`` on a shared store,
     requests alternating between two live nodes count 1, 2, 3, ... with no gap: a node that
     gets a session last served by the other asks it for its unwritten changes first."""
-    url = f"sqlite:///{tmp_path / 'sessions.db'}"
-    SqlStore(url).init_schema()
-    a = make_node("a", store=url, write=sk.TimeBased(interval_s=10), replicas=0)
-    b = make_node("b", store=url, write=sk.TimeBased(interval_s=10), replicas=0)
-    wait_members([a, b], 2)
+    a, b = tiered_pair(make_node, tmp_path, interval_s=10, replicas=0)
     sid = None
     seen = []
     for i in range(20):
