@@ -628,6 +628,23 @@ def test_value_over_max_allowed_packet_is_that_sessions_refusal(
         m.close(deadline_s=0)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_first_write_of_a_store_refuses_a_value_over_the_limit(
+    layout: str, make_store: Any
+) -> None:
+    """The store's very first call is a write (its limit unknown until it connects): the value
+    over the limit is still that write's refusal, never a dropped connection retried as an
+    outage (the fast path's check after connecting had become unreachable)."""
+    probe: SqlStore = make_store("mysql")
+    with probe.engine.connect() as conn:
+        packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+    store: SqlStore = make_store("mysql", layout=layout, retry=RetryPolicy(attempts=3, backoff_s=0))
+    with pytest.raises(StoreError, match="'big'") as info:
+        store.save_many([req(tok(1), 0, {"big": b"x" * packet})])
+    assert not isinstance(info.value, StoreUnavailable)
+    assert store.stats.retries == 0 and store.load("shop", tok(1)) is None
+
+
 def test_single_row_session_over_the_limit_is_refused_not_an_outage(make_store: Any) -> None:
     """In the single-row layout one blob holds every attribute: values each under the limit can
     add up to a row the server drops the connection for."""

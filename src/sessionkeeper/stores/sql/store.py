@@ -252,12 +252,15 @@ class SqlStore(Store):
 
     # -- the hooks: each one transaction -------------------------------------------------------
 
-    # -- the hooks: each one transaction -------------------------------------------------------
-
     def _load(self, app: str, token: str) -> StoredSession | None:
         return self._run(lambda conn: self._ops.load(conn, app, token), write=False)
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+        if not self._ready:
+            # The store's first call: ``save_many`` checked the values before the limit was
+            # known, which connecting learns.
+            self._guard(self._ensure_ready)
+            self._check_value_sizes(requests)
         if self._fast is not None and len(requests) == 1:
             saved = self._guard(lambda: self._reconnecting(lambda: self._fast_save(requests[0])))
             if saved is not None:
@@ -276,9 +279,6 @@ class SqlStore(Store):
         """``request`` through :mod:`.fastsave` on a raw driver connection: the fast path's own
         (SQLite) or a pooled connection's. A driver error worth a retry drops that connection."""
         assert self._fast is not None
-        if not self._ready:
-            self._ensure_ready()
-            self._check_value_sizes([request])  # the first call learns the limit on connecting
         if self._raw is not None:
             raw = self._raw.get()
             try:
