@@ -4,11 +4,12 @@ names their keys."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
-from .dialects import SqlDialect
+if TYPE_CHECKING:  # dialects uses these helpers
+    from .dialects import SqlDialect
 
 T = TypeVar("T")
 Key = tuple[str, str]

@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.sql.dml import Insert
 
 from ...errors import ConfigurationError
+from . import batches
 from .timeouts import DEFAULT_TIMEOUT_S
 
 Row = Mapping[str, Any]
@@ -129,17 +130,14 @@ class SqlDialect:
         ]
         conn.execute(stmt, params)
 
-    #: Whether a sweep deletes the sessions it claimed one statement per key (through the
-    #: primary key, locking only the claimed rows) rather than by key lists in a WHERE clause.
-    sweep_deletes_by_key = False
-
-    def delete_each(
+    def delete_sessions(
         self, conn: Connection, table: sa.Table, keys: Sequence[tuple[str, str]]
     ) -> None:
-        """One ``DELETE ... WHERE app = ? AND token = ?`` per session key (a sweep's, where
-        ``sweep_deletes_by_key``): one executemany."""
-        rows = [{"app": app, "token": token} for app, token in keys]
-        SqlDialect.delete_rows(self, conn, table, rows, ("app", "token"))
+        """Delete the rows of ``table`` (sessions or attributes) of the sessions ``keys`` name,
+        rows a sweep has claimed: key lists in WHERE clauses, each found through the primary
+        key."""
+        for chunk in batches.chunks(keys, batches.key_chunk(self)):
+            conn.execute(sa.delete(table).where(batches.keys_clause(table, chunk)))
 
     def delete_rows(
         self, conn: Connection, table: sa.Table, rows: Sequence[Row], key: Sequence[str]

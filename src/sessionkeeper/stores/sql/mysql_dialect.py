@@ -29,11 +29,6 @@ class MysqlDialect(SqlDialect):
         {1040, 1053, 1205, 1213, 1927, 1969, 2002, 2003, 2006, 2013, 2055, 3024, 4031}
     )
 
-    #: InnoDB may plan a key-list DELETE as a scan of the table or index; a scan waits on
-    #: every row another sweeper has claimed, and concurrent sweepers then deadlock (seen as
-    #: a sweeper giving up after its retries). One statement per claimed key locks nothing else.
-    sweep_deletes_by_key = True
-
     def engine_options(self) -> dict[str, Any]:
         return {
             **super().engine_options(),
@@ -124,16 +119,21 @@ class MysqlDialect(SqlDialect):
         ).bindparams(keys)
         conn.execute(stmt, {"keys": [tuple(r[c] for c in key) for r in rows]})
 
-    def delete_each(
+    def delete_sessions(
         self, conn: Connection, table: sa.Table, keys: Sequence[tuple[str, str]]
     ) -> None:
-        """The per-key DELETEs as one multi-statement text (our engines connect with
-        ``CLIENT.MULTI_STATEMENTS``): one round trip; else one executemany (a statement each)."""
+        """One ``DELETE ... WHERE app = ? AND token = ?`` per session, all in one multi-statement
+        text (our engines connect with ``CLIENT.MULTI_STATEMENTS``), else one executemany. InnoDB
+        may plan a key-list DELETE as a scan, which waits on every row another sweeper claimed:
+        concurrent sweepers deadlocked on it. One statement per claimed key locks nothing else."""
         from pymysql.constants import CLIENT
 
+        if not keys:
+            return
         raw = conn.connection.driver_connection
-        if not keys or raw is None or not raw.client_flag & CLIENT.MULTI_STATEMENTS:
-            super().delete_each(conn, table, keys)
+        if raw is None or not raw.client_flag & CLIENT.MULTI_STATEMENTS:
+            rows = [{"app": app, "token": token} for app, token in keys]
+            SqlDialect.delete_rows(self, conn, table, rows, ("app", "token"))  # the executemany
             return
         name = conn.dialect.identifier_preparer.format_table(table)
         one = f"DELETE FROM {name} WHERE app = %s AND token = %s"

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from ..records import ExpiredSession
-from . import batches, feed
+from . import feed
 from . import schema as sch
 from .batches import Key
 from .dialects import SqlDialect
@@ -76,13 +76,6 @@ def _claim(
 def _purge(
     conn: Connection, tables: sch.Tables, layout: Layout, dialect: SqlDialect, keys: Sequence[Key]
 ) -> None:
-    s, a = tables.sessions, tables.attributes
-    if dialect.sweep_deletes_by_key:
-        dialect.delete_each(conn, s, keys)
-        if layout is Layout.MULTI_ROW:
-            dialect.delete_each(conn, a, keys)
-        return
-    for chunk in batches.chunks(keys, batches.key_chunk(dialect)):
-        conn.execute(sa.delete(s).where(batches.keys_clause(s, chunk)))
-        if layout is Layout.MULTI_ROW:
-            conn.execute(sa.delete(a).where(batches.keys_clause(a, chunk)))
+    dialect.delete_sessions(conn, tables.sessions, keys)
+    if layout is Layout.MULTI_ROW:
+        dialect.delete_sessions(conn, tables.attributes, keys)
