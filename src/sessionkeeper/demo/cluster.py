@@ -13,6 +13,7 @@ import enum
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,8 +28,27 @@ HTTP_TIMEOUT_S = 5.0
 READY_TIMEOUT_S = 20.0
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux; IANA's 49152 elsewhere)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 49152
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on now (the OS picks it; a small race is possible)."""
+    """A loopback port nobody listens on now, below the kernel's ephemeral range: a port the OS
+    picks from that range may be handed to an outgoing connection before the caller's server
+    binds it (a node of a CI run failed so, "Address already in use"). Only another caller
+    that binds a port itself can still take it first."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
