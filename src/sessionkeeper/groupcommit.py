@@ -73,12 +73,12 @@ class GroupCommit:
                 self._busy = True
         if alone:
             # The uncontended case, most requests': its own batch, written by its own thread,
-            # with no waiter and no de-duplication to build.
-            written, error = self._run([session])
-            self._end([], written, error)
-            if error is not None:
-                raise error
-            return id(session) in written
+            # with no waiter, no de-duplication and no set of ids to build.
+            try:
+                done = self._write_batch([session])  # of [session]: that one, or none
+            finally:
+                self._end([], set(), None)
+            return bool(done)
         me = _Waiter(session)
         batch: list[_Waiter] = []
         with self._cond:
@@ -112,4 +112,5 @@ class GroupCommit:
                 w.written = id(w.session) in written
             self._busy = False
             self.batches += 1
-            self._cond.notify_all()
+            if batch or self._queue:  # else no thread waits on this condition
+                self._cond.notify_all()

@@ -9,6 +9,7 @@ outage is isolated to the session that causes it (see :meth:`Writer._save`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -164,14 +165,15 @@ class Writer:
         taken: list[_Taken] = []
         touched: list[Session] = []
         current: list[Session] = []
-        locked: list[Session] = []
+        locked: list[threading.Lock] = []
         try:
             # One total order, (app, token), wherever several sessions are held: two batches
             # taken in cache order (which requests keep changing) would wait on each other.
             ordered = sessions if len(sessions) == 1 else sorted(sessions, key=_order)
             for s in ordered:
-                s.write_lock.acquire()
-                locked.append(s)
+                lock = s.write_lock
+                lock.acquire()
+                locked.append(lock)
                 t, complete = self._take_checked(s)
                 if t is not None:
                     taken.append(t)
@@ -184,38 +186,24 @@ class Writer:
             written: list[Session] = []
             gone: list[Session] = []
             missing: list[Session] = []
-            wall_now = self.store.clock.time()  # the manager's clock, given to its store
+            wall_now: float | None = None  # read once, when a row turns out lost
             for t, res in zip(taken, results, strict=True):
                 if res is None:
                     continue  # not written, put back by _save
-                lost = res.status is SaveStatus.GONE and t.request.expected_version > 0
-                if lost and t.request.expires_at < wall_now:
-                    # Expired, and its row gone: swept, not lost. Writing it again would bring a
-                    # dead session back for a second sweep (and destroyed event).
-                    log.info(
-                        "session %s expired and was swept: dropped",
-                        session_hash(t.session.app, t.session.token),
-                        extra=fields(t.session.app, t.session.token),
-                    )
-                    gone.append(t.session)
-                elif lost and self._may_recreate(t.session, wall_now):
-                    missing.append(self._as_unstored(t))
-                elif lost:
-                    self.stats.add("not_recreated")
-                    log.warning(
-                        "session %s is missing from the store and this node has not seen it "
-                        "live within its timeout: dropped, not written again",
-                        session_hash(t.session.app, t.session.token),
-                        extra=fields(t.session.app, t.session.token),
-                    )
-                    gone.append(t.session)
+                if res.status is SaveStatus.GONE and t.request.expected_version > 0:
+                    if wall_now is None:
+                        wall_now = self.store.clock.time()  # the manager's, given to its store
+                    if self._lost(t, wall_now):
+                        missing.append(self._as_unstored(t))
+                    else:
+                        gone.append(t.session)
                 elif self._apply(t, res, now):
                     written.append(t.session)
                 elif res.status is SaveStatus.GONE:
                     gone.append(t.session)
             if missing:
                 error = self._recreate(missing, now, written, gone) or error
-            if not isinstance(error, StoreUnavailable):
+            if touched and not isinstance(error, StoreUnavailable):
                 # After the saves are applied: a failed touch must not put back what was saved.
                 try:
                     self.touch(touched)
@@ -225,8 +213,33 @@ class Writer:
                 raise error
             return written, gone, current
         finally:
-            for s in locked:
-                s.write_lock.release()
+            for lock in locked:
+                lock.release()
+
+    def _lost(self, t: _Taken, wall_now: float) -> bool:
+        """A stored session's row is gone (GONE at a version above 0): whether to write it again
+        whole (the store lost it), else it is dropped (expired and swept, or not seen live
+        lately)."""
+        s = t.session
+        if t.request.expires_at < wall_now:
+            # Expired, and its row gone: swept, not lost. Writing it again would bring a dead
+            # session back for a second sweep (and destroyed event).
+            log.info(
+                "session %s expired and was swept: dropped",
+                session_hash(s.app, s.token),
+                extra=fields(s.app, s.token),
+            )
+            return False
+        if self._may_recreate(s, wall_now):
+            return True
+        self.stats.add("not_recreated")
+        log.warning(
+            "session %s is missing from the store and this node has not seen it live within its "
+            "timeout: dropped, not written again",
+            session_hash(s.app, s.token),
+            extra=fields(s.app, s.token),
+        )
+        return False
 
     def _save(self, taken: list[_Taken]) -> tuple[list[SaveResult | None], Exception | None]:
         """``save_many`` of the taken changes: one result per change (``None``: not written, its

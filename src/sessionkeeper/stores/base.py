@@ -185,7 +185,8 @@ class Store(abc.ABC):
             s = self.stats
             s.calls += 1
             s.latency_total_s += elapsed_s
-            s.latency_max_s = max(s.latency_max_s, elapsed_s)
+            if elapsed_s > s.latency_max_s:
+                s.latency_max_s = elapsed_s
             if error:
                 s.errors += 1
             else:
@@ -195,6 +196,8 @@ class Store(abc.ABC):
         """Whether the last call gave up (``StoreUnavailable``) less than ``within_s`` seconds
         ago and no call has succeeded since. Callers use it to skip optional work during an
         outage instead of paying every retry again."""
+        if self.stats.available:  # the common answer, without the lock: False either way
+            return False
         with self._stats_lock:
             return not self.stats.available and self.clock.monotonic() - self._failed_at < within_s
 
@@ -212,13 +215,13 @@ class Store(abc.ABC):
         version (its changed and removed keys applied on top) and written again."""
         if not requests:
             return []
-        self._check_value_sizes(requests)
+        if self.max_value_bytes is not None:
+            self._check_value_sizes(requests)
         results = self._save_unfenced(requests)
-        pending: dict[int, StoredSession] = {
-            i: r.merged_from
-            for i, r in enumerate(results)
-            if r.status is SaveStatus.CONFLICT and r.merged_from is not None
-        }
+        pending: dict[int, StoredSession] = {}
+        for i, r in enumerate(results):
+            if r.status is SaveStatus.CONFLICT and r.merged_from is not None:
+                pending[i] = r.merged_from
         rounds = 0
         while pending and rounds < self.max_merge_rounds:
             rounds += 1
@@ -239,16 +242,18 @@ class Store(abc.ABC):
                     results[i] = res
             pending = retry
         with self._stats_lock:
-            self.stats.write_batches += 1
+            stats = self.stats
+            stats.write_batches += 1
             for req, res in zip(requests, results, strict=True):
                 if res.status is SaveStatus.SAVED:
-                    self.stats.sessions_written += 1
+                    stats.sessions_written += 1
                     # Merged (here or by the backend): the rebased write carried only this
                     # node's own changes (``_rebase``), not the rest of a stale full copy.
                     carried = req.changed if res.merged_from is None else req.own_changes
-                    self.stats.bytes_written += sum(len(v) for v in carried.values())
+                    for blob in carried.values():
+                        stats.bytes_written += len(blob)
                     if res.merged_from is not None:
-                        self.stats.conflicts_merged += 1
+                        stats.conflicts_merged += 1
         return results
 
     def _save_unfenced(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:

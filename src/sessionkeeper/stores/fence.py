@@ -98,27 +98,48 @@ def unfenced(
     ``refused(count)`` (the store measures the server's clock again on its next write) it is
     sent again at once; refused again, the attempt raises :class:`Fenced`. Results are kept
     across attempts: a retry sends only the writes whose result is not known yet, never again
-    one the server already wrote."""
-    results: list[SaveResult | None] = [None] * len(requests)
+    one the server already wrote. The first send, of the whole batch, answered without a fence
+    (every write but the rare refused one) is returned as the backend gave it."""
+    #: Per request, its answer once known; ``None`` until a send was answered ``FENCED``.
+    results: list[SaveResult | None] | None = None
 
-    def send() -> bool:
-        todo = [i for i, r in enumerate(results) if r is None]
+    def send(known: list[SaveResult | None]) -> bool:
+        todo = [i for i, r in enumerate(known) if r is None]
         got = save([requests[i] for i in todo])
         if len(got) != len(todo):
-            raise ValueError(f"save returned {len(got)} results for {len(todo)} requests")
+            raise _miscount(len(got), len(todo))
         fenced = 0
         for i, res in zip(todo, got, strict=True):
             if res.status is SaveStatus.FENCED:
                 fenced += 1
             else:
-                results[i] = res
+                known[i] = res
         if fenced:
             refused(fenced)
         return fenced > 0
 
     def attempt() -> list[SaveResult]:
-        if send() and send():
+        nonlocal results
+        if results is None:
+            got = save(requests)
+            if len(got) != len(requests):
+                raise _miscount(len(got), len(requests))
+            fenced = 0
+            for res in got:
+                if res.status is SaveStatus.FENCED:
+                    fenced += 1
+            if not fenced:
+                return got
+            results = [None if r.status is SaveStatus.FENCED else r for r in got]
+            refused(fenced)
+            if send(results):  # sent again at once, after the store measured its clock again
+                raise Fenced("the server began the write after its deadline fence")
+        elif send(results) and send(results):
             raise Fenced("the server began the write after its deadline fence")
         return [r for r in results if r is not None]
 
     return attempt
+
+
+def _miscount(got: int, sent: int) -> ValueError:
+    return ValueError(f"save returned {got} results for {sent} requests")

@@ -123,8 +123,9 @@ class MemoryStore(Store):
         row.last_access_at = max(row.last_access_at, req.last_access_at)
         row.timeout_s = req.timeout_s
         row.absolute_expires_at = req.absolute_expires_at
-        self._index(req.app, req.token, row.owner, req.owner)
-        row.owner = req.owner
+        if row.owner != req.owner:
+            self._index(req.app, req.token, row.owner, req.owner)
+            row.owner = req.owner
         row.node = req.node
         return SaveResult(SaveStatus.SAVED, row.version)
 
