@@ -88,7 +88,9 @@ class DictMethods(RequestLog):
     def data_view(self) -> dict[str, Any]:
         """A plain copy of the attributes, without read tracking. Callers hold ``lock`` for a
         consistent one; to change the attributes untracked, use :meth:`raw_set` / :meth:`raw_delete`."""
-        return dict.copy(self)
+        # Not dict.copy: on a subclass that overrides __iter__, it reads each key through
+        # __getitem__, tracked as the app's read (and copied into the request's undo log).
+        return dict(dict.items(self))
 
     def raw_set(self, key: str, value: Any) -> None:
         """Set ``key`` without validation, tracking or hooks (a value merged from the store).

@@ -114,3 +114,18 @@ def test_a_session_emptied_and_refilled_in_one_request_lives_on(make: MakeManage
     assert m.lifecycle.cookie_action(active) is None
     with m.request("shop", sid) as s:
         assert s.id == sid and dict(s) == {"user": 2}
+
+
+def test_data_view_records_no_read(make: MakeManager) -> None:
+    """The manager's own copy of the attributes (a write's, an eviction's, a sweep's) is not the
+    app reading them: on a dict subclass whose ``__iter__`` is overridden, ``dict.copy`` goes
+    through ``__getitem__``, which tracks a read of every key (under ``contents="accessed"``
+    each is then serialized again with the next write) and copies mutable values into the
+    request's undo log."""
+    m = make(contents="accessed")
+    sid = new_session(m, a=1, b=[1, 2])
+    with m.request("shop", sid) as s:
+        view = s.data_view()
+        assert type(view) is dict and view == {"a": 1, "b": [1, 2]}
+        assert not s.changes.read_keys
+        assert not s.has_changes()
