@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from .changes import Taken
 from .errors import CorruptSessionData, StoreError, StoreUnavailable
@@ -20,7 +20,8 @@ from .logs import fields, session_hash
 from .serialization import Serializer, place, uses_place
 from .session import Session
 from .stats import Stats
-from .stores.base import SaveRequest, SaveResult, SaveStatus, Store, StoredSession, Touch
+from .stores.base import SaveRequest, SaveResult, Store, StoredSession, Touch
+from .stores.records import CONFLICT, GONE
 
 log = logging.getLogger("sessionkeeper.writer")
 
@@ -31,7 +32,7 @@ def _order(s: Session) -> tuple[str, str]:
     return s.app, s.token
 
 
-@dataclass
+@dataclass(slots=True)
 class _Taken:
     """One session's write: the request, and the change tracking taken out for it, to put back
     if it fails."""
@@ -60,22 +61,17 @@ class Writer:
         self._node = node
         self._may_recreate = may_recreate  # InvalidationFeed.may_recreate
 
-    def _dumps(self, s: Session, key: str, value: Any) -> bytes | None:
-        try:
-            where = place(s.app, s.token, key) if self._placed else b""
-            return self.serializer.dumps(value, place=where)
-        except (TypeError, ValueError, RecursionError) as exc:
-            # The value passed the check when it was set and was mutated in place since.
-            self.stats.add("unserializable_values")
-            log.error(
-                "session %s attribute %r can no longer be serialized: not written (its stored "
-                "value is kept) and the session kept dirty: %s",
-                session_hash(s.app, s.token),
-                key,
-                exc,
-                extra=fields(s.app, s.token),
-            )
-            return None
+    def _unserializable(self, s: Session, key: str, exc: Exception) -> None:
+        # The value passed the check when it was set and was mutated in place since.
+        self.stats.add("unserializable_values")
+        log.error(
+            "session %s attribute %r can no longer be serialized: not written (its stored "
+            "value is kept) and the session kept dirty: %s",
+            session_hash(s.app, s.token),
+            key,
+            exc,
+            extra=fields(s.app, s.token),
+        )
 
     def _blobs(self, s: Session, full: bool) -> tuple[dict[str, bytes], frozenset[str], list[str]]:
         """The bytes to write per key; the keys of those this copy changed (set, or bytes that
@@ -93,11 +89,14 @@ class Writer:
         changed: dict[str, bytes] = {}
         own: set[str] = set()
         failed: list[str] = []
+        dumps, placed = self.serializer.dumps, self._placed  # else no place to build per value
         for key in keys:
             if key not in data:
                 continue
-            blob = self._dumps(s, key, data[key])
-            if blob is None:
+            try:
+                blob = dumps(data[key], place=place(s.app, s.token, key) if placed else b"")
+            except (TypeError, ValueError, RecursionError) as exc:
+                self._unserializable(s, key, exc)
                 failed.append(key)
                 continue
             if key in set_keys or s.stored_hashes.get(key) != hash(blob):
@@ -190,7 +189,7 @@ class Writer:
             for t, res in zip(taken, results, strict=True):
                 if res is None:
                     continue  # not written, put back by _save
-                if res.status is SaveStatus.GONE and t.request.expected_version > 0:
+                if res.status is GONE and t.request.expected_version > 0:
                     if wall_now is None:
                         wall_now = self.store.clock.time()  # the manager's, given to its store
                     if self._lost(t, wall_now):
@@ -199,7 +198,7 @@ class Writer:
                         gone.append(t.session)
                 elif self._apply(t, res, now):
                     written.append(t.session)
-                elif res.status is SaveStatus.GONE:
+                elif res.status is GONE:
                     gone.append(t.session)
             if missing:
                 error = self._recreate(missing, now, written, gone) or error
@@ -258,7 +257,8 @@ class Writer:
         while parts:
             lo, hi = parts.pop()
             try:
-                results[lo:hi] = self.store.save_many([t.request for t in taken[lo:hi]])
+                batch = [t.request for t in taken[lo:hi]] if hi - lo > 1 else [taken[lo].request]
+                results[lo:hi] = self.store.save_many(batch)
             except StoreUnavailable as exc:
                 for a, b in [(lo, hi), *parts]:
                     for t in taken[a:b]:
@@ -322,7 +322,7 @@ class Writer:
                     extra=fields(t.session.app, t.session.token),
                 )
                 written.append(t.session)
-            elif res.status is SaveStatus.GONE:
+            elif res.status is GONE:
                 gone.append(t.session)
         return error
 
@@ -352,7 +352,7 @@ class Writer:
 
     def _apply(self, t: _Taken, res: SaveResult, now: float) -> bool:
         s, req = t.session, t.request
-        if res.status is SaveStatus.GONE:
+        if res.status is GONE:
             self.stats.add("gone_on_write")
             log.info(
                 "session %s was invalidated elsewhere; its unwritten changes are dropped",
@@ -360,7 +360,7 @@ class Writer:
                 extra=fields(s.app, s.token),
             )
             return False
-        if res.status is SaveStatus.CONFLICT:
+        if res.status is CONFLICT:
             self._put_back(t)
             self.stats.add("write_failures")
             log.warning(
@@ -373,7 +373,8 @@ class Writer:
             s.version = res.version
             s.in_store = True
             s.last_write_at = now
-            s.last_store_access_at = max(s.last_store_access_at, req.last_access_at)
+            if req.last_access_at > s.last_store_access_at:  # never lowered
+                s.last_store_access_at = req.last_access_at
             if self.contents != "updated":
                 # What the store now holds of this copy's keys: after a merge, only its own.
                 written = req.changed if res.merged_from is None else req.own_changes

@@ -59,6 +59,8 @@ from ..clock import Clock, SystemClock
 from ..errors import CorruptSessionData, StoreError, StoreUnavailable, ValueTooLarge
 from .fence import Fenced, unfenced
 from .records import (
+    CONFLICT,
+    SAVED,
     AppCounts,
     ExpiredSession,
     Invalidation,
@@ -220,7 +222,7 @@ class Store(abc.ABC):
         results = self._save_unfenced(requests)
         pending: dict[int, StoredSession] = {}
         for i, r in enumerate(results):
-            if r.status is SaveStatus.CONFLICT and r.merged_from is not None:
+            if r.status is CONFLICT and r.merged_from is not None:
                 pending[i] = r.merged_from
         rounds = 0
         while pending and rounds < self.max_merge_rounds:
@@ -234,9 +236,9 @@ class Store(abc.ABC):
             again = self._save_unfenced(rebased)
             retry: dict[int, StoredSession] = {}
             for i, res in zip(order, again, strict=True):
-                if res.status is SaveStatus.SAVED:
+                if res.status is SAVED:
                     results[i] = dataclasses.replace(res, merged_from=pending[i])
-                elif res.status is SaveStatus.CONFLICT and res.merged_from is not None:
+                elif res.status is CONFLICT and res.merged_from is not None:
                     retry[i] = res.merged_from
                 else:
                     results[i] = res
@@ -245,7 +247,7 @@ class Store(abc.ABC):
             stats = self.stats
             stats.write_batches += 1
             for req, res in zip(requests, results, strict=True):
-                if res.status is SaveStatus.SAVED:
+                if res.status is SAVED:
                     stats.sessions_written += 1
                     # Merged (here or by the backend): the rebased write carried only this
                     # node's own changes (``_rebase``), not the rest of a stale full copy.

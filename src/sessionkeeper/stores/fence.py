@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from .records import SaveRequest, SaveResult, SaveStatus
+from .records import FENCED, SaveRequest, SaveResult
 
 #: How long a measured offset is trusted before the next write measures it again.
 MAX_AGE_S = 60.0
@@ -110,7 +110,7 @@ def unfenced(
             raise _miscount(len(got), len(todo))
         fenced = 0
         for i, res in zip(todo, got, strict=True):
-            if res.status is SaveStatus.FENCED:
+            if res.status is FENCED:
                 fenced += 1
             else:
                 known[i] = res
@@ -126,11 +126,11 @@ def unfenced(
                 raise _miscount(len(got), len(requests))
             fenced = 0
             for res in got:
-                if res.status is SaveStatus.FENCED:
+                if res.status is FENCED:
                     fenced += 1
             if not fenced:
                 return got
-            results = [None if r.status is SaveStatus.FENCED else r for r in got]
+            results = [None if r.status is FENCED else r for r in got]
             refused(fenced)
             if send(results):  # sent again at once, after the store measured its clock again
                 raise Fenced("the server began the write after its deadline fence")

@@ -15,11 +15,11 @@ from .base import (
     RetryPolicy,
     SaveRequest,
     SaveResult,
-    SaveStatus,
     Store,
     StoredSession,
     Touch,
 )
+from .records import CONFLICT, GONE, SAVED
 
 
 @dataclass
@@ -93,10 +93,10 @@ class MemoryStore(Store):
         key = (req.app, req.token)
         row = self._rows.get(key)
         if row is not None and row.tombstone_until is not None:
-            return SaveResult(SaveStatus.GONE)
+            return SaveResult(GONE)
         if row is None:
             if req.expected_version != 0:
-                return SaveResult(SaveStatus.GONE)
+                return SaveResult(GONE)
             self._rows[key] = _Row(
                 attributes=dict(req.changed),
                 version=1,
@@ -108,11 +108,9 @@ class MemoryStore(Store):
                 absolute_expires_at=req.absolute_expires_at,
             )
             self._index(req.app, req.token, None, req.owner)
-            return SaveResult(SaveStatus.SAVED, 1)
+            return SaveResult(SAVED, 1)
         if row.version != req.expected_version:
-            return SaveResult(
-                SaveStatus.CONFLICT, row.version, self._snapshot(req.app, req.token, row)
-            )
+            return SaveResult(CONFLICT, row.version, self._snapshot(req.app, req.token, row))
         if req.full:
             row.attributes = dict(req.changed)
         else:
@@ -127,10 +125,12 @@ class MemoryStore(Store):
             self._index(req.app, req.token, row.owner, req.owner)
             row.owner = req.owner
         row.node = req.node
-        return SaveResult(SaveStatus.SAVED, row.version)
+        return SaveResult(SAVED, row.version)
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
         with self._lock:
+            if len(requests) == 1:  # a request's own write: no list to build by comprehension
+                return [self._save_one(requests[0])]
             return [self._save_one(r) for r in requests]
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:
