@@ -40,7 +40,9 @@ class GroupCommit:
 
     def __init__(self, write_batch: Callable[[list[Session]], list[Session]]) -> None:
         self._write_batch = write_batch
-        lock = threading.Lock()
+        #: The conditions' lock, taken bare where nothing waits or notifies inside (Condition's
+        #: own ``with`` is two Python calls more).
+        self._lock = lock = threading.Lock()
         self._cond = threading.Condition(lock)  # a batch ended
         self._enqueued = threading.Condition(lock)  # a write queued
         self._queue: list[_Waiter] = []
@@ -50,7 +52,7 @@ class GroupCommit:
 
     def _reset(self) -> None:
         # A forked child has no writer threads: a batch its parent had in flight is not its own.
-        lock = threading.Lock()
+        self._lock = lock = threading.Lock()
         self._cond = threading.Condition(lock)  # a batch ended
         self._enqueued = threading.Condition(lock)  # a write queued
         self._queue, self._busy = [], False
@@ -67,7 +69,7 @@ class GroupCommit:
             return self._enqueued.wait_for(lambda: len(self._queue) >= n, timeout_s)
 
     def write(self, session: Session) -> bool:
-        with self._cond:
+        with self._lock:
             alone = not self._busy and not self._queue  # nothing in flight, nobody waiting
             if alone:
                 self._busy = True
@@ -106,7 +108,7 @@ class GroupCommit:
 
     def _end(self, batch: list[_Waiter], written: set[int], error: BaseException | None) -> None:
         """A batch ended: answer its waiters; the next queued write may lead."""
-        with self._cond:
+        with self._lock:  # the lock of self._cond: notify_all below may be called under it
             for w in batch:
                 w.done, w.error = True, error
                 w.written = id(w.session) in written

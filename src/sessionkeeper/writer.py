@@ -17,10 +17,11 @@ from typing import Literal
 from .changes import Taken
 from .errors import CorruptSessionData, StoreError, StoreUnavailable
 from .logs import fields, session_hash
+from .merged import take_merged
 from .serialization import Serializer, place, uses_place
 from .session import Session
 from .stats import Stats
-from .stores.base import SaveRequest, SaveResult, Store, StoredSession, Touch
+from .stores.base import SaveRequest, SaveResult, Store, Touch
 from .stores.records import CONFLICT, GONE
 
 log = logging.getLogger("sessionkeeper.writer")
@@ -386,37 +387,5 @@ class Writer:
                 for key in req.removed:
                     s.stored_hashes.pop(key, None)
             if res.merged_from is not None:
-                self._merge(s, req, res.merged_from)
+                take_merged(s, req, res.merged_from, self.serializer, self.stats, self.contents)
         return True
-
-    def _merge(self, s: Session, req: SaveRequest, other: StoredSession) -> None:
-        """After a merged write, take into the local copy the keys only the other node changed,
-        and their stored bytes' hashes: a stale hash would make such a key look changed by this
-        copy (a read one under "accessed", any under "all"), and a later rebased write would
-        overwrite the other node's newer value with it."""
-        self.stats.add("conflicts_merged")
-        ours = req.own_changes  # what the rebased write carried
-        overwritten = sum(
-            1 for k, v in ours.items() if k in other.attributes and other.attributes[k] != v
-        )
-        if overwritten:
-            self.stats.add("conflict_overwrites", overwritten)
-        data = s.data_view()
-        mine = set(ours) | req.removed | s.changes.set_keys | s.changes.deleted_keys
-        for key, blob in other.attributes.items():
-            if key in mine:
-                continue
-            try:
-                s.raw_set(key, self.serializer.loads(blob, place=place(s.app, s.token, key)))
-                if self.contents != "updated":
-                    s.own_hashes()[key] = hash(blob)
-            except CorruptSessionData:
-                log.error(
-                    "session %s: unreadable attribute %r from another node ignored",
-                    session_hash(s.app, s.token),
-                    key,
-                    extra=fields(s.app, s.token, "corrupt_session_data"),
-                )
-        for key in [k for k in data if k not in other.attributes and k not in mine]:
-            s.raw_delete(key)  # removed by the other node
-            s.stored_hashes.pop(key, None)
