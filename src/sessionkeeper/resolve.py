@@ -37,13 +37,14 @@ class Resolver:
         self._warned_affinity = False
 
     def resolve(
-        self, app: str, session_id: str | None, owner: str | None, allow_io: bool
+        self, app: str, session_id: str | None, owner: str | None, allow_io: bool, now: float
     ) -> Session | None:
+        """The session serving ``session_id`` for a request that started at wall time ``now``
+        (``Lifecycle`` reads the clock once per request)."""
         parsed = ids.parse(session_id)
         if session_id and parsed is None:
             self._rt.stats.add("invalid_ids")
-        now = self._rt.clock.time()
-        if allow_io:
+        if allow_io and not self._rt.feed.started:
             self._rt.start_feed()
         if parsed is not None:
             token, node = parsed
