@@ -48,8 +48,9 @@ class Host:
         return self._rt.node
 
     def _suffix(self, session: Session) -> str:
-        repl = self._rt.replicator
-        return self._node if repl is None else repl.suffix(session)
+        rt = self._rt
+        repl = rt.replicator
+        return rt.node if repl is None else repl.suffix(session)
 
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
         # check_value's first test inline: every set of a plain scalar ends there.
