@@ -131,13 +131,17 @@ class Changes(_thread.RLock):  # type: ignore[misc]
 
     # -- views (read-only; callers hold the lock to get a consistent picture) --------------------
 
+    # set_keys and deleted_keys are read by every write: _view, inline.
+
     @property
     def set_keys(self) -> frozenset[str] | set[str]:
-        return _view(self._set)
+        keys = self._set
+        return _EMPTY if keys is None else frozenset(keys) if isinstance(keys, tuple) else keys
 
     @property
     def deleted_keys(self) -> frozenset[str] | set[str]:
-        return _view(self._deleted)
+        keys = self._deleted
+        return _EMPTY if keys is None else frozenset(keys) if isinstance(keys, tuple) else keys
 
     @property
     def read_keys(self) -> frozenset[str] | set[str]:
