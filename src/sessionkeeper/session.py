@@ -276,15 +276,13 @@ class Session(DictMethods):
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"session attribute names are str, not {type(key).__name__}")
-        host = self._host
-        host._validate_value(self, key, value)
-        changes = self.changes
-        with changes:
+        self._host._validate_value(self, key, value)
+        with self.changes:
             old = dict.get(self, key, _MISSING)
             self._record_undo(key, old)  # and marks the session accessed (_touch)
             dict.__setitem__(self, key, value)
-            changes.record_set(key)
-        host._attribute_changed(self, key, old, value)
+            self.changes.record_set(key)
+        self._host._attribute_changed(self, key, old, value)
 
     def __delitem__(self, key: str) -> None:
         self._touch()
