@@ -131,13 +131,17 @@ class Changes(_thread.RLock):  # type: ignore[misc]
 
     # -- views (read-only; callers hold the lock to get a consistent picture) --------------------
 
+    # set_keys and deleted_keys are read by every write: _view, inline.
+
     @property
     def set_keys(self) -> frozenset[str] | set[str]:
-        return _view(self._set)
+        keys = self._set
+        return _EMPTY if keys is None else frozenset(keys) if isinstance(keys, tuple) else keys
 
     @property
     def deleted_keys(self) -> frozenset[str] | set[str]:
-        return _view(self._deleted)
+        keys = self._deleted
+        return _EMPTY if keys is None else frozenset(keys) if isinstance(keys, tuple) else keys
 
     @property
     def read_keys(self) -> frozenset[str] | set[str]:
@@ -154,8 +158,11 @@ class Changes(_thread.RLock):  # type: ignore[misc]
 
     def record_set(self, key: str) -> None:
         with self:
-            self._set = _with(self._set, key)
-            self._deleted = _without(self._deleted, key)
+            keys = self._set
+            if keys is None or key not in keys:  # a key set again: nothing to add
+                self._set = _with(keys, key)
+            if self._deleted is not None:
+                self._deleted = _without(self._deleted, key)
             self.updates += 1
 
     def record_delete(self, key: str) -> None:
@@ -167,7 +174,8 @@ class Changes(_thread.RLock):  # type: ignore[misc]
     def record_read(self, key: str) -> None:
         read = self._read
         if read is not None and key in read:
-            return  # nothing to add (reading the collection needs no lock: it is only replaced)
+            return  # nothing to add (reading the collection needs no lock: a tuple is only
+            # replaced, a set only added to under it). Session's [] and get check this inline.
         with self:
             self._read = _with(self._read, key)
 
@@ -192,9 +200,8 @@ class Changes(_thread.RLock):  # type: ignore[misc]
             return True
 
     def key_state(self, key: str) -> tuple[bool, bool]:
-        """``(set, deleted)`` of ``key``, for a request's undo log."""
-        with self:
-            return key in (self._set or ()), key in (self._deleted or ())
+        """``(set, deleted)`` of ``key``, for a request's undo log. Caller holds the lock."""
+        return key in (self._set or ()), key in (self._deleted or ())
 
     def put_key_state(self, key: str, set_: bool, deleted: bool) -> None:
         """Give ``key`` back a state from :meth:`key_state` (a rolled-back request)."""

@@ -20,6 +20,7 @@ from typing import Any
 from . import ids, offloop
 from .errors import CacheFull, ManagerClosed, SerializationError, StoreError
 from .events import _PLAIN_TYPES, AttributeEvent, DestroyReason, SessionEvent, call_hook
+from .policies import WritePolicy
 from .runtime import Runtime
 from .serialization import JsonSerializer, json_cannot_fail, place
 from .session import _MISSING, Session, current_request
@@ -33,6 +34,12 @@ class Host:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self._json = type(rt.serializer) is JsonSerializer  # plain scalars need no check
+        # A policy that never writes inside a set or delete (it keeps the base class's
+        # ``at_attribute_change``) is not asked on every one.
+        policy = rt.settings.policy
+        self._inline_writes = (
+            type(policy).at_attribute_change is not WritePolicy.at_attribute_change
+        )
         #: Set by the manager once its resolver exists (the resolver is built with this host).
         self.find: Find | None = None
 
@@ -41,11 +48,14 @@ class Host:
         return self._rt.node
 
     def _suffix(self, session: Session) -> str:
-        repl = self._rt.replicator
-        return self._node if repl is None else repl.suffix(session)
+        rt = self._rt
+        repl = rt.replicator
+        return rt.node if repl is None else repl.suffix(session)
 
     def _validate_value(self, session: Session, key: str, value: Any) -> None:
-        self.check_value(session, key, value)
+        # check_value's first test inline: every set of a plain scalar ends there.
+        if not (self._json and json_cannot_fail(value, self._rt.store.max_value_bytes)):
+            self.check_value(session, key, value)
         if not session.created:
             self._create(session)
 
@@ -105,7 +115,8 @@ class Host:
             else:
                 self._rt.events.emit("attribute_replaced", AttributeEvent(session, key, new, old))
         if (
-            self._rt.settings.policy.at_attribute_change(session)
+            self._inline_writes
+            and self._rt.settings.policy.at_attribute_change(session)
             and not offloop.on_event_loop()  # no store call on the loop: the request's end writes it
             and not self._rt.store_failing()
         ):

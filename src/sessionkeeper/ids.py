@@ -42,11 +42,14 @@ def parse(session_id: str | None) -> tuple[str, str | None] | None:
 
     Never raises: an invalid id is treated as absent.
     """
-    route = parse_route(session_id)
-    if route is None:
+    # Every request's path: the match inline, and only the first node split off.
+    if not session_id or len(session_id) > MAX_ID_CHARS:
         return None
-    token, nodes = route
-    return token, nodes[0] if nodes else None
+    m = _ID_RE.fullmatch(session_id)
+    if m is None:
+        return None
+    token, suffix = m.groups()
+    return token, suffix[1:].partition(".")[0] if suffix else None
 
 
 def parse_route(session_id: str | None) -> tuple[str, tuple[str, ...]] | None:

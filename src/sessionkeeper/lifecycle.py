@@ -53,8 +53,9 @@ _request_ids = itertools.count(1)
 #: The body of the 503 answered when a request's session cannot be had (see ``refuse``).
 UNAVAILABLE_BODY = b"Session store unavailable, please retry.\n"
 
-#: ``(app, session_id, owner, allow_io) -> Session``; ``None`` only without ``allow_io``.
-Resolve = Callable[[str, "str | None", "str | None", bool], "Session | None"]
+#: ``(app, session_id, owner, allow_io, now) -> Session``; ``None`` only without ``allow_io``.
+#: ``now`` is the request's wall-clock reading, taken once (it is also its access time).
+Resolve = Callable[[str, "str | None", "str | None", bool, float], "Session | None"]
 
 
 @dataclass(eq=False, slots=True)
@@ -99,6 +100,7 @@ class Lifecycle:
         self._resolve = resolve
         self._on_begin = on_begin  # starts housekeeping in this process
         self._settle = Settle(rt)
+        self._clock = rt.clock  # fixed per manager (frozen settings): read once, not per request
 
     def begin_request(
         self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
@@ -108,17 +110,21 @@ class Lifecycle:
         Raises :class:`StoreUnavailable` when the session is not cached and the store is down
         (adapters answer 503), :class:`AccessTimeout` with ``serialize_access``,
         :class:`ManagerClosed` once the manager was closed."""
-        token = logs.act(self._rt)  # acting_node, inline: this is every request's path
+        rt = self._rt
+        token = logs.act(rt)  # acting_node, inline: this is every request's path
         try:
-            self._rt.check_open()
+            if rt.closed:
+                rt.check_open()
             self._on_begin()
-            session = self._resolve(app, session_id, owner, True)
+            now = self._clock.time()
+            session = self._resolve(app, session_id, owner, True, now)
             assert session is not None  # allow_io always resolves
-            active = self.enter(session, wait=True, presented_id=session_id)
+            active = self.enter(session, wait=True, presented_id=session_id, now=now)
             assert active is not None  # wait=True raises instead
             return active
         finally:
-            logs.unact(token)
+            if token is not None:
+                logs.unact(token)
 
     @logs.acting_node
     def begin_cached(
@@ -129,16 +135,24 @@ class Lifecycle:
         fall back to ``begin_request`` in a worker thread."""
         self._rt.check_open()
         self._on_begin()
-        session = self._resolve(app, session_id, owner, False)
+        now = self._clock.time()
+        session = self._resolve(app, session_id, owner, False, now)
         if session is None:
             return None
-        return self.enter(session, wait=False, presented_id=session_id)
+        return self.enter(session, wait=False, presented_id=session_id, now=now)
 
     def enter(
-        self, session: Session, *, wait: bool, presented_id: str | None = None
+        self,
+        session: Session,
+        *,
+        wait: bool,
+        presented_id: str | None = None,
+        now: float | None = None,
     ) -> ActiveRequest | None:
         """Hold ``session`` for a new request (``None`` when busy and not ``wait``);
-        ``presented_id`` is the id the request came with, for its cookie decision."""
+        ``presented_id`` is the id the request came with, for its cookie decision; ``now``, the
+        request's wall-clock reading if it took one (its access time; read again after waiting
+        for the access lock)."""
         settings = self._rt.settings
         locked = False
         if settings.serialize_access:
@@ -155,15 +169,14 @@ class Lifecycle:
                 locked = True
         rid = next(_request_ids)
         current_request.set(rid)
-        now = self._rt.clock.time()
-        with session.lock:
+        if now is None or locked:
+            now = self._clock.time()
+        with session.changes:  # the session's lock
             session.begin_undo(rid)
             session.active_requests += 1
-            if session.created:
-                session.last_access_at = max(session.last_access_at, now)
-        active = ActiveRequest(
-            session, rid, session.updates_since_write, locked, False, presented_id
-        )
+            if session.created and now > session.last_access_at:
+                session.last_access_at = now
+        active = ActiveRequest(session, rid, session.changes.updates, locked, False, presented_id)
         offloop.hold(active.deferred)
         return active
 
@@ -178,7 +191,8 @@ class Lifecycle:
             if pending is not None:
                 pending()
         finally:
-            logs.unact(token)
+            if token is not None:
+                logs.unact(token)
 
     @logs.acting_node
     def finish_request(self, active: ActiveRequest, *, ok: bool) -> Callable[[], None] | None:
@@ -190,13 +204,15 @@ class Lifecycle:
     def _finish(self, active: ActiveRequest, ok: bool) -> Callable[[], None] | None:
         if active.ended:
             return None
-        deferred = offloop.take(active.deferred)
+        deferred = offloop.take(active.deferred) if active.deferred else None
         if deferred is not None:  # an operation's store work first; it failing fails the request
             return lambda: self._after_deferred(active, deferred, ok)
         active.ended = True
         s = active.session
         active.accessed = s.accessed_in(active.rid)
-        emptied = ok and active.end_when_emptied and self._settle.emptied(active)
+        # len(s) first: Settle.emptied's own cheapest test, without its call for a session
+        # that still holds keys (nearly every request).
+        emptied = ok and active.end_when_emptied and not len(s) and self._settle.emptied(active)
         guarded = False
         try:
             if emptied:
@@ -306,7 +322,8 @@ class Lifecycle:
         Adds ``Vary: Cookie`` when the request accessed its session or the cookie changes: the
         response then depends on the cookie, and a shared cache must not serve it to another."""
         action = self.cookie_action(active)
-        vary = [("Vary", "Cookie")] if action or self.accessed(active) else []
+        accessed = active.accessed if active.ended else active.session.accessed_in(active.rid)
+        vary = [("Vary", "Cookie")] if action or accessed else []  # accessed(), inline
         if action is None:
             return vary
         session_id = active.session.id if action == "set" else None

@@ -16,8 +16,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import forks, logout, logs
@@ -29,7 +28,7 @@ from .events import EventBus, SessionListener
 from .feed import InvalidationFeed
 from .host import Host
 from .housekeeping import Housekeeper, within_hours
-from .lifecycle import Lifecycle
+from .lifecycle import ActiveRequest, Lifecycle
 from .logs import session_hash
 from .persistence import Persistence
 from .policies import WritePolicy, WriteRules
@@ -188,19 +187,13 @@ class SessionManager(SettingsView):
 
     # -- the application's request ----------------------------------------------------------------
 
-    @contextmanager
     def request(
         self, app: str = "default", session_id: str | None = None, *, owner: str | None = None
-    ) -> Iterator[Session]:
-        """The session for one request. Changes are written per the policy when the block exits
-        normally; an exception rolls back the request's changes and writes nothing."""
-        active = self.lifecycle.begin_request(app, session_id, owner=owner)
-        ok = False
-        try:
-            yield active.session
-            ok = True
-        finally:
-            self.lifecycle.end_request(active, ok=ok)
+    ) -> RequestScope:
+        """The session for one request, as a context manager (``with manager.request(...) as
+        session``). Changes are written per the policy when the block exits normally; an
+        exception rolls back the request's changes and writes nothing."""
+        return RequestScope(self.lifecycle, app, session_id, owner)
 
     # -- logout everywhere (see logout.py) -----------------------------------------------------
 
@@ -355,6 +348,34 @@ class SessionManager(SettingsView):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RequestScope:
+    """What :meth:`SessionManager.request` returns: ``begin_request`` on entry, ``end_request``
+    on exit (``ok`` unless the block raised). A class, not ``@contextmanager``: its generator
+    costs every request about a microsecond. One use only, as a generator's would be."""
+
+    __slots__ = ("_active", "_app", "_lifecycle", "_owner", "_session_id")
+
+    def __init__(
+        self, lifecycle: Lifecycle, app: str, session_id: str | None, owner: str | None
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._app = app
+        self._session_id = session_id
+        self._owner = owner
+        self._active: ActiveRequest | None = None
+
+    def __enter__(self) -> Session:
+        if self._active is not None:
+            raise RuntimeError("a request scope is entered once")
+        self._active = self._lifecycle.begin_request(self._app, self._session_id, owner=self._owner)
+        return self._active.session
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        active = self._active
+        assert active is not None  # __enter__ returned
+        self._lifecycle.end_request(active, ok=exc_type is None)
 
 
 def close_all() -> None:

@@ -37,60 +37,81 @@ class Resolver:
         self._warned_affinity = False
 
     def resolve(
-        self, app: str, session_id: str | None, owner: str | None, allow_io: bool
+        self, app: str, session_id: str | None, owner: str | None, allow_io: bool, now: float
     ) -> Session | None:
+        """The session serving ``session_id`` for a request that started at wall time ``now``
+        (``Lifecycle`` reads the clock once per request)."""
+        rt = self._rt
         parsed = ids.parse(session_id)
         if session_id and parsed is None:
-            self._rt.stats.add("invalid_ids")
-        now = self._rt.clock.time()
-        if allow_io:
-            self._rt.start_feed()
-        if parsed is not None:
-            token, node = parsed
-            key = (app, token)
-            here = node == self._rt.node
-            cached = self._rt.cache.get(key)
-            live = here and cached is not None and not cached.expired(now)
-            if live and not self._rt.feed.fresh():
-                if not self._feed_trusted(allow_io):
-                    return None
-                cached = self._rt.cache.get(key)  # a catch-up may have dropped it
-                live = cached is not None and not cached.expired(now)
-            if live:
-                assert cached is not None
-                if owner is None or self._owner_ok(owner, cached.owner):
-                    self._rt.stats.add("cache_hits")
-                    return cached
-            elif not allow_io:
+            rt.stats.add("invalid_ids")
+        if allow_io and not rt.feed.started:
+            rt.start_feed()
+        if parsed is None:
+            return self._new(app, None, owner, now)
+        token, node = parsed
+        key = (app, token)
+        here = node == rt.node
+        cached = rt.cache.get(key)
+        live = here and cached is not None and not cached.expired(now)
+        if live and not rt.feed.fresh():
+            if not self._feed_trusted(allow_io):
                 return None
-            elif cached is None or not here:
-                self._rt.stats.add("cache_misses")
-                if not here:
-                    self._affinity_break()
-                found = self._load(app, token, cached, now, session_id)
-                if found is not None and self._owner_ok(owner, found.owner):
-                    self._rt.stats.add("failovers")
-                    return found
-            if cached is not None and cached.expired(now) and not cached.in_use:
-                self._rt.cache.remove(key, cached)
+            cached = rt.cache.get(key)  # a catch-up may have dropped it
+            live = cached is not None and not cached.expired(now)
+        if live:
+            assert cached is not None
+            if owner is None or self._owner_ok(owner, cached.owner):
+                rt.stats.add("cache_hits")
+                return cached
+        elif not allow_io:
+            return None
+        elif cached is None or not here:
+            found = self._failover(app, token, cached, now, session_id, here)
+            if found is not None and self._owner_ok(owner, found.owner):
+                rt.stats.add("failovers")
+                return found
+        if cached is not None and cached.expired(now) and not cached.in_use:
+            rt.cache.remove(key, cached)
+        return self._new(app, token, owner, now)
+
+    def _failover(
+        self,
+        app: str,
+        token: str,
+        cached: Session | None,
+        now: float,
+        session_id: str | None,
+        here: bool,
+    ) -> Session | None:
+        """A miss, or an id naming another node: the store's copy (merged into ``cached``)."""
+        self._rt.stats.add("cache_misses")
+        if not here:
+            self._affinity_break()
+        return self._load(app, token, cached, now, session_id)
+
+    def _new(self, app: str, token: str | None, owner: str | None, now: float) -> Session:
+        """A new, not yet created session; under ``token`` (the presented one) only when apps
+        share ids and another app's session uses it here."""
+        rt = self._rt
         # Only when sharing is chosen does a new session take the id another app's session uses
         # here (one cookie for every app). Otherwise an attacker who plants the id of their own
         # session of one app would share the victim's new session of another (fixation).
         shared = (
-            parsed is not None
-            and self._rt.settings.share_ids_across_apps
-            and self._rt.cache.other_app_holds(app, parsed[0])
+            token is not None
+            and rt.settings.share_ids_across_apps
+            and rt.cache.other_app_holds(app, token)
         )
         s = Session(
             self._host,
             app,
-            parsed[0] if parsed is not None and shared else ids.new_token(),
+            token if token is not None and shared else ids.new_token(),
             created_at=now,
-            timeout_s=self._rt.settings.timeout_for(app),
+            timeout_s=rt.settings.timeout_for(app),
             owner=owner,
-            track_reads=self._rt.settings.contents == "accessed",
+            track_reads=rt.settings.contents == "accessed",
         )
-        s.last_write_at = self._rt.clock.monotonic()  # an interval starts at creation
+        s.last_write_at = rt.clock.monotonic()  # an interval starts at creation
         return s
 
     def find(self, app: str, token: str) -> Session | None:

@@ -240,23 +240,36 @@ class Session(DictMethods):
 
     # -- mapping ----------------------------------------------------------------------------
 
+    # ``[]``, ``get`` and ``[]=`` are every request's path: the request's record is looked up
+    # inline (what ``_touch`` does), and a key already read is not recorded again.
+
     def __getitem__(self, key: str) -> Any:
-        self._touch()
+        undo = self._undo
+        req = None if undo is None else undo.get(current_request.get())  # type: ignore[arg-type]
+        if req is not None:
+            req.accessed = True
         value = dict.__getitem__(self, key)
-        self.changes.record_read(key)
-        if type(value) not in _IMMUTABLE and self._undo:
+        read = self.changes._read  # record_read's own first test, without the call
+        if read is None or key not in read:
+            self.changes.record_read(key)
+        if req is not None and type(value) not in _IMMUTABLE:
             self._copy_on_read(key, value)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
         """As ``dict.get``, tracked as a read when present (the frameworks look up
         ``_permanent``, ``_session_expiry``... on every request)."""
-        self._touch()
+        undo = self._undo
+        req = None if undo is None else undo.get(current_request.get())  # type: ignore[arg-type]
+        if req is not None:
+            req.accessed = True
         value = dict.get(self, key, _MISSING)
         if value is _MISSING:
             return default
-        self.changes.record_read(key)
-        if type(value) not in _IMMUTABLE and self._undo:
+        read = self.changes._read  # record_read's own first test, without the call
+        if read is None or key not in read:
+            self.changes.record_read(key)
+        if req is not None and type(value) not in _IMMUTABLE:
             self._copy_on_read(key, value)
         return value
 

@@ -114,9 +114,11 @@ class RequestLog(dict[str, Any]):
 
     def begin_undo(self, rid: int) -> None:
         """Start request ``rid``'s record. Caller holds the lock."""
-        if self._undo is None:
-            self._undo = {}
-        self._undo[rid] = Request(self.version)
+        undo = self._undo
+        if undo is None:
+            self._undo = {rid: Request(self.version)}
+        else:
+            undo[rid] = Request(self.version)
 
     def end_undo(self, rid: int, *, revert: bool) -> bool:
         """Forget (or, with ``revert``, roll back) what request ``rid`` changed. Returns whether
@@ -125,18 +127,19 @@ class RequestLog(dict[str, Any]):
         something was (``sync()``, an immediate policy), they stay marked changed, so a later
         write restores the stored value."""
         with self.changes:
-            req = None if self._undo is None else self._undo.pop(rid, None)
-            if self._undo is not None and not self._undo:
+            undo = self._undo
+            req = None if undo is None else undo.pop(rid, None)
+            if undo is not None and not undo:
                 self._undo = None
-            if req is None:
+            if req is None or not revert:  # kept: nothing to roll back (every good request)
                 return False
-            mutated = self._mutated_in(req) if revert else []
+            mutated = self._mutated_in(req)
             written = req.version != self.version
             for key, before in mutated:
                 dict.__setitem__(self, key, before)
                 if written:  # the store has the mutated value: write the restored one
                     self.changes.put_key_state(key, True, False)
-            if not revert or not req.log:
+            if not req.log:
                 return bool(mutated)
             for key, (old, was_set, was_deleted) in req.log.items():
                 if old is _MISSING:

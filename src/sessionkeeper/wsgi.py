@@ -53,19 +53,23 @@ class SessionMiddleware:
         self.app_name = app_name
         self.environ_key = environ_key
         self.owner = owner
+        # The manager's settings are frozen: where the id travels is worked out once.
+        tracking = manager.tracking
+        self._tracking = tracking
+        self._uses_url = tracking.uses_url
+        self._header_key = tracking.header_key_wsgi if Mode.HEADER in tracking.modes else None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        tracking = self.manager.tracking
+        tracking = self._tracking
         path_id = None
-        if tracking.uses_url:
+        if self._uses_url:
             path, path_id = split_path_param(environ.get("PATH_INFO", ""), tracking.url_param)
             environ["PATH_INFO"] = path
+        header_key = self._header_key
         session_id = tracking.read(
             cookie_header=environ.get("HTTP_COOKIE"),
             path_param=path_id,
-            header_value=(
-                environ.get(tracking.header_key_wsgi) if Mode.HEADER in tracking.modes else None
-            ),
+            header_value=environ.get(header_key) if header_key is not None else None,
         )
         try:
             active = self.manager.lifecycle.begin_request(
@@ -184,7 +188,9 @@ class _Body:
 
     def close(self) -> None:
         try:
-            self._close_body()
+            close = getattr(self._body, "close", None)  # _close_body, inline: every request
+            if close is not None:
+                close()
         finally:
             if not self._active.ended:  # finished when the body was iterated
                 self._finish()

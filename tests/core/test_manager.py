@@ -336,6 +336,29 @@ def test_failed_request_rolls_back_and_writes_nothing(
     assert m.stats()["reverted_requests"] == 1
 
 
+def test_a_base_exception_in_the_block_rolls_back_too(
+    make: MakeManager, store: RecordingStore
+) -> None:
+    m = make()
+    sid = new_session(m, n=1)
+    written = store.written
+    with pytest.raises(KeyboardInterrupt), m.request(app="shop", session_id=sid) as s:
+        s["n"] = 2
+        raise KeyboardInterrupt
+    assert dict(s) == {"n": 1} and not s.in_use
+    assert store.written == written
+
+
+def test_a_request_scope_is_entered_once(make: MakeManager) -> None:
+    m = make()
+    scope = m.request(app="shop")
+    with scope as s:
+        s["n"] = 1
+    with pytest.raises(RuntimeError), scope:
+        pass
+    assert not s.in_use and m.stats()["live"] == 1
+
+
 def test_failed_first_request_creates_nothing(make: MakeManager, store: RecordingStore) -> None:
     m = make()
     with pytest.raises(RuntimeError), held(m, app="shop") as (hold, s):
