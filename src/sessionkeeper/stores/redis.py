@@ -219,7 +219,9 @@ class RedisStore(Store):
     # -- the hooks ----------------------------------------------------------------------------
 
     def _load(self, app: str, token: str) -> StoredSession | None:
-        [reply] = self._eval_many(self._load_s, [(self._session_keys(app, token), [])])
+        codec, errors = self._codec
+        keys = [k.encode(codec, errors) for k in self._session_keys(app, token)]
+        [reply] = self._eval_many(self._load_s, [(keys, [])])
         return None if reply is None else lua.snapshot(app, token, reply)
 
     def _server_time(self) -> float:
@@ -237,7 +239,9 @@ class RedisStore(Store):
         fence = self.server_clock.fence(self._server_time)
         prefix, grace_s, codec = self.key_prefix, self.grace_s, self._codec
         calls = [
-            lua.save_call(layout.write_keys(prefix, r.app, r.token), r, fence, grace_s, codec)
+            lua.save_call(
+                layout.write_keys(prefix, r.app, r.token, codec), r, fence, grace_s, codec
+            )
             for r in requests
         ]
         replies = self._eval_many(self._save_s, calls, wait=self.wait_replicas, durable=True)
@@ -256,7 +260,7 @@ class RedisStore(Store):
         grace_ms = str(int(self.grace_s * 1000))
         calls: list[Call] = [
             (
-                layout.write_keys(self.key_prefix, t.app, t.token),
+                layout.write_keys(self.key_prefix, t.app, t.token, self._codec),
                 [repr(t.last_access_at), grace_ms, t.token],
             )
             for t in touches

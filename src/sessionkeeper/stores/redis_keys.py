@@ -50,12 +50,13 @@ def bucket_keys(prefix: str, app: str, bucket: int) -> list[str]:
     return [t + ":e", t + ":d", t + ":t"]
 
 
-def write_keys(prefix: str, app: str, token: str) -> list[str]:
-    """What the save and touch scripts get: ``a m x e d``, the session's and its bucket's, built
-    from one tag."""
-    t = tag(prefix, app, bucket_of(token))
-    base = f"{t}:{esc(token)}"
-    return [base + ":a", base + ":m", base + ":x", t + ":e", t + ":d"]
+def write_keys(prefix: str, app: str, token: str, codec: tuple[str, str]) -> list[bytes]:
+    """What the save script gets: ``a m x e d``, the session's and its bucket's, as bytes in the
+    client's ``codec`` (encoding, errors), built from one tag (a write's hot path)."""
+    encoding, errors = codec
+    t = tag(prefix, app, bucket_of(token)).encode(encoding, errors)
+    base = t + b":" + esc(token).encode(encoding, errors)
+    return [base + b":a", base + b":m", base + b":x", t + b":e", t + b":d"]
 
 
 def owner_set(index_key: str, owner: str) -> str:

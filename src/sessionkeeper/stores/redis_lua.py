@@ -113,7 +113,7 @@ return session_reply(KEYS[2], KEYS[1]) or false
 #: KEYS a m x e d; ARGV head, owner (flagged), node (flagged), token, changed name/value
 #: pairs..., removed names... ``head`` is one argument of space-separated fields (numbers and
 #: flags only, so no field holds a space; one argument costs the client less to send than nine):
-#: expected version, created, last_access, timeout, full (1/0), nchanged, ttl_ms
+#: expected version, created (``-`` unless expected is 0), last_access, timeout, full (1/0), nchanged, ttl_ms
 #: (min(timeout, deadline - last_access) + grace), fence (the server's epoch time after which the
 #: write must not begin: stores/fence.py), deadline (``-`` for none). Built by :func:`save_call`.
 #: Returns the new version (> 0) | 0: gone | -1: begun after the fence (nothing written, nothing
@@ -274,15 +274,17 @@ def ttl_ms(r: SaveRequest, grace_s: float) -> int:
 
 
 def save_call(
-    keys: Sequence[str], r: SaveRequest, fence: float, grace_s: float, codec: tuple[str, str]
+    keys: list[bytes], r: SaveRequest, fence: float, grace_s: float, codec: tuple[str, str]
 ) -> Call:
-    """SAVE's keys (``a m x e d``) and arguments, as bytes in the client's ``codec`` (encoding,
-    errors): redis-py's encoder would test each one's type in Python, and every argument costs
-    the client time to pack, so the numbers travel in one (``head``)."""
+    """SAVE's arguments for ``keys`` (``a m x e d``), as bytes in the client's ``codec``
+    (encoding, errors): redis-py's encoder would test each one's type in Python, and every
+    argument costs the client time to pack, so the numbers travel in one (``head``). The
+    creation time is read only by a creation (expected version 0): ``-`` otherwise."""
     encoding, errors = codec
     dl = "-" if r.absolute_expires_at is None else repr(r.absolute_expires_at)
+    created = repr(r.created_at) if r.expected_version == 0 else "-"
     head = (
-        f"{r.expected_version} {r.created_at!r} {r.last_access_at!r} {r.timeout_s!r} "
+        f"{r.expected_version} {created} {r.last_access_at!r} {r.timeout_s!r} "
         f"{1 if r.full else 0} {len(r.changed)} {ttl_ms(r, grace_s)} {fence!r} {dl}"
     )
     args = [
@@ -294,7 +296,7 @@ def save_call(
     for name, value in r.changed.items():
         args += [name.encode(encoding, errors), bytes(value)]
     args += [name.encode(encoding, errors) for name in sorted(r.removed)]
-    return [k.encode(encoding, errors) for k in keys], args
+    return keys, args
 
 
 def save_result(r: SaveRequest, reply: Any) -> SaveResult:
