@@ -125,8 +125,8 @@ SAVE = (
     _COMMON
     + """
 local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local h = {}
-for w in string.gmatch(ARGV[1], '%S+') do h[#h + 1] = w end
+-- One match with nine captures: cheaper for the server than a gmatch loop filling a table.
+local h = {string.match(ARGV[1], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
 local expected, created, la, timeout = tonumber(h[1]), h[2], h[3], h[4]
 local ttl, dl, token = h[7], h[9], ARGV[4]
 -- TIME is the script's execution (Redis 7 replicates a script's effects, so it may read it).
