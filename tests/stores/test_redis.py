@@ -452,3 +452,21 @@ def test_the_sweep_drops_from_the_owner_set_a_session_redis_expired(
     [gone] = store.delete_expired(T0 + 100, limit=10)
     assert (gone.token, gone.owner) == (tok(1), "al|ice")
     assert not raw.exists(store.owner_key("shop", "al|ice", bucket_of(tok(1))))
+
+
+def test_a_save_raises_the_owner_set_ttl_and_never_lowers_it(store: RedisStore, raw: Any) -> None:
+    """``PEXPIRE GT`` raises a set's TTL; a set without one (GT reads it as endless) gets one
+    after PTTL says so, and a set that outlives the session keeps its longer TTL."""
+    store.save_many([req(tok(1), 0, {}, owner="alice")])
+    key = store.owner_key("shop", "alice", bucket_of(tok(1)))
+    m = store._session_keys("shop", tok(1))[1]
+    raw.persist(key)
+    store.save_many([req(tok(1), 1, {"a": b"1"}, owner="alice")])
+    assert 0 < raw.pttl(m) <= raw.pttl(key) <= (1800 + GRACE_S) * 1000
+    raw.pexpire(key, 5000)
+    store.save_many([req(tok(1), 2, {"a": b"2"}, owner="alice")])
+    assert raw.pttl(key) >= raw.pttl(m) > 5000
+    far = int(10 * (1800 + GRACE_S) * 1000)
+    raw.pexpire(key, far)
+    store.save_many([req(tok(1), 3, {"a": b"3"}, owner="alice")])
+    assert raw.pttl(key) > far - 60_000

@@ -1,7 +1,7 @@
 """``RedisStore``: sessions in Redis: one server, a Sentinel-managed master, or Redis Cluster.
 
-Layout (see :mod:`.redis_lua` and ``docs/stores-redis.md``): per session, an attributes hash, a
-metadata hash and, once invalidated, a tombstone key. Every key of a session carries a Redis TTL
+Layout (see :mod:`.redis_keys`, :mod:`.redis_lua` and ``docs/stores-redis.md``): per session, an
+attributes hash, a metadata hash and, once invalidated, a tombstone key. Every key of a session carries a Redis TTL
 of its timeout (or the time left to its absolute deadline, if shorter) plus ``grace_s``, refreshed
 on each write and touch; it is a backstop, the sweep is the normal way out.
 
@@ -24,16 +24,15 @@ set of the apps it has registered and a counter, each changed under the GIL in o
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
-from urllib.parse import quote
 
 import redis
 import redis.exceptions as rex
 from redis.cluster import RedisCluster
 
 from ..errors import ConfigurationError, CorruptSessionData, StoreError
+from . import redis_keys as layout
 from . import redis_lua as lua
 from . import redis_migrate
 from . import redis_owners as owners
@@ -45,7 +44,6 @@ from .base import (
     RetryPolicy,
     SaveRequest,
     SaveResult,
-    SaveStatus,
     Store,
     StoredSession,
     Touch,
@@ -57,22 +55,8 @@ from .redis_connect import Call, Client, ScriptRunner, Topology, connect, topolo
 #: poll, so only a node that stopped reading for that many logouts misses any, and a node that
 #: stopped reading verifies its cached copies against the store meanwhile (docs/security.md).
 FEED_MAXLEN = 100_000
-#: Expiry-index buckets per app. Part of the layout: every node sharing a key prefix must agree.
-INDEX_BUCKETS = 64
-
-
-def _esc(part: str) -> str:
-    """``app`` and ``token`` inside a key: no ``:`` (separator) and no braces (hash tag)."""
-    return quote(part, safe="")
-
-
-def _flag(value: str | None) -> str:
-    return "-" if value is None else "=" + value
-
-
-def bucket_of(token: str) -> int:
-    """The expiry-index bucket of a token: the same in every process (not Python's ``hash``)."""
-    return zlib.crc32(token.encode("utf-8", "surrogatepass")) % INDEX_BUCKETS
+INDEX_BUCKETS = layout.INDEX_BUCKETS
+bucket_of = layout.bucket_of
 
 
 def _client_of(url_or_client: str | Client, timeout_s: float) -> tuple[Client, Topology, str]:
@@ -159,7 +143,7 @@ class RedisStore(Store):
         self.server_clock = ServerClock(timeout_s * MARGIN_SHARE)
         self._runner = ScriptRunner(self.client, wait_timeout_s, self._raise)
         encoder = self.client.get_encoder()
-        #: How the client turns str into bytes; the write path encodes so itself (``_save_call``).
+        #: How the client turns str into bytes; the write path encodes so itself (``save_call``).
         self._codec: tuple[str, str] = (encoder.encoding, encoder.encoding_errors)
         #: Apps this process has added to the apps set (a cache: re-added by every sweep).
         self._apps_known: set[str] = set()
@@ -178,17 +162,12 @@ class RedisStore(Store):
 
     # -- keys ---------------------------------------------------------------------------------
 
-    def _tag(self, app: str, bucket: int) -> str:
-        return f"{self.key_prefix}{{{_esc(app)}:{bucket:02x}}}"
-
     def _session_keys(self, app: str, token: str) -> list[str]:
-        base = f"{self._tag(app, bucket_of(token))}:{_esc(token)}"
-        return [base + ":a", base + ":m", base + ":x"]
+        return layout.session_keys(self.key_prefix, app, token)
 
     def _bucket_keys(self, app: str, bucket: int) -> list[str]:
         """``e``, ``d``, ``t`` of one bucket of an app's expiry index."""
-        tag = self._tag(app, bucket)
-        return [tag + ":e", tag + ":d", tag + ":t"]
+        return layout.bucket_keys(self.key_prefix, app, bucket)
 
     def _index_keys(self, app: str, token: str) -> list[str]:
         """The index keys of the bucket holding ``token``: in the session's slot."""
@@ -197,7 +176,7 @@ class RedisStore(Store):
     def owner_key(self, app: str, owner: str, bucket: int) -> str:
         """The set of ``owner``'s tokens in one bucket of ``app`` (:mod:`.redis_owners`); the
         scripts name it the same way (``own_key`` in :mod:`.redis_lua`)."""
-        return owners.set_key(self._bucket_keys(app, bucket)[0], owner)
+        return layout.owner_set(self._bucket_keys(app, bucket)[0], owner)
 
     @property
     def _apps_key(self) -> str:
@@ -208,14 +187,6 @@ class RedisStore(Store):
         """The invalidation feed: a stream of ``a`` (app), ``t`` (token) entries. Its ids are the
         cursor (the server's sequence; never a node's clock)."""
         return f"{self.key_prefix}feed"
-
-    def _ttl_ms(self, r: SaveRequest) -> str:
-        """The keys' TTL: until the session expires, min(idle expiry, deadline), plus the grace
-        (as the TOUCH script computes it)."""
-        life_s = r.timeout_s
-        if r.absolute_expires_at is not None:
-            life_s = min(life_s, r.absolute_expires_at - r.last_access_at)
-        return str(max(1, int((life_s + self.grace_s) * 1000)))
 
     # -- running scripts ----------------------------------------------------------------------
 
@@ -248,10 +219,10 @@ class RedisStore(Store):
     # -- the hooks ----------------------------------------------------------------------------
 
     def _load(self, app: str, token: str) -> StoredSession | None:
-        reply = self._eval(self._load_s, self._session_keys(app, token), [])
-        if reply is None:
-            return None
-        return lua.snapshot(app, token, reply[0], reply[1])
+        codec, errors = self._codec
+        keys = [k.encode(codec, errors) for k in self._session_keys(app, token)]
+        [reply] = self._eval_many(self._load_s, [(keys, [])])
+        return None if reply is None else lua.snapshot(app, token, reply)
 
     def _server_time(self) -> float:
         reply: Any = self.client.time()
@@ -263,54 +234,18 @@ class RedisStore(Store):
     def _fenced(self) -> None:
         self.server_clock.forget()
 
-    def _save_call(self, r: SaveRequest, fence: float) -> Call:
-        """A write's keys and arguments, as bytes in the client's encoding: redis-py's encoder
-        would test each one's type in Python, some 20 µs of a request's write for its ~20."""
-        codec, errors = self._codec
-        keys = [*self._session_keys(r.app, r.token), *self._index_keys(r.app, r.token)[:2]]
-        texts = [
-            str(r.expected_version),
-            repr(r.created_at),
-            repr(r.last_access_at),
-            repr(r.timeout_s),
-            _flag(r.owner),
-            _flag(r.node),
-            "1" if r.full else "0",
-            str(len(r.changed)),
-            self._ttl_ms(r),
-            r.token,
-            r.app,
-            _flag(None if r.absolute_expires_at is None else repr(r.absolute_expires_at)),
-            repr(fence),
-        ]
-        args = [t.encode(codec, errors) for t in texts]
-        for name, value in r.changed.items():
-            args += [name.encode(codec, errors), bytes(value)]
-        args += [name.encode(codec, errors) for name in sorted(r.removed)]
-        return [k.encode(codec, errors) for k in keys], args
-
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
         self._register_apps({r.app for r in requests})
         fence = self.server_clock.fence(self._server_time)
-        replies = self._eval_many(
-            self._save_s,
-            [self._save_call(r, fence) for r in requests],
-            wait=self.wait_replicas,
-            durable=True,
-        )
-        out: list[SaveResult] = []
-        for r, reply in zip(requests, replies, strict=True):
-            status = reply[0]
-            if status == b"S":
-                out.append(SaveResult(SaveStatus.SAVED, int(reply[1])))
-            elif status == b"F":
-                out.append(SaveResult(SaveStatus.FENCED))
-            elif status == b"C":
-                current = lua.snapshot(r.app, r.token, reply[2], reply[3])
-                out.append(SaveResult(SaveStatus.CONFLICT, int(reply[1]), current))
-            else:
-                out.append(SaveResult(SaveStatus.GONE))
-        return out
+        prefix, grace_s, codec = self.key_prefix, self.grace_s, self._codec
+        calls = [
+            lua.save_call(
+                layout.write_keys(prefix, r.app, r.token, codec), r, fence, grace_s, codec
+            )
+            for r in requests
+        ]
+        replies = self._eval_many(self._save_s, calls, wait=self.wait_replicas, durable=True)
+        return [lua.save_result(r, reply) for r, reply in zip(requests, replies, strict=True)]
 
     def _register_apps(self, apps: set[str]) -> None:
         """Add apps to the apps set (its own slot) once per process, so that a write of a known
@@ -325,7 +260,7 @@ class RedisStore(Store):
         grace_ms = str(int(self.grace_s * 1000))
         calls: list[Call] = [
             (
-                [*self._session_keys(t.app, t.token), *self._index_keys(t.app, t.token)[:2]],
+                layout.write_keys(self.key_prefix, t.app, t.token, self._codec),
                 [repr(t.last_access_at), grace_ms, t.token],
             )
             for t in touches

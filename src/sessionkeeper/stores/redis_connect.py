@@ -23,8 +23,10 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.exceptions as rex
+from redis._parsers.encoders import Encoder
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import ConnectionPool, PythonRespSerializer
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -66,6 +68,46 @@ def _hosts(netloc: str, url: str) -> tuple[str | None, list[tuple[str, int]]]:
     return password or None, hosts
 
 
+class BytesPacker:
+    """A redis-py command packer (the ``command_packer`` of a connection) that packs a command
+    whose arguments are all bytes (its name may be a one-word str) in one join, and any other
+    as redis-py's own packer does. The store's scripts get bytes only (``save_call``): redis-py's
+    packer spends some 1.5 µs of Python per argument on type tests and buffer joins, a write's
+    20 µs. Stateless: one is shared by every connection of a pool, in every thread."""
+
+    def __init__(self, fallback: Any) -> None:
+        self._fallback = fallback
+
+    def pack(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if type(name) is str and " " not in name:
+            name = name.encode()
+        elif type(name) is not bytes or b" " in name:
+            return list(self._fallback.pack(*args))
+        parts = [b"*%d\r\n$%d\r\n" % (len(args), len(name)), name, b"\r\n"]
+        for arg in args[1:]:
+            if type(arg) is not bytes:
+                return list(self._fallback.pack(*args))
+            parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+        return [b"".join(parts)]
+
+
+def _pack_bytes_quickly(pool: ConnectionPool) -> None:
+    """Give the connections ``pool`` will make a :class:`BytesPacker`, its fallback the packer
+    redis-py would have built (without hiredis) from the pool's encoding. Before the pool's first
+    connection: a connection takes its packer when it is made."""
+    kw = pool.connection_kwargs
+    if "command_packer" in kw:
+        return
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if HIREDIS_AVAILABLE:  # hiredis packs in C already
+        return
+    encoding, errors = kw.get("encoding", "utf-8"), kw.get("encoding_errors", "strict")
+    encoder = Encoder(encoding, errors, False)  # type: ignore[no-untyped-call]
+    kw["command_packer"] = BytesPacker(PythonRespSerializer(6000, encoder.encode))
+
+
 def _sentinel(url: str, timeout_s: float) -> Connection:
     rest = url.split("://", 1)[1]
     netloc, _, path = rest.partition("/")
@@ -79,6 +121,7 @@ def _sentinel(url: str, timeout_s: float) -> Connection:
     client = sentinel.master_for(  # type: ignore[no-untyped-call]
         service, db=db, password=password, retry=Retry(NoBackoff(), 0), **timeouts
     )
+    _pack_bytes_quickly(client.connection_pool)
     where = f"redis+sentinel://{','.join(f'{h}:{p}' for h, p in hosts)}/{service}/{db}"
     return Connection(client, Topology.SENTINEL, where)
 
@@ -109,6 +152,7 @@ def _single(url: str, timeout_s: float) -> Connection:
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
+    _pack_bytes_quickly(client.connection_pool)
     u = urlsplit(url)
     user = f"{u.username}@" if u.username else ""
     where = f"{u.scheme}://{user}{u.hostname or ''}{':' + str(u.port) if u.port else ''}{u.path}"
@@ -147,6 +191,8 @@ class ScriptRunner:
         self, client: Client, wait_timeout_s: float, raise_: Callable[[Exception], NoReturn]
     ) -> None:
         self.client, self.raise_ = client, raise_
+        #: Asked once: ``isinstance`` against redis-py's cluster class costs some 2 µs a call.
+        self.cluster = isinstance(client, RedisCluster)
         self._wait_ms = max(1, int(wait_timeout_s * 1000))
         #: WAITs that reached fewer replicas than asked.
         self.wait_misses = 0
@@ -159,7 +205,7 @@ class ScriptRunner:
 
         EVALSHA only; if the server lost its script cache (restart, failover, SCRIPT FLUSH) the
         calls that failed with NOSCRIPT did nothing, so they are run again after loading it."""
-        if len(calls) == 1 and not wait and not isinstance(self.client, RedisCluster):
+        if len(calls) == 1 and not wait and not self.cluster:
             return [self._eval_one(script, *calls[0])]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
@@ -192,7 +238,10 @@ class ScriptRunner:
         cost about 20 µs of client time. The same answers as :meth:`eval_many`'s."""
         for attempt in range(2):
             try:
-                return self.client.evalsha(script.sha, len(keys), *keys, *args)
+                # bytes, so that a BytesPacker packs the whole call at once
+                sha, nkeys = script.sha.encode(), b"%d" % len(keys)
+                execute: Any = self.client.execute_command
+                return execute("EVALSHA", sha, nkeys, *keys, *args)
             except rex.NoScriptError:
                 if attempt == 1:
                     raise

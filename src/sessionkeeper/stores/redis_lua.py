@@ -18,16 +18,20 @@ the value otherwise. A script validates everything it reads before its first wri
 does not roll back a script that fails half way; a command on a key of the wrong type is such a
 check too (``HMGET`` of metadata that is not a hash fails before anything is written). Each
 script runs as few commands as it can: every ``redis.call`` is work the server does per request.
-The scripts' replies are decoded here too (:func:`snapshot`, :func:`expired`).
+The calls are built and the replies decoded here too (:func:`save_call`, :func:`save_result`,
+:func:`snapshot`, :func:`expired`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import CorruptSessionData
 from ..logs import fields, session_hash
-from .base import ExpiredSession, StoredSession
+from .base import ExpiredSession, SaveRequest, SaveResult, SaveStatus, StoredSession
+from .redis_connect import Call
 
 log = logging.getLogger("sessionkeeper.store.redis")
 
@@ -55,11 +59,14 @@ local function index_put(e, d, token, expires, side)
 end
 -- The owner's set in the bucket whose expiry index is e (same hash tag, so the same slot).
 local function own_key(e, owner) return string.sub(e, 1, -2) .. 'own:' .. owner .. ':o' end
--- Its TTL is never shorter than that of any session in it.
+-- Its TTL is never shorter than that of any session in it: GT raises a TTL, never lowers it;
+-- a set without one (just created) reads as endless to GT, and gets one after PTTL says so.
 local function owner_add(e, owner, token, ttl_ms)
   local own = own_key(e, owner)
   redis.call('SADD', own, token)
-  if redis.call('PTTL', own) < tonumber(ttl_ms) then redis.call('PEXPIRE', own, ttl_ms) end
+  if redis.call('PEXPIRE', own, ttl_ms, 'GT') == 0 and redis.call('PTTL', own) == -1 then
+    redis.call('PEXPIRE', own, ttl_ms)
+  end
 end
 local function owner_drop(e, owner, token)
   if owner then redis.call('SREM', own_key(e, owner), token) end
@@ -79,78 +86,91 @@ local function index_drop(e, d, token)
   redis.call('ZREM', e, token)
   redis.call('HDEL', d, token)
 end
+-- A stored session as LOAD and a conflicting SAVE reply it: {'v c l t dl', owner, node, attribute
+-- pairs...}, flat, so the client parses few elements; nil when m holds none of these fields.
+local function session_reply(m, a)
+  local f = redis.call('HMGET', m, 'v', 'c', 'l', 't', 'dl', 'o', 'n')
+  local any = false
+  for i = 1, 7 do any = any or f[i] end
+  if not any then return nil end
+  local out = {(f[1] or '') .. ' ' .. (f[2] or '') .. ' ' .. (f[3] or '') .. ' ' .. (f[4] or '')
+    .. ' ' .. (f[5] or ''), f[6], f[7]}
+  local attrs = redis.call('HGETALL', a)
+  for i = 1, #attrs do out[i + 3] = attrs[i] end
+  return out
+end
 """
 
-#: KEYS a m x; ARGV -. Returns nil, or {meta pairs, attribute pairs}.
+#: KEYS a m x; ARGV -. Returns nil, or the session (``session_reply``: :func:`snapshot`).
 LOAD = (
     _COMMON
     + """
 if redis.call('EXISTS', KEYS[3]) == 1 then return false end
-local meta = redis.call('HGETALL', KEYS[2])
-if #meta == 0 then return false end
-return {meta, redis.call('HGETALL', KEYS[1])}
+return session_reply(KEYS[2], KEYS[1]) or false
 """
 )
 
-#: KEYS a m x e d; ARGV expected, created, last_access, timeout, owner, node, full, nchanged,
-#: ttl_ms (min(timeout, deadline - last_access) + grace), token, app, deadline (flagged),
-#: fence (the server's epoch time after which the write must not begin: stores/fence.py),
-#: changed name/value pairs..., removed names...
-#: Returns {'S', version, expires, side} | {'C', version, meta pairs, attribute pairs} | {'G'}
-#: | {'F'} (begun after the fence: nothing written, nothing read).
+#: KEYS a m x e d; ARGV head, owner (flagged), node (flagged), token, changed name/value
+#: pairs..., removed names... ``head`` is one argument of space-separated fields (numbers and
+#: flags only, so no field holds a space; one argument costs the client less to send than nine):
+#: expected version, created (``-`` unless expected is 0), last_access, timeout, full (1/0), nchanged, ttl_ms
+#: (min(timeout, deadline - last_access) + grace), fence (the server's epoch time after which the
+#: write must not begin: stores/fence.py), deadline (``-`` for none). Built by :func:`save_call`.
+#: Returns the new version (> 0) | 0: gone | -1: begun after the fence (nothing written, nothing
+#: read) | the stored session (``session_reply``) on a version conflict. :func:`save_result`.
 #: An update runs 9 commands: TIME, EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d; with an
-#: owner, SADD and PTTL to its set (PEXPIRE when the set would end first), and SREM from the
+#: owner, SADD and PEXPIRE GT of its set (PTTL too when GT did not raise it), and SREM from the
 #: previous owner's set when the owner changed.
 SAVE = (
     _COMMON
     + """
 local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- One match with nine captures: cheaper for the server than a gmatch loop filling a table.
+local h = {string.match(ARGV[1], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
+local expected, created, la, timeout = tonumber(h[1]), h[2], h[3], h[4]
+local ttl, dl, token = h[7], h[9], ARGV[4]
 -- TIME is the script's execution (Redis 7 replicates a script's effects, so it may read it).
 local now = redis.call('TIME')
-if tonumber(now[1]) + tonumber(now[2]) / 1000000 > tonumber(ARGV[13]) then return {'F'} end
-if redis.call('EXISTS', x) == 1 then return {'G'} end
+if tonumber(now[1]) + tonumber(now[2]) / 1000000 > tonumber(h[8]) then return -1 end
+if redis.call('EXISTS', x) == 1 then return 0 end
 local meta = redis.call('HMGET', m, 'v', 'l', 'o', 'n', 'dl')
-local expected = tonumber(ARGV[1])
-local cur, la = meta[1], ARGV[3]
+local cur = meta[1]
 if cur == false then
-  if expected ~= 0 then return {'G'} end
+  if expected ~= 0 then return 0 end
   cur = 0
 else
   cur = need_num(cur, 'version')
   local old = need_num(meta[2], 'last_access')
-  if cur ~= expected then
-    return {'C', cur, redis.call('HGETALL', m), redis.call('HGETALL', a)}
-  end
+  if cur ~= expected then return session_reply(m, a) end
   if old > tonumber(la) then la = meta[2] end
 end
-local full = ARGV[7] == '1'
-local last_changed = 13 + 2 * tonumber(ARGV[8])
+local full = h[5] == '1'
+local last_changed = 4 + 2 * tonumber(h[6])
 -- The first write to a: on a key of another type it fails before anything else is written.
 if cur == 0 or full then redis.call('DEL', a) end
-chunked('HSET', a, 14, last_changed)
+chunked('HSET', a, 5, last_changed)
 if not full then chunked('HDEL', a, last_changed + 1, #ARGV) end
 local version = cur + 1
-local fields = {'v', version, 'l', la, 't', ARGV[4]}
-if cur == 0 then fields[7] = 'c'; fields[8] = ARGV[2] end
+local fields = {'v', version, 'l', la, 't', timeout}
+if cur == 0 then fields[7] = 'c'; fields[8] = created end
+local deadline = false
+if dl ~= '-' then deadline = dl end
 local drop = {}
-for k, pair in ipairs({{'o', ARGV[5], meta[3]}, {'n', ARGV[6], meta[4]}, {'dl', ARGV[12], meta[5]}}) do
+for k, pair in ipairs({{'o', ARGV[2], meta[3]}, {'n', ARGV[3], meta[4]}, {'dl', flag(deadline), meta[5]}}) do
   if string.sub(pair[2], 1, 1) == '=' then
     fields[#fields + 1] = pair[1]; fields[#fields + 1] = string.sub(pair[2], 2)
   elseif pair[3] then drop[#drop + 1] = pair[1] end
 end
 redis.call('HSET', m, unpack(fields))
 if #drop > 0 then redis.call('HDEL', m, unpack(drop)) end
-redis.call('PEXPIRE', m, ARGV[9]); redis.call('PEXPIRE', a, ARGV[9])
-local deadline = false
-if string.sub(ARGV[12], 1, 1) == '=' then deadline = string.sub(ARGV[12], 2) end
-local expires = fmt(expiry(tonumber(la), tonumber(ARGV[4]), deadline))
-local side = la .. '|' .. ARGV[4] .. '|' .. ARGV[5]
-index_put(e, d, ARGV[10], expires, side)
+redis.call('PEXPIRE', m, ttl); redis.call('PEXPIRE', a, ttl)
+local expires = fmt(expiry(tonumber(la), tonumber(timeout), deadline))
+index_put(e, d, token, expires, la .. '|' .. timeout .. '|' .. ARGV[2])
 local owner = nil
-if string.sub(ARGV[5], 1, 1) == '=' then owner = string.sub(ARGV[5], 2) end
-if meta[3] and meta[3] ~= owner then owner_drop(e, meta[3], ARGV[10]) end
-if owner then owner_add(e, owner, ARGV[10], ARGV[9]) end
-return {'S', version, expires, side}
+if string.sub(ARGV[2], 1, 1) == '=' then owner = string.sub(ARGV[2], 2) end
+if meta[3] and meta[3] ~= owner then owner_drop(e, meta[3], token) end
+if owner then owner_add(e, owner, token, ttl) end
+return version
 """
 )
 
@@ -237,32 +257,82 @@ return side
 )
 
 
-# -- the replies ------------------------------------------------------------------------------
+# -- the calls and their replies ---------------------------------------------------------------
 
 
-def snapshot(
-    app: str, token: str, meta_pairs: list[bytes], attr_pairs: list[bytes]
-) -> StoredSession:
-    """A session from the metadata and attribute pairs LOAD and SAVE reply."""
-    meta = dict(zip(meta_pairs[::2], meta_pairs[1::2], strict=True))
+def _flag(value: str | None) -> str:
+    return "-" if value is None else "=" + value
+
+
+def ttl_ms(r: SaveRequest, grace_s: float) -> int:
+    """The keys' TTL: until the session expires, min(idle expiry, deadline), plus the grace
+    (as the TOUCH script computes it)."""
+    life_s = r.timeout_s
+    if r.absolute_expires_at is not None:
+        life_s = min(life_s, r.absolute_expires_at - r.last_access_at)
+    return max(1, int((life_s + grace_s) * 1000))
+
+
+def save_call(
+    keys: list[bytes], r: SaveRequest, fence: float, grace_s: float, codec: tuple[str, str]
+) -> Call:
+    """SAVE's arguments for ``keys`` (``a m x e d``), as bytes in the client's ``codec``
+    (encoding, errors): redis-py's encoder would test each one's type in Python, and every
+    argument costs the client time to pack, so the numbers travel in one (``head``). The
+    creation time is read only by a creation (expected version 0): ``-`` otherwise."""
+    encoding, errors = codec
+    dl = "-" if r.absolute_expires_at is None else repr(r.absolute_expires_at)
+    created = repr(r.created_at) if r.expected_version == 0 else "-"
+    head = (
+        f"{r.expected_version} {created} {r.last_access_at!r} {r.timeout_s!r} "
+        f"{1 if r.full else 0} {len(r.changed)} {ttl_ms(r, grace_s)} {fence!r} {dl}"
+    )
+    args = [
+        head.encode(encoding, errors),
+        _flag(r.owner).encode(encoding, errors),
+        _flag(r.node).encode(encoding, errors),
+        r.token.encode(encoding, errors),
+    ]
+    for name, value in r.changed.items():
+        args += [name.encode(encoding, errors), bytes(value)]
+    args += [name.encode(encoding, errors) for name in sorted(r.removed)]
+    return keys, args
+
+
+def save_result(r: SaveRequest, reply: Any) -> SaveResult:
+    """What SAVE's reply means: a new version, 0 (gone), -1 (fenced) or the stored session."""
+    if isinstance(reply, int):
+        if reply > 0:
+            return SaveResult(SaveStatus.SAVED, reply)
+        return SaveResult(SaveStatus.GONE if reply == 0 else SaveStatus.FENCED)
+    current = snapshot(r.app, r.token, reply)
+    return SaveResult(SaveStatus.CONFLICT, current.version, current)
+
+
+def snapshot(app: str, token: str, reply: Sequence[Any]) -> StoredSession:
+    """A session from the reply of ``session_reply`` (LOAD, a conflicting SAVE): ``b'v c l t dl'``
+    (``dl`` empty for none), the owner, the node, then attribute name/value pairs."""
     try:
+        head, owner, node = reply[0], reply[1], reply[2]
+        if head is None:
+            raise ValueError("no metadata")
+        v, c, la, t, dl = head.split(b" ")
         attributes = {
-            attr_pairs[i].decode(): attr_pairs[i + 1] for i in range(0, len(attr_pairs), 2)
+            name.decode(): value for name, value in zip(reply[3::2], reply[4::2], strict=True)
         }
-        owner, node = meta.get(b"o"), meta.get(b"n")
         return StoredSession(
             app=app,
             token=token,
             attributes=attributes,
-            version=int(meta[b"v"]),
-            created_at=float(meta[b"c"]),
-            last_access_at=float(meta[b"l"]),
-            timeout_s=float(meta[b"t"]),
+            version=int(v),
+            created_at=float(c),
+            last_access_at=float(la),
+            timeout_s=float(t),
             owner=owner.decode() if owner is not None else None,
             node=node.decode() if node is not None else None,
-            absolute_expires_at=float(meta[b"dl"]) if b"dl" in meta else None,
+            absolute_expires_at=float(dl) if dl else None,
         )
-    except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise CorruptSessionData(
             f"redis: session {app}/{session_hash(app, token)} has unreadable metadata: {exc!r}"
         ) from exc

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from . import redis_lua as lua
+from .redis_keys import esc
 
 if TYPE_CHECKING:
     from .redis import RedisStore
@@ -109,16 +110,12 @@ def migrate(store: RedisStore) -> Moved:
 
 
 def _old_keys(store: RedisStore, app: str, token: str) -> list[str]:
-    from .redis import _esc
-
-    base = f"{store.key_prefix}{{{_esc(app)}:{_esc(token)}}}"
+    base = f"{store.key_prefix}{{{esc(app)}:{esc(token)}}}"
     return [base + ":a", base + ":m", base + ":x"]
 
 
 def _old_index(store: RedisStore, app: str) -> list[str]:
-    from .redis import _esc
-
-    base = f"{store.key_prefix}idx:{{{_esc(app)}}}"
+    base = f"{store.key_prefix}idx:{{{esc(app)}}}"
     return [base + ":e", base + ":d", base + ":t"]
 
 

@@ -21,16 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import redis_lua as lua
 from .base import StoredSession
+from .redis_keys import owner_set
 
 if TYPE_CHECKING:
     from .redis import RedisStore
-
-
-def set_key(index_key: str, owner: str) -> str:
-    """The owner's set in the bucket whose expiry index (``...:e``) is ``index_key``: as the
-    scripts' ``own_key`` names it. The owner is not escaped: it follows the hash tag, and the
-    ``:o`` suffix keeps it apart from session keys (``:a``, ``:m``, ``:x``)."""
-    return f"{index_key[:-1]}own:{owner}:o"
 
 
 def found(app: str, tokens: Sequence[str], replies: Sequence[Any]) -> dict[str, StoredSession]:
@@ -38,14 +32,14 @@ def found(app: str, tokens: Sequence[str], replies: Sequence[Any]) -> dict[str, 
     out: dict[str, StoredSession] = {}
     for token, reply in zip(tokens, replies, strict=True):
         if reply is not None:
-            out[token] = lua.snapshot(app, token, reply[0], reply[1])
+            out[token] = lua.snapshot(app, token, reply)
     return out
 
 
 def sessions_of(store: RedisStore, app: str, owner: str) -> list[StoredSession]:
     """Every stored session bound to ``owner`` in ``app``, in token order. Reads 64 sets in one
     pipeline, loads the members in another, then removes the stale ones in a third."""
-    found_sets = store._each_bucket(app, lambda p, k: p.smembers(set_key(k[0], owner)))
+    found_sets = store._each_bucket(app, lambda p, k: p.smembers(owner_set(k[0], owner)))
     by_bucket = [(k, sorted(m.decode() for m in members)) for k, members in enumerate(found_sets)]
     tokens = sorted(t for _, members in by_bucket for t in members)
     found = store.load_many(app, tokens)
