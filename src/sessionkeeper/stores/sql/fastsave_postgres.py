@@ -17,6 +17,7 @@ same); each call gets its own connection.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from ..base import SaveRequest, SaveResult, SaveStatus
@@ -34,6 +35,9 @@ _PG_TYPES = "::varchar ::varchar - ::float8 ::float8 ::float8 ::float8 ::float8 
 _PG_TYPES += " ::varchar ::float8 ::bytea"
 #: The server's time (epoch seconds) at execution, to measure its clock's offset.
 _PG_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+
+#: ``psycopg.pq.TransactionStatus.IDLE``: no transaction open (psycopg imported only on use).
+_IDLE = 0
 
 _NAMES = [f"n{i}" for i in range(SCALARS)]
 _VALUES = [f"v{i}" for i in range(SCALARS)]
@@ -62,6 +66,10 @@ class PostgresFastSave(FastSave):
             for owner in (True, False)
         )
         self._texts: dict[tuple[str, int, int, bool], str] = {}
+        import psycopg
+
+        #: Whether the driver's libpq has pipeline mode (14+), which :meth:`save_many` needs.
+        self.pipelines = psycopg.Pipeline.is_supported()
 
     def _text(self, head: str, names: int, removed: int, full: bool) -> str:
         """The statement of a write of this shape: ``head`` (a creation or an update), then
@@ -133,12 +141,22 @@ class PostgresFastSave(FastSave):
             params[_REMOVED[i]] = name
         return len(removed)
 
-    def save(self, raw: Any, req: SaveRequest, clock: ServerClock | None) -> SaveResult | None:
+    def _statement(self, req: SaveRequest) -> tuple[str, dict[str, Any]]:
+        """The text and parameters of ``req``'s write, all but its fence."""
         names, values, removed = _attributes(req)
         head = self.insert if req.expected_version == 0 else self._update_for(req)
         params = self._params(req)
         shape = self._bind(params, names, values), self._bind_removed(params, removed)
-        sql = self._text(head, *shape, req.full)
+        return self._text(head, *shape, req.full), params
+
+    @staticmethod
+    def _answer(in_time: bool, version: int | None) -> SaveResult | None:
+        if not in_time:
+            return SaveResult(SaveStatus.FENCED)  # nothing written
+        return None if version is None else SaveResult(SaveStatus.SAVED, int(version))
+
+    def save(self, raw: Any, req: SaveRequest, clock: ServerClock | None) -> SaveResult | None:
+        sql, params = self._statement(req)
         autocommit = raw.autocommit
         raw.autocommit = True  # the statement is its transaction: no BEGIN, no COMMIT to send
         try:
@@ -149,6 +167,42 @@ class PostgresFastSave(FastSave):
         finally:
             if not raw.closed:
                 raw.autocommit = autocommit
-        if not in_time:
-            return SaveResult(SaveStatus.FENCED)  # nothing written
-        return None if version is None else SaveResult(SaveStatus.SAVED, int(version))
+        return self._answer(in_time, version)
+
+    def save_many(
+        self, raw: Any, reqs: Sequence[SaveRequest], clock: ServerClock | None
+    ) -> list[SaveResult | None]:
+        """Several sessions' writes (each session once) in one transaction and one round trip:
+        ``BEGIN``, each one's statement in (app, token) order (the order every writer locks
+        rows in), ``COMMIT``, sent together in psycopg's pipeline mode. Answers as
+        :meth:`save`, each session its own: one that was stale or gone is ``None`` (nothing
+        written for it, the others committed), one begun after the fence FENCED. A driver
+        error rolls the whole transaction back and propagates."""
+        order = sorted(range(len(reqs)), key=lambda i: (reqs[i].app, reqs[i].token))
+        statements = [self._statement(reqs[i]) for i in order]
+        autocommit = raw.autocommit
+        raw.autocommit = True  # our own BEGIN and COMMIT, queued with the statements
+        cursors: list[Any] = []
+        try:
+            fence = math.inf if clock is None else self._fence(raw, clock, _PG_NOW)
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                for sql, params in statements:
+                    params["fence"] = fence
+                    cursors.append(raw.cursor())
+                    cursors[-1].execute(sql, params)
+                raw.execute("COMMIT")
+            answers = [self._answer(*cur.fetchone()) for cur in cursors]
+        except BaseException:
+            if not raw.closed and raw.info.transaction_status != _IDLE:
+                raw.execute("ROLLBACK")
+            raise
+        finally:
+            for cur in cursors:
+                cur.close()
+            if not raw.closed:
+                raw.autocommit = autocommit
+        out: list[SaveResult | None] = [None] * len(reqs)
+        for i, answer in zip(order, answers, strict=True):
+            out[i] = answer
+        return out

@@ -1,0 +1,104 @@
+"""A group commit's batch of several sessions on PostgreSQL: one transaction sent as one round
+trip (``BEGIN``, each session's one-statement write, ``COMMIT`` in psycopg's pipeline mode), where
+it was the general path's locking read and bulk writes, five round trips. Each session keeps its
+own answer: a stale one is merged and a deleted one is GONE, as on the general path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionkeeper.stores import RetryPolicy, SaveStatus
+from sessionkeeper.stores.sql import SqlStore
+from tests.services import unique_name
+
+from .contract import T0, req, tok
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[SqlStore]:
+    # pool_size 1: the trace below sees every message of the store's one connection.
+    s = SqlStore(
+        postgres_url,
+        table_prefix=unique_name(),
+        pool_size=1,
+        max_overflow=0,
+        retry=RetryPolicy(attempts=1, backoff_s=0),
+    )
+    try:
+        yield s
+    finally:
+        s.tables.metadata.drop_all(s.engine)
+        s.close()
+
+
+def _sent(store: SqlStore, tmp_path: Path, fn: Any) -> list[list[str]]:
+    """The messages the store's connection sent to the server during ``fn()`` (libpq's trace)."""
+    trace = tmp_path / "libpq.trace"
+    fairy = store.engine.raw_connection()
+    pgconn = fairy.driver_connection.pgconn
+    fairy.close()
+    with trace.open("w") as out:
+        pgconn.trace(out.fileno())
+        try:
+            fn()
+        finally:
+            pgconn.untrace()
+    lines = [line.split("\t") for line in trace.read_text().splitlines()]
+    return [f[3:] for f in lines if len(f) > 3 and f[1] == "F"]
+
+
+def test_batch_is_one_transaction_in_one_round_trip(store: SqlStore, tmp_path: Path) -> None:
+    store.save_many([req(tok(1), 0, {"a": b"1"}), req(tok(2), 0, {"a": b"1", "b": b"2"})])
+    batch = [
+        req(tok(2), 1, {"a": b"2"}, frozenset({"b"})),
+        req(tok(3), 0, {"c": b"3"}),  # a creation beside the updates
+        req(tok(1), 1, {"a": b"2"}),
+    ]
+    results: list[Any] = []
+    sent = _sent(store, tmp_path, lambda: results.extend(store.save_many(batch)))
+    assert [(r.status, r.version, r.merged_from) for r in results] == [
+        (SaveStatus.SAVED, 2, None),
+        (SaveStatus.SAVED, 1, None),
+        (SaveStatus.SAVED, 2, None),
+    ]
+    # One Sync: the client waited for the server once. BEGIN and COMMIT are among the queries.
+    assert [m[0] for m in sent].count("Sync") == 1, sent
+    queries = [m[-1] for m in sent if m[0] == "Query" or m[0] == "Parse"]
+    assert sum("BEGIN" in q for q in queries) == 1 and sum("COMMIT" in q for q in queries) == 1
+    for t, attrs in [(tok(1), {"a": b"2"}), (tok(2), {"a": b"2"}), (tok(3), {"c": b"3"})]:
+        s = store.load("shop", t)
+        assert s is not None and dict(s.attributes) == attrs
+
+
+def test_batch_answers_each_session_its_own(store: SqlStore) -> None:
+    store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2, 3)])
+    store.save_many([req(tok(2), 1, {"b": b"2"})])  # tok(2) is at version 2 now
+    assert store.delete("shop", tok(3), tombstone_until=T0 + 60)
+    results = store.save_many(
+        [
+            req(tok(3), 1, {"a": b"9"}),  # deleted meanwhile: never brought back
+            req(tok(2), 1, {"c": b"3"}),  # read at version 1: merged
+            req(tok(1), 1, {"a": b"2"}),
+            req(tok(4), 0, {"d": b"4"}),
+        ]
+    )
+    assert [r.status for r in results] == [SaveStatus.GONE] + [SaveStatus.SAVED] * 3
+    assert results[1].version == 3 and results[1].merged_from is not None
+    assert results[2].version == 2 and results[2].merged_from is None
+    assert store.load("shop", tok(3)) is None
+    s2, s1, s4 = (store.load("shop", tok(i)) for i in (2, 1, 4))
+    assert s2 is not None and dict(s2.attributes) == {"a": b"1", "b": b"2", "c": b"3"}
+    assert s1 is not None and dict(s1.attributes) == {"a": b"2"}
+    assert s4 is not None and dict(s4.attributes) == {"d": b"4"}
+
+
+def test_batch_with_one_session_twice_takes_the_general_path(store: SqlStore) -> None:
+    store.save_many([req(tok(1), 0, {"a": b"1"})])
+    results = store.save_many([req(tok(1), 1, {"a": b"2"}), req(tok(1), 1, {"b": b"3"})])
+    assert [r.status for r in results] == [SaveStatus.SAVED] * 2
+    s = store.load("shop", tok(1))
+    assert s is not None and s.version == 3 and dict(s.attributes) == {"a": b"2", "b": b"3"}
