@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sessionkeeper.errors import StoreError
 from sessionkeeper.stores import RetryPolicy, SaveStatus
 from sessionkeeper.stores.sql import SqlStore
 from tests.services import unique_name
@@ -102,3 +103,37 @@ def test_batch_with_one_session_twice_takes_the_general_path(store: SqlStore) ->
     assert [r.status for r in results] == [SaveStatus.SAVED] * 2
     s = store.load("shop", tok(1))
     assert s is not None and s.version == 3 and dict(s.attributes) == {"a": b"2", "b": b"3"}
+
+
+def test_batch_on_a_dead_pooled_connection_runs_once_more_at_once(
+    store: SqlStore, postgres_url: str
+) -> None:
+    # As a one-session write: the pooled connection's backend was terminated, the pipeline
+    # fails on it, and the batch runs again on a fresh connection, with no retry of the store's
+    # own and nothing lost or doubled.
+    import psycopg
+
+    store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2)])
+    fairy = store.engine.raw_connection()
+    pid = int(fairy.driver_connection.info.backend_pid)
+    fairy.close()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    results = store.save_many([req(tok(i), 1, {"a": b"2"}) for i in (1, 2)])
+    assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * 2
+    assert store.stats.retries == 0 and store.stats.errors == 0
+    for i in (1, 2):
+        s = store.load("shop", tok(i))
+        assert s is not None and s.version == 2 and s.attributes["a"] == b"2"
+
+
+def test_batch_that_fails_on_one_session_writes_none_of_it(store: SqlStore) -> None:
+    # One transaction: a statement that fails (a name PostgreSQL cannot store) rolls back the
+    # sessions written before it in the batch, and the connection is left clean for the next.
+    store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2)])
+    with pytest.raises(StoreError):
+        store.save_many([req(tok(1), 1, {"a": b"2"}), req(tok(2), 1, {"nul\x00": b"2"})])
+    s = store.load("shop", tok(1))
+    assert s is not None and s.version == 1 and s.attributes["a"] == b"1"
+    results = store.save_many([req(tok(i), 1, {"a": b"3"}) for i in (1, 2)])
+    assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * 2

@@ -16,6 +16,7 @@ same); each call gets its own connection.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -36,8 +37,8 @@ _PG_TYPES += " ::varchar ::float8 ::bytea"
 #: The server's time (epoch seconds) at execution, to measure its clock's offset.
 _PG_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 
-#: ``psycopg.pq.TransactionStatus.IDLE``: no transaction open (psycopg imported only on use).
-_IDLE = 0
+#: ``psycopg.pq.TransactionStatus`` INTRANS and INERROR: a transaction open, to roll back.
+_OPEN = (2, 3)
 
 _NAMES = [f"n{i}" for i in range(SCALARS)]
 _VALUES = [f"v{i}" for i in range(SCALARS)]
@@ -194,8 +195,11 @@ class PostgresFastSave(FastSave):
                 raw.execute("COMMIT")
             answers = [self._answer(*cur.fetchone()) for cur in cursors]
         except BaseException:
-            if not raw.closed and raw.info.transaction_status != _IDLE:
-                raw.execute("ROLLBACK")
+            # On a connection that still answers; a broken one's own error is the one raised
+            # (and the pool's reset rolls back whatever a failed ROLLBACK left).
+            with contextlib.suppress(Exception):
+                if not raw.closed and raw.info.transaction_status in _OPEN:
+                    raw.execute("ROLLBACK")
             raise
         finally:
             for cur in cursors:
