@@ -2,7 +2,8 @@
 
 This module holds the engine: URLs, pools, transactions, fork safety, the schema check on first
 use, and which driver errors are worth a retry. The statements themselves are in :mod:`.ops`
-(a one-session write first tries the one-round-trip path of :mod:`.fastsave`), the differences
+(a one-session write first tries the one-round-trip path of :mod:`.fastsave`, and so does a
+batch of several sessions on PostgreSQL), the differences
 between databases in :mod:`.dialects`.
 """
 
