@@ -1,8 +1,8 @@
 """One session's write in one transaction of few statements, through the raw driver connection.
 
 This is the path of a request's write under ``EndOfRequest`` (a ``save_many`` of one session,
-``multi_row`` layout; on PostgreSQL also a group commit's batch of several, each session once,
-in one transaction: :meth:`.PostgresFastSave.save_many`). It is optimistic: the version check is in the write itself (``UPDATE ...
+``multi_row`` layout; on PostgreSQL and MySQL/MariaDB also a group commit's batch of several,
+each session once, in one transaction and one round trip: ``save_many``). It is optimistic: the version check is in the write itself (``UPDATE ...
 WHERE version = expected AND tombstone_until IS NULL``; a creation is an ``INSERT`` that meets
 the primary key when the row exists), so nothing is read first and nothing is written after.
 When that check does not pass (a conflict, a tombstone, a missing row, a row SQLite holds with
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -86,6 +87,17 @@ class FastSave:
 
     def _build(self) -> None:
         raise NotImplementedError
+
+    #: Whether :meth:`save_many` may write a batch of several sessions.
+    batches = False
+
+    def save_many(
+        self, raw: Any, reqs: Sequence[SaveRequest], clock: ServerClock | None
+    ) -> list[SaveResult | None] | None:
+        """Several sessions' writes (each session once) in one transaction, where
+        :attr:`batches`: each one's answer as :meth:`save`'s. ``None``: not this way (nothing
+        written); the general path takes the batch."""
+        return None
 
     def _update_for(self, req: SaveRequest) -> str:
         return self.update if req.owner_changed else self.same_owner

@@ -69,8 +69,8 @@ class PostgresFastSave(FastSave):
         self._texts: dict[tuple[str, int, int, bool], str] = {}
         import psycopg
 
-        #: Whether the driver's libpq has pipeline mode (14+), which :meth:`save_many` needs.
-        self.pipelines = psycopg.Pipeline.is_supported()
+        # Whether the driver's libpq has pipeline mode (14+), which :meth:`save_many` needs.
+        self.batches = psycopg.Pipeline.is_supported()
 
     def _text(self, head: str, names: int, removed: int, full: bool) -> str:
         """The statement of a write of this shape: ``head`` (a creation or an update), then

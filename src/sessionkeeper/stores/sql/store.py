@@ -3,7 +3,7 @@
 This module holds the engine: URLs, pools, transactions, fork safety, the schema check on first
 use, and which driver errors are worth a retry. The statements themselves are in :mod:`.ops`
 (a one-session write first tries the one-round-trip path of :mod:`.fastsave`, and so does a
-batch of several sessions on PostgreSQL), the differences
+batch of several sessions on PostgreSQL and MySQL/MariaDB), the differences
 between databases in :mod:`.dialects`.
 """
 
@@ -35,7 +35,6 @@ from . import feed, owners
 from . import schema as sch
 from .dialects import dialect_for, normalize_url
 from .fastsave import fast_save_for
-from .fastsave_postgres import PostgresFastSave
 from .ops import SqlOps
 from .rawpool import RawPool
 from .schema import Layout
@@ -270,7 +269,9 @@ class SqlStore(Store):
             # The version check did not pass and nothing was written: the general path locks
             # the row and answers CONFLICT (merged), GONE, or SAVED after a race.
         elif self._batched(requests):
-            return self._fast_save_many(requests)
+            saved_many = self._fast_save_many(requests)
+            if saved_many is not None:
+                return saved_many
 
         def save(conn: Connection) -> list[SaveResult]:
             # Again here: the first call learns the server's limit on connecting.
@@ -281,21 +282,24 @@ class SqlStore(Store):
 
     def _batched(self, requests: Sequence[SaveRequest]) -> bool:
         """Whether a batch of several sessions goes through the fast path's one transaction
-        (:meth:`.PostgresFastSave.save_many`, PostgreSQL only): each session once."""
-        if not isinstance(self._fast, PostgresFastSave) or not self._fast.pipelines:
+        (``FastSave.save_many``: PostgreSQL, MySQL/MariaDB): each session once."""
+        if self._fast is None or not self._fast.batches:
             return False
         return len({(r.app, r.token) for r in requests}) == len(requests)
 
-    def _fast_save_many(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
+    def _fast_save_many(self, requests: Sequence[SaveRequest]) -> list[SaveResult] | None:
         """A group commit's batch in one round trip and one commit; the sessions whose version
-        check did not pass (nothing written for them) then take the general path together."""
+        check did not pass (nothing written for them) then take the general path together.
+        ``None``: the fast path wrote nothing and declined the batch."""
         fast = self._fast
-        assert isinstance(fast, PostgresFastSave)
+        assert fast is not None
         got = self._guard(
             lambda: self._reconnecting(
                 lambda: self._on_raw(lambda raw: fast.save_many(raw, requests, self.server_clock))
             )
         )
+        if got is None:
+            return None
         rest = [i for i, res in enumerate(got) if res is None]
         if rest:
             general = self._run(

@@ -1,7 +1,9 @@
-"""A group commit's batch of several sessions on PostgreSQL: one transaction sent as one round
-trip (``BEGIN``, each session's one-statement write, ``COMMIT`` in psycopg's pipeline mode), where
-it was the general path's locking read and bulk writes, five round trips. Each session keeps its
-own answer: a stale one is merged and a deleted one is GONE, as on the general path."""
+"""A group commit's batch of several sessions on PostgreSQL and MariaDB: one transaction sent as
+one round trip (PostgreSQL: ``BEGIN``, each session's one-statement write, ``COMMIT`` in psycopg's
+pipeline mode; MariaDB: each session's statements and one ``COMMIT`` in one multi-statement
+text), where it was the general path's locking read and bulk writes, five round trips. Each
+session keeps its own answer: a stale one is merged and a deleted one is GONE, as on the
+general path."""
 
 from __future__ import annotations
 
@@ -19,16 +21,32 @@ from tests.services import unique_name
 from .contract import T0, req, tok
 
 
-@pytest.fixture
-def store(postgres_url: str) -> Iterator[SqlStore]:
-    # pool_size 1: the trace below sees every message of the store's one connection.
-    s = SqlStore(
-        postgres_url,
+def _open(url: str) -> SqlStore:
+    # pool_size 1: the trace and counters below see every message of the store's connection.
+    return SqlStore(
+        url,
         table_prefix=unique_name(),
         pool_size=1,
         max_overflow=0,
         retry=RetryPolicy(attempts=1, backoff_s=0),
     )
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def store(request: pytest.FixtureRequest) -> Iterator[SqlStore]:
+    s = _open(
+        request.getfixturevalue("postgres_url" if request.param == "postgresql" else "mysql_url")
+    )
+    try:
+        yield s
+    finally:
+        s.tables.metadata.drop_all(s.engine)
+        s.close()
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[SqlStore]:
+    s = _open(postgres_url)
     try:
         yield s
     finally:
@@ -52,7 +70,10 @@ def _sent(store: SqlStore, tmp_path: Path, fn: Any) -> list[list[str]]:
     return [f[3:] for f in lines if len(f) > 3 and f[1] == "F"]
 
 
-def test_batch_is_one_transaction_in_one_round_trip(store: SqlStore, tmp_path: Path) -> None:
+def test_postgres_batch_is_one_transaction_in_one_round_trip(
+    pg_store: SqlStore, tmp_path: Path
+) -> None:
+    store = pg_store
     store.save_many([req(tok(1), 0, {"a": b"1"}), req(tok(2), 0, {"a": b"1", "b": b"2"})])
     batch = [
         req(tok(2), 1, {"a": b"2"}, frozenset({"b"})),
@@ -105,20 +126,36 @@ def test_batch_with_one_session_twice_takes_the_general_path(store: SqlStore) ->
     assert s is not None and s.version == 3 and dict(s.attributes) == {"a": b"2", "b": b"3"}
 
 
-def test_batch_on_a_dead_pooled_connection_runs_once_more_at_once(
-    store: SqlStore, postgres_url: str
-) -> None:
-    # As a one-session write: the pooled connection's backend was terminated, the pipeline
-    # fails on it, and the batch runs again on a fresh connection, with no retry of the store's
-    # own and nothing lost or doubled.
-    import psycopg
-
-    store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2)])
+def _kill(store: SqlStore) -> None:
+    """The server ends the store's one pooled connection."""
     fairy = store.engine.raw_connection()
-    pid = int(fairy.driver_connection.info.backend_pid)
+    raw = fairy.driver_connection
     fairy.close()
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    if store.kind == "postgresql":
+        import psycopg
+
+        url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (raw.info.backend_pid,))
+    else:
+        import pymysql
+
+        u = store.engine.url
+        admin = pymysql.connect(
+            host=u.host, port=u.port or 3306, user=u.username, database=u.database
+        )
+        try:
+            admin.cursor().execute(f"KILL {int(raw.thread_id())}")
+        finally:
+            admin.close()
+
+
+def test_batch_on_a_dead_pooled_connection_runs_once_more_at_once(store: SqlStore) -> None:
+    # As a one-session write: the pooled connection was ended by the server, the batch fails
+    # on it and runs again on a fresh connection, with no retry of the store's own and nothing
+    # lost or doubled.
+    store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2)])
+    _kill(store)
     results = store.save_many([req(tok(i), 1, {"a": b"2"}) for i in (1, 2)])
     assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * 2
     assert store.stats.retries == 0 and store.stats.errors == 0
@@ -127,13 +164,44 @@ def test_batch_on_a_dead_pooled_connection_runs_once_more_at_once(
         assert s is not None and s.version == 2 and s.attributes["a"] == b"2"
 
 
-def test_batch_that_fails_on_one_session_writes_none_of_it(store: SqlStore) -> None:
-    # One transaction: a statement that fails (a name PostgreSQL cannot store) rolls back the
-    # sessions written before it in the batch, and the connection is left clean for the next.
+def test_postgres_batch_that_fails_on_one_session_writes_none_of_it(pg_store: SqlStore) -> None:
+    # One transaction: a statement that fails (a name longer than its column; MariaDB outside
+    # strict mode truncates it instead) rolls back the sessions written before it in the batch,
+    # and the connection is left clean for the next.
+    store = pg_store
     store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2)])
     with pytest.raises(StoreError):
-        store.save_many([req(tok(1), 1, {"a": b"2"}), req(tok(2), 1, {"nul\x00": b"2"})])
+        store.save_many([req(tok(1), 1, {"a": b"2"}), req(tok(2), 1, {"n" * 300: b"2"})])
     s = store.load("shop", tok(1))
     assert s is not None and s.version == 1 and s.attributes["a"] == b"1"
     results = store.save_many([req(tok(i), 1, {"a": b"3"}) for i in (1, 2)])
     assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * 2
+
+
+def _session_status(store: SqlStore) -> dict[str, int]:
+    with store.engine.connect() as conn, conn.connection.driver_connection.cursor() as cur:
+        cur.execute("SHOW SESSION STATUS WHERE Variable_name LIKE 'Com\\_%%'")
+        return {str(name): int(value) for name, value in cur.fetchall()}
+
+
+def test_mariadb_batch_is_one_text_with_one_commit(mysql_url: str) -> None:
+    store = _open(mysql_url)
+    try:
+        store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2, 3)])
+        before = _session_status(store)
+        results = store.save_many([req(tok(i), 1, {"a": b"2"}) for i in (3, 1, 2)])
+        after = _session_status(store)
+        assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * 3
+        delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+        delta.pop("Com_show_status", None)
+        # Per session its row and its attribute; then the COMMIT and the fence's answer. No
+        # locking read (the general path's SELECT ... FOR UPDATE and bulk INSERTs).
+        assert delta == {
+            "Com_update": 3,
+            "Com_insert_select": 3,
+            "Com_commit": 1,
+            "Com_select": 1,
+        }, delta
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
