@@ -7,6 +7,7 @@ general path."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,25 @@ def test_mariadb_batch_is_one_text_with_one_commit(mysql_url: str) -> None:
     finally:
         store.tables.metadata.drop_all(store.engine)
         store.close()
+
+
+def test_batch_begun_after_its_fence_changes_nothing(store: SqlStore) -> None:
+    # The deadline fence (stores/fence.py) of each session's statement: measured against a
+    # server an hour behind, every one of them is late. The backend's own answers, before the
+    # shared rules send the writes again.
+    store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2)])
+    assert store.server_clock is not None
+    store.server_clock.measure(lambda: time.time() - 3600.0)
+    batch = [req(tok(1), 1, {"a": b"2"}), req(tok(3), 0, {"c": b"3"}), req(tok(2), 1, {"b": b"2"})]
+    assert [r.status for r in store._save_batch(batch)] == [SaveStatus.FENCED] * 3
+    for i in (1, 2):
+        s = store.load("shop", tok(i))
+        assert s is not None and s.version == 1 and dict(s.attributes) == {"a": b"1"}
+    assert store.load("shop", tok(3)) is None
+    # Sent again by the shared rules after measuring the clock again: written once.
+    results = store.save_many(batch)
+    assert [(r.status, r.version) for r in results] == [
+        (SaveStatus.SAVED, 2),
+        (SaveStatus.SAVED, 1),
+        (SaveStatus.SAVED, 2),
+    ]
