@@ -228,3 +228,22 @@ def test_batch_begun_after_its_fence_changes_nothing(store: SqlStore) -> None:
         (SaveStatus.SAVED, 1),
         (SaveStatus.SAVED, 2),
     ]
+
+
+def test_mariadb_batch_over_max_batch_takes_the_bulk_statements(mysql_url: str) -> None:
+    # A flush of many sessions: the general path's bulk statements, cheaper than one statement
+    # per session from a few dozen on.
+    store = _open(mysql_url)
+    assert store._fast is not None
+    n = store._fast.max_batch + 1
+    try:
+        store.save_many([req(tok(i), 0, {"a": b"1"}) for i in range(n)])
+        before = _session_status(store)
+        results = store.save_many([req(tok(i), 1, {"a": b"2"}) for i in range(n)])
+        after = _session_status(store)
+        assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * n
+        delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+        assert "Com_update" not in delta and delta["Com_insert"] == 2, delta
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()

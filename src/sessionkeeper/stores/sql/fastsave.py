@@ -90,6 +90,11 @@ class FastSave:
 
     #: Whether :meth:`save_many` may write a batch of several sessions.
     batches = False
+    #: The most sessions :meth:`save_many` is given: a group commit's batch (as many as the
+    #: requests that ended together). A larger one, a flush, takes the general path, whose bulk
+    #: statements cost less from a few dozen sessions on (256 sessions on PostgreSQL: 231 ms
+    #: one statement each, 75 ms in bulk; MariaDB 279 against 137 ms).
+    max_batch = 16
 
     def save_many(
         self, raw: Any, reqs: Sequence[SaveRequest], clock: ServerClock | None

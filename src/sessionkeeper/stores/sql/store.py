@@ -282,8 +282,8 @@ class SqlStore(Store):
 
     def _batched(self, requests: Sequence[SaveRequest]) -> bool:
         """Whether a batch of several sessions goes through the fast path's one transaction
-        (``FastSave.save_many``: PostgreSQL, MySQL/MariaDB): each session once."""
-        if self._fast is None or not self._fast.batches:
+        (``FastSave.save_many``: PostgreSQL, MySQL/MariaDB): each session once, and few."""
+        if self._fast is None or not self._fast.batches or len(requests) > self._fast.max_batch:
             return False
         return len({(r.app, r.token) for r in requests}) == len(requests)
 
