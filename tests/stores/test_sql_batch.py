@@ -166,9 +166,9 @@ def test_batch_on_a_dead_pooled_connection_runs_once_more_at_once(store: SqlStor
 
 
 def test_postgres_batch_that_fails_on_one_session_writes_none_of_it(pg_store: SqlStore) -> None:
-    # One transaction: a statement that fails (a name longer than its column; MariaDB outside
-    # strict mode truncates it instead) rolls back the sessions written before it in the batch,
-    # and the connection is left clean for the next.
+    # One transaction: a statement that fails (a name longer than VARCHAR(255); MariaDB's
+    # column holds 1,020 bytes) rolls back the sessions written before it in the batch, and the
+    # connection is left clean for the next.
     store = pg_store
     store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2)])
     with pytest.raises(StoreError):
