@@ -1,7 +1,8 @@
 """What differs between SQLite, PostgreSQL and MySQL/MariaDB, in one place.
 
-Everything else in :mod:`.store` is written once for all three: every write transaction first
-locks the batch's session rows in one ``SELECT ... FOR UPDATE`` (SQLite: ``BEGIN IMMEDIATE`` takes
+Everything else in :mod:`.store` is written once for all three: every write transaction of the
+general path (:mod:`.ops`; the one-session writes of :mod:`.fastsave` check the version in the
+write instead) first locks the batch's session rows in one ``SELECT ... FOR UPDATE`` (SQLite: ``BEGIN IMMEDIATE`` takes
 the database's write lock instead), decides each session's fate in Python, then writes with a
 constant number of bulk statements. A dialect only supplies the engine setup, how those bulk
 statements are sent (an executemany on SQLite; statements of many rows each on PostgreSQL and

@@ -1,7 +1,8 @@
 """One session's write in one transaction of few statements, through the raw driver connection.
 
 This is the path of a request's write under ``EndOfRequest`` (a ``save_many`` of one session,
-``multi_row`` layout). It is optimistic: the version check is in the write itself (``UPDATE ...
+``multi_row`` layout; on PostgreSQL and MySQL/MariaDB also a group commit's batch of several,
+each session once, in one transaction and one round trip: ``save_many``). It is optimistic: the version check is in the write itself (``UPDATE ...
 WHERE version = expected AND tombstone_until IS NULL``; a creation is an ``INSERT`` that meets
 the primary key when the row exists), so nothing is read first and nothing is written after.
 When that check does not pass (a conflict, a tombstone, a missing row, a row SQLite holds with
@@ -12,9 +13,9 @@ makes the common case cheap.
 
 Per database:
 
-* PostgreSQL (psycopg): one statement in autocommit, a data-modifying CTE (the versioned update
-  or the insert of the session row, the attribute upserts and deletes when it matched, the new
-  version returned): one round trip, one commit.
+* PostgreSQL (psycopg, :mod:`.fastsave_postgres`): one statement in autocommit, a
+  data-modifying CTE (the versioned update or the insert of the session row, the attribute
+  upserts and deletes when it matched, the new version returned): one round trip, one commit.
 * SQLite (pysqlite): ``BEGIN IMMEDIATE``, the session row, one ``executemany`` of attributes,
   the removed names, ``COMMIT``: in process, no SQLAlchemy per-statement overhead.
 * MySQL/MariaDB (PyMySQL, :mod:`.fastsave_mysql`): the same statements and the ``COMMIT`` sent
@@ -32,8 +33,8 @@ Thread safety: stateless apart from the SQL text built once; each call gets its 
 from __future__ import annotations
 
 import itertools
-import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,12 +52,6 @@ _NO_DEADLINE = 1e20
 #: What a creation writes, in the order of ``_insert_sql``'s columns.
 _INSERT_VALUES = "%(app)s %(token)s 1 %(ca)s %(la)s %(t)s %(abs)s %(exp)s %(owner)s %(node)s"
 _INSERT_VALUES += " NULL NULL"
-#: Their PostgreSQL types, which a ``SELECT`` (unlike ``VALUES``) does not take from the columns.
-_PG_TYPES = "::varchar ::varchar - ::float8 ::float8 ::float8 ::float8 ::float8 ::varchar"
-_PG_TYPES += " ::varchar ::float8 ::bytea"
-#: The server's time (epoch seconds) at execution, to measure its clock's offset.
-_PG_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
-
 #: On SQLite the column types are not enforced: a row whose metadata has the wrong types is left
 #: to the general path, which reads it as gone (``schema.is_valid_row``).
 _SQLITE_TYPES = (
@@ -92,6 +87,22 @@ class FastSave:
 
     def _build(self) -> None:
         raise NotImplementedError
+
+    #: Whether :meth:`save_many` may write a batch of several sessions.
+    batches = False
+    #: The most sessions :meth:`save_many` is given: a group commit's batch (as many as the
+    #: requests that ended together). A larger one, a flush, takes the general path, whose bulk
+    #: statements cost less from a few dozen sessions on (256 sessions on PostgreSQL: 231 ms
+    #: one statement each, 75 ms in bulk; MariaDB 279 against 137 ms).
+    max_batch = 16
+
+    def save_many(
+        self, raw: Any, reqs: Sequence[SaveRequest], clock: ServerClock | None
+    ) -> list[SaveResult | None] | None:
+        """Several sessions' writes (each session once) in one transaction, where
+        :attr:`batches`: each one's answer as :meth:`save`'s. ``None``: not this way (nothing
+        written); the general path takes the batch."""
+        return None
 
     def _update_for(self, req: SaveRequest) -> str:
         return self.update if req.owner_changed else self.same_owner
@@ -245,77 +256,15 @@ class SqliteFastSave(_Sequential):
         cur.execute("BEGIN IMMEDIATE")
 
 
-class PostgresFastSave(FastSave):
-    """One statement in autocommit: PostgreSQL runs it as its own transaction."""
-
-    def _attribute_ctes(self) -> str:
-        a = self.attributes
-        return (
-            f", u AS (INSERT INTO {a} (app, token, name, value) "
-            "SELECT %(app)s, %(token)s, n, v "
-            "FROM unnest(%(names)s::varchar[], %(values)s::bytea[]) AS x(n, v) "
-            "WHERE EXISTS (SELECT FROM s) "
-            "ON CONFLICT (app, token, name) DO UPDATE SET value = excluded.value)"
-        )
-
-    def _build(self) -> None:
-        a = self.attributes
-        # ``f``: whether the server began the statement by its fence. ``clock_timestamp()`` is
-        # the time of execution (``now()`` would be the transaction's start, and the time the
-        # statement arrived is not the time a frozen server gets to it). A CTE is evaluated
-        # once: the session row's condition and the answer read the same value.
-        fence = "WITH f AS (SELECT clock_timestamp() <= to_timestamp(%(fence)s) AS ok), "
-        answer = " SELECT (SELECT ok FROM f), (SELECT version FROM s)"
-        insert = self._insert_sql("FROM f WHERE f.ok", _PG_TYPES)
-        self.insert = (
-            f"{fence}s AS ({insert} ON CONFLICT DO NOTHING RETURNING version)"
-            f"{self._attribute_ctes()}{answer}"
-        )
-        # The delete and the upsert touch disjoint rows (``_attributes``), as one statement's
-        # parts must: they see the same snapshot.
-        in_time = " AND (SELECT ok FROM f)"
-        self.update, self.same_owner = (
-            f"{fence}s AS ({self._update_sql('GREATEST', in_time, owner=owner)} "
-            f"RETURNING version){self._attribute_ctes()}, d AS (DELETE FROM {a} "
-            "WHERE app = %(app)s AND token = %(token)s AND EXISTS (SELECT FROM s) "
-            "AND (name = ANY(%(removed)s::varchar[]) "
-            f"OR (%(full)s AND name <> ALL(%(names)s::varchar[])))){answer}"
-            for owner in (True, False)
-        )
-
-    def save(self, raw: Any, req: SaveRequest, clock: ServerClock | None) -> SaveResult | None:
-        names, values, removed = _attributes(req)
-        sql = self.insert if req.expected_version == 0 else self._update_for(req)
-        autocommit = raw.autocommit
-        raw.autocommit = True  # the statement is its transaction: no BEGIN, no COMMIT to send
-        try:
-            fence = math.inf if clock is None else self._fence(raw, clock, _PG_NOW)
-            params = {
-                **self._params(req),
-                "names": names,
-                "values": values,
-                "removed": removed,
-                "full": req.full,
-                "fence": fence,
-            }
-            with raw.cursor() as cur:
-                cur.execute(sql, params)
-                in_time, version = cur.fetchone()
-        finally:
-            if not raw.closed:
-                raw.autocommit = autocommit
-        if not in_time:
-            return SaveResult(SaveStatus.FENCED)  # nothing written
-        return None if version is None else SaveResult(SaveStatus.SAVED, int(version))
-
-
 def fast_save_for(tables: Tables, dialect: sa.Dialect) -> FastSave | None:
     """The fast path for ``dialect``'s driver, or ``None`` where it has none (another driver
     than the ones in :data:`DRIVERS`, e.g. a user's engine on psycopg2 or mysqlclient)."""
     name = "mysql" if dialect.name in ("mysql", "mariadb") else dialect.name
     if DRIVERS.get(name) != dialect.driver:
         return None
-    from .fastsave_mysql import MysqlFastSave  # it builds on this module's classes
+    # They build on this module's classes.
+    from .fastsave_mysql import MysqlFastSave
+    from .fastsave_postgres import PostgresFastSave
 
     cls = {"sqlite": SqliteFastSave, "postgresql": PostgresFastSave, "mysql": MysqlFastSave}[name]
     return cls(tables, dialect)

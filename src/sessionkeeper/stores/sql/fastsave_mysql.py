@@ -7,6 +7,7 @@ transaction, and no fence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..base import SaveRequest, SaveResult, SaveStatus
@@ -15,9 +16,17 @@ from .fastsave import _NO_DEADLINE, FastSave, _attributes, _Sequential
 
 #: The server's time (epoch seconds) at execution, to measure its clock's offset.
 _MYSQL_NOW = "SELECT UNIX_TIMESTAMP(SYSDATE(6))"
+#: Whether the server runs the statement by the fence (``SYSDATE(6)``: the time of execution;
+#: ``NOW()`` would be the statement's start, which a frozen server may have taken long before).
+_IN_TIME = "UNIX_TIMESTAMP(SYSDATE(6)) <= %(fence)s"
+#: The longest text of a batch of several sessions (PyMySQL's own bound on an executemany's
+#: statement, well below any ``max_allowed_packet``); a longer one takes the general path.
+_BATCH_CHARS = 1_024_000
 
 
 class MysqlFastSave(_Sequential):
+    batches = True
+
     def _build(self) -> None:
         import pymysql
 
@@ -25,10 +34,10 @@ class MysqlFastSave(_Sequential):
         self.update = self._update_sql("GREATEST")
         self.same_owner = self._update_sql("GREATEST", owner=False)
         self.insert = self._insert_sql()
-        # ``_batch``'s, run after ``@sk_in_time`` is set: the fence in each one's condition.
-        in_time = " AND @sk_in_time = 1"
+        # ``_batch``'s: the fence in each one's condition (see there).
+        in_time = f" AND {_IN_TIME}"
         self._fenced_sql = {
-            "insert": self._insert_sql("FROM DUAL WHERE @sk_in_time = 1"),
+            "insert": self._insert_sql(f"FROM DUAL WHERE {_IN_TIME}"),
             "update": self._update_sql("GREATEST", in_time),
             "same_owner": self._update_sql("GREATEST", in_time, owner=False),
         }
@@ -53,81 +62,117 @@ class MysqlFastSave(_Sequential):
 
         if not raw.client_flag & CLIENT.MULTI_STATEMENTS:
             return super().save(raw, req, clock)  # a connection opened without (a user's engine)
+        answers = self._send(raw, [req], clock)
+        return None if answers is None else answers[0]
+
+    def save_many(
+        self, raw: Any, reqs: Sequence[SaveRequest], clock: ServerClock | None
+    ) -> list[SaveResult | None] | None:
+        """Several sessions' writes (each session once) as one multi-statement text: each
+        one's statements in (app, token) order (the order every writer locks rows in), then
+        one ``COMMIT``. ``None`` (nothing written) on a connection without multi-statements,
+        for a text longer than :data:`_BATCH_CHARS`, or when a creation met an existing row."""
+        from pymysql.constants import CLIENT
+
+        if not raw.client_flag & CLIENT.MULTI_STATEMENTS:
+            return None
+        return self._send(raw, reqs, clock)
+
+    def _send(
+        self, raw: Any, reqs: Sequence[SaveRequest], clock: ServerClock | None
+    ) -> list[SaveResult | None] | None:
+        """``reqs`` in one text and one transaction; each one's answer as :meth:`save`'s."""
         fence = _NO_DEADLINE if clock is None else self._fence(raw, clock, _MYSQL_NOW)
+        order = sorted(range(len(reqs)), key=lambda i: (reqs[i].app, reqs[i].token))
         cur = raw.cursor()
         try:
-            try:
-                cur.execute(self._batch(cur, req, fence))
-                cur.nextset()
-            except self.integrity_error:
-                if req.expected_version != 0:
-                    raise
-                raw.rollback()  # the row exists: live, tombstone or a concurrent creation
+            heads: list[int] = []
+            parts: list[str] = []
+            for i in order:
+                heads.append(len(parts))  # the index of its session row's result
+                parts += self._statements(cur, reqs[i], fence)
+            parts += ["COMMIT", cur.mogrify(f"SELECT {_IN_TIME}", {"fence": fence})]
+            text = ";\n".join(parts)
+            if len(reqs) > 1 and len(text) > _BATCH_CHARS:
                 return None
-            # The second result is the session row's (the first the fence's); the server
-            # stops at a failing statement, before the COMMIT, and PyMySQL raises it while
-            # reading the results. The last one is the fence's test.
-            matched, in_time = cur.rowcount == 1, None
-            while cur.nextset():
-                if cur.description is not None:
-                    in_time = cur.fetchone()[0]
+            try:
+                # The server stops at a failing statement, before the COMMIT, and PyMySQL
+                # raises it while reading the results. The last one is the fence's test.
+                cur.execute(text)
+                counts, in_time = [cur.rowcount], None
+                while cur.nextset():
+                    counts.append(cur.rowcount)
+                    if cur.description is not None:
+                        in_time = cur.fetchone()[0]
+            except self.integrity_error:
+                if all(reqs[i].expected_version != 0 for i in order):
+                    raise
+                raw.rollback()  # a row exists: live, tombstone or a concurrent creation
+                return None
         except BaseException:
             raw.rollback()
             raise
         finally:
             cur.close()
-        # Not matched or fenced: the other statements did nothing, and the COMMIT ended an
-        # empty transaction.
-        if not in_time:
-            return SaveResult(SaveStatus.FENCED)
-        return SaveResult(SaveStatus.SAVED, req.expected_version + 1) if matched else None
+        answers: list[SaveResult | None] = [None] * len(reqs)
+        for i, at in zip(order, heads, strict=True):
+            if counts[at] == 1:  # in time, so written
+                answers[i] = SaveResult(SaveStatus.SAVED, reqs[i].expected_version + 1)
+            elif not in_time:
+                # Nothing written (the COMMIT ended what the others wrote): by the fence (the
+                # server is past it now), or the version check (it is not: it was not then).
+                answers[i] = SaveResult(SaveStatus.FENCED)
+        return answers
 
-    def _batch(self, cur: Any, req: SaveRequest, fence: float) -> str:
-        """The whole write as one multi-statement text, the values bound by PyMySQL's own
-        escaping (``mogrify``, as ``execute`` does). It first records whether the server
-        began it by ``fence`` (``SYSDATE(6)``, the time of execution; ``NOW()`` would be the
-        statement's start) in a session variable, which the session row's statement tests;
-        that one records whether it wrote the row in another, which the attribute statements
-        test; the last one reads the fence's test back. A creation that meets an existing row
-        fails on the primary key, and nothing after it runs."""
+    def _statements(self, cur: Any, req: SaveRequest, fence: float) -> list[str]:
+        """One session's write as statements of a multi-statement text, the values bound by
+        PyMySQL's own escaping (``mogrify``, as ``execute`` does). The session row's statement
+        comes first and tests the fence in its condition (the server's time as it runs it);
+        the attribute statements run only if it wrote the row (the one of them tests
+        ``ROW_COUNT()``, several a session variable set from it). The text's last statement
+        tests the fence again: a row not written although the server was in time at the end
+        was not written by the version check. A creation that meets an existing row fails on
+        the primary key, and nothing after it runs. Each statement is a result PyMySQL reads
+        and parses in Python: few."""
         names, values, removed = _attributes(req)
         creating = req.expected_version == 0
         app, token = self._key(req.app), self._key(req.token)
         head = self._fenced_sql[
             "insert" if creating else "update" if req.owner_changed else "same_owner"
         ]
-        parts = [
-            cur.mogrify("SET @sk_in_time = UNIX_TIMESTAMP(SYSDATE(6)) <= %s", (fence,)),
-            cur.mogrify(head, self._params(req)),
-            "SET @sk_matched = ROW_COUNT()",
-        ]
-        if names:
-            rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
-            parts += self._upserts(cur, rows)
-        if not creating and (removed or req.full):
+        rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
+        deleting = not creating and bool(removed or req.full)
+        upserts = len(rows) if len(rows) <= self._ROW_STATEMENTS else 1
+        several = upserts + deleting > 1
+        written = "@sk_matched = 1" if several else "ROW_COUNT() = 1"
+        parts = [cur.mogrify(head, {**self._params(req), "fence": fence})]
+        if several:
+            parts.append("SET @sk_matched = ROW_COUNT()")
+        if rows:
+            parts += self._upserts(cur, rows, written)
+        if deleting:
             gone = [self._key(n) for n in (names if req.full else removed)]
-            sql = self._delete_sql(len(gone), keep=req.full) + " AND @sk_matched = 1"
+            sql = f"{self._delete_sql(len(gone), keep=req.full)} AND {written}"
             parts.append(cur.mogrify(sql, (app, token, *gone)))
-        parts += ["COMMIT", "SELECT @sk_in_time"]
-        return ";\n".join(parts)
+        return parts
 
     #: Attributes of an update up to which each is upserted by a statement of its own; more
     #: share one from a derived table, which MariaDB builds as a temporary table each time.
     _ROW_STATEMENTS = 8
 
-    def _upserts(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[str]:
-        """The attribute upserts, run only if the session row was written (``@sk_matched``:
-        an update that matched, a creation in time), each row ``SELECT``ed ``FROM DUAL``
-        under that test."""
+    def _upserts(self, cur: Any, rows: list[tuple[Any, ...]], written: str) -> list[str]:
+        """The attribute upserts, run only if the session row was written (``written``: an
+        update that matched, a creation in time), each row ``SELECT``ed ``FROM DUAL`` under
+        that test."""
         head = f"INSERT INTO {self.attributes} (app, token, name, value) "
         tail = " ON DUPLICATE KEY UPDATE value = VALUES(value)"
         if len(rows) <= self._ROW_STATEMENTS:
-            one = f"{head}SELECT %s, %s, %s, %s FROM DUAL WHERE @sk_matched = 1{tail}"
+            one = f"{head}SELECT %s, %s, %s, %s FROM DUAL WHERE {written}{tail}"
             return [cur.mogrify(one, row) for row in rows]
         first = "SELECT %s AS app, %s AS token, %s AS name, %s AS value"
         union = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(rows) - 1))
         derived = (
             f"{head}SELECT v.app, v.token, v.name, v.value FROM ({union}) AS v "
-            f"WHERE @sk_matched = 1{tail}"
+            f"WHERE {written}{tail}"
         )
         return [cur.mogrify(derived, [x for r in rows for x in r])]

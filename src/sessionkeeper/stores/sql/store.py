@@ -2,7 +2,8 @@
 
 This module holds the engine: URLs, pools, transactions, fork safety, the schema check on first
 use, and which driver errors are worth a retry. The statements themselves are in :mod:`.ops`
-(a one-session write first tries the one-round-trip path of :mod:`.fastsave`), the differences
+(a one-session write first tries the one-round-trip path of :mod:`.fastsave`, and so does a
+batch of several sessions on PostgreSQL and MySQL/MariaDB), the differences
 between databases in :mod:`.dialects`.
 """
 
@@ -12,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -267,6 +268,10 @@ class SqlStore(Store):
                 return [saved]
             # The version check did not pass and nothing was written: the general path locks
             # the row and answers CONFLICT (merged), GONE, or SAVED after a race.
+        elif self._batched(requests):
+            saved_many = self._fast_save_many(requests)
+            if saved_many is not None:
+                return saved_many
 
         def save(conn: Connection) -> list[SaveResult]:
             # Again here: the first call learns the server's limit on connecting.
@@ -275,14 +280,44 @@ class SqlStore(Store):
 
         return self._run(save, write=True)
 
+    def _batched(self, requests: Sequence[SaveRequest]) -> bool:
+        """Whether a batch of several sessions goes through the fast path's one transaction
+        (``FastSave.save_many``: PostgreSQL, MySQL/MariaDB): each session once, and few."""
+        if self._fast is None or not self._fast.batches or len(requests) > self._fast.max_batch:
+            return False
+        return len({(r.app, r.token) for r in requests}) == len(requests)
+
+    def _fast_save_many(self, requests: Sequence[SaveRequest]) -> list[SaveResult] | None:
+        """A group commit's batch in one round trip and one commit; the sessions whose version
+        check did not pass (nothing written for them) then take the general path together.
+        ``None``: the fast path wrote nothing and declined the batch."""
+        fast = self._fast
+        assert fast is not None
+        got = self._guard(
+            lambda: self._reconnecting(
+                lambda: self._on_raw(lambda raw: fast.save_many(raw, requests, self.server_clock))
+            )
+        )
+        if got is None:
+            return None
+        rest = [i for i, res in enumerate(got) if res is None]
+        if rest:
+            general = self._run(
+                lambda conn: self._ops.save(conn, [requests[i] for i in rest]), write=True
+            )
+            for i, res in zip(rest, general, strict=True):
+                got[i] = res
+        return [res for res in got if res is not None]
+
     def _fast_save(self, request: SaveRequest) -> SaveResult | None:
         """``request`` through :mod:`.fastsave` on a raw driver connection: the fast path's own
         (SQLite) or a pooled connection's. A driver error worth a retry drops that connection."""
         assert self._fast is not None
+        fast = self._fast
         if self._raw is not None:
             raw = self._raw.get()
             try:
-                saved = self._fast.save(raw, request, None)
+                saved = fast.save(raw, request, None)
             except Exception as exc:
                 self._raw.discard(raw)
                 if self._dialect.is_transient(exc):
@@ -290,11 +325,15 @@ class SqlStore(Store):
                 raise
             self._raw.put(raw)
             return saved
-        # The pool's connection without a SQLAlchemy Connection around it: building and closing
-        # one cost more than SQLite's whole write.
+        return self._on_raw(lambda raw: fast.save(raw, request, self.server_clock))
+
+    def _on_raw(self, write: Callable[[Any], T]) -> T:
+        """``write(driver_connection)`` on a pooled connection, without a SQLAlchemy Connection
+        around it: building and closing one cost more than SQLite's whole write. A driver error
+        worth a retry drops that connection."""
         conn = self.engine.raw_connection()
         try:
-            return self._fast.save(conn.driver_connection, request, self.server_clock)
+            return write(conn.driver_connection)
         except Exception as exc:
             dbapi_error = self.engine.dialect.loaded_dbapi.Error
             dropped = isinstance(exc, dbapi_error) and self.engine.dialect.is_disconnect(
