@@ -102,9 +102,14 @@ class WorkerThreads:
                 start = True
             else:
                 self._backlog += 1
+        if start:  # before the job is queued: a thread that cannot start fails this call only
+            try:
+                threading.Thread(target=self._work, name=self.name, daemon=True).start()
+            except BaseException:
+                with self._lock:
+                    self.threads -= 1
+                raise
         self._jobs.put(job)
-        if start:
-            threading.Thread(target=self._work, name=self.name, daemon=True).start()
 
     def _work(self) -> None:
         jobs = self._jobs

@@ -159,3 +159,21 @@ def test_a_forked_child_starts_its_own_threads() -> None:
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     assert report == "42"
+
+
+def test_a_thread_that_cannot_start_fails_only_its_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its job is never queued: no later thread runs a call whose caller saw it fail."""
+    pool = WorkerThreads(1, name="wt-start")
+    ran: list[str] = []
+    start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start"):
+        asyncio.run(pool.run(lambda: ran.append("refused")))
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert pool.threads == 0
+    asyncio.run(pool.run(lambda: ran.append("later")))
+    assert ran == ["later"]
