@@ -32,7 +32,10 @@ changed request whose write cannot be made durable (``WriteRefused``) gets the 5
 application's response start, whose body messages are then dropped.
 
 The event loop never blocks: a cached session is resolved on the loop (``begin_cached``); a miss,
-a busy session (``serialize_access``) and every store write run in a worker thread. Under
+a busy session (``serialize_access``) and every store write run in a worker thread. So a request
+that finds its session cached hands off to a thread once if it wrote, and never if it did not.
+On asyncio those threads are the middleware's own (:mod:`.workerthreads`: the hand-off costs
+about half the CPU of anyio's); on another loop (trio), anyio's. Under
 ``OnAttribute`` and ``AfterUpdates`` a set or delete in an async endpoint does not write inside
 the call (that would be on the loop): the write at the end of the request, in a worker thread,
 carries it, still before ``http.response.start`` goes on. ``sync()``, ``invalidate()`` and
@@ -48,6 +51,7 @@ closed (every dirty session written) before the server is told that shutdown is 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -60,6 +64,7 @@ from .errors import UNAVAILABLE_ERRORS, WriteRefused
 from .lifecycle import UNAVAILABLE_BODY, ActiveRequest
 from .manager import SessionManager
 from .tracking import Tracking, split_path_param
+from .workerthreads import WorkerThreads
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,6 +73,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _UNSET: Any = object()
+#: Worker threads for the store writes and the session operations, per middleware (anyio's
+#: default limit): a write waiting for the batch in flight holds one.
+WRITE_THREADS = 40
 #: What the response start answers with a 503: a refused write, or the store failing the store
 #: work a ``sync()``, ``invalidate()`` or ``rotate_id()`` on the loop deferred to it.
 _ANSWERED_503: tuple[type[BaseException], ...] = (WriteRefused, *UNAVAILABLE_ERRORS)
@@ -91,8 +99,9 @@ class SessionMiddleware:
     manager to the caller (when it is shared by several apps).
 
     ``begin_threads`` bounds the worker threads that load sessions and wait for busy ones
-    (``serialize_access``). They are kept apart from anyio's default pool, which runs the store
-    writes: requests waiting for a session can then never starve the write that would free it.
+    (``serialize_access``). They are kept apart from the ones that run the store writes
+    (``WRITE_THREADS``): requests waiting for a session can then never starve the write that
+    would free it.
     """
 
     def __init__(
@@ -143,7 +152,9 @@ class SessionMiddleware:
         self.owner = owner
         self.close_on_shutdown = close_on_shutdown
         self.begin_threads = begin_threads
-        self._begin_limiter: anyio.CapacityLimiter | None = None
+        self._begin_limiter: anyio.CapacityLimiter | None = None  # off asyncio
+        self._begins = WorkerThreads(begin_threads, name="sessionkeeper-begin")
+        self._writes = WorkerThreads(WRITE_THREADS, name="sessionkeeper-write")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -157,8 +168,8 @@ class SessionMiddleware:
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Inline writes wait for the request's end, the operations' store work for the next
-        # message; the awaitable operations run in anyio's worker threads, as the writes do.
-        self.manager.lifecycle.mark_event_loop(anyio.to_thread.run_sync)
+        # message; the awaitable operations run in the write threads, as the writes do.
+        self.manager.lifecycle.mark_event_loop(self._in_write_thread)
         tracking = self.tracking or self.manager.tracking
         path_id = None
         if tracking.uses_url:
@@ -204,7 +215,7 @@ class SessionMiddleware:
             else:  # the store work of a sync(), invalidate() or rotate_id() on the loop
                 deferred = self.manager.lifecycle.deferred(active)
                 if deferred is not None:
-                    await anyio.to_thread.run_sync(deferred)
+                    await self._in_write_thread(deferred)
             if message["type"] == "websocket.accept":
                 message = dict(message)
                 message["headers"] = [
@@ -240,16 +251,12 @@ class SessionMiddleware:
         active = self.manager.lifecycle.begin_cached(self.app_name, session_id, owner=owner)
         if active is not None:
             return active
-        if self._begin_limiter is None:
-            self._begin_limiter = anyio.CapacityLimiter(self.begin_threads)
         begin = functools.partial(
             self.manager.lifecycle.begin_request, self.app_name, session_id, owner=owner
         )
         # Shielded: a request cancelled while its session loads must still end it, later.
         with anyio.CancelScope(shield=True):
-            begun: ActiveRequest = await anyio.to_thread.run_sync(
-                begin, limiter=self._begin_limiter
-            )
+            begun: ActiveRequest = await self._in_begin_thread(begin)
         self.manager.lifecycle.bind(begun)
         return begun
 
@@ -265,7 +272,21 @@ class SessionMiddleware:
     async def _finish(self, active: ActiveRequest, *, ok: bool) -> None:
         pending = self.manager.lifecycle.finish_request(active, ok=ok)
         if pending is not None:
-            await anyio.to_thread.run_sync(pending)
+            await self._in_write_thread(pending)
+
+    async def _in_write_thread(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` (a write, a session operation's store work) in a worker thread; a
+        cancellation of the caller waits for it to return, as anyio's does."""
+        if _on_asyncio():
+            return await self._writes.run(fn)
+        return await anyio.to_thread.run_sync(fn)
+
+    async def _in_begin_thread(self, fn: Callable[[], ActiveRequest]) -> ActiveRequest:
+        if _on_asyncio():
+            return await self._begins.run(fn)
+        if self._begin_limiter is None:
+            self._begin_limiter = anyio.CapacityLimiter(self.begin_threads)
+        return await anyio.to_thread.run_sync(fn, limiter=self._begin_limiter)
 
     def _cookie_headers(self, active: ActiveRequest, https: bool) -> list[tuple[bytes, bytes]]:
         headers = self.manager.lifecycle.response_headers(
@@ -309,6 +330,15 @@ def _starlette_tracking(manager: SessionManager, options: dict[str, Any]) -> Tra
         cookie_partitioned=options["partitioned"],
         attribute_case="lower",
     )
+
+
+def _on_asyncio() -> bool:
+    """Whether the caller runs on an asyncio event loop (not trio)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _headers(scope: Scope) -> dict[str, str]:

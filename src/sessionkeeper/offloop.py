@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
-#: ``fn -> awaitable of fn()``, run in a worker thread (``anyio.to_thread.run_sync``).
+#: ``fn -> awaitable of fn()``, run in a worker thread (the ASGI adapter's threads).
 RunInThread = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 #: The thread of the event loop serving this context's request, if an async adapter said so, and

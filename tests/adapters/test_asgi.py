@@ -28,7 +28,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def make_app(manager: sk.SessionManager) -> Starlette:
+def make_app(manager: sk.SessionManager, *, with_middleware: bool = True) -> Starlette:
     async def incr(request: Request) -> Response:
         request.session["n"] = request.session.get("n", 0) + 1
         return JSONResponse({"n": request.session["n"]})
@@ -94,7 +94,8 @@ def make_app(manager: sk.SessionManager) -> Starlette:
         Route("/sync", sync, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
-    app.add_middleware(SessionMiddleware, manager=manager, app_name="shop")
+    if with_middleware:
+        app.add_middleware(SessionMiddleware, manager=manager, app_name="shop")
     return app
 
 
@@ -460,3 +461,28 @@ def test_a_websocket_operation_on_the_loop_is_stored_before_its_next_message() -
         m.close()
     ops = [op for op, _ in store.op_threads]
     assert "delete" in ops and on_loop(store, loop_threads[0]) == []
+
+
+async def test_a_cached_request_hands_off_to_a_thread_only_to_write(
+    manager: sk.SessionManager,
+) -> None:
+    """A cache hit begins on the loop: a request that reads makes no thread hop, one that
+    writes makes one (its write), and a new session is begun on the loop too."""
+    app = SessionMiddleware(make_app(manager, with_middleware=False), manager, "shop")
+    hops: list[str] = []
+    for pool in (app._begins, app._writes):
+        run = pool.run
+
+        async def spy(fn: Any, run: Any = run, name: str = pool.name) -> Any:
+            hops.append(name)
+            return await run(fn)
+
+        pool.run = spy  # type: ignore[method-assign]
+    async with client(app) as c:
+        await c.post("/incr")
+        assert hops == ["sessionkeeper-write"]  # the new session's write only
+        hops.clear()
+        assert (await c.get("/read")).json() == {"n": 1}
+        assert hops == []
+        assert (await c.post("/incr")).json() == {"n": 2}
+        assert hops == ["sessionkeeper-write"]
