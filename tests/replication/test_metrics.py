@@ -117,7 +117,9 @@ def test_the_replication_gap_while_nats_is_down(make_node: MakeNode, nats: NatsS
     assert a._replicator is not None
     ea = exporter_of(a)
     nats.stop()
+    # The flag flips on the loop; the loss is counted on the worker right after.
     assert wait_until(lambda: not a._replicator.transport.connected)  # type: ignore[union-attr]
+    assert wait_until(lambda: a.stats()["replication_disconnects"] == 1)
     samples = scrape(ea)
     assert value(samples, "sessionkeeper_replication_connected") == 0
     assert value(samples, "sessionkeeper_replication_gap_seconds") > 0

@@ -7,7 +7,7 @@ thread), ``recover`` (a session not owned here is asked for: from the nodes the 
 node becomes its owner at a new epoch), ``forget`` (invalidated or rotated away: tombstones go
 to the backups) and ``close`` (owned sessions are handed to their backups). Taking over is in
 :mod:`.failover`, the housekeeping's repairs of backups in :mod:`.repair`; messages from other
-nodes are handled on the transport's worker thread (:mod:`.handlers`).
+nodes are handled on the transport's loop thread, a takeover on its worker (:mod:`.handlers`).
 
 Fencing: each owner owns a session at an epoch; a node that takes a session over owns it at a
 higher one and says so to the cluster. A backup refuses a delta from an older epoch; the stale
