@@ -33,7 +33,7 @@ from .backups import Backups, Copy
 from .codec import Codec, Rejected
 from .counters import ReplicationCounters
 from .membership import Membership
-from .owned import Owned, copy_of, delta_of, serialize
+from .owned import Owned, copy_of, delta_of, meta_of, serialize
 from .placement import Member, choose_backups, next_epoch
 from .settings import Replication
 from .transport import Transport
@@ -246,7 +246,7 @@ class Replicator:
             full = entry.needs_full
             delta = delta_of(s, self.rt.node, entry, blobs, version)
             touch_due = s.last_access_at - entry.last_access_sent > s.timeout_s / 4
-            meta = (s.timeout_s, s.absolute_expires_at)
+            meta = meta_of(s)
             changed = bool(delta.changed or delta.removed) or meta != entry.meta_sent
             if not full and not changed and not touch_due:
                 self._acked(entry, seen)
