@@ -86,6 +86,9 @@ class Replicator:
 
     def _reset(self) -> None:
         self.owned: dict[Key, Owned] = {}
+        #: The owned entries with a change no backup acknowledged (under ``_lock``): the ack
+        #: lag is read from these few, not from every owned session.
+        self.unacked: dict[Owned, Key] = {}
         self._lock = threading.Lock()
         self._sender: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight = 0
@@ -199,6 +202,7 @@ class Replicator:
         entry = self._entry(s)
         with self._lock:
             entry.changed(self.rt.clock.monotonic())
+            self.unacked[entry] = (s.app, s.token)
         if self.config.ack == "sync":
             self._replicate(s, entry)
             return
@@ -282,7 +286,18 @@ class Replicator:
 
     def _acked(self, entry: Owned, seen: int) -> None:
         with self._lock:
-            entry.acked(seen)
+            if entry.acked(seen):
+                self.unacked.pop(entry, None)
+
+    def oldest_unacked(self) -> float | None:
+        """When the oldest change no backup acknowledged was made (monotonic), of a session
+        still owned here; ``None`` if there is none. Forgets the entries no longer owned."""
+        with self._lock:
+            gone = [e for e, key in self.unacked.items() if self.owned.get(key) is not e]
+            for e in gone:
+                del self.unacked[e]
+            since = [e.unacked_since for e in self.unacked if e.unacked_since is not None]
+        return min(since) if since else None
 
     def _send(self, node: str, full: bool, copy: Copy, delta: dict[str, Any]) -> bool:
         """One backup's copy brought to ``copy``: by the delta, or whole when asked or needed."""

@@ -44,11 +44,13 @@ class Owned:
         if self.unacked_since is None:
             self.unacked_since = now
 
-    def acked(self, seen: int) -> None:
+    def acked(self, seen: int) -> bool:
         """Its backups hold every change up to the ``seen``-th request (under the
-        replicator's lock); a request that ended meanwhile keeps the lag."""
+        replicator's lock); a request that ended meanwhile keeps the lag. Whether none is
+        unacknowledged now."""
         if self.changes == seen:
             self.unacked_since = None
+        return self.unacked_since is None
 
     def set_backups(self, backups: tuple[str, ...]) -> None:
         """The backups from now on; a backup left out is retired (it may hold a copy), one
