@@ -112,3 +112,24 @@ def noop() -> None:
 
 async def nats_connect(url: str) -> Any:
     return await nats_py.connect(servers=[url], allow_reconnect=False)
+
+
+def test_write_now_declines_a_message_over_the_servers_max_payload(nats: NatsServer) -> None:
+    """nats-server closes a connection that sends a PUB over its ``max_payload``: such a message
+    goes to nats-py's publish, which refuses it with its own error, and the connection stays."""
+
+    async def go() -> tuple[bool, bool, bool]:
+        nc = await nats_connect(nats.url)
+        big = b"x" * (nc.max_payload + 1)
+        declined = not write_now(nc, "t", "", big)
+        refused = False
+        try:
+            await nc.publish("t", big)
+        except nats_py.errors.MaxPayloadError:
+            refused = True
+        await nc.flush(timeout=5)  # answered: the server kept the connection
+        connected = nc.is_connected
+        await nc.close()
+        return declined, refused, connected
+
+    assert run(go()) == (True, True, True)

@@ -56,11 +56,16 @@ class Sink:
 
 def write_now(nc: Any, subject: str, reply: str, data: bytes) -> bool:
     """Write a ``PUB`` of ``data`` to ``nc``'s socket now (on the loop thread); whether it was
-    written. ``False`` when the client is not connected: the caller publishes through nats-py."""
+    written. ``False`` when the client is not connected, when ``data`` is over the server's
+    ``max_payload`` (nats-server would close the connection; nats-py's publish refuses it with
+    its own error), or when this nats-py lacks the attributes used here: the caller then
+    publishes through nats-py."""
     transport = getattr(nc, "_transport", None)
     if not nc.is_connected or nc.is_closed or transport is None:
         return False
-    if nc._pending:  # queued by nats-py, not flushed yet: those go first
+    if len(data) > nc.max_payload or not hasattr(nc, "_pending_data_size"):
+        return False
+    if getattr(nc, "_pending", None):  # queued by nats-py, not flushed yet: those go first
         transport.writelines(nc._pending)
         nc._pending = []
         nc._pending_data_size = 0
