@@ -7,7 +7,7 @@ import threading
 from collections import Counter
 
 import sessionkeeper as sk
-from sessionkeeper.replication.backups import Backups, Copy, Delta
+from sessionkeeper.replication.backups import Backups, Copy, Delta, delta_from_wire
 from sessionkeeper.replication.placement import Verdict
 from tests.replication.conftest import MakeNode, wait_members, wait_until
 
@@ -38,6 +38,21 @@ def test_deltas_apply_in_order_and_a_gap_asks_for_the_whole() -> None:
     assert b.get(("shop", "t")) == got  # nothing of it applied
     assert b.apply_snapshot(copy(version=4, x=b"5")) is Verdict.APPLY  # the recovery
     assert b.apply_delta(delta(4, 5, z=b"6")) is Verdict.APPLY
+
+
+def test_a_delta_carries_the_principal_and_one_that_does_not_say_keeps_it() -> None:
+    b, _ = make()
+    b.apply_snapshot(copy(x=b"1"))
+    login = delta_from_wire(delta(1, 2).to_wire() | {"pr": "alice"})
+    assert b.apply_delta(login) is Verdict.APPLY
+    assert (got := b.get(("shop", "t"))) is not None and got.principal == "alice"
+    silent = delta(2, 3, x=b"2").to_wire()  # an older node's delta: no "pr"
+    assert "pr" not in silent
+    assert b.apply_delta(delta_from_wire(silent)) is Verdict.APPLY
+    assert (got := b.get(("shop", "t"))) is not None and got.principal == "alice"
+    logout = delta_from_wire(delta(3, 4).to_wire() | {"pr": None})
+    assert b.apply_delta(logout) is Verdict.APPLY
+    assert (got := b.get(("shop", "t"))) is not None and got.principal is None
 
 
 def test_a_superseded_owner_stays_refused_after_the_copy_is_dropped() -> None:

@@ -134,11 +134,6 @@ def test_tiered_new_owner_writes_its_copys_owner_over_the_stores(
     assert stored is not None and stored.owner == "alice" and stored.attributes["n"] == b"2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a delta carries no owner (replication/owned.delta_of): a login replicated as a "
-    "delta leaves the backup's copy with the old owner",
-)
 def test_tiered_owner_change_reaches_the_backup(make_node: MakeNode, tmp_path: Path) -> None:
     a, b = tiered_pair(make_node, tmp_path)
     with a.request("shop") as s:
@@ -150,6 +145,18 @@ def test_tiered_owner_change_reaches_the_backup(make_node: MakeNode, tmp_path: P
     crash(a)
     with b.request("shop", s.id) as s:
         assert s["n"] == 1 and s.owner == "bob"
+
+
+def test_an_owner_change_alone_reaches_the_backup(make_node: MakeNode, tmp_path: Path) -> None:
+    """A login that sets no attribute is a change the backup must hold too."""
+    a, b = tiered_pair(make_node, tmp_path)
+    with a.request("shop") as s:
+        s["n"] = 0
+    with a.request("shop", s.id) as s:
+        s.owner = "alice"
+    crash(a)
+    with b.request("shop", s.id) as s:
+        assert s.owner == "alice"
 
 
 def test_a_deferred_policy_without_sticky_routing_loses_nothing_over_the_channel(

@@ -117,7 +117,9 @@ def test_the_replication_gap_while_nats_is_down(make_node: MakeNode, nats: NatsS
     assert a._replicator is not None
     ea = exporter_of(a)
     nats.stop()
+    # The flag flips on the loop; the loss is counted on the worker right after.
     assert wait_until(lambda: not a._replicator.transport.connected)  # type: ignore[union-attr]
+    assert wait_until(lambda: a.stats()["replication_disconnects"] == 1)
     samples = scrape(ea)
     assert value(samples, "sessionkeeper_replication_connected") == 0
     assert value(samples, "sessionkeeper_replication_gap_seconds") > 0
@@ -160,3 +162,24 @@ def test_stats_crash_window_is_replications_not_the_policys(
         resume.set()
     assert wait_until(lambda: asyn.stats()["replication_async_in_flight"] == 0)
     assert asyn.stats()["crash_window_s"] == 0
+
+
+def test_the_ack_lag_forgets_a_session_no_longer_owned(
+    make_node: MakeNode, clock: sk.FakeClock, tmp_path: Path
+) -> None:
+    """Alone (no backup) in front of a store, each change is answered unacknowledged: the lag
+    grows from the oldest, and ends with the session (invalidated: no longer owned here)."""
+    a = make_node("a", store=f"sqlite:///{tmp_path / 'a.db'}")
+    with a.request("shop") as first:
+        first["x"] = 1
+    clock.advance(2)
+    with a.request("shop") as second:
+        second["x"] = 1
+    clock.advance(1)
+    assert a.stats()["replication_ack_lag_s"] == 3
+    with a.request("shop", first.id) as s:
+        s.invalidate()
+    assert a.stats()["replication_ack_lag_s"] == 1  # the second one's
+    with a.request("shop", second.id) as s:
+        s.invalidate()
+    assert a.stats()["replication_ack_lag_s"] == 0

@@ -12,6 +12,7 @@ Thread safety: every method takes one lock.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -98,10 +99,18 @@ def copy_from_wire(p: dict[str, Any]) -> Copy:
     return copy
 
 
+class Keep(enum.Enum):
+    """A delta's principal when its sender did not say (a node of an older version): the
+    copy keeps the one it holds."""
+
+    PRINCIPAL = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Delta:
     """What one changed request did: the keys set (their new bytes) and removed, the
-    replication version it goes from and to, and the session's metadata after it."""
+    replication version it goes from and to, and the session's metadata after it (its
+    principal included: a login or a logout may change nothing else)."""
 
     app: str
     token: str
@@ -114,14 +123,18 @@ class Delta:
     last_access_at: float
     timeout_s: float
     absolute_expires_at: float | None = None
+    principal: str | Keep | None = Keep.PRINCIPAL
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "a": self.app, "k": self.token, "o": self.owner, "e": self.epoch,
             "bv": self.base_version, "v": self.version, "ch": self.changed,
             "rm": list(self.removed), "m": [self.last_access_at, self.timeout_s],
             "x": self.absolute_expires_at,
         }  # fmt: skip
+        if not isinstance(self.principal, Keep):
+            wire["pr"] = self.principal
+        return wire
 
 
 def delta_from_wire(p: dict[str, Any]) -> Delta:
@@ -133,7 +146,7 @@ def delta_from_wire(p: dict[str, Any]) -> Delta:
         return Delta(
             _str(p["a"]), _str(p["k"]), _str(p["o"]), _int(p["e"]), _int(p["bv"]), _int(p["v"]),
             dict(changed), tuple(_str(k) for k in p["rm"]), float(last_access_at), float(timeout_s),
-            _deadline(p.get("x")),
+            _deadline(p.get("x")), _principal(p["pr"]) if "pr" in p else Keep.PRINCIPAL,
         )  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadPayload(str(exc)) from exc
@@ -145,6 +158,10 @@ def _deadline(v: object) -> float | None:
     if not isinstance(v, int | float) or isinstance(v, bool):
         raise TypeError("expected a deadline")
     return float(v)
+
+
+def _principal(v: object) -> str | None:
+    return None if v is None else _str(v)
 
 
 def _str(v: object) -> str:
@@ -215,6 +232,9 @@ class Backups:
                         last_access_at=d.last_access_at,
                         timeout_s=d.timeout_s,
                         absolute_expires_at=d.absolute_expires_at,
+                        principal=(
+                            current.principal if isinstance(d.principal, Keep) else d.principal
+                        ),
                     )
                 )
             return verdict

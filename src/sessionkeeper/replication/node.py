@@ -7,7 +7,7 @@ thread), ``recover`` (a session not owned here is asked for: from the nodes the 
 node becomes its owner at a new epoch), ``forget`` (invalidated or rotated away: tombstones go
 to the backups) and ``close`` (owned sessions are handed to their backups). Taking over is in
 :mod:`.failover`, the housekeeping's repairs of backups in :mod:`.repair`; messages from other
-nodes are handled on the transport's worker thread (:mod:`.handlers`).
+nodes are handled on the transport's loop thread, a takeover on its worker (:mod:`.handlers`).
 
 Fencing: each owner owns a session at an epoch; a node that takes a session over owns it at a
 higher one and says so to the cluster. A backup refuses a delta from an older epoch; the stale
@@ -33,7 +33,7 @@ from .backups import Backups, Copy
 from .codec import Codec, Rejected
 from .counters import ReplicationCounters
 from .membership import Membership
-from .owned import Owned, copy_of, delta_of, serialize
+from .owned import Owned, copy_of, delta_of, meta_of, serialize
 from .placement import Member, choose_backups, next_epoch
 from .settings import Replication
 from .transport import Transport
@@ -86,6 +86,9 @@ class Replicator:
 
     def _reset(self) -> None:
         self.owned: dict[Key, Owned] = {}
+        #: The owned entries with a change no backup acknowledged (under ``_lock``): the ack
+        #: lag is read from these few, not from every owned session.
+        self.unacked: dict[Owned, Key] = {}
         self._lock = threading.Lock()
         self._sender: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight = 0
@@ -199,6 +202,7 @@ class Replicator:
         entry = self._entry(s)
         with self._lock:
             entry.changed(self.rt.clock.monotonic())
+            self.unacked[entry] = (s.app, s.token)
         if self.config.ack == "sync":
             self._replicate(s, entry)
             return
@@ -246,7 +250,7 @@ class Replicator:
             full = entry.needs_full
             delta = delta_of(s, self.rt.node, entry, blobs, version)
             touch_due = s.last_access_at - entry.last_access_sent > s.timeout_s / 4
-            meta = (s.timeout_s, s.absolute_expires_at)
+            meta = meta_of(s)
             changed = bool(delta.changed or delta.removed) or meta != entry.meta_sent
             if not full and not changed and not touch_due:
                 self._acked(entry, seen)
@@ -282,7 +286,18 @@ class Replicator:
 
     def _acked(self, entry: Owned, seen: int) -> None:
         with self._lock:
-            entry.acked(seen)
+            if entry.acked(seen):
+                self.unacked.pop(entry, None)
+
+    def oldest_unacked(self) -> float | None:
+        """When the oldest change no backup acknowledged was made (monotonic), of a session
+        still owned here; ``None`` if there is none. Forgets the entries no longer owned."""
+        with self._lock:
+            gone = [e for e, key in self.unacked.items() if self.owned.get(key) is not e]
+            for e in gone:
+                del self.unacked[e]
+            since = [e.unacked_since for e in self.unacked if e.unacked_since is not None]
+        return min(since) if since else None
 
     def _send(self, node: str, full: bool, copy: Copy, delta: dict[str, Any]) -> bool:
         """One backup's copy brought to ``copy``: by the delta, or whole when asked or needed."""

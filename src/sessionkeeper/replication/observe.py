@@ -40,10 +40,10 @@ def short(r: Replicator, entry: Owned, live: set[str]) -> bool:
 
 def ack_lag_s(r: Replicator) -> float:
     """The age of the oldest change of an owned session that no backup acknowledged yet: an
-    async delta in flight, or a change answered while no backup could take it; 0 if none."""
-    with r._lock:
-        since = [e.unacked_since for e in r.owned.values() if e.unacked_since is not None]
-    return max(0.0, r.rt.clock.monotonic() - min(since)) if since else 0.0
+    async delta in flight, or a change answered while no backup could take it; 0 if none.
+    Reads only the entries that have one (:meth:`.Replicator.oldest_unacked`)."""
+    since = r.oldest_unacked()
+    return 0.0 if since is None else max(0.0, r.rt.clock.monotonic() - since)
 
 
 def stats(r: Replicator, store_window_s: float) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Per owned session: the epoch it owns it at, the replication version (one per changed request),
 its backups (as frozen in the id), and the attribute bytes as last replicated, from which the
-next request's delta is computed, and the timeout and deadline last sent (a request that changes
-only those is replicated too). ``parked`` holds a session handed to this node (a handoff, or a
+next request's delta is computed, and the timeout, deadline and principal last sent (a request
+that changes only those is replicated too). ``parked`` holds a session handed to this node (a handoff, or a
 copy taken over) that no request has asked for yet. ``retired`` are the nodes that were its
 backups and were replaced (they did not answer in time): each may still hold a copy, until it is
 told to drop it (:meth:`Owned.set_backups`, and the owner's housekeeping). ``lock`` orders one
@@ -19,6 +19,8 @@ from ..serialization import Serializer
 from ..session import Session
 from .backups import Copy, Delta
 
+Meta = tuple[float, float | None, str | None]
+
 
 @dataclass(eq=False)
 class Owned:
@@ -28,7 +30,7 @@ class Owned:
     blobs: dict[str, bytes] = field(default_factory=dict)
     needs_full: bool = True  # the backups hold nothing (yet) of this epoch
     last_access_sent: float = 0.0
-    meta_sent: tuple[float, float | None] | None = None  # (timeout_s, deadline) last sent
+    meta_sent: Meta | None = None  # (timeout_s, deadline, principal) last sent
     parked: Copy | None = None
     retired: tuple[str, ...] = ()  # a tuple: no set allocated per owned session
     changes: int = 0  # requests that ended on it (the ack lag's bookkeeping)
@@ -42,11 +44,13 @@ class Owned:
         if self.unacked_since is None:
             self.unacked_since = now
 
-    def acked(self, seen: int) -> None:
+    def acked(self, seen: int) -> bool:
         """Its backups hold every change up to the ``seen``-th request (under the
-        replicator's lock); a request that ended meanwhile keeps the lag."""
+        replicator's lock); a request that ended meanwhile keeps the lag. Whether none is
+        unacknowledged now."""
         if self.changes == seen:
             self.unacked_since = None
+        return self.unacked_since is None
 
     def set_backups(self, backups: tuple[str, ...]) -> None:
         """The backups from now on; a backup left out is retired (it may hold a copy), one
@@ -85,9 +89,13 @@ def copy_of(s: Session, me: str, entry: Owned, blobs: dict[str, bytes], version:
     )  # fmt: skip
 
 
+def meta_of(s: Session) -> Meta:
+    return (s.timeout_s, s.absolute_expires_at, s.owner)
+
+
 def delta_of(s: Session, me: str, entry: Owned, blobs: dict[str, bytes], version: int) -> Delta:
     changed, removed = changes(entry.blobs, blobs)
     return Delta(
         s.app, s.token, me, entry.epoch, entry.version, version, changed, removed,
-        s.last_access_at, s.timeout_s, s.absolute_expires_at,
+        s.last_access_at, s.timeout_s, s.absolute_expires_at, s.owner,
     )  # fmt: skip

@@ -4,9 +4,10 @@ The loop thread is started lazily, by the first :meth:`start` in the process tha
 forked child starts its own (:mod:`..forks`): the parent's thread and socket are not the child's.
 Other threads call :meth:`publish` and :meth:`request`, which hand the work to the loop and wait
 for it at most their bound. Incoming messages are handled by ``handler(subject, data)`` on the
-loop, in arrival order (so one owner's deltas apply in the order sent); it must not block. Its
-return value, if bytes, is the reply; if a callable, that runs on one worker thread (work that
-may itself send a request, or wait), and what it returns is the reply.
+loop, in arrival order per subscription (so one owner's deltas apply in the order sent), as
+nats-py parses them (:mod:`.natsio`); it must not block. Its return value, if bytes, is the
+reply; if a callable, that runs on one worker thread (work that may itself send a request, or
+wait), and what it returns is the reply: the subscription's later messages wait for it.
 
 While NATS is unreachable the client reconnects forever in the background: ``connected`` is
 false, ``publish`` drops (counted by the caller), ``request`` answers ``None`` at once.
@@ -16,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import forks
+from .natsio import Sink, no_responders, write_now
 
 log = logging.getLogger("sessionkeeper.replication")
 
@@ -59,6 +64,9 @@ class Transport:
         self.connected = False
         self.down_since: float | None = None  # monotonic; set while started and not connected
         self._up_event = threading.Event()
+        self._inbox = ""  # "<inbox>.<token>" is the reply subject of each request
+        self._waiting: dict[str, _Waiter] = {}  # by token; the loop pops the one answered
+        self._tokens = itertools.count(1)
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -134,8 +142,14 @@ class Transport:
                 wait_s = min(wait_s * 2, 2.0)
         if self._nc is None:
             return
+        self._inbox = self._nc.new_inbox()
+        await self._nc.subscribe(f"{self._inbox}.*", future=Sink(self._on_reply))
         for subject in self._subjects():
-            await self._nc.subscribe(subject, cb=self._deliver)
+            await self._nc.subscribe(subject, future=Sink(_Inbound(self).deliver))
+        try:
+            await self._nc.flush()  # connected means the server has our subscriptions
+        except Exception:
+            log.debug("NATS: the first flush failed", exc_info=True)
         await self._up()
         while not self._closing:
             self._submit(self._tick)
@@ -165,19 +179,16 @@ class Transport:
         except RuntimeError:  # shut down meanwhile
             return None
 
-    async def _deliver(self, msg: Any) -> None:
-        result = _logged(lambda: self._handler(msg.subject, msg.data))
-        if callable(result):
-            fut = self._submit(result)
-            if fut is None:
-                return
-            result = await asyncio.wrap_future(fut, loop=asyncio.get_running_loop())
-        reply = result
-        if msg.reply and isinstance(reply, bytes) and self._nc is not None and self.connected:
-            try:
-                await self._nc.publish(msg.reply, reply)
-            except Exception:
-                log.debug("a reply could not be sent", exc_info=True)
+    def _reply(self, reply_to: str, reply: object) -> None:
+        """On the loop: send a handler's reply, if it made one and the message asked for it."""
+        if reply_to and isinstance(reply, bytes) and self._nc is not None and self.connected:
+            self._send(reply_to, "", reply)
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                loop.call_soon_threadsafe(fn, *args)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -186,51 +197,115 @@ class Transport:
         loop, nc = self._loop, self._nc
         if loop is None or nc is None or not self.connected:
             return False
-        asyncio.run_coroutine_threadsafe(nc.publish(subject, data), loop)
+        try:
+            loop.call_soon_threadsafe(self._send, subject, "", data)
+        except RuntimeError:  # the loop was closed meanwhile
+            return False
         return True
 
     def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
         """Send and wait at most ``timeout_s`` for the reply; ``None`` when none came (timeout,
         no subscriber, not connected). Must not be called on the worker's own handling of a
-        message addressed to this same node (it would wait for itself).
+        message addressed to this node (it would wait for itself).
 
-        The hop to the loop is one ``call_soon_threadsafe``, and the reply comes back through a
-        :class:`_Waiter` (a lock the calling thread blocks on), set by the request task's done
-        callback: no ``run_coroutine_threadsafe`` wrapper task and future chain on the path
-        every ``ack="sync"`` request waits on."""
+        Every ``ack="sync"`` request waits on this path, so it is short: one
+        ``call_soon_threadsafe`` whose callback writes the message to the socket, and the reply,
+        addressed to ``<inbox>.<token>`` of the one reply subscription, is handed to the
+        :class:`_Waiter` (a lock the calling thread blocks on) by the read loop as it is parsed."""
         loop, nc = self._loop, self._nc
         if loop is None or nc is None or not self.connected:
             return None
-        waiter = _Waiter()
-
-        def start() -> None:
-            waiter.task = loop.create_task(nc.request(subject, data, timeout=timeout_s))
-            waiter.task.add_done_callback(waiter.done)
-
+        token = str(next(self._tokens))
+        waiter = self._waiting[token] = _Waiter()
         try:
-            loop.call_soon_threadsafe(start)
+            loop.call_soon_threadsafe(self._send, subject, f"{self._inbox}.{token}", data, token)
         except RuntimeError:  # the loop was closed meanwhile
+            self._waiting.pop(token, None)
             return None
-        reply = waiter.wait(timeout_s + 0.5)
-        if reply is None and waiter.task is not None and not waiter.task.done():
-            loop.call_soon_threadsafe(waiter.task.cancel)
+        reply = waiter.wait(timeout_s)
+        self._waiting.pop(token, None)
         return reply
+
+    def _send(self, subject: str, reply_to: str, data: bytes, token: str = "") -> None:
+        """On the loop: write the message now, or, while nats-py reconnects, through its
+        publish (which buffers it). A request that cannot be sent at all ends at once."""
+        nc = self._nc
+        try:
+            if nc is not None and write_now(nc, subject, reply_to, data):
+                return
+            if nc is not None:
+                task = asyncio.ensure_future(nc.publish(subject, data, reply=reply_to))
+                task.add_done_callback(lambda t: self._published(t, token))
+                return
+        except Exception:
+            log.debug("a message could not be sent", exc_info=True)
+        self._published(None, token)
+
+    def _published(self, task: asyncio.Future[None] | None, token: str) -> None:
+        if task is not None and (task.cancelled() or task.exception() is None):
+            return
+        waiter = self._waiting.pop(token, None) if token else None
+        if waiter is not None:
+            waiter.answer(None)
+
+    def _on_reply(self, msg: Any) -> None:
+        """On the loop, from the reply subscription: wake the request that waits for it."""
+        waiter = self._waiting.pop(msg.subject[len(self._inbox) + 1 :], None)
+        if waiter is not None:
+            waiter.answer(None if no_responders(msg) else bytes(msg.data))
+
+
+class _Inbound:
+    """One subscription's messages, handled in arrival order: while one's work runs on the
+    worker, the later ones are held, and handled (on the loop) once its reply is sent."""
+
+    __slots__ = ("_held", "_t")
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+        self._held: deque[Any] | None = None  # not None while a message's work is on the worker
+
+    def deliver(self, msg: Any) -> None:
+        if self._held is not None:
+            self._held.append(msg)
+        else:
+            self._handle(msg)
+
+    def _handle(self, msg: Any) -> None:
+        t = self._t
+        result = _logged(lambda: t._handler(msg.subject, msg.data))
+        if not callable(result):
+            t._reply(msg.reply, result)
+            return
+        fut = t._submit(result)
+        if fut is None:
+            return
+        self._held = deque()
+        fut.add_done_callback(lambda f: t._on_loop(self._resume, msg.reply, f))
+
+    def _resume(self, reply_to: str, fut: concurrent.futures.Future[object]) -> None:
+        self._t._reply(reply_to, None if fut.cancelled() else fut.result())
+        held, self._held = self._held or deque(), None
+        while held:
+            self._handle(held.popleft())
+            if self._held is not None:  # that one went to the worker too: the rest waits
+                self._held.extend(held)
+                return
 
 
 class _Waiter:
     """One request's reply, handed from the loop to the thread waiting for it."""
 
-    __slots__ = ("_lock", "reply", "task")
+    __slots__ = ("_lock", "reply")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()  # released once the reply (or its absence) is known
         self.reply: bytes | None = None
-        self.task: asyncio.Task[Any] | None = None
 
-    def done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            self.reply = bytes(task.result().data)
+    def answer(self, reply: bytes | None) -> None:
+        """Once, on the loop: the reply, or ``None`` (no responders, not sent)."""
+        self.reply = reply
         self._lock.release()
 
     def wait(self, timeout_s: float) -> bytes | None:
