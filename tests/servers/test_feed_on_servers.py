@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sessionkeeper.demo.cluster import free_port
+from sessionkeeper.demo.cluster import listening_socket
 from sessionkeeper.stores import open_store
 from tests.services import unique_name
 
@@ -35,7 +35,10 @@ BOUND_S = 2 * 1.0 + 3.0
 
 class Node:
     def __init__(self, name: str, url: str, options: dict[str, Any], log: Path) -> None:
-        self.name, self.port = name, free_port()
+        # Bound here and passed to gunicorn: no other process can take the port meanwhile (a
+        # port from free_port was twice taken before its node bound it: "Address already in use").
+        sock = listening_socket()
+        self.name, self.port = name, sock.getsockname()[1]
         env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
@@ -44,12 +47,13 @@ class Node:
             "SESSIONKEEPER_STORE_OPTIONS": json.dumps(options),
         }
         cmd = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "4"]
-        cmd += ["-b", f"127.0.0.1:{self.port}", "tests.servers.feed_app:application"]
+        cmd += ["-b", f"fd://{sock.fileno()}", "tests.servers.feed_app:application"]
         self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        with sock:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                start_new_session=True, pass_fds=[sock.fileno()],
+            )  # fmt: skip
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
         self.log_path = log
 

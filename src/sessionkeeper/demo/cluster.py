@@ -54,6 +54,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening_socket() -> socket.socket:
+    """A loopback socket already bound and listening, on a port the kernel chose: hand it to
+    gunicorn as ``-b fd://N`` (``pass_fds``) and no other process can take the port between the
+    choice and the bind, as it can with :func:`free_port`. Keep it open to restart a server on
+    the same port."""
+    return socket.create_server(("127.0.0.1", 0), backlog=128)
+
+
 def check_gunicorn() -> None:
     try:
         import gunicorn  # noqa: F401
