@@ -20,6 +20,7 @@ from sessionkeeper.stores.sql import SqlStore
 from tests.services import unique_name
 
 from .contract import T0, req, tok
+from .test_sql_one_transaction import pg_sent as _sent
 
 
 def _open(url: str) -> SqlStore:
@@ -53,22 +54,6 @@ def pg_store(postgres_url: str) -> Iterator[SqlStore]:
     finally:
         s.tables.metadata.drop_all(s.engine)
         s.close()
-
-
-def _sent(store: SqlStore, tmp_path: Path, fn: Any) -> list[list[str]]:
-    """The messages the store's connection sent to the server during ``fn()`` (libpq's trace)."""
-    trace = tmp_path / "libpq.trace"
-    fairy = store.engine.raw_connection()
-    pgconn = fairy.driver_connection.pgconn
-    fairy.close()
-    with trace.open("w") as out:
-        pgconn.trace(out.fileno())
-        try:
-            fn()
-        finally:
-            pgconn.untrace()
-    lines = [line.split("\t") for line in trace.read_text().splitlines()]
-    return [f[3:] for f in lines if len(f) > 3 and f[1] == "F"]
 
 
 def test_postgres_batch_is_one_transaction_in_one_round_trip(

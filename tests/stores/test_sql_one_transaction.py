@@ -304,9 +304,9 @@ def _pg_pid(store: SqlStore) -> int:
         fairy.close()
 
 
-def _pg_messages(store: SqlStore, tmp_path: Path, fn: Any) -> list[str]:
-    """The statements (Query and Parse messages) the store's one pooled connection sent during
-    ``fn()``, from libpq's own trace of the connection."""
+def pg_sent(store: SqlStore, tmp_path: Path, fn: Any) -> list[list[str]]:
+    """The messages (type, then fields) the store's one pooled connection sent to the server
+    during ``fn()``, from libpq's own trace of the connection."""
     trace = tmp_path / "libpq.trace"
     fairy = store.engine.raw_connection()
     pgconn = fairy.driver_connection.pgconn
@@ -317,8 +317,13 @@ def _pg_messages(store: SqlStore, tmp_path: Path, fn: Any) -> list[str]:
             fn()
         finally:
             pgconn.untrace()
-    sent = [line.split("\t") for line in trace.read_text().splitlines()]
-    return [f[-1] for f in sent if len(f) > 3 and f[1] == "F" and f[3] in ("Query", "Parse")]
+    lines = [line.split("\t") for line in trace.read_text().splitlines()]
+    return [f[3:] for f in lines if len(f) > 3 and f[1] == "F"]
+
+
+def _pg_messages(store: SqlStore, tmp_path: Path, fn: Any) -> list[str]:
+    """The statements (Query and Parse messages) the store's connection sent during ``fn()``."""
+    return [m[-1] for m in pg_sent(store, tmp_path, fn) if m[0] in ("Query", "Parse")]
 
 
 def test_postgres_write_sends_one_statement_and_no_ping(postgres_url: str, tmp_path: Path) -> None:
