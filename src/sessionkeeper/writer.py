@@ -258,8 +258,7 @@ class Writer:
         while parts:
             lo, hi = parts.pop()
             try:
-                batch = [t.request for t in taken[lo:hi]] if hi - lo > 1 else [taken[lo].request]
-                results[lo:hi] = self.store.save_many(batch)
+                results[lo:hi] = self.store.save_many([t.request for t in taken[lo:hi]])
             except StoreUnavailable as exc:
                 for a, b in [(lo, hi), *parts]:
                     for t in taken[a:b]:

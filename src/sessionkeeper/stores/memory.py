@@ -129,8 +129,6 @@ class MemoryStore(Store):
 
     def _save_batch(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
         with self._lock:
-            if len(requests) == 1:  # a request's own write: no list to build by comprehension
-                return [self._save_one(requests[0])]
             return [self._save_one(r) for r in requests]
 
     def _touch_batch(self, touches: Sequence[Touch]) -> None:

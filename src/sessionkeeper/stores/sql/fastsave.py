@@ -2,7 +2,8 @@
 
 This is the path of a request's write under ``EndOfRequest`` (a ``save_many`` of one session,
 ``multi_row`` layout; on PostgreSQL and MySQL/MariaDB also a group commit's batch of several,
-each session once, in one transaction and one round trip: ``save_many``). It is optimistic: the version check is in the write itself (``UPDATE ...
+each session once, in one transaction and one round trip: ``save_many``). It is optimistic: the
+version check is in the write itself (``UPDATE ...
 WHERE version = expected AND tombstone_until IS NULL``; a creation is an ``INSERT`` that meets
 the primary key when the row exists), so nothing is read first and nothing is written after.
 When that check does not pass (a conflict, a tombstone, a missing row, a row SQLite holds with
