@@ -9,13 +9,14 @@ tests skip with the reason, or fail under ``SESSIONKEEPER_REQUIRE_SERVICES=1``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,33 +30,49 @@ NATS_BINARY = os.environ.get("SESSIONKEEPER_NATS_SERVER") or shutil.which(
 KEY = b"test cluster key"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class NatsServer:
-    """One nats-server process; ``stop`` and ``start`` again keep its port (a restart)."""
+    """One nats-server process; ``stop`` and ``start`` again keep its port (a restart).
 
-    def __init__(self, binary: str) -> None:
+    The first start lets the server pick its own port (``-p -1``) and reads it from the ports
+    file the server writes once it listens: a port found free beforehand can be taken by
+    another process before the server binds it, and a client would then reach that process."""
+
+    def __init__(self, binary: str, ports_dir: Path) -> None:
         self.binary = binary
-        self.port = _free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.ports_dir = ports_dir
+        self.port = -1
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port)],
+            [
+                self.binary,
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--ports_file_dir",
+                str(self.ports_dir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        ports_file = self.ports_dir / f"{Path(self.binary).name}_{self.proc.pid}.ports"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"nats-server exited ({self.proc.returncode}) on port {self.port}"
+                )
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                [url] = json.loads(ports_file.read_text())["nats"]
+                self.port = int(url.rsplit(":", 1)[1])
                 return
-            except OSError:
+            except (OSError, ValueError, KeyError):
                 time.sleep(0.02)  # waiting for a process to listen, not for time to pass
         raise RuntimeError("nats-server did not start")
 
@@ -67,13 +84,13 @@ class NatsServer:
 
 
 @pytest.fixture
-def nats() -> Iterator[NatsServer]:
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     if NATS_BINARY is None:
         reason = "nats-server not installed (apt-get install nats-server)"
         if services.services_required():
             pytest.fail(f"{reason}; {services.REQUIRE_ENV}=1 so this is an error", pytrace=False)
         pytest.skip(reason)
-    server = NatsServer(NATS_BINARY)
+    server = NatsServer(NATS_BINARY, tmp_path_factory.mktemp("nats"))
     server.start()
     yield server
     server.stop()
