@@ -78,13 +78,14 @@ def _stalled(
     store: SqlStore, locked: sa.Select[Any], write: Callable[[], list[SaveResult]]
 ) -> list[SaveResult]:
     """``write()`` run while another connection holds the lock of ``locked``'s rows, released
-    once ``write`` waits for it and the server's clock is past the fence of ``write``."""
+    once ``write`` waits for it and the server's clock is past the fence of what it sent; sent
+    again after that (the shared rules' resend), it has the store's own margin."""
     own_id, waiting, server_now = _SQL[store.engine.dialect.name]
     with store.engine.connect() as conn:
         write_id = conn.exec_driver_sql(own_id).scalar_one()
     clock = store.server_clock
     assert clock is not None and clock.measurements  # measured: the write sends no probe
-    clock.margin_s = MARGIN_S
+    margin_s, clock.margin_s = clock.margin_s, MARGIN_S
     other = sa.create_engine(store.engine.url, poolclass=sa.pool.NullPool)
     results: list[SaveResult] = []
     try:
@@ -107,6 +108,7 @@ def _stalled(
                 return float(now) > fence
 
             _until(past, "the server's clock passes the write's fence")
+            clock.margin_s = margin_s  # the fence of any write sent from now on, as configured
             holder.rollback()
             writer.join(WAIT_S)
             assert not writer.is_alive()
@@ -131,6 +133,22 @@ def test_a_batch_that_reaches_its_commit_after_its_fence_commits_nothing(
     results = _stalled(store, locked, lambda: store._save_batch(batch))
     assert [r.status for r in results] == [SaveStatus.FENCED, SaveStatus.FENCED]
     assert _stored(store, 1) == _stored(store, 2) == (1, {"a": b"1"})
+
+
+def test_a_batch_refused_at_its_commit_is_sent_again_and_written_once(store: SqlStore) -> None:
+    # Through the shared rules (fence.unfenced): the refused batch is known not applied, so it
+    # is sent again at once after measuring the server's clock again, and written once.
+    store.save_many([req(tok(1), 0, {"a": b"1"}), req(tok(2), 0, {"a": b"1"})])
+    s = store.tables.sessions
+    locked = sa.select(s.c.version).where(s.c.app == "shop", s.c.token == tok(2))
+    clock = store.server_clock
+    assert clock is not None
+    measured = clock.measurements
+    batch = [req(tok(1), 1, {"a": b"2"}), req(tok(2), 1, {"a": b"2"})]
+    results = _stalled(store, locked, lambda: store.save_many(batch))
+    assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * 2
+    assert store.stats.writes_fenced == 2 and clock.measurements == measured + 1
+    assert _stored(store, 1) == _stored(store, 2) == (2, {"a": b"2"})
 
 
 # On PostgreSQL one session's write is one statement in autocommit, fenced as it begins: its
