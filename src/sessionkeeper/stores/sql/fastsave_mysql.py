@@ -17,15 +17,15 @@ from .fastsave import FastSave, _attributes, _Sequential
 #: The server's time (epoch seconds) at execution, to measure its clock's offset.
 _MYSQL_NOW = "SELECT UNIX_TIMESTAMP(SYSDATE(6))"
 #: The fence's test, the text's last statement before its ``COMMIT``: an error (which stops the
-#: text there, the transaction open to roll back) when the server is past the fence.
-#: ``SYSDATE(6)``: the time of execution; ``NOW()`` would be the statement's start, which a frozen
-#: server may have taken long before. A compound statement, for ``SIGNAL``.
-_CHECK = (
-    "BEGIN NOT ATOMIC IF NOT (UNIX_TIMESTAMP(SYSDATE(6)) <= %(fence)s) THEN "
-    "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'sessionkeeper fence'; END IF; END"
-)
-#: The error (``ER_SIGNAL_EXCEPTION`` and its text) of ``_CHECK`` when the server is late.
-_LATE = (1644, "sessionkeeper fence")
+#: text there, the transaction open to roll back) when the server is past the fence: the largest
+#: BIGINT UNSIGNED plus 1 is out of range (error 1690, whatever the ``sql_mode``), plus 0 is not.
+#: ``SYSDATE(6)``: the time of execution, which keeps the optimizer from folding the sum (``NOW()``
+#: would be the statement's start, which a frozen server may have taken long before). Portable:
+#: MariaDB's ``BEGIN NOT ATOMIC ... SIGNAL`` is a syntax error on MySQL, and ``DO`` turns the
+#: error into a warning.
+_CHECK = "SELECT ~0 + (UNIX_TIMESTAMP(SYSDATE(6)) > %(fence)s)"
+#: ``ER_DATA_OUT_OF_RANGE``: the error of ``_CHECK`` when the server is late.
+_LATE = 1690
 #: The longest text of a batch of several sessions (PyMySQL's own bound on an executemany's
 #: statement, well below any ``max_allowed_packet``); a longer one takes the general path.
 _BATCH_CHARS = 1_024_000
@@ -86,14 +86,17 @@ class MysqlFastSave(_Sequential):
         fence before the ``COMMIT`` commits nothing: every session FENCED."""
         order = sorted(range(len(reqs)), key=lambda i: (reqs[i].app, reqs[i].token))
         cur = raw.cursor()
+        heads: list[int] = []
+        parts: list[str] = []
+        counts: list[int] = []  # per statement read, its row count
+        check = -1  # the index of the fence's test among the statements
         try:
-            heads: list[int] = []
-            parts: list[str] = []
             for i in order:
                 heads.append(len(parts))  # the index of its session row's result
                 parts += self._statements(cur, reqs[i])
             if clock is not None:
                 fence = self._fence(raw, clock, _MYSQL_NOW)
+                check = len(parts)
                 parts.append(cur.mogrify(_CHECK, {"fence": fence}))
             text = ";\n".join([*parts, "COMMIT"])
             if len(reqs) > 1 and len(text) > _BATCH_CHARS:
@@ -102,7 +105,7 @@ class MysqlFastSave(_Sequential):
                 # The server stops at a failing statement, before the COMMIT, and PyMySQL
                 # raises it while reading the results.
                 cur.execute(text)
-                counts = [cur.rowcount]
+                counts.append(cur.rowcount)
                 while cur.nextset():
                     counts.append(cur.rowcount)
             except self.integrity_error:
@@ -112,7 +115,8 @@ class MysqlFastSave(_Sequential):
                 return None
         except BaseException as exc:
             raw.rollback()
-            if not _late(exc):
+            # The fence's error: raised as its result was read, after all the others.
+            if len(counts) != check or not _late(exc):
                 raise
             return [SaveResult(SaveStatus.FENCED)] * len(reqs)  # nothing committed
         finally:
@@ -176,4 +180,4 @@ class MysqlFastSave(_Sequential):
 
 def _late(exc: BaseException) -> bool:
     """Whether ``exc`` is the error of :data:`_CHECK` run after the fence."""
-    return getattr(exc, "args", ())[:2] == _LATE
+    return getattr(exc, "args", (None,))[0] == _LATE
