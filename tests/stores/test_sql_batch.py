@@ -77,6 +77,9 @@ def test_postgres_batch_is_one_transaction_in_one_round_trip(
     assert [m[0] for m in sent].count("Sync") == 1, sent
     queries = [m[-1] for m in sent if m[0] == "Query" or m[0] == "Parse"]
     assert sum("BEGIN" in q for q in queries) == 1 and sum("COMMIT" in q for q in queries) == 1
+    # Just before the COMMIT, the deadline fence's test (stores/fence.py), once for the batch.
+    assert "COMMIT" in queries[-1] and "clock_timestamp()" in queries[-2], queries
+    assert sum("sessionkeeper fence" in q for q in queries) == 1, queries
     for t, attrs in [(tok(1), {"a": b"2"}), (tok(2), {"a": b"2"}), (tok(3), {"c": b"3"})]:
         s = store.load("shop", t)
         assert s is not None and dict(s.attributes) == attrs
@@ -180,13 +183,13 @@ def test_mariadb_batch_is_one_text_with_one_commit(mysql_url: str) -> None:
         assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * 3
         delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
         delta.pop("Com_show_status", None)
-        # Per session its row and its attribute; then the COMMIT and the fence's answer. No
-        # locking read (the general path's SELECT ... FOR UPDATE and bulk INSERTs).
+        # Per session its row and its attribute; then the fence's test (a SELECT) and the
+        # COMMIT. No locking read (the general path's SELECT ... FOR UPDATE and bulk INSERTs).
         assert delta == {
             "Com_update": 3,
             "Com_insert_select": 3,
-            "Com_commit": 1,
             "Com_select": 1,
+            "Com_commit": 1,
         }, delta
     finally:
         store.tables.metadata.drop_all(store.engine)

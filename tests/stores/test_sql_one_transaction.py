@@ -174,13 +174,13 @@ def test_mariadb_update_is_one_commit_without_select(mysql_url: str) -> None:
         assert res.status is SaveStatus.SAVED and res.version == 2
         delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
         delta.pop("Com_show_status", None)
-        # The one SELECT reads the deadline fence's test back, in the same text after the
-        # COMMIT (stores/fence.py); nothing reads the row before the write.
+        # The one SELECT is the deadline fence's test (stores/fence.py), in the same text just
+        # before the COMMIT (an error when the server is late); nothing reads the row.
         assert delta.get("Com_select", 0) == 1, delta
         assert delta.get("Com_update", 0) == 1, delta
         assert delta.get("Com_commit", 0) == 1, delta
         assert delta.get("Com_rollback", 0) == 0, delta
-        # And no more: the session row, the attribute, the COMMIT, the fence's answer. Each
+        # And no more: the session row, the attribute, the fence's test, the COMMIT. Each
         # statement of the text is a result set PyMySQL parses in Python.
         assert sum(delta.values()) == 4, delta
     finally:

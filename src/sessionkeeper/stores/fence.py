@@ -6,9 +6,13 @@ Why: a write that travels as one round trip (PostgreSQL's one statement in autoc
 multi-statement text ending in ``COMMIT``, Redis's one script) is in the server's socket buffer
 once sent. A frozen or hung server carries it out when it resumes, long after the client timed
 out, answered 503 and rolled the change back in its copy. With the fence, the late write does
-nothing: "timed out" means "not applied" whenever the server began the write late. (A server
-that stops half-way through a write it began in time may still finish it: that window is the
-write's own duration, not the length of the outage.)
+nothing: "timed out" means "not applied" whenever the server began the write late. A write of
+several statements (MariaDB's text, PostgreSQL's batch of several sessions) tests its fence
+again as its last statement before the ``COMMIT``, and one past it there commits nothing: a
+server stopped between the statements and the ``COMMIT`` (frozen, or waiting for a lock) does
+not commit late. (A server that stops inside PostgreSQL's one statement, or inside the
+``COMMIT``, after it began in time may still finish it: that window is the statement's, or the
+commit's, own duration, not the length of the outage.)
 
 The fence is ``now + margin_s`` on the client, turned into the server's clock by an offset the
 store measures with one round trip (the server's time against the midpoint of the client's

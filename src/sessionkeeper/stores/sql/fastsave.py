@@ -26,7 +26,8 @@ Per database:
 
 A write that travels as one round trip (PostgreSQL's, MySQL's multi-statement text) carries a
 deadline fence (:mod:`..fence`): the server writes nothing and answers FENCED if it begins the
-write after the moment its client stops waiting for the answer.
+write after the moment its client stops waiting for the answer, or (several statements) reaches
+its ``COMMIT`` after it.
 
 Thread safety: stateless apart from the SQL text built once; each call gets its own connection.
 """

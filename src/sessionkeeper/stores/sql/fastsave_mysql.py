@@ -1,8 +1,8 @@
 """The one-session write of :mod:`.fastsave` on MySQL/MariaDB (PyMySQL): the session row, the
 attribute statements and the ``COMMIT`` as one multi-statement text (our engines connect with
-``CLIENT.MULTI_STATEMENTS``), with its deadline fence (:mod:`..fence`): one round trip, one
-commit. On a connection without that flag (a user's engine), one statement at a time, still one
-transaction, and no fence.
+``CLIENT.MULTI_STATEMENTS``), with its deadline fence (:mod:`..fence`) tested just before the
+``COMMIT``: one round trip, one commit. On a connection without that flag (a user's engine), one
+statement at a time, still one transaction, and no fence.
 """
 
 from __future__ import annotations
@@ -12,13 +12,20 @@ from typing import Any
 
 from ..base import SaveRequest, SaveResult, SaveStatus
 from ..fence import ServerClock
-from .fastsave import _NO_DEADLINE, FastSave, _attributes, _Sequential
+from .fastsave import FastSave, _attributes, _Sequential
 
 #: The server's time (epoch seconds) at execution, to measure its clock's offset.
 _MYSQL_NOW = "SELECT UNIX_TIMESTAMP(SYSDATE(6))"
-#: Whether the server runs the statement by the fence (``SYSDATE(6)``: the time of execution;
-#: ``NOW()`` would be the statement's start, which a frozen server may have taken long before).
-_IN_TIME = "UNIX_TIMESTAMP(SYSDATE(6)) <= %(fence)s"
+#: The fence's test, the text's last statement before its ``COMMIT``: an error (which stops the
+#: text there, the transaction open to roll back) when the server is past the fence: the largest
+#: BIGINT UNSIGNED plus 1 is out of range (error 1690, whatever the ``sql_mode``), plus 0 is not.
+#: ``SYSDATE(6)``: the time of execution, which keeps the optimizer from folding the sum (``NOW()``
+#: would be the statement's start, which a frozen server may have taken long before). Portable:
+#: MariaDB's ``BEGIN NOT ATOMIC ... SIGNAL`` is a syntax error on MySQL, and ``DO`` turns the
+#: error into a warning.
+_CHECK = "SELECT ~0 + (UNIX_TIMESTAMP(SYSDATE(6)) > %(fence)s)"
+#: ``ER_DATA_OUT_OF_RANGE``: the error of ``_CHECK`` when the server is late.
+_LATE = 1690
 #: The longest text of a batch of several sessions (PyMySQL's own bound on an executemany's
 #: statement, well below any ``max_allowed_packet``); a longer one takes the general path.
 _BATCH_CHARS = 1_024_000
@@ -34,13 +41,6 @@ class MysqlFastSave(_Sequential):
         self.update = self._update_sql("GREATEST")
         self.same_owner = self._update_sql("GREATEST", owner=False)
         self.insert = self._insert_sql()
-        # ``_batch``'s: the fence in each one's condition (see there).
-        in_time = f" AND {_IN_TIME}"
-        self._fenced_sql = {
-            "insert": self._insert_sql(f"FROM DUAL WHERE {_IN_TIME}"),
-            "update": self._update_sql("GREATEST", in_time),
-            "same_owner": self._update_sql("GREATEST", in_time, owner=False),
-        }
         # PyMySQL sends this executemany as one multi-row INSERT.
         self.upsert = (
             f"INSERT INTO {self.attributes} (app, token, name, value) VALUES (%s, %s, %s, %s) "
@@ -81,71 +81,71 @@ class MysqlFastSave(_Sequential):
     def _send(
         self, raw: Any, reqs: Sequence[SaveRequest], clock: ServerClock | None
     ) -> list[SaveResult | None] | None:
-        """``reqs`` in one text and one transaction; each one's answer as :meth:`save`'s."""
-        fence = _NO_DEADLINE if clock is None else self._fence(raw, clock, _MYSQL_NOW)
+        """``reqs`` in one text and one transaction, each one's statements, the fence's test
+        (:data:`_CHECK`), ``COMMIT``; each one's answer as :meth:`save`'s. A server past the
+        fence before the ``COMMIT`` commits nothing: every session FENCED."""
         order = sorted(range(len(reqs)), key=lambda i: (reqs[i].app, reqs[i].token))
         cur = raw.cursor()
+        heads: list[int] = []
+        parts: list[str] = []
+        counts: list[int] = []  # per statement read, its row count
+        check = -1  # the index of the fence's test among the statements
         try:
-            heads: list[int] = []
-            parts: list[str] = []
             for i in order:
                 heads.append(len(parts))  # the index of its session row's result
-                parts += self._statements(cur, reqs[i], fence)
-            parts += ["COMMIT", cur.mogrify(f"SELECT {_IN_TIME}", {"fence": fence})]
-            text = ";\n".join(parts)
+                parts += self._statements(cur, reqs[i])
+            if clock is not None:
+                fence = self._fence(raw, clock, _MYSQL_NOW)
+                check = len(parts)
+                parts.append(cur.mogrify(_CHECK, {"fence": fence}))
+            text = ";\n".join([*parts, "COMMIT"])
             if len(reqs) > 1 and len(text) > _BATCH_CHARS:
                 return None
             try:
                 # The server stops at a failing statement, before the COMMIT, and PyMySQL
-                # raises it while reading the results. The last one is the fence's test.
+                # raises it while reading the results.
                 cur.execute(text)
-                counts, in_time = [cur.rowcount], None
+                counts.append(cur.rowcount)
                 while cur.nextset():
                     counts.append(cur.rowcount)
-                    if cur.description is not None:
-                        in_time = cur.fetchone()[0]
             except self.integrity_error:
                 if all(reqs[i].expected_version != 0 for i in order):
                     raise
                 raw.rollback()  # a row exists: live, tombstone or a concurrent creation
                 return None
-        except BaseException:
+        except BaseException as exc:
             raw.rollback()
-            raise
+            # The fence's error: raised as its result was read, after all the others.
+            if len(counts) != check or not _late(exc):
+                raise
+            return [SaveResult(SaveStatus.FENCED)] * len(reqs)  # nothing committed
         finally:
             cur.close()
+        # In time up to the COMMIT, so in time at each statement: a session row not written was
+        # not written by its version check.
         answers: list[SaveResult | None] = [None] * len(reqs)
         for i, at in zip(order, heads, strict=True):
-            if counts[at] == 1:  # in time, so written
+            if counts[at] == 1:
                 answers[i] = SaveResult(SaveStatus.SAVED, reqs[i].expected_version + 1)
-            elif not in_time:
-                # Nothing written (the COMMIT ended what the others wrote): by the fence (the
-                # server is past it now), or the version check (it is not: it was not then).
-                answers[i] = SaveResult(SaveStatus.FENCED)
         return answers
 
-    def _statements(self, cur: Any, req: SaveRequest, fence: float) -> list[str]:
+    def _statements(self, cur: Any, req: SaveRequest) -> list[str]:
         """One session's write as statements of a multi-statement text, the values bound by
         PyMySQL's own escaping (``mogrify``, as ``execute`` does). The session row's statement
-        comes first and tests the fence in its condition (the server's time as it runs it);
-        the attribute statements run only if it wrote the row (the one of them tests
-        ``ROW_COUNT()``, several a session variable set from it). The text's last statement
-        tests the fence again: a row not written although the server was in time at the end
-        was not written by the version check. A creation that meets an existing row fails on
-        the primary key, and nothing after it runs. Each statement is a result PyMySQL reads
-        and parses in Python: few."""
+        comes first; the attribute statements run only if it wrote the row (the one of them
+        tests ``ROW_COUNT()``, several a session variable set from it). A creation that meets
+        an existing row fails on the primary key, and nothing after it runs. Each statement is
+        a result PyMySQL reads and parses in Python: few."""
         names, values, removed = _attributes(req)
         creating = req.expected_version == 0
         app, token = self._key(req.app), self._key(req.token)
-        head = self._fenced_sql[
-            "insert" if creating else "update" if req.owner_changed else "same_owner"
-        ]
+        head = self.insert if creating else self._update_for(req)
         rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
         deleting = not creating and bool(removed or req.full)
         upserts = len(rows) if len(rows) <= self._ROW_STATEMENTS else 1
         several = upserts + deleting > 1
         written = "@sk_matched = 1" if several else "ROW_COUNT() = 1"
-        parts = [cur.mogrify(head, {**self._params(req), "fence": fence})]
+        parts = [cur.mogrify(head, self._params(req))]
         if several:
             parts.append("SET @sk_matched = ROW_COUNT()")
         if rows:
@@ -176,3 +176,8 @@ class MysqlFastSave(_Sequential):
             f"WHERE {written}{tail}"
         )
         return [cur.mogrify(derived, [x for r in rows for x in r])]
+
+
+def _late(exc: BaseException) -> bool:
+    """Whether ``exc`` is the error of :data:`_CHECK` run after the fence."""
+    return getattr(exc, "args", (None,))[0] == _LATE

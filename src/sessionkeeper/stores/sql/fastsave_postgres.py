@@ -37,6 +37,17 @@ _PG_TYPES += " ::varchar ::float8 ::bytea"
 #: The server's time (epoch seconds) at execution, to measure its clock's offset.
 _PG_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 
+#: The batch's fence, tested again just before its ``COMMIT``: an error when the server is past
+#: it, which aborts the transaction (the pipeline skips the ``COMMIT``). The cast of a text that
+#: cannot be an integer is the error: it names the fence, and the planner cannot fold it (the
+#: text holds the volatile ``clock_timestamp()``), as it would a constant ``1/0``.
+_PG_CHECK = (
+    "SELECT CASE WHEN clock_timestamp() <= to_timestamp(%(fence)s) THEN 0 "
+    "ELSE ('sessionkeeper fence: late at ' || clock_timestamp())::int END"
+)
+#: The SQLSTATE (invalid_text_representation) and text of the error of a late ``_PG_CHECK``.
+_LATE = ("22P02", "sessionkeeper fence: late at ")
+
 #: ``psycopg.pq.TransactionStatus`` INTRANS and INERROR: a transaction open, to roll back.
 _OPEN = (2, 3)
 
@@ -175,10 +186,11 @@ class PostgresFastSave(FastSave):
     ) -> list[SaveResult | None]:
         """Several sessions' writes (each session once) in one transaction and one round trip:
         ``BEGIN``, each one's statement in (app, token) order (the order every writer locks
-        rows in), ``COMMIT``, sent together in psycopg's pipeline mode. Answers as
-        :meth:`save`, each session its own: one that was stale or gone is ``None`` (nothing
-        written for it, the others committed), one begun after the fence FENCED. A driver
-        error rolls the whole transaction back and propagates."""
+        rows in), the fence's test (:data:`_PG_CHECK`), ``COMMIT``, sent together in psycopg's
+        pipeline mode. Answers as :meth:`save`, each session its own: one that was stale or
+        gone is ``None`` (nothing written for it, the others committed). A server past the
+        fence before the ``COMMIT`` commits nothing: every session FENCED. A driver error rolls
+        the whole transaction back and propagates."""
         order = sorted(range(len(reqs)), key=lambda i: (reqs[i].app, reqs[i].token))
         statements = [self._statement(reqs[i]) for i in order]
         autocommit = raw.autocommit
@@ -192,15 +204,19 @@ class PostgresFastSave(FastSave):
                     params["fence"] = fence
                     cursors.append(raw.cursor())
                     cursors[-1].execute(sql, params)
+                if clock is not None:
+                    raw.execute(_PG_CHECK, {"fence": fence})
                 raw.execute("COMMIT")
             answers = [self._answer(*cur.fetchone()) for cur in cursors]
-        except BaseException:
+        except BaseException as exc:
             # On a connection that still answers; a broken one's own error is the one raised
             # (and the pool's reset rolls back whatever a failed ROLLBACK left).
             with contextlib.suppress(Exception):
                 if not raw.closed and raw.info.transaction_status in _OPEN:
                     raw.execute("ROLLBACK")
-            raise
+            if not _late(exc):
+                raise
+            answers = [SaveResult(SaveStatus.FENCED)] * len(reqs)  # nothing committed
         finally:
             for cur in cursors:
                 cur.close()
@@ -210,3 +226,8 @@ class PostgresFastSave(FastSave):
         for i, answer in zip(order, answers, strict=True):
             out[i] = answer
         return out
+
+
+def _late(exc: BaseException) -> bool:
+    """Whether ``exc`` is the error of :data:`_PG_CHECK` run after the fence."""
+    return getattr(exc, "sqlstate", None) == _LATE[0] and _LATE[1] in str(exc)
