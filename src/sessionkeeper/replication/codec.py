@@ -82,7 +82,7 @@ class Codec:
         max_bytes: int,
         max_age_s: float,
     ) -> None:
-        self._key = key
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)  # keyed once; each frame a copy
         self._cluster = cluster
         self._node = node
         self._wall = wall
@@ -120,7 +120,15 @@ class Codec:
             },
             use_bin_type=True,
         )
-        return hmac.digest(self._key, body, hashlib.sha256) + body
+        return self._sign(body) + body
+
+    def _sign(self, body: bytes) -> bytes:
+        """HMAC-SHA256 of ``body``: a copy of the keyed state (its key's two padded blocks
+        hashed once, at construction), not a keying per frame. The template is never updated,
+        so threads may copy it concurrently."""
+        mac = self._mac.copy()
+        mac.update(body)
+        return mac.digest()
 
     def decode(self, frame: bytes) -> Message:
         """The message in ``frame``, or :class:`Rejected` (nothing of it may be used)."""
@@ -129,7 +137,7 @@ class Codec:
         if len(frame) <= MAC_BYTES:
             raise Rejected("malformed")
         mac, body = frame[:MAC_BYTES], frame[MAC_BYTES:]
-        if not hmac.compare_digest(mac, hmac.digest(self._key, body, hashlib.sha256)):
+        if not hmac.compare_digest(mac, self._sign(body)):
             raise Rejected("forged")
         msg = self._parse(body)
         if abs(self._wall() - msg.sent_at) > self.max_age_s:

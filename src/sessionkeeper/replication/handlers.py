@@ -89,8 +89,9 @@ class Handlers:
         return None
 
     def _applied(self, verdict: Verdict) -> dict[str, Any]:
-        self._r.stats.add(_COUNTED[verdict])
-        return {"r": _answer(verdict)}
+        counter, answer = _VERDICTS[verdict]
+        self._r.stats.add(counter)
+        return {"r": answer}
 
     def _fence(self, key: tuple[str, str], epoch: int) -> None:
         entry = self._r.owned.get(key)
@@ -160,22 +161,14 @@ class Handlers:
         return handed
 
 
-#: What a backup counts for each verdict on a delta or copy it received.
-_COUNTED = {
-    Verdict.APPLY: "replication_applied",
-    Verdict.DUPLICATE: "replication_duplicates",
-    Verdict.SNAPSHOT: "replication_gaps",
-    Verdict.FENCED: "replication_refused",
+#: What a backup counts, and answers, for each verdict on a delta or copy it received (one
+#: lookup per message: an enum member's hash is computed in Python).
+_VERDICTS = {
+    Verdict.APPLY: ("replication_applied", "ok"),
+    Verdict.DUPLICATE: ("replication_duplicates", "dup"),
+    Verdict.SNAPSHOT: ("replication_gaps", "snap"),
+    Verdict.FENCED: ("replication_refused", "fenced"),
 }
-
-
-def _answer(verdict: Verdict) -> str:
-    return {
-        Verdict.APPLY: "ok",
-        Verdict.DUPLICATE: "dup",
-        Verdict.SNAPSHOT: "snap",
-        Verdict.FENCED: "fenced",
-    }[verdict]
 
 
 def _key(p: dict[str, Any]) -> tuple[str, str]:
