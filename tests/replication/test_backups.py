@@ -40,6 +40,16 @@ def test_deltas_apply_in_order_and_a_gap_asks_for_the_whole() -> None:
     assert b.apply_delta(delta(4, 5, z=b"6")) is Verdict.APPLY
 
 
+def test_a_delta_keeps_what_it_does_not_carry_and_sets_what_it_does() -> None:
+    b, _ = make()
+    held = Copy("shop", "t", "a", 3, 1, {"x": b"1"}, 5.0, 100.0, 60.0, "bob", 7, 900.0)
+    b.apply_snapshot(held)
+    d = Delta("shop", "t", "a", 3, 1, 2, {"y": b"2"}, ("x",), 110.0, 90.0, 950.0, "carol")
+    assert b.apply_delta(d) is Verdict.APPLY
+    want = Copy("shop", "t", "a", 3, 2, {"y": b"2"}, 5.0, 110.0, 90.0, "carol", 7, 950.0)
+    assert b.get(("shop", "t")) == want
+
+
 def test_a_delta_carries_the_principal_and_one_that_does_not_say_keeps_it() -> None:
     b, _ = make()
     b.apply_snapshot(copy(x=b"1"))

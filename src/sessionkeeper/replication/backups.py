@@ -16,7 +16,7 @@ import enum
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..stores import StoredSession
@@ -224,19 +224,14 @@ class Backups:
             if verdict is Verdict.APPLY and current is not None:
                 attrs = {k: v for k, v in current.attributes.items() if k not in d.removed}
                 attrs.update(d.changed)
-                self._put(
-                    replace(
-                        current,
-                        attributes=attrs,
-                        version=d.version,
-                        last_access_at=d.last_access_at,
-                        timeout_s=d.timeout_s,
-                        absolute_expires_at=d.absolute_expires_at,
-                        principal=(
-                            current.principal if isinstance(d.principal, Keep) else d.principal
-                        ),
-                    )
-                )
+                principal = current.principal if isinstance(d.principal, Keep) else d.principal
+                # Built whole: dataclasses.replace costs about 3x as much, once per delta.
+                updated = Copy(
+                    current.app, current.token, current.owner, current.epoch, d.version, attrs,
+                    current.created_at, d.last_access_at, d.timeout_s, principal,
+                    current.store_version, d.absolute_expires_at,
+                )  # fmt: skip
+                self._put(updated)
             return verdict
 
     def drop(self, key: Key, epoch: int, *, older_only: bool = False) -> bool:
