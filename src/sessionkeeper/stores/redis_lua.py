@@ -35,15 +35,20 @@ from .redis_connect import Call
 
 log = logging.getLogger("sessionkeeper.store.redis")
 
-_COMMON = """
-local function fmt(n) return string.format('%.17g', n) end
+#: The scripts' shared Lua, in parts: a script begins with only the parts it uses (:func:`_lua`),
+#: since each part's functions are made anew on every run, and the server pays for that per call.
+_PARTS = {
+    "fmt": "local function fmt(n) return string.format('%.17g', n) end\n",
+    "need_num": """
 local function corrupt(what) error({err = 'SKCORRUPT ' .. what}) end
 local function need_num(raw, what)
   local n = tonumber(raw)
   if n == nil then corrupt(what .. ' is ' .. tostring(raw)) end
   return n
 end
-local function flag(v) if v then return '=' .. v end return '-' end
+""",
+    "flag": "local function flag(v) if v then return '=' .. v end return '-' end\n",
+    "chunked": """
 -- One command per chunk: unpack() of a very large argument list would overflow Lua's stack.
 local function chunked(cmd, key, first, last)
   local i = first
@@ -53,10 +58,18 @@ local function chunked(cmd, key, first, last)
     i = j + 1
   end
 end
+""",
+    "index": """
 local function index_put(e, d, token, expires, side)
   redis.call('ZADD', e, expires, token)
   redis.call('HSET', d, token, side)
 end
+local function index_drop(e, d, token)
+  redis.call('ZREM', e, token)
+  redis.call('HDEL', d, token)
+end
+""",
+    "owners": """
 -- The owner's set in the bucket whose expiry index is e (same hash tag, so the same slot).
 local function own_key(e, owner) return string.sub(e, 1, -2) .. 'own:' .. owner .. ':o' end
 -- Its TTL is never shorter than that of any session in it: GT raises a TTL, never lowers it;
@@ -73,6 +86,8 @@ local function owner_drop(e, owner, token)
 end
 -- The owner in a side entry (la|timeout|flagged owner), or nil.
 local function side_owner(side) return string.match(side, '^[^|]*|[^|]*|=(.*)$') end
+""",
+    "expiry": """
 -- When a session expires: idle expiry, or its deadline (dl, false when none) if that is earlier.
 local function expiry(la, t, dl)
   local x = la + t
@@ -82,10 +97,8 @@ local function expiry(la, t, dl)
   end
   return x
 end
-local function index_drop(e, d, token)
-  redis.call('ZREM', e, token)
-  redis.call('HDEL', d, token)
-end
+""",
+    "session_reply": """
 -- A stored session as LOAD and a conflicting SAVE reply it: {'v c l t dl', owner, node, attribute
 -- pairs...}, flat, so the client parses few elements; nil when m holds none of these fields.
 local function session_reply(m, a)
@@ -99,85 +112,105 @@ local function session_reply(m, a)
   for i = 1, #attrs do out[i + 3] = attrs[i] end
   return out
 end
-"""
+""",
+}
+
+
+def _lua(parts: str, body: str) -> str:
+    """A script: the named parts of the shared Lua (space-separated), then ``body``."""
+    return "".join(_PARTS[p] for p in parts.split()) + body
+
+
+#: Every part, for a script that may use any (:mod:`.redis_migrate`).
+_COMMON = _lua(" ".join(_PARTS), "")
 
 #: KEYS a m x; ARGV -. Returns nil, or the session (``session_reply``: :func:`snapshot`).
-LOAD = (
-    _COMMON
-    + """
+LOAD = _lua(
+    "session_reply",
+    """
 if redis.call('EXISTS', KEYS[3]) == 1 then return false end
 return session_reply(KEYS[2], KEYS[1]) or false
-"""
+""",
 )
 
-#: KEYS a m x e d; ARGV head, owner (flagged), node (flagged), token, changed name/value
-#: pairs..., removed names... ``head`` is one argument of space-separated fields (numbers and
-#: flags only, so no field holds a space; one argument costs the client less to send than nine):
-#: expected version, created (``-`` unless expected is 0), last_access, timeout, full (1/0), nchanged, ttl_ms
+#: KEYS a m x e d; ARGV expected version, created (``-`` unless expected
+#: is 0), last_access, timeout, full (1/0), last (the ARGV index of the last changed value), ttl_ms
 #: (min(timeout, deadline - last_access) + grace), fence (the server's epoch time after which the
-#: write must not begin: stores/fence.py), deadline (``-`` for none). Built by :func:`save_call`.
+#: write must not begin: stores/fence.py), deadline (``-`` for none), owner (flagged), node
+#: (flagged), token, expires (min(last_access + timeout, deadline), as the client computed it),
+#: then changed name/value pairs..., removed names... Built by :func:`save_call`: one argument per
+#: value, so the script parses no string, formats no number on an update (``expires`` and the side
+#: entry are the client's strings unless a later stored last access replaces the client's), and
+#: builds no table beyond the metadata fields.
 #: Returns the new version (> 0) | 0: gone | -1: begun after the fence (nothing written, nothing
 #: read) | the stored session (``session_reply``) on a version conflict. :func:`save_result`.
 #: An update runs 9 commands: TIME, EXISTS, HMGET, HSET a, HSET m, 2 PEXPIRE, ZADD, HSET d; with an
 #: owner, SADD and PEXPIRE GT of its set (PTTL too when GT did not raise it), and SREM from the
 #: previous owner's set when the owner changed.
-SAVE = (
-    _COMMON
-    + """
-local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
--- One match with nine captures: cheaper for the server than a gmatch loop filling a table.
-local h = {string.match(ARGV[1], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
-local expected, created, la, timeout = tonumber(h[1]), h[2], h[3], h[4]
-local ttl, dl, token = h[7], h[9], ARGV[4]
+SAVE = _lua(
+    "fmt need_num chunked owners session_reply",
+    """
+local a, m, x = KEYS[1], KEYS[2], KEYS[3]
 -- TIME is the script's execution (Redis 7 replicates a script's effects, so it may read it).
 local now = redis.call('TIME')
-if tonumber(now[1]) + tonumber(now[2]) / 1000000 > tonumber(h[8]) then return -1 end
+if now[1] + now[2] / 1000000 > tonumber(ARGV[8]) then return -1 end
 if redis.call('EXISTS', x) == 1 then return 0 end
 local meta = redis.call('HMGET', m, 'v', 'l', 'o', 'n', 'dl')
-local cur = meta[1]
+local cur, la = meta[1], ARGV[3]
 if cur == false then
-  if expected ~= 0 then return 0 end
+  if ARGV[1] ~= '0' then return 0 end
   cur = 0
 else
   cur = need_num(cur, 'version')
   local old = need_num(meta[2], 'last_access')
-  if cur ~= expected then return session_reply(m, a) end
+  if cur ~= tonumber(ARGV[1]) then return session_reply(m, a) end
   if old > tonumber(la) then la = meta[2] end
 end
-local full = h[5] == '1'
-local last_changed = 4 + 2 * tonumber(h[6])
+local full, last = ARGV[5] == '1', tonumber(ARGV[6])
 -- The first write to a: on a key of another type it fails before anything else is written.
 if cur == 0 or full then redis.call('DEL', a) end
-chunked('HSET', a, 5, last_changed)
-if not full then chunked('HDEL', a, last_changed + 1, #ARGV) end
+chunked('HSET', a, 14, last)
+if not full and #ARGV > last then chunked('HDEL', a, last + 1, #ARGV) end
 local version = cur + 1
-local fields = {'v', version, 'l', la, 't', timeout}
-if cur == 0 then fields[7] = 'c'; fields[8] = created end
-local deadline = false
-if dl ~= '-' then deadline = dl end
-local drop = {}
-for k, pair in ipairs({{'o', ARGV[2], meta[3]}, {'n', ARGV[3], meta[4]}, {'dl', flag(deadline), meta[5]}}) do
-  if string.sub(pair[2], 1, 1) == '=' then
-    fields[#fields + 1] = pair[1]; fields[#fields + 1] = string.sub(pair[2], 2)
-  elseif pair[3] then drop[#drop + 1] = pair[1] end
+local f = {'v', version, 'l', la, 't', ARGV[4]}
+if cur == 0 then f[7] = 'c'; f[8] = ARGV[2] end
+local drop = nil
+-- An optional field: written when it changed, dropped when it is gone.
+local function put(name, value, stored)
+  if value then
+    if value ~= stored then f[#f + 1] = name; f[#f + 1] = value end
+  elseif stored then
+    drop = drop or {}
+    drop[#drop + 1] = name
+  end
 end
-redis.call('HSET', m, unpack(fields))
-if #drop > 0 then redis.call('HDEL', m, unpack(drop)) end
+local o, dl = ARGV[10], ARGV[9]
+local owner = o ~= '-' and string.sub(o, 2) or nil
+put('o', owner, meta[3])
+put('n', ARGV[11] ~= '-' and string.sub(ARGV[11], 2) or nil, meta[4])
+put('dl', dl ~= '-' and dl or nil, meta[5])
+redis.call('HSET', m, unpack(f))
+if drop then redis.call('HDEL', m, unpack(drop)) end
+local ttl, token, e = ARGV[7], ARGV[12], KEYS[4]
 redis.call('PEXPIRE', m, ttl); redis.call('PEXPIRE', a, ttl)
-local expires = fmt(expiry(tonumber(la), tonumber(timeout), deadline))
-index_put(e, d, token, expires, la .. '|' .. timeout .. '|' .. ARGV[2])
-local owner = nil
-if string.sub(ARGV[2], 1, 1) == '=' then owner = string.sub(ARGV[2], 2) end
+local expires = ARGV[13]
+if la ~= ARGV[3] then  -- a later last access was stored: the expiry is computed from it
+  local x = tonumber(la) + tonumber(ARGV[4])
+  if dl ~= '-' and tonumber(dl) < x then x = tonumber(dl) end
+  expires = fmt(x)
+end
+redis.call('ZADD', e, expires, token)
+redis.call('HSET', KEYS[5], token, la .. '|' .. ARGV[4] .. '|' .. o)
 if meta[3] and meta[3] ~= owner then owner_drop(e, meta[3], token) end
 if owner then owner_add(e, owner, token, ttl) end
 return version
-"""
+""",
 )
 
 #: KEYS a m x e d; ARGV last_access, grace_ms, token. Returns 1 if the session was there, else 0.
-TOUCH = (
-    _COMMON
-    + """
+TOUCH = _lua(
+    "fmt need_num flag index owners expiry",
+    """
 local a, m, x, e, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', x) == 1 then return 0 end
 local meta = redis.call('HMGET', m, 'l', 't', 'o', 'dl')
@@ -195,13 +228,13 @@ index_put(e, d, ARGV[3], fmt(expires), la .. '|' .. meta[2] .. '|' .. flag(meta[
 -- index existed, or whose set a failover lost, joins it).
 if meta[3] then owner_add(e, meta[3], ARGV[3], ttl) end
 return 1
-"""
+""",
 )
 
 #: KEYS a m x e d t; ARGV tombstone_until, grace_ms, token. Returns 1 if a live session was there.
-DELETE = (
-    _COMMON
-    + """
+DELETE = _lua(
+    "index owners",
+    """
 local a, m, x = KEYS[1], KEYS[2], KEYS[3]
 local live = redis.call('EXISTS', m) == 1 and redis.call('EXISTS', x) == 0
 -- pcall: metadata of another type is deleted all the same, it has no owner to read.
@@ -218,7 +251,7 @@ if type(owner) == 'string' then owner_drop(KEYS[4], owner, ARGV[3]) end
 redis.call('ZADD', KEYS[6], ARGV[1], ARGV[3])
 if live then return 1 end
 return 0
-"""
+""",
 )
 
 #: Claim one expired session and delete it. KEYS e d a m x; ARGV before, token. Returns its side
@@ -226,9 +259,9 @@ return 0
 #: caller whose ZREM removed the index entry goes on; a session found alive after all (its entry
 #: was stale) is not deleted and is indexed again from its own metadata. A deleted session leaves
 #: its owner's set in the same call.
-SWEEP = (
-    _COMMON
-    + """
+SWEEP = _lua(
+    "fmt need_num flag index owners expiry",
+    """
 local e, d, a, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local before, token = tonumber(ARGV[1]), ARGV[2]
 local score = redis.call('ZSCORE', e, token)
@@ -253,7 +286,7 @@ redis.call('DEL', a, m)
 owner_drop(e, meta[3] or side_owner(side), token)
 if la and t then return meta[1] .. '|' .. meta[2] .. '|' .. flag(meta[3]) end
 return side
-"""
+""",
 )
 
 
@@ -277,21 +310,25 @@ def save_call(
     keys: list[bytes], r: SaveRequest, fence: float, grace_s: float, codec: tuple[str, str]
 ) -> Call:
     """SAVE's arguments for ``keys`` (``a m x e d``), as bytes in the client's ``codec``
-    (encoding, errors): redis-py's encoder would test each one's type in Python, and every
-    argument costs the client time to pack, so the numbers travel in one (``head``). The
-    creation time is read only by a creation (expected version 0): ``-`` otherwise."""
+    (encoding, errors): redis-py's encoder would test each one's type in Python. Numbers are
+    ASCII (``%r`` of a float is its ``repr``, which reads back as the same float). The creation
+    time is read only by a creation (expected version 0): ``-`` otherwise."""
     encoding, errors = codec
-    dl = "-" if r.absolute_expires_at is None else repr(r.absolute_expires_at)
-    created = repr(r.created_at) if r.expected_version == 0 else "-"
-    head = (
-        f"{r.expected_version} {created} {r.last_access_at!r} {r.timeout_s!r} "
-        f"{1 if r.full else 0} {len(r.changed)} {ttl_ms(r, grace_s)} {fence!r} {dl}"
-    )
+    dl = r.absolute_expires_at
     args = [
-        head.encode(encoding, errors),
+        b"%d" % r.expected_version,
+        b"%r" % r.created_at if r.expected_version == 0 else b"-",
+        b"%r" % r.last_access_at,
+        b"%r" % r.timeout_s,
+        b"1" if r.full else b"0",
+        b"%d" % (13 + 2 * len(r.changed)),
+        b"%d" % ttl_ms(r, grace_s),
+        b"%r" % fence,
+        b"-" if dl is None else b"%r" % dl,
         _flag(r.owner).encode(encoding, errors),
         _flag(r.node).encode(encoding, errors),
         r.token.encode(encoding, errors),
+        b"%r" % r.expires_at,
     ]
     for name, value in r.changed.items():
         args += [name.encode(encoding, errors), bytes(value)]
