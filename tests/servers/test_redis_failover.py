@@ -209,3 +209,87 @@ def test_master_killed_mid_traffic(factory: Callable[[], Deployment]) -> None:
     assert f.lost == [] and f.resurrected == []
     assert f.acknowledged > SESSIONS
     assert f.cached_failed == 0 and f.served_during_failover > 0
+
+
+def written_through_failover(d: SentinelSet, switch: Callable[[], None]) -> tuple[int, int]:
+    """Writes of one session without ``WAIT`` (each one command on a connection the store keeps
+    out of the pool, stores/redis_held.py), then ``switch()`` moves the master and returns once
+    the sentinel has finished, then one more write: it must land through the store's own
+    retry. Returns the value read back from the new master and the master the client uses."""
+    store = RedisStore(
+        d.url,
+        key_prefix=unique_name("skheld") + ":",
+        timeout_s=0.5,
+        retry=RetryPolicy(attempts=2, backoff_s=0.05),
+    )
+    m = sk.SessionManager(store, write=sk.EndOfRequest(), housekeeping=False, node="a")
+    try:
+        sid = new_session(m, {"n": 0})
+        for _ in range(5):
+            one_request(m, sid, change=True)
+        held = store._runner.held
+        assert held is not None and held.kept() == 1
+        switch()
+        one_request(m, sid, change=True)  # the kept connection reaches the old master
+        fresh = RedisStore(d.url, key_prefix=store.key_prefix)
+        try:
+            stored = fresh.load("shop", sid.split(".")[0])
+        finally:
+            fresh.close()
+        assert stored is not None
+        return int(stored.attributes["n"]), int(
+            store.client.connection_pool.get_master_address()[1]
+        )
+    finally:
+        m.close(deadline_s=5)
+        store.close()
+
+
+def _failover_accepted(sentinel: Any) -> bool:
+    from .redis_ha import SERVICE
+
+    try:
+        return bool(sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE))
+    except Exception:  # NOGOODSLAVE until the sentinel has fresh replica info
+        return False
+
+
+def _until_true(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_kept_connections_follow_a_sentinel_switch_to_a_live_old_master() -> None:
+    """``SENTINEL FAILOVER``: the old master lives on, demoted; a kept connection to it gets
+    READONLY, which redis-py's Sentinel connection turns into a connection error: the store
+    lets every kept connection go, and its retry connects to the new master."""
+    d = start(lambda: SentinelSet(replicas=1))
+    try:
+        from .redis_ha import SERVICE, _client
+
+        def forced() -> None:
+            old = d.master
+            s = _client(d.sentinel.port)
+            _until_true(lambda: _failover_accepted(s), "SENTINEL FAILOVER accepted")
+            _until_true(lambda: _client(old.port).info()["role"] == "slave", "old master demoted")
+            _until_true(
+                lambda: s.execute_command("SENTINEL", "MASTER", SERVICE)[b"flags"] == b"master",
+                "the sentinel's failover finished",
+            )
+
+        n, client_master = written_through_failover(d, forced)
+        assert n == 6 and client_master == d.master_port() != d.master.port
+    finally:
+        d.close()
+
+
+def test_kept_connections_follow_a_sentinel_failover_after_a_crash() -> None:
+    """The master SIGKILLed: a kept connection to it fails, and the retry finds the new one."""
+    d = start(lambda: SentinelSet(replicas=2))
+    try:
+        n, client_master = written_through_failover(d, lambda: d.recover(d.kill_master_of("")))
+        assert n == 6 and client_master == d.master_port() != d.master.port
+    finally:
+        d.close()

@@ -220,7 +220,9 @@ def test_batch_of_1000_is_one_round_trip(redis_url: str, prefix: str) -> None:
     )
     client = redis.Redis(connection_pool=pool)
     store = RedisStore(client, key_prefix=prefix)
-    store.save_many([req(tok(0), 0, {})])  # connects, loads the script
+    # connects (a pipeline's connection: one call alone goes on a connection kept out of the
+    # pool), loads the script
+    store.save_many([req(tok(0), 0, {}), req(tok(1001), 0, {})])
     CountingConnection.sends = 0
     results = store.save_many([req(tok(i), 0, {"k": b"v" * 10}) for i in range(1, 1001)])
     assert CountingConnection.sends == 1

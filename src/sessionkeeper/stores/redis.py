@@ -327,6 +327,7 @@ class RedisStore(Store):
         return owners.list_sessions(self, app, after, limit)
 
     def _close(self) -> None:
+        self._runner.release()
         if self._owns_client:
             self.client.close()
 

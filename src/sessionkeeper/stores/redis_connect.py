@@ -31,6 +31,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from ..errors import ConfigurationError, StoreUnavailable
+from .redis_held import HeldConnections
 
 log = logging.getLogger("sessionkeeper.store.redis")
 
@@ -193,6 +194,9 @@ class ScriptRunner:
         self.client, self.raise_ = client, raise_
         #: Asked once: ``isinstance`` against redis-py's cluster class costs some 2 µs a call.
         self.cluster = isinstance(client, RedisCluster)
+        #: One-command calls on connections kept out of the pool (not on a cluster, whose
+        #: client routes each command itself).
+        self.held = None if self.cluster else HeldConnections(client)
         self._wait_ms = max(1, int(wait_timeout_s * 1000))
         #: WAITs that reached fewer replicas than asked.
         self.wait_misses = 0
@@ -240,8 +244,8 @@ class ScriptRunner:
             try:
                 # bytes, so that a BytesPacker packs the whole call at once
                 sha, nkeys = script.sha.encode(), b"%d" % len(keys)
-                execute: Any = self.client.execute_command
-                return execute("EVALSHA", sha, nkeys, *keys, *args)
+                assert self.held is not None  # not on a cluster (eval_many)
+                return self.held.execute("EVALSHA", sha, nkeys, *keys, *args)
             except rex.NoScriptError:
                 if attempt == 1:
                     raise
@@ -249,6 +253,11 @@ class ScriptRunner:
             except rex.ResponseError as exc:
                 self.raise_(exc)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def release(self) -> None:
+        """Give the kept connections back to the client's pool (the store is closing)."""
+        if self.held is not None:
+            self.held.release_all()
 
     def pipelines(self, calls: Sequence[Call], todo: list[int]) -> list[Any]:
         """(pipeline, call indexes) to send. On a cluster, one pipeline per node on that node's
