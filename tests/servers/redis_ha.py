@@ -182,6 +182,17 @@ class SentinelSet(Deployment):
         """Until the sentinel has promoted a replica and the other replica follows it."""
         new = _until(lambda: self.master_port() != dead.port and self.master_port(), "failover")
         _until(lambda: _replicas_online(new) >= 1, "a replica of the new master")
+        self._failover_finished()
+
+    def switch(self) -> None:
+        """``SENTINEL FAILOVER``: the master handed over while it lives, until it is demoted.
+        Refused (NOGOODSLAVE) until the sentinel has fresh replica info: asked until accepted."""
+        old, s = self.master, _client(self.sentinel.port)
+        _until(lambda: s.execute_command("SENTINEL", "FAILOVER", SERVICE), "SENTINEL FAILOVER")
+        _until(lambda: _client(old.port).info()["role"] == "slave", "the old master demoted")
+        self._failover_finished()
+
+    def _failover_finished(self) -> None:
         # Clients (redis-py) ask SENTINEL MASTERS, which names the new master only once the
         # failover has reconfigured the replicas; until then it reports the old one as down.
         s = _client(self.sentinel.port)

@@ -245,41 +245,13 @@ def written_through_failover(d: SentinelSet, switch: Callable[[], None]) -> tupl
         store.close()
 
 
-def _failover_accepted(sentinel: Any) -> bool:
-    from .redis_ha import SERVICE
-
-    try:
-        return bool(sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE))
-    except Exception:  # NOGOODSLAVE until the sentinel has fresh replica info
-        return False
-
-
-def _until_true(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def test_kept_connections_follow_a_sentinel_switch_to_a_live_old_master() -> None:
     """``SENTINEL FAILOVER``: the old master lives on, demoted; a kept connection to it gets
     READONLY, which redis-py's Sentinel connection turns into a connection error: the store
     lets every kept connection go, and its retry connects to the new master."""
     d = start(lambda: SentinelSet(replicas=1))
     try:
-        from .redis_ha import SERVICE, _client
-
-        def forced() -> None:
-            old = d.master
-            s = _client(d.sentinel.port)
-            _until_true(lambda: _failover_accepted(s), "SENTINEL FAILOVER accepted")
-            _until_true(lambda: _client(old.port).info()["role"] == "slave", "old master demoted")
-            _until_true(
-                lambda: s.execute_command("SENTINEL", "MASTER", SERVICE)[b"flags"] == b"master",
-                "the sentinel's failover finished",
-            )
-
-        n, client_master = written_through_failover(d, forced)
+        n, client_master = written_through_failover(d, d.switch)
         assert n == 6 and client_master == d.master_port() != d.master.port
     finally:
         d.close()

@@ -73,9 +73,12 @@ class HeldConnections:
         self._free.append((conn, self._clock()))
         return reply
 
-    def _take(self) -> Any:
+    def _forget_if_forked(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours
             self._free, self._pid = [], os.getpid()
+
+    def _take(self) -> Any:
+        self._forget_if_forked()
         try:
             conn, used = self._free.pop()
         except IndexError:
@@ -93,9 +96,7 @@ class HeldConnections:
 
     def release_all(self, *, disconnect: bool = False) -> None:
         """Give every kept connection back to the pool (on close, or after a failure)."""
-        if self._pid != os.getpid():
-            self._free, self._pid = [], os.getpid()
-            return
+        self._forget_if_forked()
         while True:
             try:
                 conn, _used = self._free.pop()
