@@ -38,13 +38,16 @@ DEADLINE_S = 90.0
 
 class RecordingStore(RedisStore):
     """Remembers what the store acknowledged: the highest ``n`` saved per session, and every
-    invalidation that returned."""
+    invalidation that returned. An invalidation that raised may still have happened (the
+    master applied it and died before answering, or before the feed's entry that follows the
+    tombstone): its session may be there or not, and counts as neither lost nor resurrected."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.acked: dict[str, int] = {}
         self.acked_writes = 0
         self.invalidated: set[str] = set()
+        self.invalidating: set[str] = set()  # asked, whether acknowledged or not
         self._lock = threading.Lock()
 
     def save_many(self, requests: Sequence[SaveRequest]) -> list[SaveResult]:
@@ -58,6 +61,8 @@ class RecordingStore(RedisStore):
         return results
 
     def delete(self, app: str, token: str, *, tombstone_until: float) -> bool:
+        with self._lock:
+            self.invalidating.add(token)
         live = super().delete(app, token, tombstone_until=tombstone_until)
         with self._lock:
             self.invalidated.add(token)
@@ -172,8 +177,8 @@ def check(d: Deployment, store: RecordingStore, f: Figures) -> None:
         f.invalidations_acked = len(store.invalidated)
         for token, n in store.acked.items():
             s = fresh.load("shop", token)
-            if token in store.invalidated:
-                continue
+            if token in store.invalidating:
+                continue  # gone if acknowledged (checked below), either way if not
             if s is None or int(s.attributes["n"]) < n:
                 f.lost.append(token)
         f.resurrected = [t for t in store.invalidated if fresh.load("shop", t) is not None]
