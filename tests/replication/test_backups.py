@@ -156,8 +156,11 @@ def test_a_replaced_backup_is_told_to_drop_its_copy_once_it_answers_again(
     assert nodes[new]._replicator.backups.get(key) is not None
     assert a._replicator is not None
     assert wait_until(lambda: a._replicator is not None and a._replicator.members.is_live(old))
+    health = a.replication_health()
+    assert health["healthy"] and health["retiring"] == 1  # its copies: new, and old's stale one
     a.housekeep()
     assert stalled.backups.get(key) is None
+    assert a.replication_health()["retiring"] == 0
     assert a.stats()["replication_retired_dropped"] == 1
     a.housekeep()  # told once
     assert a.stats()["replication_retired_dropped"] == 1

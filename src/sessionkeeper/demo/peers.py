@@ -87,17 +87,23 @@ class Tally:
 
 
 def wait_healthy(cluster: Cluster, timeout_s: float = HEALTH_WAIT_S) -> bool:
-    """Until every live node answers that each session it owns has its copies."""
+    """Until every live node answers that each session it owns has its copies, and that no
+    backup it replaced still holds one (the next housekeeping drops it): the copies counted
+    then are the ones replication keeps."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if all(n.replication_health()["healthy"] for n in cluster.live()):
+            if all(_settled(n.replication_health()) for n in cluster.live()):
                 return True
         except (OSError, ValueError, KeyError):
             pass
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)  # polling another process's answer, not waiting for time to pass
+
+
+def _settled(health: dict[str, Any]) -> bool:
+    return bool(health["healthy"]) and not health.get("retiring")
 
 
 def _route(cluster: Cluster, user: User) -> list[Node]:

@@ -14,17 +14,21 @@ if TYPE_CHECKING:
 
 def health(r: Replicator) -> dict[str, Any]:
     """Whether every owned session has ``replicas`` live copies (a rolling restart waits for
-    ``healthy`` before stopping the next node)."""
+    ``healthy`` before stopping the next node). ``retiring``: owned sessions with a replaced
+    backup that lives and may still hold a copy, until the housekeeping tells it to drop it
+    (:func:`.repair.drop_retired`); a copy too many costs memory, not safety."""
     live = {m.name for m in r.members.live()}
     with r._lock:
         entries = list(r.owned.values())
     underreplicated = sum(1 for e in entries if short(r, e, live))
+    retiring = sum(1 for e in entries if e.retired and live.intersection(e.retired))
     return {
         "healthy": r.transport.connected and underreplicated == 0,
         "connected": r.transport.connected,
         "node": r.rt.node,
         "owned": len(entries),
         "underreplicated": underreplicated,
+        "retiring": retiring,
         "backups_held": len(r.backups),
         "members": sorted(live),
         "async_in_flight": r.async_in_flight(),
