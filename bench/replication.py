@@ -9,7 +9,10 @@ of its own per run). Configurations, measured in interleaved rounds in one run:
   each changed request costs today;
 * ``memory://`` + replication, ``ack="sync"`` (the request waits for its backup's ack) and
   ``ack="async"`` (sent after it);
-* ``TimeBased(60)`` on Redis + replication ``ack="sync"`` (the tiered topology).
+* ``TimeBased(60)`` on Redis + replication ``ack="sync"`` (the tiered topology);
+* the floor: one request/reply of nats-py alone (``await nc.request`` on its own event loop, as
+  many bytes as a replicated request sends) to an echo subscriber in another process, over the
+  same nats-server. An ``ack="sync"`` request cannot cost less than that round trip.
 
 Each round runs every configuration for ``requests`` requests; a configuration's figure is the
 median per-request time of its rounds' medians, and the quietest (lowest) round is shown too.
@@ -129,6 +132,72 @@ def backup_process(cluster: str) -> Iterator[Callable[[], dict[str, float]]]:
         stop()
 
 
+def echo_main(url: str, subject: str) -> None:
+    """The floor's other end: nats-py alone, answering each request with its own bytes."""
+    import asyncio
+
+    import nats
+
+    async def serve() -> None:
+        nc = await nats.connect(url)
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await nc.subscribe(subject, cb=answer)
+        await nc.flush()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        await nc.drain()
+
+    asyncio.run(serve())
+
+
+@contextmanager
+def echo_process(subject: str) -> Iterator[None]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.replication", "echo", NATS_URL, subject],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the echo process did not start")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def floor_round(subject: str, requests: int, size: int) -> float:
+    """The median microseconds of ``requests`` nats-py request/replies of ``size`` bytes."""
+    import asyncio
+
+    import nats
+
+    async def measure() -> float:
+        nc = await nats.connect(NATS_URL)
+        payload = b"x" * size
+        try:
+            for _ in range(20):  # the connection's first requests set up its reply inbox
+                await nc.request(subject, payload, timeout=2)
+            perf, samples = time.perf_counter_ns, []
+            for _ in range(requests):
+                t0 = perf()
+                await nc.request(subject, payload, timeout=2)
+                samples.append(perf() - t0)
+            return statistics.median(samples) / 1000
+        finally:
+            await nc.close()
+
+    return asyncio.run(measure())
+
+
 # -- the managers ---------------------------------------------------------------------------------
 
 
@@ -186,11 +255,17 @@ def one_round(m: sk.SessionManager, ids: list[str], requests: int, start: int) -
 # -- the section ----------------------------------------------------------------------------------
 
 
-def measure(sizes: Sizes) -> tuple[list[Config], dict[str, float]]:
+FLOOR_BYTES = 212  # what a replicated request sent, per request, in the last full run
+
+
+def measure(sizes: Sizes) -> tuple[list[Config], dict[str, float], list[float]]:
     """Each replicating configuration has a cluster of its own (its owner and its backup), so
-    that no owner in this process is chosen as another's backup."""
+    that no owner in this process is chosen as another's backup. The floor's rounds run
+    between the configurations' rounds."""
     run_id = uuid.uuid4().hex[:8]
     cs = configs()
+    floor: list[float] = []
+    echo_subject = f"bench-{run_id}-echo"
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="sk-bench-repl-") as tmp:
         clusters = [f"bench-{run_id}-{i}" for i in range(len(cs))]
         stops = [
@@ -198,6 +273,7 @@ def measure(sizes: Sizes) -> tuple[list[Config], dict[str, float]]:
             for c, cl in zip(cs, clusters, strict=True)
             if c.ack
         ]
+        stack.enter_context(echo_process(echo_subject))
         managers = [manager_for(c, cl, Path(tmp)) for c, cl in zip(cs, clusters, strict=True)]
         for m in managers:
             m.start()
@@ -210,6 +286,7 @@ def measure(sizes: Sizes) -> tuple[list[Config], dict[str, float]]:
             for c, m, sids in zip(cs, managers, ids, strict=True):
                 c.rounds_us.append(one_round(m, sids, sizes.requests, r * sizes.requests))
                 c.requests += sizes.requests
+            floor.append(floor_round(echo_subject, sizes.requests, FLOOR_BYTES))
         for c, m, was in zip(cs, managers, before, strict=True):
             now = m.stats()
             c.sent = {
@@ -224,7 +301,7 @@ def measure(sizes: Sizes) -> tuple[list[Config], dict[str, float]]:
         for stop in stops:
             for k, v in stop().items():
                 backup[k] = backup.get(k, 0.0) + v
-    return cs, backup
+    return cs, backup, floor
 
 
 def run(config: BenchConfig) -> SectionResult:
@@ -237,7 +314,7 @@ def run(config: BenchConfig) -> SectionResult:
         f"{os.getloadavg()[0]:.2f}.",
     )
     try:
-        cs, backup = measure(sizes)
+        cs, backup, floor = measure(sizes)
     except Exception as exc:  # a service down: say so, do not fail the run
         result.notes.append(f"skipped: {exc}")
         return result
@@ -262,6 +339,17 @@ def run(config: BenchConfig) -> SectionResult:
                 per_bytes,
             ]
         )
+    floor_us = statistics.median(floor)
+    rows.append(
+        [
+            f"floor: one NATS request/reply of {FLOOR_BYTES} bytes (nats-py alone, echo)",
+            f"{floor_us:.0f}",
+            f"{min(floor):.0f}",
+            ratio(floor_us / redis),
+            "1.00",
+            f"{FLOOR_BYTES}",
+        ]
+    )
     result.tables.append(
         Table(
             ["configuration", "median µs", "quietest round µs", "vs EndOfRequest on Redis",
@@ -283,6 +371,11 @@ def run(config: BenchConfig) -> SectionResult:
             sync < redis,
         )
     )
+    result.notes.append(
+        f"ack=sync over its floor (one NATS request/reply): {sync:.0f} µs vs {floor_us:.0f} µs "
+        f"({ratio(sync / floor_us)}); the floor alone is {ratio(floor_us / redis)} "
+        "EndOfRequest on Redis"
+    )
     result.notes.append(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return result
 
@@ -293,3 +386,5 @@ SECTION = Section("replication", run)
 if __name__ == "__main__":
     if sys.argv[1:2] == ["backup"]:
         backup_main(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["echo"]:
+        echo_main(sys.argv[2], sys.argv[3])
