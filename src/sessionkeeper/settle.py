@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .errors import StoreError, WriteRefused
 from .logs import fields, session_hash
 from .runtime import Runtime
+from .stores.records import tombstone_until
 
 if TYPE_CHECKING:
     from .lifecycle import ActiveRequest
@@ -97,6 +98,30 @@ class Settle:
         s.replace_data({})
         return True
 
+    def discard_refused_new(self, active: ActiveRequest) -> None:
+        """A session this request created, whose write reached the store but is refused all
+        the same (ack="sync" with no durable store, and no backup took it): the 503 carries no
+        id, so nothing may keep it. Deleted from the store (which took it a moment ago) and the
+        cache, and forgotten by replication; else it would live on, unreachable, and be copied
+        by the repairs. Should the delete fail, the row expires unreferenced."""
+        s, rt = active.session, self._rt
+        rt.cache.remove((s.app, s.token), s)
+        if rt.replicator is not None:
+            rt.replicator.forget(s.app, s.token)
+        now = rt.clock.time()
+        until = tombstone_until(now, s.timeout_s, s.absolute_expires_at, rt.settings.grace_s)
+        try:
+            rt.store.delete(s.app, s.token, tombstone_until=until)
+        except StoreError as exc:
+            log.info(
+                "refused new session %s not deleted: %s",
+                session_hash(s.app, s.token),
+                exc,
+                extra=fields(s.app, s.token, exc.code),
+            )
+        s.created = False
+        s.replace_data({})
+
     def refusable(self, active: ActiveRequest) -> bool:
         """``on_write_failure="refuse"`` and the request changed its session."""
         return self._rt.settings.refuses_failed_writes and (
@@ -109,6 +134,7 @@ class Settle:
         and raise :class:`WriteRefused`. Runs while the request still holds its session, so no
         other request sees a change that is then undone."""
         s, rt = active.session, self._rt
+        written = False
         try:
             if rt.rules.defer_inline_write(rt.store):
                 durable = False
@@ -138,7 +164,8 @@ class Settle:
                 s.end_undo(active.rid, revert=False)
                 return
             s.end_undo(active.rid, revert=True)
-            self.discard_if_unseen(active)
+            if not self.discard_if_unseen(active) and written and active.is_new:
+                self.discard_refused_new(active)
             rt.stats.add("refused_writes")
             raise WriteRefused(
                 f"session {session_hash(s.app, s.token)}: the change could not be stored and was rolled back"

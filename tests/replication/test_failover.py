@@ -90,6 +90,22 @@ def test_a_lone_survivor_serves_the_session_and_refuses_to_acknowledge_a_change(
     assert b.replication_health()["healthy"] is False
 
 
+def test_a_new_session_refused_on_a_lone_survivor_is_not_kept(make_node: MakeNode) -> None:
+    """A session created by a request whose change no backup acknowledged: the 503 carries no
+    id, so nothing may keep it (it would live on, owned and copied by the repairs, unreachable
+    by any client): not the cache, not the process's memory:// store, not the replicator."""
+    a, b = make_node("a"), make_node("b")
+    wait_members([a, b], 2)
+    crash(a)
+    with pytest.raises(sk.WriteRefused), b.request("shop") as s:
+        s["user"] = "ann"  # a login, answered 503
+    assert b.store.load("shop", s.token) is None
+    assert b.replication_health()["owned"] == 0
+    assert b._cache.get(("shop", s.token)) is None
+    b.housekeep()  # no repair brings it back
+    assert b.replication_health()["owned"] == 0 and b.store.load("shop", s.token) is None
+
+
 def test_tiered_time_based_with_one_replica_loses_nothing_at_a_crash(
     make_node: MakeNode, tmp_path: Path
 ) -> None:
