@@ -12,12 +12,16 @@ from sessionkeeper.replication.placement import Verdict
 from tests.replication.conftest import MakeNode, wait_members, wait_until
 
 
-def copy(token: str = "t", epoch: int = 1, version: int = 1, **attrs: bytes) -> Copy:
-    return Copy("shop", token, "a", epoch, version, dict(attrs), 0.0, 100.0, 60.0)
+def copy(
+    token: str = "t", epoch: int = 1, version: int = 1, owner: str = "a", **attrs: bytes
+) -> Copy:
+    return Copy("shop", token, owner, epoch, version, dict(attrs), 0.0, 100.0, 60.0)
 
 
-def delta(base: int, version: int, epoch: int = 1, rm: tuple[str, ...] = (), **ch: bytes) -> Delta:
-    return Delta("shop", "t", "a", epoch, base, version, dict(ch), rm, 110.0, 60.0)
+def delta(
+    base: int, version: int, epoch: int = 1, rm: tuple[str, ...] = (), owner: str = "a", **ch: bytes
+) -> Delta:
+    return Delta("shop", "t", owner, epoch, base, version, dict(ch), rm, 110.0, 60.0)
 
 
 def make(capacity: int = 10) -> tuple[Backups, Counter[str]]:
@@ -70,12 +74,29 @@ def test_a_superseded_owner_stays_refused_after_the_copy_is_dropped() -> None:
     b.apply_snapshot(copy(x=b"1"))
     assert b.apply_snapshot(copy(epoch=2, version=1, x=b"new")) is Verdict.APPLY
     assert b.apply_delta(delta(1, 2, x=b"old")) is Verdict.FENCED
-    assert b.drop(("shop", "t"), 3, older_only=True)  # a third owner announced itself
+    assert b.drop(("shop", "t"), 3, owner="a", older_only=True)  # a third owner announced itself
     assert b.get(("shop", "t")) is None
     assert b.apply_snapshot(copy(epoch=2, version=9, x=b"stale")) is Verdict.FENCED
     assert b.apply_delta(delta(1, 2, epoch=2, x=b"stale")) is Verdict.FENCED
     assert b.apply_snapshot(copy(epoch=3, version=1, x=b"ok")) is Verdict.APPLY
-    assert not b.drop(("shop", "t"), 3, older_only=True)  # the announcer's own copy stays
+    assert not b.drop(("shop", "t"), 3, owner="a", older_only=True)  # the announcer's copy stays
+
+
+def test_two_owners_at_one_epoch_are_ranked_by_name() -> None:
+    """Two nodes that took a session over at once, each before the other's announcement came,
+    own it at the same epoch: the backup ranks them by name, so that the lower one is refused
+    (never acknowledged as a duplicate of what the other sent) and each backup keeps one."""
+    b, _ = make()
+    assert b.apply_snapshot(copy(epoch=2, version=3, owner="c", x=b"c")) is Verdict.APPLY
+    assert b.apply_snapshot(copy(epoch=2, version=3, owner="b", x=b"b")) is Verdict.FENCED
+    assert b.apply_snapshot(copy(epoch=2, version=9, owner="b", x=b"b")) is Verdict.FENCED
+    assert b.apply_delta(delta(3, 4, epoch=2, owner="b", x=b"b")) is Verdict.FENCED
+    assert (got := b.get(("shop", "t"))) is not None and got.attributes == {"x": b"c"}
+    assert b.apply_delta(delta(3, 4, epoch=2, owner="d", x=b"d")) is Verdict.SNAPSHOT
+    assert b.apply_snapshot(copy(epoch=2, version=1, owner="d", x=b"d")) is Verdict.APPLY
+    assert not b.drop(("shop", "t"), 2, owner="c", older_only=True)  # c's announcement: d stays
+    assert b.drop(("shop", "t"), 2, owner="e", older_only=True)
+    assert b.apply_snapshot(copy(epoch=2, version=5, owner="d")) is Verdict.FENCED
 
 
 def test_copies_are_bounded_and_expire() -> None:

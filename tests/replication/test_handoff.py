@@ -3,11 +3,15 @@ server restarted mid-traffic: cached sessions keep being served, replication res
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import msgpack
 import pytest
 
 import sessionkeeper as sk
 from sessionkeeper import ids
-from tests.replication.conftest import MakeNode, NatsServer, wait_members
+from sessionkeeper.replication.codec import MAC_BYTES
+from tests.replication.conftest import MakeNode, NatsServer, wait_members, wait_until
 from tests.replication.test_failover import crash
 
 
@@ -67,6 +71,44 @@ def test_a_stale_owner_is_fenced(make_node: MakeNode) -> None:
     with a.request("shop", old_id) as s5:  # no copy left on a: it asks the nodes the id names
         assert s5["n"] == 2
     assert route_of(s5.id)[0] == "a"
+
+
+def test_two_owners_at_one_epoch_end_as_one(make_node: MakeNode) -> None:
+    """b and c take a crashed owner's session over at once, each before it heard of the other:
+    both own it at the same epoch. The name breaks the tie on every node, so c keeps it and b,
+    whose copy c (its backup) refuses, gives it up; b then holds c's copy as c's backup."""
+    nodes = {name: make_node(name) for name in "abc"}
+    wait_members(list(nodes.values()), 3)
+    with nodes["a"].request("shop") as s:
+        s["n"] = 1
+    key = ("shop", s.token)
+    b, c = nodes["b"]._replicator, nodes["c"]._replicator
+    assert b is not None and c is not None
+    held = b.backups.get(key) or c.backups.get(key)
+    assert held is not None
+    crash(nodes["a"])
+    for r in (b, c):
+        r.members.mark_dead("a")  # as its first unanswered request would
+    hear = b.transport._handler
+    unheard: set[str] = set()
+
+    def deaf_but_to_beats(subject: str, frame: bytes) -> bytes | Callable[[], bytes | None] | None:
+        kind = msgpack.unpackb(frame[MAC_BYTES:], raw=False)["t"]
+        if kind == "hb":
+            return hear(subject, frame)
+        unheard.add(kind)
+        return None
+
+    b.transport._handler = deaf_but_to_beats
+    epoch = c.failover.adopt(held, parked=True).epoch
+    assert wait_until(lambda: {"fence", "snap"} <= unheard)  # c's announcement and its copy
+    b.transport._handler = hear
+    assert b.failover.adopt(held, parked=True).epoch == epoch  # the tie
+
+    assert wait_until(lambda: key not in b.owned)
+    assert key in c.owned and nodes["b"].stats()["replication_fenced"] == 1
+    c.housekeep()  # c's copy, unanswered while b was deaf, goes to b again
+    assert wait_until(lambda: (copy := b.backups.get(key)) is not None and copy.owner == "c")
 
 
 def test_an_invalidation_drops_the_backup_copies(make_node: MakeNode) -> None:

@@ -6,7 +6,9 @@ import pytest
 
 from sessionkeeper import ids
 from sessionkeeper.replication.placement import (
+    Held,
     Member,
+    Rank,
     Verdict,
     choose_backups,
     judge_delta,
@@ -46,28 +48,32 @@ def test_placement_spreads_and_a_departure_moves_only_the_sessions_it_held() -> 
 
 
 @pytest.mark.parametrize(
-    ("held", "epoch", "base", "version", "verdict"),
+    ("held", "rank", "base", "version", "verdict"),
     [
-        (None, 1, 0, 1, Verdict.SNAPSHOT),  # no copy: ask for the whole
-        ((1, 3), 1, 3, 4, Verdict.APPLY),
-        ((1, 3), 1, 2, 3, Verdict.DUPLICATE),  # a resend of what is held
-        ((1, 3), 1, 4, 5, Verdict.SNAPSHOT),  # a gap: one delta was missed
-        ((2, 1), 1, 3, 4, Verdict.FENCED),  # from the owner that was superseded
-        ((1, 3), 2, 3, 4, Verdict.SNAPSHOT),  # a new owner: its snapshot first
+        (None, (1, "a"), 0, 1, Verdict.SNAPSHOT),  # no copy: ask for the whole
+        (((1, "a"), 3), (1, "a"), 3, 4, Verdict.APPLY),
+        (((1, "a"), 3), (1, "a"), 2, 3, Verdict.DUPLICATE),  # a resend of what is held
+        (((1, "a"), 3), (1, "a"), 4, 5, Verdict.SNAPSHOT),  # a gap: one delta was missed
+        (((2, "b"), 1), (1, "a"), 3, 4, Verdict.FENCED),  # from the owner that was superseded
+        (((1, "a"), 3), (2, "b"), 3, 4, Verdict.SNAPSHOT),  # a new owner: its snapshot first
+        (((2, "c"), 3), (2, "b"), 3, 4, Verdict.FENCED),  # one epoch, two owners: c outranks b
+        (((2, "b"), 3), (2, "c"), 3, 4, Verdict.SNAPSHOT),  # ... and takes b's place
     ],
 )
 def test_judge_delta(
-    held: tuple[int, int] | None, epoch: int, base: int, version: int, verdict: Verdict
+    held: Held | None, rank: Rank, base: int, version: int, verdict: Verdict
 ) -> None:
-    assert judge_delta(held, epoch, base, version) is verdict
+    assert judge_delta(held, rank, base, version) is verdict
 
 
 def test_judge_snapshot_and_next_epoch() -> None:
-    assert judge_snapshot(None, 1, 1) is Verdict.APPLY
-    assert judge_snapshot((1, 5), 1, 5) is Verdict.DUPLICATE
-    assert judge_snapshot((1, 5), 1, 6) is Verdict.APPLY
-    assert judge_snapshot((2, 1), 1, 9) is Verdict.FENCED  # a stale owner's whole copy too
-    assert judge_snapshot((1, 9), 2, 1) is Verdict.APPLY  # a new owner restarts versions
+    a1, b2 = (1, "a"), (2, "b")
+    assert judge_snapshot(None, a1, 1) is Verdict.APPLY
+    assert judge_snapshot((a1, 5), a1, 5) is Verdict.DUPLICATE
+    assert judge_snapshot((a1, 5), a1, 6) is Verdict.APPLY
+    assert judge_snapshot((b2, 1), a1, 9) is Verdict.FENCED  # a stale owner's whole copy too
+    assert judge_snapshot((a1, 9), b2, 1) is Verdict.APPLY  # a new owner restarts versions
+    assert judge_snapshot(((2, "c"), 1), b2, 9) is Verdict.FENCED  # outranked at one epoch
     assert next_epoch([]) == 1 and next_epoch([3, 1]) == 4
 
 

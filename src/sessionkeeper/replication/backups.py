@@ -3,9 +3,10 @@
 A copy is the session as its owner last sent it: serialized attributes (the serializer's own
 bytes, never decoded here), metadata, the owner's epoch and the replication version. A delta
 applies only on top of the version held (:func:`.placement.judge_delta`); otherwise the answer
-asks the owner for the whole session. Copies are bounded like the cache (``cache_size``, least
-recently touched out first, counted) and dropped once expired. The highest epoch seen per session
-is kept after a drop, bounded the same way, so that a superseded owner's late delta stays refused.
+asks the owner for the whole session. Owners are ranked by epoch, then name
+(:data:`.placement.Rank`). Copies are bounded like the cache (``cache_size``, least recently
+touched out first, counted) and dropped once expired. The highest rank seen per session is kept
+after a drop, bounded the same way, so that a superseded owner's late delta stays refused.
 
 Thread safety: every method takes one lock.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..stores import StoredSession
-from .placement import Verdict, judge_delta, judge_snapshot
+from .placement import Held, Rank, Verdict, judge_delta, judge_snapshot
 
 Key = tuple[str, str]
 
@@ -185,7 +186,7 @@ class Backups:
 
     def forget_all(self) -> None:
         self._copies: OrderedDict[Key, Copy] = OrderedDict()
-        self._epochs: OrderedDict[Key, int] = OrderedDict()  # the highest epoch seen
+        self._ranks: OrderedDict[Key, Rank] = OrderedDict()  # the highest owner rank seen
 
     def __len__(self) -> int:
         return len(self._copies)
@@ -200,18 +201,19 @@ class Backups:
 
     def epoch_seen(self, key: Key) -> int:
         with self._lock:
-            return self._epochs.get(key, 0)
+            return self._ranks.get(key, (0, ""))[0]
 
-    def _held(self, key: Key) -> tuple[int, int] | None:
+    def _held(self, key: Key) -> Held | None:
         copy = self._copies.get(key)
         if copy is not None:
-            return copy.epoch, copy.version
-        seen = self._epochs.get(key)
+            return (copy.epoch, copy.owner), copy.version
+        seen = self._ranks.get(key)
         return None if seen is None else (seen, -1)  # dropped: any version needs a snapshot
 
     def apply_snapshot(self, copy: Copy) -> Verdict:
         with self._lock:
-            verdict = judge_snapshot(self._held(copy.key), copy.epoch, copy.version)
+            rank = (copy.epoch, copy.owner)
+            verdict = judge_snapshot(self._held(copy.key), rank, copy.version)
             if verdict is Verdict.APPLY:
                 self._put(copy)
             return verdict
@@ -219,7 +221,7 @@ class Backups:
     def apply_delta(self, d: Delta) -> Verdict:
         with self._lock:
             key = (d.app, d.token)
-            verdict = judge_delta(self._held(key), d.epoch, d.base_version, d.version)
+            verdict = judge_delta(self._held(key), (d.epoch, d.owner), d.base_version, d.version)
             current = self._copies.get(key)
             if verdict is Verdict.APPLY and current is not None:
                 attrs = {k: v for k, v in current.attributes.items() if k not in d.removed}
@@ -234,14 +236,16 @@ class Backups:
                 self._put(updated)
             return verdict
 
-    def drop(self, key: Key, epoch: int, *, older_only: bool = False) -> bool:
-        """Forget the copy held at ``epoch`` or before (an invalidation by its owner), or with
-        ``older_only`` only before it (a new owner announced ``epoch``); remember ``epoch``
-        so that older owners stay refused."""
+    def drop(self, key: Key, epoch: int, *, owner: str, older_only: bool = False) -> bool:
+        """Forget the copy held from ``owner`` at ``epoch`` or from a lower rank (an
+        invalidation by its owner), or with ``older_only`` only from a lower one (``owner``
+        announced that it owns the session at ``epoch``); remember that rank, so that lower
+        owners stay refused."""
+        rank = (epoch, owner)
         with self._lock:
             held = self._held(key)
-            self._seen(key, epoch)
-            if held is not None and (held[0] > epoch or (older_only and held[0] == epoch)):
+            self._seen(key, rank)
+            if held is not None and (held[0] > rank or (older_only and held[0] == rank)):
                 return False
             return self._copies.pop(key, None) is not None
 
@@ -262,7 +266,7 @@ class Backups:
     def _put(self, copy: Copy) -> None:
         self._copies[copy.key] = copy
         self._copies.move_to_end(copy.key)
-        self._seen(copy.key, copy.epoch)
+        self._seen(copy.key, (copy.epoch, copy.owner))
         evicted = 0
         while len(self._copies) > self.capacity:
             self._copies.popitem(last=False)
@@ -270,8 +274,8 @@ class Backups:
         if evicted:
             self._count("replication_backup_evictions", evicted)
 
-    def _seen(self, key: Key, epoch: int) -> None:
-        self._epochs[key] = max(epoch, self._epochs.get(key, 0))
-        self._epochs.move_to_end(key)
-        while len(self._epochs) > 4 * self.capacity:
-            self._epochs.popitem(last=False)
+    def _seen(self, key: Key, rank: Rank) -> None:
+        self._ranks[key] = max(rank, self._ranks.get(key, (0, "")))
+        self._ranks.move_to_end(key)
+        while len(self._ranks) > 4 * self.capacity:
+            self._ranks.popitem(last=False)

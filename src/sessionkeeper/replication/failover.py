@@ -50,7 +50,7 @@ class Failover:
             copies = self._take_each(key, others, first=True)
         if not copies:
             return None
-        copy = max(copies, key=lambda c: (c.epoch, c.version))
+        copy = max(copies, key=lambda c: (c.epoch, c.owner, c.version))
         self.adopt(copy)
         r.stats.add("replication_takeovers")
         return copy
@@ -83,7 +83,7 @@ class Failover:
         entry.parked = copy if parked else None
         with r._lock:
             r.owned[copy.key] = entry
-        r.backups.drop(copy.key, epoch)
+        r.backups.drop(copy.key, epoch, owner=r.rt.node)
         r.tell_all("fence", {"a": copy.app, "k": copy.token, "e": epoch})
         if parked:
 

@@ -69,7 +69,7 @@ class Handlers:
             elif kind == "leave":
                 self._r.members.leave(msg.node)
             elif kind == "fence":
-                self._fence(_key(p), _epoch(p))
+                self._fence(_key(p), _epoch(p), msg.node)
             elif kind == "health":  # another process asks (probe.py): answered to its inbox
                 return self._r.health()
             return None
@@ -78,7 +78,7 @@ class Handlers:
         if kind == "snap":
             return self._applied(self._r.backups.apply_snapshot(copy_from_wire(p)))
         if kind == "drop":
-            self._r.backups.drop(_key(p), _epoch(p))
+            self._r.backups.drop(_key(p), _epoch(p), owner=msg.node)
             return {"r": "ok"}
         if kind == "take":
             return self._take(_key(p))
@@ -93,11 +93,13 @@ class Handlers:
         self._r.stats.add(counter)
         return {"r": answer}
 
-    def _fence(self, key: tuple[str, str], epoch: int) -> None:
+    def _fence(self, key: tuple[str, str], epoch: int, owner: str) -> None:
+        """``owner`` announced that it owns the session at ``epoch``: an owner here of a lower
+        rank (:data:`.placement.Rank`) gives it up, a copy from one is dropped."""
         entry = self._r.owned.get(key)
-        if entry is not None and entry.epoch < epoch:
+        if entry is not None and (entry.epoch, self._r.rt.node) < (epoch, owner):
             self._r._fenced(key)
-        self._r.backups.drop(key, epoch, older_only=True)
+        self._r.backups.drop(key, epoch, owner=owner, older_only=True)
 
     def _take(self, key: tuple[str, str]) -> dict[str, Any]:
         """Another node takes the session over: give it the newest copy held here. An owner that

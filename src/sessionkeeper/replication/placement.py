@@ -46,18 +46,24 @@ class Verdict(enum.Enum):
     FENCED = "fenced"  # from an owner whose epoch was superseded: refuse
 
 
-def judge_delta(
-    held: tuple[int, int] | None, epoch: int, base_version: int, version: int
-) -> Verdict:
-    """Whether a backup holding ``held = (epoch, version)`` (``None``: no copy) applies a delta
-    from ``base_version`` to ``version`` sent by an owner at ``epoch``. A higher epoch than held
-    means a new owner took over: its delta needs its snapshot first."""
+#: An owner's rank: its epoch, then its node name. Two nodes that take a session over at once,
+#: each before the other's announcement reached it, own it at the same epoch; the name breaks the
+#: tie, the same way on every node, so that one of them is refused everywhere.
+Rank = tuple[int, str]
+#: What a backup holds of a session: its owner's rank and the replication version.
+Held = tuple[Rank, int]
+
+
+def judge_delta(held: Held | None, rank: Rank, base_version: int, version: int) -> Verdict:
+    """Whether a backup holding ``held`` (``None``: no copy) applies a delta from
+    ``base_version`` to ``version`` sent by an owner of ``rank``. A higher rank than held means
+    a new owner took over: its delta needs its snapshot first."""
     if held is None:
         return Verdict.SNAPSHOT
-    held_epoch, held_version = held
-    if epoch < held_epoch:
+    held_rank, held_version = held
+    if rank < held_rank:
         return Verdict.FENCED
-    if epoch > held_epoch:
+    if rank > held_rank:
         return Verdict.SNAPSHOT
     if version <= held_version:
         return Verdict.DUPLICATE
@@ -66,15 +72,15 @@ def judge_delta(
     return Verdict.SNAPSHOT
 
 
-def judge_snapshot(held: tuple[int, int] | None, epoch: int, version: int) -> Verdict:
-    """Whether a whole copy at ``(epoch, version)`` replaces ``held``: refused from a superseded
-    owner, a duplicate when not newer."""
+def judge_snapshot(held: Held | None, rank: Rank, version: int) -> Verdict:
+    """Whether a whole copy at ``version`` from an owner of ``rank`` replaces ``held``: refused
+    from a superseded (or outranked) owner, a duplicate when not newer."""
     if held is None:
         return Verdict.APPLY
-    held_epoch, held_version = held
-    if epoch < held_epoch:
+    held_rank, held_version = held
+    if rank < held_rank:
         return Verdict.FENCED
-    if epoch == held_epoch and version <= held_version:
+    if rank == held_rank and version <= held_version:
         return Verdict.DUPLICATE
     return Verdict.APPLY
 
