@@ -105,6 +105,7 @@ class Settle:
         cache, and forgotten by replication; else it would live on, unreachable, and be copied
         by the repairs. Should the delete fail, the row expires unreferenced."""
         s, rt = active.session, self._rt
+        s.created = False  # first: a repair running meanwhile copies no session not created
         rt.cache.remove((s.app, s.token), s)
         if rt.replicator is not None:
             rt.replicator.forget(s.app, s.token)
@@ -119,7 +120,6 @@ class Settle:
                 exc,
                 extra=fields(s.app, s.token, exc.code),
             )
-        s.created = False
         s.replace_data({})
 
     def refusable(self, active: ActiveRequest) -> bool:

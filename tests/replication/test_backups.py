@@ -185,3 +185,33 @@ def test_a_replaced_backup_is_told_to_drop_its_copy_once_it_answers_again(
     assert a.stats()["replication_retired_dropped"] == 1
     a.housekeep()  # told once
     assert a.stats()["replication_retired_dropped"] == 1
+
+
+def test_an_invalidation_reaches_a_replaced_backup_too(make_node: MakeNode) -> None:
+    """A session invalidated before its owner's housekeeping told a replaced backup to drop its
+    copy: the tombstone goes to that backup as well, so the stale copy cannot bring the
+    logged-out session back (a takeover prefers a copy to the store's tombstone)."""
+    nodes = {n: make_node(n, ack_timeout_s=0.3) for n in "abc"}
+    wait_members(list(nodes.values()), 3)
+    a = nodes["a"]
+    with a.request("shop") as s:
+        s["x"] = 1
+    old = s.id.split(".")[2]
+    stalled = nodes[old]._replicator
+    assert stalled is not None and stalled.transport._loop is not None
+    key = ("shop", s.token)
+    resume = threading.Event()
+    stalled.transport._loop.call_soon_threadsafe(resume.wait)  # the process is paused
+    try:
+        with a.request("shop", s.id) as s:
+            s["x"] = 2  # another backup gets the whole session; old is retired
+    finally:
+        resume.set()
+    assert a._replicator is not None
+    assert wait_until(lambda: a._replicator is not None and a._replicator.members.is_live(old))
+    assert stalled.backups.get(key) is not None and a.replication_health()["retiring"] == 1
+    with a.request("shop", s.id) as s:
+        s.invalidate()
+    assert stalled.backups.get(key) is None
+    (new,) = (n for n in "bc" if n != old)
+    assert nodes[new]._replicator is not None and nodes[new]._replicator.backups.get(key) is None

@@ -105,13 +105,17 @@ class Failover:
         entry.needs_full = not entry.backups
 
     def forget(self, app: str, token: str) -> None:
-        """The session was invalidated or took a new id: its backups drop their copies."""
+        """The session was invalidated or took a new id: its backups drop their copies, and so
+        do the live backups it replaced that were not told yet (:func:`.repair.drop_retired`):
+        a stale copy would bring the ended session back at a takeover."""
         r = self._r
         with r._lock:
             entry = r.owned.pop((app, token), None)
         if entry is None:
             return
-        for node in entry.backups:
+        live = {m.name for m in r.members.live()}
+        retired = [n for n in entry.retired if n in live and n not in entry.backups]
+        for node in (*entry.backups, *retired):
             if r.ask(node, "drop", {"a": app, "k": token, "e": entry.epoch}) is None:
                 r.members.mark_dead(node)
         r.stats.add("replication_tombstones")
