@@ -4,13 +4,16 @@ server restarted mid-traffic: cached sessions keep being served, replication res
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import msgpack
 import pytest
 
 import sessionkeeper as sk
 from sessionkeeper import ids
+from sessionkeeper.replication.backups import Copy
 from sessionkeeper.replication.codec import MAC_BYTES
+from sessionkeeper.replication.node import Replicator
 from tests.replication.conftest import MakeNode, NatsServer, wait_members, wait_until
 from tests.replication.test_failover import crash
 
@@ -73,10 +76,18 @@ def test_a_stale_owner_is_fenced(make_node: MakeNode) -> None:
     assert route_of(s5.id)[0] == "a"
 
 
-def test_two_owners_at_one_epoch_end_as_one(make_node: MakeNode) -> None:
-    """b and c take a crashed owner's session over at once, each before it heard of the other:
-    both own it at the same epoch. The name breaks the tie on every node, so c keeps it and b,
-    whose copy c (its backup) refuses, gives it up; b then holds c's copy as c's backup."""
+@dataclass
+class Orphan:
+    """A crashed owner's session, its copy on b or c (a, the owner, is known dead to both)."""
+
+    sid: str
+    key: tuple[str, str]
+    b: Replicator
+    c: Replicator
+    copy: Copy
+
+
+def orphaned_session(make_node: MakeNode) -> tuple[dict[str, sk.SessionManager], Orphan]:
     nodes = {name: make_node(name) for name in "abc"}
     wait_members(list(nodes.values()), 3)
     with nodes["a"].request("shop") as s:
@@ -89,7 +100,13 @@ def test_two_owners_at_one_epoch_end_as_one(make_node: MakeNode) -> None:
     crash(nodes["a"])
     for r in (b, c):
         r.members.mark_dead("a")  # as its first unanswered request would
-    hear = b.transport._handler
+    return nodes, Orphan(s.id, key, b, c, held)
+
+
+def adopted_unheard(o: Orphan) -> int:
+    """c adopts the copy (parked) while b hears nothing but beats, until c's announcement and
+    its copy to b went unheard; c's epoch."""
+    hear = o.b.transport._handler
     unheard: set[str] = set()
 
     def deaf_but_to_beats(subject: str, frame: bytes) -> bytes | Callable[[], bytes | None] | None:
@@ -99,16 +116,38 @@ def test_two_owners_at_one_epoch_end_as_one(make_node: MakeNode) -> None:
         unheard.add(kind)
         return None
 
-    b.transport._handler = deaf_but_to_beats
-    epoch = c.failover.adopt(held, parked=True).epoch
-    assert wait_until(lambda: {"fence", "snap"} <= unheard)  # c's announcement and its copy
-    b.transport._handler = hear
-    assert b.failover.adopt(held, parked=True).epoch == epoch  # the tie
+    o.b.transport._handler = deaf_but_to_beats
+    try:
+        epoch = o.c.failover.adopt(o.copy, parked=True).epoch
+        assert wait_until(lambda: {"fence", "snap"} <= unheard)
+    finally:
+        o.b.transport._handler = hear
+    return epoch
 
-    assert wait_until(lambda: key not in b.owned)
-    assert key in c.owned and nodes["b"].stats()["replication_fenced"] == 1
-    c.housekeep()  # c's copy, unanswered while b was deaf, goes to b again
-    assert wait_until(lambda: (copy := b.backups.get(key)) is not None and copy.owner == "c")
+
+def test_two_owners_at_one_epoch_end_as_one(make_node: MakeNode) -> None:
+    """b and c take a crashed owner's session over at once, each before it heard of the other:
+    both own it at the same epoch. The name breaks the tie on every node, so c keeps it and b,
+    whose copy c (its backup) refuses, gives it up; b then holds c's copy as c's backup."""
+    nodes, o = orphaned_session(make_node)
+    epoch = adopted_unheard(o)
+    assert o.b.failover.adopt(o.copy, parked=True).epoch == epoch  # the tie
+    assert wait_until(lambda: o.key not in o.b.owned)
+    assert o.key in o.c.owned and nodes["b"].stats()["replication_fenced"] == 1
+    o.c.housekeep()  # c's copy, unanswered while b was deaf, goes to b again
+    assert wait_until(lambda: (got := o.b.backups.get(o.key)) is not None and got.owner == "c")
+
+
+def test_a_handed_copy_given_up_again_carries_its_last_owners_rank(make_node: MakeNode) -> None:
+    """c owns a crashed node's session, parked (no request for it yet), when b takes it over
+    without having heard c's announcement: the copy c gives up is stamped with c's rank, so b
+    owns it above c (with the first owner's epoch, b would tie with c, and lose to c's name)."""
+    _, o = orphaned_session(make_node)
+    epoch = adopted_unheard(o)
+    o.b.backups.take(o.key)  # b's own copy is the first owner's: only c's is current
+    got = o.b.recover("shop", o.key[1], route_of(o.sid))
+    assert got is not None and (got.owner, got.epoch) == ("c", epoch)
+    assert o.b.owned[o.key].epoch == epoch + 1 and o.key not in o.c.owned
 
 
 def test_an_invalidation_drops_the_backup_copies(make_node: MakeNode) -> None:

@@ -1,8 +1,8 @@
 """``Handlers``: what a node does with each message of the cluster (on the transport's worker).
 
 Broadcast (``sessionkeeper.<cluster>.all``): ``hb`` (a member's beat), ``leave``, ``fence`` (a
-session was taken over at a new epoch: an older owner drops its copy, backups forget older
-copies), ``health`` (another process asks, :mod:`.probe`: this node's ``health()`` goes to its
+session was taken over at a new epoch: an owner of a lower rank, :data:`.placement.Rank`,
+drops its copy, backups forget copies of lower ranks), ``health`` (another process asks, :mod:`.probe`: this node's ``health()`` goes to its
 reply inbox). Addressed to this node (``....n.<node>``), each answered with a signed ``reply``:
 ``delta`` and ``snap`` (apply to the backup copy: ``ok``, ``dup``, ``snap`` asking for the whole
 session, or ``fenced``), ``drop`` (a tombstone), ``take`` (another node takes the session over:
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .backups import BadPayload, copy_from_wire, delta_from_wire
+from .backups import BadPayload, Copy, copy_from_wire, delta_from_wire
 from .codec import Message, Rejected
-from .owned import copy_of, serialize
+from .owned import Owned, copy_of, serialize
 from .placement import Member, Verdict
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class Handlers:
             entry = self._r.owned.pop(key, None)
         cached = self._r.rt.cache.get(key)
         if entry is not None:
-            copy = entry.parked
+            copy = stamped(entry, self._r.rt.node)
             if copy is None and cached is not None:
                 blobs = serialize(cached, self._r.rt.serializer)
                 copy = copy_of(cached, self._r.rt.node, entry, blobs, entry.version + 1)
@@ -132,7 +133,7 @@ class Handlers:
         for key, entry in owned:
             cached = r.rt.cache.get(key)
             with entry.lock:
-                copy = entry.parked
+                copy = stamped(entry, r.rt.node)
                 if copy is None and cached is not None and cached.created:
                     blobs = serialize(cached, r.rt.serializer)
                     copy = copy_of(cached, r.rt.node, entry, blobs, entry.version + 1)
@@ -171,6 +172,15 @@ _VERDICTS = {
     Verdict.SNAPSHOT: ("replication_gaps", "snap"),
     Verdict.FENCED: ("replication_refused", "fenced"),
 }
+
+
+def stamped(entry: Owned, node: str) -> Copy | None:
+    """A parked copy (handed here, asked for by no request yet) as this node owns it: its rank,
+    not the previous owner's, so that a node it goes to next owns it above this one."""
+    parked = entry.parked
+    if parked is None:
+        return None
+    return replace(parked, owner=node, epoch=entry.epoch, version=entry.version)
 
 
 def _key(p: dict[str, Any]) -> tuple[str, str]:

@@ -10,8 +10,10 @@ to the backups) and ``close`` (owned sessions are handed to their backups). Taki
 nodes are handled on the transport's loop thread, a takeover on its worker (:mod:`.handlers`).
 
 Fencing: each owner owns a session at an epoch; a node that takes a session over owns it at a
-higher one and says so to the cluster. A backup refuses a delta from an older epoch; the stale
-owner hearing the refusal (or the announcement) drops its copy, counted ``replication_fenced``.
+higher one and says so to the cluster. Owners are ranked by epoch, then node name (two that took
+it over at once may share an epoch: :data:`.placement.Rank`). A backup refuses a delta from a
+lower rank than its copy's; the stale owner hearing the refusal (or the announcement) drops its
+copy, counted ``replication_fenced``.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class Verdict(enum.Enum):
     APPLY = "apply"  # the delta goes on top of the copy held
     DUPLICATE = "duplicate"  # already applied (a resend): acknowledge, change nothing
     SNAPSHOT = "snapshot"  # a gap: the copy held is not the delta's base; ask for the whole
-    FENCED = "fenced"  # from an owner whose epoch was superseded: refuse
+    FENCED = "fenced"  # from an owner of a lower rank than the copy's (superseded): refuse
 
 
 #: An owner's rank: its epoch, then its node name. Two nodes that take a session over at once,
