@@ -114,3 +114,32 @@ def test_a_rogue_publisher_gets_nothing_applied(
     assert b._replicator.backups.held() == [copy]
     with b.request("shop", s.id) as s2:  # b takes over a's copy, as a sent it
         assert s2["n"] == 2
+
+
+def test_a_copy_or_delta_speaks_for_its_sender_only(
+    make_node: MakeNode, nats: NatsServer, clock: sk.FakeClock
+) -> None:
+    """A member's signed ``snap`` or ``delta`` names its sender as the owner: one naming another
+    node (a rank it does not hold) is refused as a bad payload, and nothing of it applied."""
+    a, b = make_node("a"), make_node("b")
+    wait_members([a, b], 2)
+    assert b._replicator is not None
+    with a.request("shop") as s:
+        s["n"] = 1
+    copy = b._replicator.backups.held()[0]
+    insider = codec("c", clock, cluster=b._replicator.codec._cluster)
+    claims = [
+        ("snap", copy.to_wire() | {"e": copy.epoch + 1, "at": {"n": b"666"}}),  # as a, above a
+        ("delta", {"a": "shop", "k": copy.key[1], "o": "a", "e": copy.epoch, "bv": copy.version,
+                   "v": copy.version + 1, "ch": {"n": b"666"}, "rm": [], "m": [0.0, 60.0]}),
+    ]  # fmt: skip
+    rogue = sniffer(nats.url, "unused", [])
+    try:
+        assert wait_until(lambda: rogue.connected)
+        subject = b._replicator.subject("b")
+        answers = [rogue.request(subject, insider.encode(k, p), 0.3) for k, p in claims]
+    finally:
+        rogue.close()
+    assert answers == [None, None]
+    assert b.stats()["replication_rejected_payload"] == 2
+    assert b._replicator.backups.held() == [copy]

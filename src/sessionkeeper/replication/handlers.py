@@ -8,7 +8,8 @@ reply inbox). Addressed to this node (``....n.<node>``), each answered with a si
 session, or ``fenced``), ``drop`` (a tombstone), ``take`` (another node takes the session over:
 the copy held here, and an owner gives up its own), ``hand`` (a graceful handoff: own it now).
 A frame that fails the codec's checks is counted ``replication_rejected_<reason>`` and ignored;
-so is a well signed one of the wrong shape (``replication_rejected_payload``).
+so is a well signed one of the wrong shape, or a copy or delta whose owner is not its sender
+(``replication_rejected_payload``).
 """
 
 from __future__ import annotations
@@ -75,9 +76,13 @@ class Handlers:
                 return self._r.health()
             return None
         if kind == "delta":
-            return self._applied(self._r.backups.apply_delta(delta_from_wire(p)))
+            delta = delta_from_wire(p)
+            _sent_by_owner(delta.owner, msg)
+            return self._applied(self._r.backups.apply_delta(delta))
         if kind == "snap":
-            return self._applied(self._r.backups.apply_snapshot(copy_from_wire(p)))
+            copy = copy_from_wire(p)
+            _sent_by_owner(copy.owner, msg)
+            return self._applied(self._r.backups.apply_snapshot(copy))
         if kind == "drop":
             self._r.backups.drop(_key(p), _epoch(p), owner=msg.node)
             return {"r": "ok"}
@@ -181,6 +186,13 @@ def stamped(entry: Owned, node: str) -> Copy | None:
     if parked is None:
         return None
     return replace(parked, owner=node, epoch=entry.epoch, version=entry.version)
+
+
+def _sent_by_owner(owner: str, msg: Message) -> None:
+    """A copy or a delta comes from its owner, whose rank it carries: one naming another node
+    is refused (a member cannot speak for another's rank)."""
+    if owner != msg.node:
+        raise BadPayload("owner is not the sender")
 
 
 def _key(p: dict[str, Any]) -> tuple[str, str]:
