@@ -198,6 +198,8 @@ REPLICATION_GAUGES: tuple[Family, ...] = (
        "Sessions this node owns (whose deltas it sends)"),
     _f("replication_underreplicated_sessions", "replication_underreplicated",
        "Owned sessions lacking some of their replicas' live copies"),
+    _f("replication_retiring_sessions", "replication_retiring",
+       "Owned sessions whose replaced backup lives and may still hold a copy, until told to drop it"),
     _f("replication_backup_copies", "replication_backups_held",
        "Copies of other nodes' sessions held in this node's memory"),
     _f("replication_async_in_flight", "replication_async_in_flight",

@@ -179,6 +179,7 @@ def test_a_replaced_backup_is_told_to_drop_its_copy_once_it_answers_again(
     assert wait_until(lambda: a._replicator is not None and a._replicator.members.is_live(old))
     health = a.replication_health()
     assert health["healthy"] and health["retiring"] == 1  # its copies: new, and old's stale one
+    assert a.stats()["replication_retiring"] == 1
     a.housekeep()
     assert stalled.backups.get(key) is None
     assert a.replication_health()["retiring"] == 0

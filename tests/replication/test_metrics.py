@@ -80,6 +80,7 @@ def test_a_scrape_after_real_traffic_between_two_managers(
     assert value(sa, "sessionkeeper_replication_members_alive") == 2
     assert value(sa, "sessionkeeper_replication_sessions_owned") == 3
     assert value(sa, "sessionkeeper_replication_underreplicated_sessions") == 0
+    assert value(sa, "sessionkeeper_replication_retiring_sessions") == 0
     assert value(sb, "sessionkeeper_replication_backup_copies") == 3
     assert value(sa, "sessionkeeper_replication_connected") == 1
     assert value(sa, "sessionkeeper_replication_gap_seconds") == 0

@@ -63,6 +63,7 @@ def stats(r: Replicator, store_window_s: float) -> dict[str, Any]:
         replication_members=len(h["members"]),
         replication_owned=h["owned"],
         replication_underreplicated=h["underreplicated"],
+        replication_retiring=h["retiring"],
         replication_backups_held=h["backups_held"],
         replication_async_in_flight=h["async_in_flight"],
         replication_async_window=r.config.async_window,
