@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+import pytest
+
 import sessionkeeper as sk
 from sessionkeeper.replication.backups import Backups, Copy, Delta, delta_from_wire
 from sessionkeeper.replication.placement import Verdict
@@ -216,3 +218,40 @@ def test_an_invalidation_reaches_a_replaced_backup_too(make_node: MakeNode) -> N
     assert stalled.backups.get(key) is None
     (new,) = (n for n in "bc" if n != old)
     assert nodes[new]._replicator is not None and nodes[new]._replicator.backups.get(key) is None
+
+
+def test_a_replacement_that_did_not_answer_is_told_to_drop_its_copy_too(
+    make_node: MakeNode,
+) -> None:
+    """The backup and the node chosen to replace it both stall: the change is refused (no
+    backup took it) and rolled back, yet each applies what it got once it lives again. Both
+    are told to drop those copies, which hold a change no client was told of."""
+    nodes = {n: make_node(n, ack_timeout_s=0.3) for n in "abc"}
+    wait_members(list(nodes.values()), 3)
+    a = nodes["a"]
+    with a.request("shop") as s:
+        s["x"] = 1
+    key = ("shop", s.token)
+    resume = threading.Event()
+    stalled = [nodes[n]._replicator for n in "bc"]
+    for r in stalled:
+        assert r is not None and r.transport._loop is not None
+        r.transport._loop.call_soon_threadsafe(resume.wait)  # both processes paused
+    try:
+        with pytest.raises(sk.WriteRefused), a.request("shop", s.id) as s2:
+            s2["x"] = 2
+    finally:
+        resume.set()
+    assert a._replicator is not None
+    assert wait_until(
+        lambda: (
+            all(r is not None and r.backups.get(key) is not None for r in stalled)
+            and all(a._replicator is not None and a._replicator.members.is_live(n) for n in "bc")
+        )
+    )
+    assert a.replication_health()["retiring"] == 1
+    a.housekeep()  # drops both late copies; the repair then copies the session as it is
+    for r in stalled:
+        assert r is not None
+        got = r.backups.get(key)
+        assert got is None or got.attributes["x"] == b"1", got

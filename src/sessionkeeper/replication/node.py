@@ -320,7 +320,9 @@ class Replicator:
     def _replace(
         self, s: Session, entry: Owned, dead: str, kept: list[str], copy: Copy
     ) -> list[str]:
-        """``dead`` did not answer: marked dead, and a new backup gets the whole copy."""
+        """``dead`` did not answer: marked dead, and a new backup gets the whole copy. One that
+        does not answer either is retired at once: it may apply the copy late, and is then
+        told to drop it like a replaced backup."""
         self.members.mark_dead(dead)
         self.stats.add("replication_backups_replaced")
         log.warning("replication: %s did not answer; choosing another backup", dead)
@@ -328,6 +330,8 @@ class Replicator:
         for node in self._place(s.token, exclude)[:1]:
             if self._send(node, True, copy, {}):
                 return [node]
+            if node not in entry.retired:
+                entry.retired = (*entry.retired, node)
         return []
 
     def _fenced(self, key: Key) -> None:
