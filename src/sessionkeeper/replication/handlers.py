@@ -2,8 +2,8 @@
 
 Broadcast (``sessionkeeper.<cluster>.all``): ``hb`` (a member's beat), ``leave``, ``fence`` (a
 session was taken over at a new epoch: an owner of a lower rank, :data:`.placement.Rank`,
-drops its copy, backups forget copies of lower ranks), ``health`` (another process asks, :mod:`.probe`: this node's ``health()`` goes to its
-reply inbox). Addressed to this node (``....n.<node>``), each answered with a signed ``reply``:
+drops its copy, backups forget copies of lower ranks), ``health`` (another process asks,
+:mod:`.probe`: this node's ``health()`` goes to its reply inbox). Addressed to this node (``....n.<node>``), each answered with a signed ``reply``:
 ``delta`` and ``snap`` (apply to the backup copy: ``ok``, ``dup``, ``snap`` asking for the whole
 session, or ``fenced``), ``drop`` (a tombstone), ``take`` (another node takes the session over:
 the copy held here, and an owner gives up its own), ``hand`` (a graceful handoff: own it now).
@@ -115,7 +115,7 @@ class Handlers:
             entry = self._r.owned.pop(key, None)
         cached = self._r.rt.cache.get(key)
         if entry is not None:
-            copy = stamped(entry, self._r.rt.node)
+            copy = _stamped(entry, self._r.rt.node)
             if copy is None and cached is not None:
                 blobs = serialize(cached, self._r.rt.serializer)
                 copy = copy_of(cached, self._r.rt.node, entry, blobs, entry.version + 1)
@@ -138,7 +138,7 @@ class Handlers:
         for key, entry in owned:
             cached = r.rt.cache.get(key)
             with entry.lock:
-                copy = stamped(entry, r.rt.node)
+                copy = _stamped(entry, r.rt.node)
                 if copy is None and cached is not None and cached.created:
                     blobs = serialize(cached, r.rt.serializer)
                     copy = copy_of(cached, r.rt.node, entry, blobs, entry.version + 1)
@@ -179,7 +179,7 @@ _VERDICTS = {
 }
 
 
-def stamped(entry: Owned, node: str) -> Copy | None:
+def _stamped(entry: Owned, node: str) -> Copy | None:
     """A parked copy (handed here, asked for by no request yet) as this node owns it: its rank,
     not the previous owner's, so that a node it goes to next owns it above this one."""
     parked = entry.parked
