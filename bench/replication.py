@@ -104,19 +104,26 @@ def replication(url: str, cluster: str, ack: str = "sync") -> sk.Replication:
     return sk.Replication(url, cluster=cluster, key=KEY, ack=ack, heartbeat_s=0.5)  # type: ignore[arg-type]
 
 
-@contextmanager
-def backup_process(cluster: str) -> Iterator[Callable[[], dict[str, float]]]:
-    """The backup node; yields a function that stops it and returns its counters."""
+def spawn(role: str, arg: str) -> subprocess.Popen[str]:
+    """``python -m bench.replication ROLE NATS_URL ARG``, once it printed ``ready``."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.replication", "backup", NATS_URL, cluster],
+        [sys.executable, "-m", "bench.replication", role, NATS_URL, arg],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
-        raise RuntimeError("the backup process did not start")
+        proc.kill()
+        raise RuntimeError(f"the {role} process did not start")
+    return proc
+
+
+@contextmanager
+def backup_process(cluster: str) -> Iterator[Callable[[], dict[str, float]]]:
+    """The backup node; yields a function that stops it and returns its counters."""
+    proc = spawn("backup", cluster)
     result: dict[str, float] = {}
 
     def stop() -> dict[str, float]:
@@ -157,17 +164,9 @@ def echo_main(url: str, subject: str) -> None:
 
 @contextmanager
 def echo_process(subject: str) -> Iterator[None]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.replication", "echo", NATS_URL, subject],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
+    """The floor's echo, answering on ``subject`` until the block ends."""
+    proc = spawn("echo", subject)
     try:
-        if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the echo process did not start")
         yield
     finally:
         proc.terminate()

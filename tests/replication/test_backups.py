@@ -3,13 +3,16 @@ copies are bounded like the cache and dropped when expired; a superseded owner s
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 
 import sessionkeeper as sk
 from sessionkeeper.replication.backups import Backups, Copy, Delta, delta_from_wire
+from sessionkeeper.replication.node import Replicator
 from sessionkeeper.replication.placement import Verdict
 from tests.replication.conftest import MakeNode, wait_members, wait_until
 
@@ -150,35 +153,58 @@ def test_async_deltas_arrive_after_the_response_and_copies_expire(
     assert a.replication_health()["owned"] == 0
 
 
+@contextlib.contextmanager
+def paused(*nodes: sk.SessionManager) -> Iterator[None]:
+    """The nodes' processes paused for the block: their loops stall, messages to them wait."""
+    resume = threading.Event()
+    for m in nodes:
+        r = m._replicator
+        assert r is not None and r.transport._loop is not None
+        r.transport._loop.call_soon_threadsafe(resume.wait)
+    try:
+        yield
+    finally:
+        resume.set()
+
+
+def one_session_on_three(make_node: MakeNode) -> tuple[dict[str, sk.SessionManager], str]:
+    """Nodes a, b, c (0.3 s to answer) and a session of a's holding ``x=1``; its id."""
+    nodes = {n: make_node(n, ack_timeout_s=0.3) for n in "abc"}
+    wait_members(list(nodes.values()), 3)
+    with nodes["a"].request("shop") as s:
+        s["x"] = 1
+    return nodes, s.id
+
+
+def replaced_while_paused(
+    make_node: MakeNode,
+) -> tuple[dict[str, sk.SessionManager], str, str, Replicator]:
+    """a's session changed while its backup was paused: another backup took the whole session,
+    and the paused one, live again, still holds its copy. The nodes, the session's id, the old
+    backup's name and its replicator."""
+    nodes, sid = one_session_on_three(make_node)
+    a, old = nodes["a"], sid.split(".")[2]
+    stalled = nodes[old]._replicator
+    assert stalled is not None
+    with paused(nodes[old]), a.request("shop", sid) as s:
+        s["x"] = 2  # the delta goes unanswered: another backup gets the whole session
+    assert wait_until(lambda: a._replicator is not None and a._replicator.members.is_live(old))
+    assert stalled.backups.get(("shop", s.token)) is not None
+    return nodes, s.id, old, stalled
+
+
 def test_a_replaced_backup_is_told_to_drop_its_copy_once_it_answers_again(
     make_node: MakeNode,
 ) -> None:
     """A backup that did not answer in time (paused: its loop stalls, its messages wait) is
     replaced; once it lives again its owner tells it to drop the copy it still holds, so that
     each session has one copy per backup, not one per backup it ever had."""
-    nodes = {n: make_node(n, ack_timeout_s=0.3) for n in "abc"}
-    wait_members(list(nodes.values()), 3)
-    a = nodes["a"]
-    with a.request("shop") as s:
-        s["x"] = 1
-    old = s.id.split(".")[2]
-    stalled = nodes[old]._replicator
-    assert stalled is not None and stalled.transport._loop is not None
-    key = ("shop", s.token)
-    assert stalled.backups.get(key) is not None
-    resume = threading.Event()
-    stalled.transport._loop.call_soon_threadsafe(resume.wait)  # the process is paused
-    try:
-        with a.request("shop", s.id) as s:
-            s["x"] = 2  # the delta goes unanswered: another backup gets the whole session
-    finally:
-        resume.set()
+    nodes, sid, old, stalled = replaced_while_paused(make_node)
+    a, key = nodes["a"], ("shop", sid.split(".")[0])
     assert a.stats()["replication_backups_replaced"] == 1
     (new,) = (n for n in "bc" if n != old)
     assert nodes[new]._replicator is not None
     assert nodes[new]._replicator.backups.get(key) is not None
-    assert a._replicator is not None
-    assert wait_until(lambda: a._replicator is not None and a._replicator.members.is_live(old))
     health = a.replication_health()
     assert health["healthy"] and health["retiring"] == 1  # its copies: new, and old's stale one
     assert a.stats()["replication_retiring"] == 1
@@ -194,26 +220,10 @@ def test_an_invalidation_reaches_a_replaced_backup_too(make_node: MakeNode) -> N
     """A session invalidated before its owner's housekeeping told a replaced backup to drop its
     copy: the tombstone goes to that backup as well, so the stale copy cannot bring the
     logged-out session back (a takeover prefers a copy to the store's tombstone)."""
-    nodes = {n: make_node(n, ack_timeout_s=0.3) for n in "abc"}
-    wait_members(list(nodes.values()), 3)
-    a = nodes["a"]
-    with a.request("shop") as s:
-        s["x"] = 1
-    old = s.id.split(".")[2]
-    stalled = nodes[old]._replicator
-    assert stalled is not None and stalled.transport._loop is not None
-    key = ("shop", s.token)
-    resume = threading.Event()
-    stalled.transport._loop.call_soon_threadsafe(resume.wait)  # the process is paused
-    try:
-        with a.request("shop", s.id) as s:
-            s["x"] = 2  # another backup gets the whole session; old is retired
-    finally:
-        resume.set()
-    assert a._replicator is not None
-    assert wait_until(lambda: a._replicator is not None and a._replicator.members.is_live(old))
-    assert stalled.backups.get(key) is not None and a.replication_health()["retiring"] == 1
-    with a.request("shop", s.id) as s:
+    nodes, sid, old, stalled = replaced_while_paused(make_node)
+    a, key = nodes["a"], ("shop", sid.split(".")[0])
+    assert a.replication_health()["retiring"] == 1
+    with a.request("shop", sid) as s:
         s.invalidate()
     assert stalled.backups.get(key) is None
     (new,) = (n for n in "bc" if n != old)
@@ -226,23 +236,15 @@ def test_a_replacement_that_did_not_answer_is_told_to_drop_its_copy_too(
     """The backup and the node chosen to replace it both stall: the change is refused (no
     backup took it) and rolled back, yet each applies what it got once it lives again. Both
     are told to drop those copies, which hold a change no client was told of."""
-    nodes = {n: make_node(n, ack_timeout_s=0.3) for n in "abc"}
-    wait_members(list(nodes.values()), 3)
-    a = nodes["a"]
-    with a.request("shop") as s:
-        s["x"] = 1
-    key = ("shop", s.token)
-    resume = threading.Event()
+    nodes, sid = one_session_on_three(make_node)
+    a, key = nodes["a"], ("shop", sid.split(".")[0])
+    with (
+        paused(nodes["b"], nodes["c"]),
+        pytest.raises(sk.WriteRefused),
+        a.request("shop", sid) as s,
+    ):
+        s["x"] = 2
     stalled = [nodes[n]._replicator for n in "bc"]
-    for r in stalled:
-        assert r is not None and r.transport._loop is not None
-        r.transport._loop.call_soon_threadsafe(resume.wait)  # both processes paused
-    try:
-        with pytest.raises(sk.WriteRefused), a.request("shop", s.id) as s2:
-            s2["x"] = 2
-    finally:
-        resume.set()
-    assert a._replicator is not None
     assert wait_until(
         lambda: (
             all(r is not None and r.backups.get(key) is not None for r in stalled)
