@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sessionkeeper.demo.cluster import Cluster, free_port
+from sessionkeeper.demo.cluster import Cluster, Node, free_port
 from sessionkeeper.demo.driver import User
 from sessionkeeper.demo.peers import Peers, Tally, peers_at_end, read_nodes, wait_healthy
 from sessionkeeper.demo.report import Crash, Found, read_store
@@ -30,7 +30,7 @@ from sessionkeeper.stores import open_store
 from .nats import PrivateNats
 from .nginx import Backend, Nginx, fallbacks
 from .postgres import PrivatePostgres
-from .scenario import BalancedShoppers, Failure, FaultThread, Say, Window, _fresh_database
+from .scenario import BalancedShoppers, Failure, FaultThread, Say, Window, Words, _fresh_database
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,9 @@ class PeerRun:
     events: list[str] = field(default_factory=list)
 
 
+_WORDS = Words("owner for", "its backups take over", "handing its sessions over", "memory")
+
+
 class _PeerFaults(FaultThread):
     """Runs the timeline against the cluster and the NATS server."""
 
@@ -113,41 +116,14 @@ class _PeerFaults(FaultThread):
         self.nats, self.t = nats, t
         self.tally, self.say = tally, say
 
+    def _before_stop(self, node: Node) -> None:
+        self.tally.sample(node)  # its counters die with it
+
     def _run(self) -> None:
         t, now = self.t, self.shoppers.now_s
-        if not self._at(t.kill_at_s):
+        victim = self._kill_then_restart(t.kill_at_s, t.restart_killed_after_s, self.say, _WORDS)
+        if victim is None or not self._stop_then_restart(t.term_at_s, victim, self.say, _WORDS):
             return
-        victim = self._busiest()
-        users = self.shoppers.users_on(victim.name)
-        self.tally.sample(victim)
-        start = now()
-        victim.kill()
-        self.crash = Crash(victim.name, start)
-        self.say(f"SIGKILL {victim.name} (owner for {users} users): its backups take over")
-        if not self._at(t.kill_at_s + t.restart_killed_after_s):
-            return
-        victim.start()
-        victim.wait_ready()
-        self.windows.append(Window("kill", start, now(), victim.name))
-        self.say(f"{victim.name} restarted (empty memory)")
-
-        if not self._at(t.term_at_s):
-            return
-        stopped = self._busiest(exclude=victim)
-        users = self.shoppers.users_on(stopped.name)
-        self.tally.sample(stopped)
-        start = now()
-        self.terminated = stopped.name
-        stopped.terminate()
-        self.say(f"SIGTERM {stopped.name} (owner for {users} users): handing its sessions over")
-        clean = stopped.wait_stopped()
-        self.say(
-            f"{stopped.name} exited after {now() - start:.1f} s" + ("" if clean else " (killed)")
-        )
-        stopped.start()
-        stopped.wait_ready()
-        self.windows.append(Window("term", start, now(), stopped.name))
-        self.say(f"{stopped.name} restarted (empty memory)")
 
         if not self._at(t.nats_stop_at_s):
             return

@@ -200,6 +200,16 @@ class PolicyRun:
     events: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Words:
+    """How a scenario's log names a node's part and what its crash and stop mean."""
+
+    role: str  # "serving": "SIGKILL node-1 (serving 3 users)"
+    on_kill: str
+    on_term: str
+    lost: str  # what a restarted node starts without: "restarted (empty cache)"
+
+
 class FaultThread(threading.Thread):
     """What every scenario's fault thread shares: waiting for a moment of the timeline (cancellable),
     picking the busiest live node, and handing an exception to the main thread."""
@@ -220,6 +230,53 @@ class FaultThread(threading.Thread):
         live = [n for n in self.cluster.live() if n is not exclude] or self.cluster.live()
         return max(live, key=lambda n: self.shoppers.users_on(n.name))
 
+    def _before_stop(self, node: Node) -> None:
+        """Called just before ``node`` is killed or stopped; nothing here."""
+
+    def _kill_then_restart(
+        self, at_s: float, restart_after_s: float, say: Say, words: Words
+    ) -> Node | None:
+        """At ``at_s``, SIGKILL the busiest node; ``restart_after_s`` later, start it again. The
+        node, or ``None`` when the run was cancelled first."""
+        now = self.shoppers.now_s
+        if not self._at(at_s):
+            return None
+        victim = self._busiest()
+        users = self.shoppers.users_on(victim.name)
+        self._before_stop(victim)
+        start = now()
+        victim.kill()
+        self.crash = Crash(victim.name, start)
+        say(f"SIGKILL {victim.name} ({words.role} {users} users): {words.on_kill}")
+        if not self._at(at_s + restart_after_s):
+            return None
+        victim.start()
+        victim.wait_ready()
+        self.windows.append(Window("kill", start, now(), victim.name))
+        say(f"{victim.name} restarted (empty {words.lost})")
+        return victim
+
+    def _stop_then_restart(self, at_s: float, victim: Node, say: Say, words: Words) -> bool:
+        """At ``at_s``, SIGTERM the busiest node but ``victim`` and start it again once it
+        exited; ``False`` when the run was cancelled first."""
+        now = self.shoppers.now_s
+        if not self._at(at_s):
+            return False
+        stopped = self._busiest(exclude=victim)
+        users = self.shoppers.users_on(stopped.name)
+        self._before_stop(stopped)
+        start = now()
+        self.terminated = stopped.name
+        stopped.terminate()
+        say(f"SIGTERM {stopped.name} ({words.role} {users} users): {words.on_term}")
+        clean = stopped.wait_stopped()
+        say(f"{stopped.name} exited after {now() - start:.1f} s" + ("" if clean else " (killed)"))
+        stopped.start()
+        stopped.wait_ready()
+        self.windows.append(Window("term", start, now(), stopped.name))
+        say(f"{stopped.name} restarted (empty {words.lost})")
+        return True
+
     def run(self) -> None:
         try:
             self._run()
@@ -228,6 +285,9 @@ class FaultThread(threading.Thread):
 
     def _run(self) -> None:
         raise NotImplementedError
+
+
+_WORDS = Words("serving", "a crash, nothing flushed", "draining, flushing", "cache")
 
 
 class _Faults(FaultThread):
@@ -246,37 +306,9 @@ class _Faults(FaultThread):
 
     def _run(self) -> None:
         t, now = self.t, self.shoppers.now_s
-        if not self._at(t.kill_at_s):
+        victim = self._kill_then_restart(t.kill_at_s, t.restart_killed_after_s, self.say, _WORDS)
+        if victim is None or not self._stop_then_restart(t.term_at_s, victim, self.say, _WORDS):
             return
-        victim = self._busiest()
-        users = self.shoppers.users_on(victim.name)
-        start = now()
-        victim.kill()
-        self.crash = Crash(victim.name, start)
-        self.say(f"SIGKILL {victim.name} (serving {users} users): a crash, nothing flushed")
-        if not self._at(t.kill_at_s + t.restart_killed_after_s):
-            return
-        victim.start()
-        victim.wait_ready()
-        self.windows.append(Window("kill", start, now(), victim.name))
-        self.say(f"{victim.name} restarted (empty cache)")
-
-        if not self._at(t.term_at_s):
-            return
-        stopped = self._busiest(exclude=victim)
-        users = self.shoppers.users_on(stopped.name)
-        start = now()
-        self.terminated = stopped.name
-        stopped.terminate()
-        self.say(f"SIGTERM {stopped.name} (serving {users} users): draining, flushing")
-        clean = stopped.wait_stopped()
-        self.say(
-            f"{stopped.name} exited after {now() - start:.1f} s" + ("" if clean else " (killed)")
-        )
-        stopped.start()
-        stopped.wait_ready()
-        self.windows.append(Window("term", start, now(), stopped.name))
-        self.say(f"{stopped.name} restarted (empty cache)")
 
         if not self._at(t.pg_restart_at_s):
             return
