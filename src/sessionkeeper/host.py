@@ -239,14 +239,15 @@ class Host:
             store()
 
     def _retire(self, app: str, token: str, timeout_s: float, deadline: float | None) -> None:
-        """Delete a session from the store, leaving a tombstone (and a feed entry) for as long as
-        a copy on another node may still try to write it: until it would have expired (its
-        timeout, or its deadline if earlier), plus the sweep's grace."""
-        if self._rt.persistence.store_closed:
-            raise ManagerClosed("the session manager was closed; nothing is deleted")
-        now = self._rt.clock.time()
-        self._rt.store.delete(
-            app,
-            token,
-            tombstone_until=tombstone_until(now, timeout_s, deadline, self._rt.settings.grace_s),
-        )
+        retire(self._rt, app, token, timeout_s, deadline)
+
+
+def retire(rt: Runtime, app: str, token: str, timeout_s: float, deadline: float | None) -> None:
+    """Delete a session from the store, leaving a tombstone (and a feed entry) for as long as a
+    copy on another node may still try to write it: until it would have expired (its timeout,
+    or its deadline if earlier), plus the sweep's grace."""
+    if rt.persistence.store_closed:
+        raise ManagerClosed("the session manager was closed; nothing is deleted")
+    now = rt.clock.time()
+    until = tombstone_until(now, timeout_s, deadline, rt.settings.grace_s)
+    rt.store.delete(app, token, tombstone_until=until)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .errors import StoreError, WriteRefused
+from .errors import ManagerClosed, StoreError, WriteRefused
+from .host import retire
 from .logs import fields, session_hash
 from .runtime import Runtime
-from .stores.records import tombstone_until
+from .session import Session
 
 if TYPE_CHECKING:
     from .lifecycle import ActiveRequest
@@ -93,10 +94,15 @@ class Settle:
         s = active.session
         if not self._rt.rules.discard_after_failure(s, created_here=active.is_new):
             return False
-        self._rt.cache.remove((s.app, s.token), s)
-        s.created = False
-        s.replace_data({})
+        self._drop_here(s)
         return True
+
+    def _drop_here(self, s: Session) -> None:
+        """``s`` is no longer a session of this process: not created, out of the cache, empty.
+        Not created first, so that a repair running meanwhile copies nothing."""
+        s.created = False
+        self._rt.cache.remove((s.app, s.token), s)
+        s.replace_data({})
 
     def discard_refused_new(self, active: ActiveRequest) -> None:
         """A session this request created, whose write reached the store but is refused all
@@ -105,22 +111,18 @@ class Settle:
         cache, and forgotten by replication; else it would live on, unreachable, and be copied
         by the repairs. Should the delete fail, the row expires unreferenced."""
         s, rt = active.session, self._rt
-        s.created = False  # first: a repair running meanwhile copies no session not created
-        rt.cache.remove((s.app, s.token), s)
+        self._drop_here(s)
         if rt.replicator is not None:
             rt.replicator.forget(s.app, s.token)
-        now = rt.clock.time()
-        until = tombstone_until(now, s.timeout_s, s.absolute_expires_at, rt.settings.grace_s)
         try:
-            rt.store.delete(s.app, s.token, tombstone_until=until)
-        except StoreError as exc:
+            retire(rt, s.app, s.token, s.timeout_s, s.absolute_expires_at)
+        except (StoreError, ManagerClosed) as exc:
             log.info(
                 "refused new session %s not deleted: %s",
                 session_hash(s.app, s.token),
                 exc,
                 extra=fields(s.app, s.token, exc.code),
             )
-        s.replace_data({})
 
     def refusable(self, active: ActiveRequest) -> bool:
         """``on_write_failure="refuse"`` and the request changed its session."""
