@@ -183,12 +183,12 @@ def test_mariadb_batch_is_one_text_with_one_commit(mysql_url: str) -> None:
         assert [(r.status, r.version) for r in results] == [(SaveStatus.SAVED, 2)] * 3
         delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
         delta.pop("Com_show_status", None)
-        # Per session its row and its attribute; then the fence's test (a SELECT) and the
+        # Per session its row and its attribute; then the fence's test (a SET) and the
         # COMMIT. No locking read (the general path's SELECT ... FOR UPDATE and bulk INSERTs).
         assert delta == {
             "Com_update": 3,
             "Com_insert_select": 3,
-            "Com_select": 1,
+            "Com_set_option": 1,
             "Com_commit": 1,
         }, delta
     finally:
