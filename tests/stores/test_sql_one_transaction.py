@@ -17,7 +17,7 @@ from sessionkeeper.stores import RetryPolicy, SaveStatus
 from sessionkeeper.stores.sql import SqlStore
 from tests.services import unique_name
 
-from .contract import req, tok
+from .contract import T0, req, tok
 
 WAIT_S = 10
 
@@ -63,6 +63,41 @@ def test_sqlite_creation_is_one_immediate_transaction_without_select(
     [res] = store.save_many([req(tok(1), 0, {"a": b"1"}, full=True)])
     assert res.status is SaveStatus.SAVED and res.version == 1
     assert _verbs(sent) == ["BEGIN", "INSERT", "INSERT", "COMMIT"], sent
+
+
+def test_sqlite_batch_is_one_immediate_transaction_each_session_answered_its_own(
+    sqlite_store: tuple[SqlStore, list[str]],
+) -> None:
+    # A group commit's batch: the write lock, which every process's writer waits for, taken
+    # once for all its sessions, each in (app, token) order, without a locking read. A stale
+    # one and a creation meeting an existing row write nothing in it; the general path then
+    # merges the stale one, and answers the creation GONE (the row is a tombstone).
+    store, sent = sqlite_store
+    store.save_many([req(tok(i), 0, {"a": b"1"}) for i in (1, 2, 3)])
+    store.save_many([req(tok(2), 1, {"b": b"2"})])  # tok(2) is at version 2 now
+    assert store.delete("shop", tok(3), tombstone_until=T0 + 60)
+    sent.clear()
+    results = store.save_many(
+        [
+            req(tok(4), 0, {"d": b"4"}),
+            req(tok(2), 1, {"c": b"3"}),  # read at version 1: merged
+            req(tok(1), 1, {"a": b"2"}),
+            req(tok(3), 0, {"a": b"9"}),  # its tombstone's row: never brought back
+        ]
+    )
+    assert [r.status for r in results] == [SaveStatus.SAVED] * 3 + [SaveStatus.GONE]
+    assert [r.version for r in results[:3]] == [1, 3, 2]
+    assert results[1].merged_from is not None and results[2].merged_from is None
+    fast = sent[: sent.index("COMMIT") + 1]
+    # tok(1): its row, its attribute; tok(2): no row matched; tok(3): met the tombstone's row;
+    # tok(4): its row, its attribute.
+    verbs = ["BEGIN", "UPDATE", "INSERT", "UPDATE", "INSERT", "INSERT", "INSERT", "COMMIT"]
+    assert _verbs(fast) == verbs, sent
+    s1, s2, s4 = (store.load("shop", tok(i)) for i in (1, 2, 4))
+    assert s1 is not None and dict(s1.attributes) == {"a": b"2"}
+    assert s2 is not None and dict(s2.attributes) == {"a": b"1", "b": b"2", "c": b"3"}
+    assert s4 is not None and dict(s4.attributes) == {"d": b"4"}
+    assert store.load("shop", tok(3)) is None
 
 
 def test_sqlite_conflict_still_merges_under_the_lock(

@@ -205,41 +205,67 @@ class _Sequential(FastSave):
     def save(self, raw: Any, req: SaveRequest, clock: ServerClock | None) -> SaveResult | None:
         # Several round trips, the last a COMMIT: no fence (SQLite is in process; MySQL only
         # on a connection without multi-statements, a user's engine).
-        names, values, removed = _attributes(req)
-        creating = req.expected_version == 0
+        return self._transaction(raw, [req])[0]
+
+    def _transaction(self, raw: Any, reqs: Sequence[SaveRequest]) -> list[SaveResult | None]:
+        """``reqs`` (each session once) in one transaction, in (app, token) order (the order
+        every writer locks rows in): each one's answer, ``None`` for a session whose version
+        check did not pass (nothing written for it; the others are). Any error rolls back."""
+        order = sorted(range(len(reqs)), key=lambda i: (reqs[i].app, reqs[i].token))
+        answers: list[SaveResult | None] = [None] * len(reqs)
         cur = raw.cursor()
         try:
             self._begin(cur)
-            if creating:
-                try:
-                    cur.execute(self.insert, self._params(req))
-                except self.integrity_error:
-                    raw.rollback()  # the row exists: live, tombstone or a concurrent creation
-                    return None
+            for i in order:
+                if self._write_one(cur, reqs[i]):
+                    answers[i] = SaveResult(SaveStatus.SAVED, reqs[i].expected_version + 1)
+            if any(answers):
+                raw.commit()
             else:
-                cur.execute(self._update_for(req), self._params(req))
-                if cur.rowcount != 1:
-                    raw.rollback()
-                    return None
-            app, token = self._key(req.app), self._key(req.token)
-            if names:
-                rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
-                cur.executemany(self.upsert, rows)
-            if not creating and (removed or req.full):
-                # A full write keeps only the names it wrote; another removes its removed names.
-                gone = [self._key(n) for n in (names if req.full else removed)]
-                cur.execute(self._delete_sql(len(gone), keep=req.full), (app, token, *gone))
-            raw.commit()
+                raw.rollback()
         except BaseException:
             raw.rollback()
             raise
         finally:
             cur.close()
-        return SaveResult(SaveStatus.SAVED, req.expected_version + 1)
+        return answers
+
+    def _write_one(self, cur: Any, req: SaveRequest) -> bool:
+        """One session's statements in the open transaction; whether its version check passed.
+        A statement that fails a constraint backs out only its own changes (SQLite's and
+        MySQL's statement rollback): a creation meeting an existing row writes nothing."""
+        names, values, removed = _attributes(req)
+        creating = req.expected_version == 0
+        if creating:
+            try:
+                cur.execute(self.insert, self._params(req))
+            except self.integrity_error:
+                return False  # the row exists: live, tombstone or a concurrent creation
+        else:
+            cur.execute(self._update_for(req), self._params(req))
+            if cur.rowcount != 1:
+                return False
+        app, token = self._key(req.app), self._key(req.token)
+        if names:
+            rows = [(app, token, self._key(n), v) for n, v in zip(names, values, strict=True)]
+            cur.executemany(self.upsert, rows)
+        if not creating and (removed or req.full):
+            # A full write keeps only the names it wrote; another removes its removed names.
+            gone = [self._key(n) for n in (names if req.full else removed)]
+            cur.execute(self._delete_sql(len(gone), keep=req.full), (app, token, *gone))
+        return True
 
 
 class SqliteFastSave(_Sequential):
     placeholder = "?"
+    #: A group commit's batch in one ``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock, which
+    #: every process's writer waits for, taken once for all of them.
+    batches = True
+
+    def save_many(
+        self, raw: Any, reqs: Sequence[SaveRequest], clock: ServerClock | None
+    ) -> list[SaveResult | None] | None:
+        return self._transaction(raw, reqs)
 
     def _build(self) -> None:
         import sqlite3

@@ -282,20 +282,21 @@ class SqlStore(Store):
 
     def _batched(self, requests: Sequence[SaveRequest]) -> bool:
         """Whether a batch of several sessions goes through the fast path's one transaction
-        (``FastSave.save_many``: PostgreSQL, MySQL/MariaDB): each session once, and few."""
+        (``FastSave.save_many``): each session once, and few."""
         if self._fast is None or not self._fast.batches or len(requests) > self._fast.max_batch:
             return False
         return len({(r.app, r.token) for r in requests}) == len(requests)
 
     def _fast_save_many(self, requests: Sequence[SaveRequest]) -> list[SaveResult] | None:
-        """A group commit's batch in one round trip and one commit; the sessions whose version
-        check did not pass (nothing written for them) then take the general path together.
+        """A group commit's batch in one transaction (one round trip on a server); the sessions
+        whose version check did not pass (nothing written for them) then take the general path
+        together.
         ``None``: the fast path wrote nothing and declined the batch."""
         fast = self._fast
         assert fast is not None
         got = self._guard(
             lambda: self._reconnecting(
-                lambda: self._on_raw(lambda raw: fast.save_many(raw, requests, self.server_clock))
+                lambda: self._on_fast(lambda raw: fast.save_many(raw, requests, self.server_clock))
             )
         )
         if got is None:
@@ -310,22 +311,26 @@ class SqlStore(Store):
         return [res for res in got if res is not None]
 
     def _fast_save(self, request: SaveRequest) -> SaveResult | None:
-        """``request`` through :mod:`.fastsave` on a raw driver connection: the fast path's own
-        (SQLite) or a pooled connection's. A driver error worth a retry drops that connection."""
+        """``request`` through :mod:`.fastsave` on a raw driver connection."""
         assert self._fast is not None
         fast = self._fast
-        if self._raw is not None:
-            raw = self._raw.get()
-            try:
-                saved = fast.save(raw, request, None)
-            except Exception as exc:
-                self._raw.discard(raw)
-                if self._dialect.is_transient(exc):
-                    raise TransientSqlError(str(exc)) from exc
-                raise
-            self._raw.put(raw)
-            return saved
-        return self._on_raw(lambda raw: fast.save(raw, request, self.server_clock))
+        return self._on_fast(lambda raw: fast.save(raw, request, self.server_clock))
+
+    def _on_fast(self, write: Callable[[Any], T]) -> T:
+        """``write(driver_connection)`` on the fast path's own connections (SQLite) or a pooled
+        one's. A driver error worth a retry drops that connection."""
+        if self._raw is None:
+            return self._on_raw(write)
+        raw = self._raw.get()
+        try:
+            done = write(raw)
+        except Exception as exc:
+            self._raw.discard(raw)
+            if self._dialect.is_transient(exc):
+                raise TransientSqlError(str(exc)) from exc
+            raise
+        self._raw.put(raw)
+        return done
 
     def _on_raw(self, write: Callable[[Any], T]) -> T:
         """``write(driver_connection)`` on a pooled connection, without a SQLAlchemy Connection
