@@ -290,8 +290,7 @@ class SqlStore(Store):
     def _fast_save_many(self, requests: Sequence[SaveRequest]) -> list[SaveResult] | None:
         """A group commit's batch in one transaction (one round trip on a server); the sessions
         whose version check did not pass (nothing written for them) then take the general path
-        together.
-        ``None``: the fast path wrote nothing and declined the batch."""
+        together. ``None``: the fast path wrote nothing and declined the batch."""
         fast = self._fast
         assert fast is not None
         got = self._guard(
