@@ -12,7 +12,7 @@ from typing import Any
 
 from ..base import SaveRequest, SaveResult, SaveStatus
 from ..fence import ServerClock
-from .fastsave import FastSave, _attributes, _Sequential
+from .fastsave import FastSave, _attributes, _Sequential, lock_order
 
 #: The server's time (epoch seconds) at execution, to measure its clock's offset.
 _MYSQL_NOW = "SELECT UNIX_TIMESTAMP(SYSDATE(6))"
@@ -85,7 +85,7 @@ class MysqlFastSave(_Sequential):
         """``reqs`` in one text and one transaction, each one's statements, the fence's test
         (:data:`_CHECK`), ``COMMIT``; each one's answer as :meth:`save`'s. A server past the
         fence before the ``COMMIT`` commits nothing: every session FENCED."""
-        order = sorted(range(len(reqs)), key=lambda i: (reqs[i].app, reqs[i].token))
+        order = lock_order(reqs)
         cur = raw.cursor()
         heads: list[int] = []
         parts: list[str] = []

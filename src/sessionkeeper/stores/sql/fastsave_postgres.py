@@ -23,7 +23,7 @@ from typing import Any
 
 from ..base import SaveRequest, SaveResult, SaveStatus
 from ..fence import ServerClock
-from .fastsave import FastSave, _attributes
+from .fastsave import FastSave, _attributes, lock_order
 
 #: Names (changed, or removed) up to which each is a parameter of its own; more go as arrays.
 SCALARS = 8
@@ -191,7 +191,7 @@ class PostgresFastSave(FastSave):
         gone is ``None`` (nothing written for it, the others committed). A server past the
         fence before the ``COMMIT`` commits nothing: every session FENCED. A driver error rolls
         the whole transaction back and propagates."""
-        order = sorted(range(len(reqs)), key=lambda i: (reqs[i].app, reqs[i].token))
+        order = lock_order(reqs)
         statements = [self._statement(reqs[i]) for i in order]
         autocommit = raw.autocommit
         raw.autocommit = True  # our own BEGIN and COMMIT, queued with the statements
