@@ -88,3 +88,71 @@ def test_stale_write_of_each_shape_writes_nothing_then_merges(
     assert res.status is SaveStatus.SAVED and res.version == 3 and res.merged_from is not None
     s = store.load("shop", tok(1))
     assert s is not None and dict(s.attributes) == {"b": b"2", **new}
+
+
+#: Values of every type a MariaDB write binds, and the edges of each: bytes of every byte value,
+#: floats that print with and without an exponent, strings with quotes, backslashes and NULs.
+BOUND = [
+    b"",
+    bytes(range(256)),
+    0,
+    -7,
+    2**62,
+    0.0,
+    -0.5,
+    1796349169.6859791,
+    1e20,
+    5e-324,
+    None,
+    "",
+    "node-1",
+    "o'brien\\\"\x00\n\r\x1a%s%(x)s",
+    "日本語",
+]
+
+
+@pytest.mark.parametrize("sql_mode", ["", "NO_BACKSLASH_ESCAPES"])
+def test_mariadb_binds_every_value_as_pymysql_mogrify_does(mysql_url: str, sql_mode: str) -> None:
+    # The write binds its values itself (fastsave_mysql._bind), without PyMySQL's encoders
+    # map: each one must read back as PyMySQL would have written it, on the server too.
+    from sessionkeeper.stores.sql.fastsave_mysql import _bind
+
+    store = SqlStore(mysql_url, table_prefix=unique_name())
+    fairy = store.engine.raw_connection()
+    try:
+        raw = fairy.driver_connection
+        with raw.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = %s", (sql_mode,))
+            cur.execute("SELECT 1")  # the server's status (its escaping mode) is read
+            for value in BOUND:
+                assert _bind(raw, "SELECT %s", (value,)) == cur.mogrify("SELECT %s", (value,))
+                assert _bind(raw, "SELECT %(v)s", {"v": value}) == cur.mogrify(
+                    "SELECT %(v)s", {"v": value}
+                )
+            text = _bind(raw, "SELECT " + ", ".join(["%s"] * len(BOUND)), BOUND)
+            cur.execute(text)
+            row = cur.fetchone()
+        expected = [
+            v.encode() if isinstance(v, str) else float(v) if isinstance(v, float) else v
+            for v in BOUND
+        ]
+        assert [r.encode() if isinstance(r, str) else r for r in row] == expected
+    finally:
+        fairy.close()
+        store.close()
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_mariadb_refuses_a_float_it_has_no_literal_for(mysql_url: str, value: float) -> None:
+    import pymysql
+
+    from sessionkeeper.stores.sql.fastsave_mysql import _bind
+
+    store = SqlStore(mysql_url, table_prefix=unique_name())
+    fairy = store.engine.raw_connection()
+    try:
+        with pytest.raises(pymysql.err.ProgrammingError, match="can not be used with MySQL"):
+            _bind(fairy.driver_connection, "SELECT %s", (value,))
+    finally:
+        fairy.close()
+        store.close()
