@@ -130,7 +130,7 @@ def test_sqlite_writes_keep_their_connection_out_of_the_pool(tmp_path: Path) -> 
         [res] = store.save_many([req(tok(1), v, {"a": str(v).encode()})])
         assert res.status is SaveStatus.SAVED and res.version == v + 1
     assert checkouts == []
-    raw = store._raw._idle[-1]  # type: ignore[union-attr]
+    raw, _ = store._raw._idle[-1]  # type: ignore[union-attr]
     store.close()
     with pytest.raises(sqlite3.ProgrammingError):
         raw.execute("SELECT 1")
@@ -190,17 +190,27 @@ def test_sqlite_full_write_replaces_the_attributes(
     assert s is not None and dict(s.attributes) == {"c": b"3"}
 
 
+def _fast_status(store: SqlStore, like: str) -> dict[str, int]:
+    """The session status variables ``like`` of the connection the next write takes: the fast
+    path's own one (``stores/sql/rawpool.py``; a write before made it), outside a transaction."""
+    pool = store._raw
+    assert pool is not None and len(pool._idle) == 1
+    raw = pool.get()
+    try:
+        with raw.cursor() as cur:
+            cur.execute(f"SHOW SESSION STATUS WHERE Variable_name LIKE '{like}'")
+            return {str(name): int(value) for name, value in cur.fetchall()}
+    finally:
+        pool.put(raw)
+
+
 def _session_status(store: SqlStore) -> dict[str, int]:
-    """The ``Com_*`` counters of the pooled connection, read on the driver connection (outside a
-    SQLAlchemy transaction, which would add its own ROLLBACK)."""
-    with store.engine.connect() as conn, conn.connection.driver_connection.cursor() as cur:
-        cur.execute("SHOW SESSION STATUS WHERE Variable_name LIKE 'Com\\_%%'")
-        return {str(name): int(value) for name, value in cur.fetchall()}
+    """The ``Com_*`` counters of the connection the next write takes."""
+    return _fast_status(store, "Com\\_%")
 
 
 def test_mariadb_update_is_one_commit_without_select(mysql_url: str) -> None:
-    # pool_size 1: every call of the store, and our look at the counters, share one session.
-    store = SqlStore(mysql_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    store = SqlStore(mysql_url, table_prefix=unique_name())
     try:
         store.save_many([req(tok(1), 0, {"a": b"1"})])
         before = _session_status(store)
@@ -226,9 +236,7 @@ def test_mariadb_update_is_one_commit_without_select(mysql_url: str) -> None:
 
 
 def _tmp_tables(store: SqlStore) -> int:
-    with store.engine.connect() as conn:
-        row = conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Created_tmp_tables'").one()
-    return int(row[1])
+    return _fast_status(store, "Created\\_tmp\\_tables")["Created_tmp_tables"]
 
 
 @pytest.mark.parametrize("changed", [1, 3, 12])
@@ -236,7 +244,7 @@ def test_mariadb_update_builds_no_temporary_table(mysql_url: str, changed: int) 
     # The attribute upsert of an update read its rows from a derived table, which MariaDB
     # builds as a temporary table per write; up to 8 rows each is a statement of its own. The
     # answers are the same, the stale write's included (nothing written, then merged).
-    store = SqlStore(mysql_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
+    store = SqlStore(mysql_url, table_prefix=unique_name())
     try:
         store.save_many([req(tok(1), 0, {"a": b"1", "b": b"2"})])
         baseline = -_tmp_tables(store) + _tmp_tables(store)  # what SHOW STATUS builds itself
@@ -418,28 +426,105 @@ def test_postgres_dead_pooled_connection_is_replaced_at_once(postgres_url: str, 
         store.close()
 
 
-@pytest.mark.parametrize("call", ["write", "load"])
-def test_mariadb_killed_pooled_connection_is_replaced_at_once(mysql_url: str, call: str) -> None:
-    # As on PostgreSQL: a pooled connection the server killed fails its statement and the call
-    # runs once more on a fresh one.
+def _mysql_kill(url: str, thread_ids: list[int]) -> None:
     from urllib.parse import urlsplit
 
     import pymysql
 
+    parts = urlsplit(url)
+    admin = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username)
+    try:
+        for dead in thread_ids:
+            admin.cursor().execute(f"KILL CONNECTION {int(dead)}")
+    finally:
+        admin.close()
+
+
+def test_mariadb_writes_on_connections_of_their_own_not_the_pools(mysql_url: str) -> None:
+    # Checking a connection out of SQLAlchemy's pool and back in cost about 30 µs of client
+    # CPU per write (stores/sql/rawpool.py): a write takes one of the fast path's own.
+    store = SqlStore(mysql_url, table_prefix=unique_name())
+    checkouts: list[object] = []
+    event.listen(store.engine, "checkout", lambda conn, _rec, _proxy: checkouts.append(conn))
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"0"})])
+        checkouts.clear()
+        for v in range(1, 4):
+            [res] = store.save_many([req(tok(1), v, {"a": b"%d" % v})])
+            assert res.status is SaveStatus.SAVED and res.version == v + 1
+        assert checkouts == []
+        assert store._raw is not None and len(store._raw._idle) == 1
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+def test_mariadb_killed_own_connections_are_all_replaced_at_once(mysql_url: str) -> None:
+    # The server ended the fast path's two idle connections (a restart ends them all): the write
+    # fails on the first, closes the other unused, and runs once more on a new one, with no
+    # retry of the store's own (no backoff) and nothing lost or doubled.
+    store = SqlStore(mysql_url, table_prefix=unique_name())
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        pool = store._raw
+        assert pool is not None
+        a, b = pool.get(), pool.get()
+        pool.put(a)
+        pool.put(b)
+        _mysql_kill(mysql_url, [a.thread_id(), b.thread_id()])
+        [res] = store.save_many([req(tok(1), 1, {"a": b"2"})])
+        assert res.status is SaveStatus.SAVED and res.version == 2
+        assert store.stats.retries == 0 and store.stats.errors == 0
+        assert [c.thread_id() for c, _ in pool._idle] not in ([a.thread_id()], [b.thread_id()])
+        s = store.load("shop", tok(1))
+        assert s is not None and s.version == 2 and s.attributes["a"] == b"2"
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+def test_fast_path_connection_older_than_the_recycle_age_is_replaced(tmp_path: Path) -> None:
+    # As the engine's pool_recycle: an idle connection older than that is closed when taken
+    # (before the server's idle timeout can drop it), and a new one made.
+    import sqlalchemy as sa
+
+    from sessionkeeper.stores.sql.rawpool import RawPool
+
+    now = [0.0]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    pool = RawPool(engine, recycle_s=3600, monotonic=lambda: now[0])
+    try:
+        first = pool.get()
+        pool.put(first)
+        now[0] = 3599.0
+        assert pool.get() is first
+        pool.put(first)
+        now[0] = 3601.0
+        second = pool.get()
+        assert second is not first
+        with pytest.raises(sqlite3.ProgrammingError):
+            first.execute("SELECT 1")  # closed
+        pool.put(second)
+        now[0] = 7200.0
+        assert pool.get() is second  # its own age counts, from when it was made
+    finally:
+        pool.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("call", ["write", "load"])
+def test_mariadb_killed_pooled_connection_is_replaced_at_once(mysql_url: str, call: str) -> None:
+    # As on PostgreSQL: a pooled connection the server killed fails its statement and the call
+    # runs once more on a fresh one.
     store = SqlStore(mysql_url, table_prefix=unique_name(), pool_size=1, max_overflow=0)
 
     def kill() -> None:
+        # The pool's one connection, and the fast path's own idle ones (the writes').
         fairy = store.engine.raw_connection()
-        dead = fairy.driver_connection.thread_id()
+        dead = [fairy.driver_connection.thread_id()]
         fairy.close()
-        parts = urlsplit(mysql_url)
-        admin = pymysql.connect(
-            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root"
-        )
-        try:
-            admin.cursor().execute(f"KILL CONNECTION {int(dead)}")
-        finally:
-            admin.close()
+        assert store._raw is not None and store._raw._idle
+        _mysql_kill(mysql_url, dead + [c.thread_id() for c, _ in store._raw._idle])
 
     try:
         _kill_then_call(store, call, kill)

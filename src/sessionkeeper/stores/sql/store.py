@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -36,22 +36,13 @@ from . import schema as sch
 from .dialects import dialect_for, normalize_url
 from .fastsave import fast_save_for
 from .ops import SqlOps
-from .rawpool import RawPool
+from .rawpool import DriverConnections, Dropped, RawPool, TransientSqlError
 from .schema import Layout
 from .timeouts import DEFAULT_TIMEOUT_S
 
 T = TypeVar("T")
 
 _TABLE_PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-
-
-class TransientSqlError(Exception):
-    """A driver error that retrying may fix (connection lost or refused, lock timeout,
-    deadlock). The base class retries it and then raises ``StoreUnavailable``."""
-
-
-class _Dropped(TransientSqlError):
-    """The fast path's connection was found closed by the server (see ``_reconnecting``)."""
 
 
 class SqlStore(Store):
@@ -117,9 +108,16 @@ class SqlStore(Store):
         # single_row write of some attributes must read the stored blob first.
         multi = self.layout is Layout.MULTI_ROW
         self._fast = fast_save_for(self.tables, self.engine.dialect) if multi else None
-        # SQLite: the fast path's connections bypass SQLAlchemy's pool (see .rawpool).
+        # SQLite and MySQL: the fast path's connections bypass SQLAlchemy's pool (see .rawpool).
+        kind = self._dialect.name if self._fast is not None and self._owns_engine else None
         sqlite = self._fast is not None and self._dialect.name == "sqlite"
-        self._raw = RawPool(self.engine) if sqlite and self._owns_engine else None
+        recycle_s = self._dialect.engine_options().get("pool_recycle", -1)
+        self._raw = (
+            RawPool(self.engine, recycle_s=recycle_s, ping=kind == "mysql")
+            if kind in ("sqlite", "mysql")
+            else None
+        )
+        self._driver = DriverConnections(self.engine, self._dialect.is_transient, self._raw)
         #: The server's clock, for the fast path's deadline fences (:mod:`..fence`); SQLite
         #: runs in this process (a write cannot outlive its caller's wait): none.
         self.server_clock = (
@@ -132,8 +130,7 @@ class SqlStore(Store):
     def _after_fork(self) -> None:
         # The pooled connections belong to the parent: forget them, unclosed.
         self.engine.dispose(close=False)
-        if self._raw is not None:
-            self._raw.forget()
+        self._driver.forget()
         self._ready_lock = threading.Lock()
 
     def _create_engine(
@@ -237,8 +234,10 @@ class SqlStore(Store):
     def _reconnecting(self, call: Callable[[], T]) -> T:
         """``call()``, once more at once if it met a dropped connection (a pooled connection
         whose server closed it: restarted, idle timeout, ``pg_terminate_backend``), which
-        SQLAlchemy then invalidated with every connection of its pool as old. Nothing pings a
-        pooled connection before use; a second failure is the store's to retry, with backoff.
+        SQLAlchemy then invalidated with every connection of its pool as old; the fast path's
+        own idle ones are closed too, since the server dropped those with it. Nothing pings a
+        connection before use (MySQL's fast path, only one it makes: ``.rawpool``); a second
+        failure is the store's to retry, with backoff.
         Running a call again is what those retries do already: every write is checked by
         version (or idempotent), so one that did commit before its answer was lost is merged."""
         self._ensure_ready()
@@ -247,7 +246,8 @@ class SqlStore(Store):
         except sa.exc.DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-        except _Dropped:
+            self._driver.dropped_elsewhere()
+        except Dropped:
             pass
         return call()
 
@@ -295,7 +295,9 @@ class SqlStore(Store):
         assert fast is not None
         got = self._guard(
             lambda: self._reconnecting(
-                lambda: self._on_fast(lambda raw: fast.save_many(raw, requests, self.server_clock))
+                lambda: self._driver.run(
+                    lambda raw: fast.save_many(raw, requests, self.server_clock)
+                )
             )
         )
         if got is None:
@@ -313,46 +315,7 @@ class SqlStore(Store):
         """``request`` through :mod:`.fastsave` on a raw driver connection."""
         assert self._fast is not None
         fast = self._fast
-        return self._on_fast(lambda raw: fast.save(raw, request, self.server_clock))
-
-    def _on_fast(self, write: Callable[[Any], T]) -> T:
-        """``write(driver_connection)`` on the fast path's own connections (SQLite) or a pooled
-        one's. A driver error worth a retry drops that connection."""
-        if self._raw is None:
-            return self._on_raw(write)
-        raw = self._raw.get()
-        try:
-            done = write(raw)
-        except Exception as exc:
-            self._raw.discard(raw)
-            if self._dialect.is_transient(exc):
-                raise TransientSqlError(str(exc)) from exc
-            raise
-        self._raw.put(raw)
-        return done
-
-    def _on_raw(self, write: Callable[[Any], T]) -> T:
-        """``write(driver_connection)`` on a pooled connection, without a SQLAlchemy Connection
-        around it: building and closing one cost more than SQLite's whole write. A driver error
-        worth a retry drops that connection."""
-        conn = self.engine.raw_connection()
-        try:
-            return write(conn.driver_connection)
-        except Exception as exc:
-            dbapi_error = self.engine.dialect.loaded_dbapi.Error
-            dropped = isinstance(exc, dbapi_error) and self.engine.dialect.is_disconnect(
-                exc, conn.driver_connection, None
-            )
-            if dropped:
-                # As SQLAlchemy does on a Connection: this one, and the pool's older ones.
-                self.engine.pool._invalidate(conn, exc)
-                raise _Dropped(str(exc)) from exc
-            if self._dialect.is_transient(exc):
-                conn.invalidate(exc)
-                raise TransientSqlError(str(exc)) from exc
-            raise
-        finally:
-            conn.close()
+        return self._driver.run(lambda raw: fast.save(raw, request, self.server_clock))
 
     def _fenced(self) -> None:
         if self.server_clock is not None:
@@ -390,8 +353,7 @@ class SqlStore(Store):
         )
 
     def _close(self) -> None:
-        if self._raw is not None:
-            self._raw.close()
+        self._driver.close()
         if self._owns_engine:
             self.engine.dispose()
 
