@@ -483,35 +483,6 @@ def test_mariadb_killed_own_connections_are_all_replaced_at_once(mysql_url: str)
         store.close()
 
 
-def test_fast_path_connection_older_than_the_recycle_age_is_replaced(tmp_path: Path) -> None:
-    # As the engine's pool_recycle: an idle connection older than that is closed when taken
-    # (before the server's idle timeout can drop it), and a new one made.
-    import sqlalchemy as sa
-
-    from sessionkeeper.stores.sql.rawpool import RawPool
-
-    now = [0.0]
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    pool = RawPool(engine, recycle_s=3600, monotonic=lambda: now[0])
-    try:
-        first = pool.get()
-        pool.put(first)
-        now[0] = 3599.0
-        assert pool.get() is first
-        pool.put(first)
-        now[0] = 3601.0
-        second = pool.get()
-        assert second is not first
-        with pytest.raises(sqlite3.ProgrammingError):
-            first.execute("SELECT 1")  # closed
-        pool.put(second)
-        now[0] = 7200.0
-        assert pool.get() is second  # its own age counts, from when it was made
-    finally:
-        pool.close()
-        engine.dispose()
-
-
 @pytest.mark.parametrize("call", ["write", "load"])
 def test_mariadb_killed_pooled_connection_is_replaced_at_once(mysql_url: str, call: str) -> None:
     # As on PostgreSQL: a pooled connection the server killed fails its statement and the call

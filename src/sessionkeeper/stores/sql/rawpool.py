@@ -170,7 +170,8 @@ class DriverConnections:
         try:
             conn = self._raw.get()
         except Exception as exc:  # every connection the pool gave was dropped by the server
-            raise self._transient(exc) from exc
+            self._raise_if_transient(exc)
+            raise
         try:
             done = write(conn)
         except Exception as exc:
@@ -178,7 +179,8 @@ class DriverConnections:
             if self._is_disconnect(exc, conn):
                 self._raw.discard_idle()
                 raise Dropped(str(exc)) from exc
-            raise self._transient(exc) from exc
+            self._raise_if_transient(exc)
+            raise
         self._raw.put(conn)
         return done
 
@@ -192,13 +194,15 @@ class DriverConnections:
                 raise Dropped(str(exc)) from exc
             if self._is_transient(exc):
                 fairy.invalidate(exc)
-            raise self._transient(exc) from exc
+            self._raise_if_transient(exc)
+            raise
         finally:
             fairy.close()
 
-    def _transient(self, exc: Exception) -> Exception:
-        """``exc`` as :class:`TransientSqlError` when a retry may fix it, else itself."""
-        return TransientSqlError(str(exc)) if self._is_transient(exc) else exc
+    def _raise_if_transient(self, exc: Exception) -> None:
+        """Raise :class:`TransientSqlError` from ``exc`` when a retry may fix it."""
+        if self._is_transient(exc):
+            raise TransientSqlError(str(exc)) from exc
 
     def _is_disconnect(self, exc: Exception, driver_connection: Any) -> bool:
         """Whether ``exc``, raised on ``driver_connection``, says the server dropped it."""

@@ -1,0 +1,88 @@
+"""The fast path's driver connections (``stores/sql/rawpool.py``): its own idle ones, aged out as
+the engine's ``pool_recycle`` would, and what an error on one means. On SQLite, in process; the
+servers' dropped connections are in ``test_sql_one_transaction.py``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sessionkeeper.stores.sql.dialects import SqliteDialect
+from sessionkeeper.stores.sql.rawpool import DriverConnections, RawPool, TransientSqlError
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    e = sa.create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    yield e
+    e.dispose()
+
+
+def _closed(conn: Any) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+
+
+def test_a_connection_older_than_the_recycle_age_is_replaced(engine: sa.Engine) -> None:
+    # As the engine's pool_recycle: an idle connection older than that is closed when taken
+    # (before the server's idle timeout can drop it), and a new one made.
+    now = [0.0]
+    pool = RawPool(engine, recycle_s=3600, monotonic=lambda: now[0])
+    try:
+        first = pool.get()
+        pool.put(first)
+        now[0] = 3599.0
+        assert pool.get() is first
+        pool.put(first)
+        now[0] = 3601.0
+        second = pool.get()
+        assert second is not first and _closed(first)
+        pool.put(second)
+        now[0] = 7200.0
+        assert pool.get() is second  # its own age counts, from when it was made
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_an_error_no_retry_fixes_is_raised_as_it_is(engine: sa.Engine, pooled: bool) -> None:
+    # Neither wrapped nor chained to itself; the connection it met is not kept.
+    raw = None if pooled else RawPool(engine)
+    driver = DriverConnections(engine, SqliteDialect().is_transient, raw)
+    used: list[Any] = []
+    bad = ValueError("not the driver's")
+
+    def write(conn: Any) -> None:
+        used.append(conn)
+        raise bad
+
+    with pytest.raises(ValueError) as info:
+        driver.run(write)
+    assert info.value is bad and info.value.__cause__ is None
+    if raw is not None:
+        assert _closed(used[0]) and not raw._idle
+    driver.close()
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_an_error_a_retry_may_fix_is_transient(engine: sa.Engine, pooled: bool) -> None:
+    raw = None if pooled else RawPool(engine)
+    driver = DriverConnections(engine, SqliteDialect().is_transient, raw)
+    busy = sqlite3.OperationalError("database is locked")
+
+    def write(conn: Any) -> None:
+        raise busy
+
+    with pytest.raises(TransientSqlError) as info:
+        driver.run(write)
+    assert info.value.__cause__ is busy
+    assert driver.run(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)  # a fresh one
+    driver.close()
