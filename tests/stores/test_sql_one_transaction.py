@@ -454,6 +454,7 @@ def test_mariadb_writes_on_connections_of_their_own_not_the_pools(mysql_url: str
             assert res.status is SaveStatus.SAVED and res.version == v + 1
         assert checkouts == []
         assert store._raw is not None and len(store._raw._idle) == 1
+        assert store._raw._recycle_s == 3600  # the engine's pool_recycle, before wait_timeout
     finally:
         store.tables.metadata.drop_all(store.engine)
         store.close()
@@ -478,6 +479,28 @@ def test_mariadb_killed_own_connections_are_all_replaced_at_once(mysql_url: str)
         assert [c.thread_id() for c, _ in pool._idle] not in ([a.thread_id()], [b.thread_id()])
         s = store.load("shop", tok(1))
         assert s is not None and s.version == 2 and s.attributes["a"] == b"2"
+    finally:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+
+def test_mariadb_all_dropped_pool_connections_are_replaced_at_once(mysql_url: str) -> None:
+    # A server restart ends every connection: the fast path's own and the ten the pool holds
+    # idle. The write fails on its own, then the first pooled one it takes fails its ping,
+    # which makes the pool replace all the older ones: the next is new. No retry of the
+    # store's own, whatever the pool's size.
+    store = SqlStore(mysql_url, table_prefix=unique_name(), pool_size=10, max_overflow=0)
+    try:
+        store.save_many([req(tok(1), 0, {"a": b"1"})])
+        fairies = [store.engine.raw_connection() for _ in range(10)]
+        dead = [f.driver_connection.thread_id() for f in fairies]
+        for f in fairies:
+            f.close()
+        assert store._raw is not None
+        _mysql_kill(mysql_url, dead + [c.thread_id() for c, _ in store._raw._idle])
+        [res] = store.save_many([req(tok(1), 1, {"a": b"2"})])
+        assert res.status is SaveStatus.SAVED and res.version == 2
+        assert store.stats.retries == 0 and store.stats.errors == 0
     finally:
         store.tables.metadata.drop_all(store.engine)
         store.close()

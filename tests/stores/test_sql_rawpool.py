@@ -77,12 +77,63 @@ def test_an_error_a_retry_may_fix_is_transient(engine: sa.Engine, pooled: bool) 
     raw = None if pooled else RawPool(engine)
     driver = DriverConnections(engine, SqliteDialect().is_transient, raw)
     busy = sqlite3.OperationalError("database is locked")
+    used: list[Any] = []
 
     def write(conn: Any) -> None:
+        used.append(conn)
         raise busy
 
     with pytest.raises(TransientSqlError) as info:
         driver.run(write)
     assert info.value.__cause__ is busy
-    assert driver.run(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)  # a fresh one
+    fresh = driver.run(lambda conn: conn)
+    assert fresh is not used[0] and fresh.execute("SELECT 1").fetchone() == (1,)
+    if raw is not None:
+        assert _closed(used[0])
     driver.close()
+
+
+def test_a_write_interrupted_closes_its_connection(engine: sa.Engine) -> None:
+    # Not only Exception: KeyboardInterrupt, SystemExit, a gevent Timeout leave the connection
+    # anywhere too; it is neither kept nor left open.
+    raw = RawPool(engine)
+    driver = DriverConnections(engine, SqliteDialect().is_transient, raw)
+    used: list[Any] = []
+
+    def write(conn: Any) -> None:
+        used.append(conn)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        driver.run(write)
+    assert _closed(used[0]) and not raw._idle and not raw._made
+    driver.close()
+
+
+def test_it_holds_keep_connections_at_most_then_the_pool_serves(engine: sa.Engine) -> None:
+    # The engine's pool_size, max_overflow and pool_timeout bound every connection beyond its
+    # own: with `keep` in use, a write takes a pooled one.
+    raw = RawPool(engine, keep=1)
+    driver = DriverConnections(engine, SqliteDialect().is_transient, raw)
+    checkouts: list[Any] = []
+    sa.event.listen(engine, "checkout", lambda conn, _rec, _proxy: checkouts.append(conn))
+    try:
+        mine = driver.run(lambda conn: conn)  # made by the engine (one checkout), then kept
+        assert len(checkouts) == 1
+        held = raw.get()
+        assert held is mine and raw.get() is None
+        pooled = driver.run(lambda conn: conn)
+        assert pooled is not mine and len(checkouts) == 2 and not raw._idle
+        raw.put(held)
+        assert driver.run(lambda conn: conn) is mine and len(checkouts) == 2
+    finally:
+        driver.close()
+
+
+def test_a_connection_returned_after_close_is_closed(engine: sa.Engine) -> None:
+    # A write still running as the store closes gives its connection back afterwards.
+    raw = RawPool(engine)
+    conn = raw.get()
+    raw.close()
+    raw.put(conn)
+    assert _closed(conn) and not raw._idle

@@ -12,25 +12,31 @@ pop and append, atomic under the GIL.
 
 What the engine's pool does for its own connections, this does for these:
 
-* with ``ping`` (MySQL), a connection the engine's pool hands over is pinged first, and one
-  the server dropped (the pool's idle ones die with a server restart, unknown to the pool) is
-  invalidated and another taken: one round trip per connection made, none per write;
+* it holds at most ``keep`` connections, idle and in use together: a write that finds none
+  idle while ``keep`` are in use takes a pooled one instead (:meth:`DriverConnections.run`), so
+  the engine's ``pool_size``, ``max_overflow`` and ``pool_timeout`` still bound the rest;
+* with ``ping`` (MySQL), a connection the engine's pool hands over is pinged first; one the
+  server dropped (the pool's idle ones die with a server restart, unknown to the pool) marks
+  the pool's older connections stale, as a dropped pooled connection does, and a fresh one is
+  taken: one round trip per connection made, none per write;
 * a connection older than ``recycle_s`` (the engine's ``pool_recycle``) is closed when taken,
   and a new one made, before the server's idle timeout can drop it;
 * a connection whose write raised is closed, not kept (the error may have left it anywhere);
 * after a write met a dropped connection (a server restart ends them all), every idle one is
   closed too (:meth:`discard_idle`), as SQLAlchemy invalidates the older connections of its
   pool: the next write makes a fresh one instead of failing on each stale one in turn;
-* a forked child forgets the parent's connections without closing them.
+* a forked child forgets the parent's connections without closing them; once closed, a
+  connection returned is closed too.
 
 The write path that uses it runs at most one batch at a time per manager (group commit), so few
-are open at once; more may be, the extra ones closed when returned.
+are in use at once.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,10 +56,11 @@ class Dropped(TransientSqlError):
     once more at once (``SqlStore._reconnecting``)."""
 
 
-#: Idle connections kept; more may be open at once, the extra ones closed when returned.
+#: The most connections of its own the fast path holds, idle and in use.
 KEEP = 4
-#: How many connections of the engine's pool a ``get`` tries, each pinged, before it gives up.
-TRIES = 8
+#: How many connections of the engine's pool a ``get`` tries, each pinged: the first that does
+#: not answer makes the pool replace all its older ones, so the next is a new connection.
+TRIES = 2
 
 
 class RawPool:
@@ -71,24 +78,36 @@ class RawPool:
         self._recycle_s = recycle_s
         self._ping = ping
         self._monotonic = monotonic
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
         #: Idle connections, each with the time it was made.
         self._idle: collections.deque[tuple[Any, float]] = collections.deque()
-        #: When each connection taken out was made, by ``id``.
+        #: When each connection in use was made, by ``id``.
         self._made: dict[int, float] = {}
+        self._closed = False
 
-    def get(self) -> Any:
-        """An idle driver connection, or a new one made by the engine."""
+    def get(self) -> Any | None:
+        """An idle driver connection, or a new one made by the engine; ``None`` when ``keep``
+        are in use (the caller takes a pooled one)."""
         while True:
-            try:
-                conn, made = self._idle.pop()
-            except IndexError:
-                break
-            if self._recycle_s < 0 or self._monotonic() - made < self._recycle_s:
-                self._made[id(conn)] = made
+            with self._lock:
+                if self._idle:
+                    conn, made = self._idle.pop()
+                elif len(self._made) >= self._keep:
+                    return None
+                else:
+                    break
+                fresh = self._recycle_s < 0 or self._monotonic() - made < self._recycle_s
+                if fresh:
+                    self._made[id(conn)] = made
+            if fresh:
                 return conn
             self._close(conn)
         conn = self._new()
-        self._made[id(conn)] = self._monotonic()
+        with self._lock:
+            self._made[id(conn)] = self._monotonic()
         return conn
 
     def _new(self) -> Any:
@@ -103,7 +122,9 @@ class RawPool:
                     assert fairy.dbapi_connection is not None  # a connection checked out
                     self._engine.dialect.do_ping(fairy.dbapi_connection)
                 except Exception as exc:
-                    fairy.invalidate(exc)
+                    # This one, and the pool's older ones (SQLAlchemy's own rule on a dropped
+                    # connection): the next checkout makes a new connection.
+                    self._engine.pool._invalidate(fairy, exc)  # which checks it back in
                     if attempt == TRIES - 1:
                         raise
                     continue
@@ -113,25 +134,26 @@ class RawPool:
 
     def put(self, conn: Any) -> None:
         """Return ``conn`` after a write that ended its transaction."""
-        made = self._made.pop(id(conn), None)
-        if made is not None and len(self._idle) < self._keep:
-            self._idle.append((conn, made))
-        else:
+        with self._lock:
+            made = self._made.pop(id(conn), None)
+            keep = made is not None and not self._closed
+            if made is not None and keep:
+                self._idle.append((conn, made))
+        if not keep:
             self._close(conn)
 
     def discard(self, conn: Any) -> None:
         """Close ``conn``, taken out by :meth:`get`, instead of returning it."""
-        self._made.pop(id(conn), None)
+        with self._lock:
+            self._made.pop(id(conn), None)
         self._close(conn)
 
     def discard_idle(self) -> None:
         """Close every idle connection: a write met a dropped one, so they are likely dropped
         too (the server restarted, or ended them)."""
-        while self._idle:
-            try:
-                conn, _ = self._idle.pop()
-            except IndexError:
-                return
+        with self._lock:
+            idle, self._idle = list(self._idle), collections.deque()
+        for conn, _ in idle:
             self._close(conn)
 
     @staticmethod
@@ -140,17 +162,19 @@ class RawPool:
             conn.close()
 
     def close(self) -> None:
+        """Close the idle connections, and from now on each one returned."""
+        with self._lock:
+            self._closed = True
         self.discard_idle()
 
     def forget(self) -> None:
         """After a fork: the connections are the parent's; dropped unclosed."""
-        self._idle = collections.deque()
-        self._made = {}
+        self._reset()
 
 
 class DriverConnections:
     """``run(write)``: ``write(driver_connection)`` on one of the fast path's own connections
-    (``raw``) or, without those, on a pooled one with no SQLAlchemy ``Connection`` around it
+    (``raw``) or, without those (or with all ``keep`` of them in use), on a pooled one with no SQLAlchemy ``Connection`` around it
     (building and closing one cost more than SQLite's whole write). A connection whose write
     raised is closed. One the server dropped raises :class:`Dropped`, after the connections
     likely dropped with it are let go too: the idle own ones, and the pool's older ones (as
@@ -172,14 +196,17 @@ class DriverConnections:
         except Exception as exc:  # every connection the pool gave was dropped by the server
             self._raise_if_transient(exc)
             raise
+        if conn is None:  # as many of its own in use as it keeps
+            return self._on_pooled(write)
         try:
             done = write(conn)
-        except Exception as exc:
+        except BaseException as exc:
             self._raw.discard(conn)
-            if self._is_disconnect(exc, conn):
-                self._raw.discard_idle()
-                raise Dropped(str(exc)) from exc
-            self._raise_if_transient(exc)
+            if isinstance(exc, Exception):
+                if self._is_disconnect(exc, conn):
+                    self._raw.discard_idle()
+                    raise Dropped(str(exc)) from exc
+                self._raise_if_transient(exc)
             raise
         self._raw.put(conn)
         return done
