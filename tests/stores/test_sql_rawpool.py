@@ -5,6 +5,7 @@ servers' dropped connections are in ``test_sql_one_transaction.py``."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,30 @@ def test_a_connection_returned_after_close_is_closed(engine: sa.Engine) -> None:
     raw.close()
     raw.put(conn)
     assert _closed(conn) and not raw._idle
+
+
+def test_a_connection_being_made_counts_against_keep(engine: sa.Engine) -> None:
+    # Two writes at once on a pool that keeps one: while the first one's connection is being
+    # made (a slow connect), the second takes a pooled one instead of making a second own.
+    raw = RawPool(engine, keep=1)
+    connecting, release = threading.Event(), threading.Event()
+
+    @sa.event.listens_for(engine, "connect")
+    def _slow(_dbapi_conn: Any, _record: Any) -> None:
+        if not connecting.is_set():
+            connecting.set()
+            release.wait(10)
+
+    got: list[Any] = []
+    first = threading.Thread(target=lambda: got.append(raw.get()))
+    first.start()
+    try:
+        assert connecting.wait(10)
+        assert raw.get() is None
+    finally:
+        release.set()
+        first.join(10)
+    assert got and got[0] is not None
+    raw.put(got[0])
+    assert raw.get() is got[0]
+    raw.close()

@@ -86,6 +86,8 @@ class RawPool:
         self._idle: collections.deque[tuple[Any, float]] = collections.deque()
         #: When each connection in use was made, by ``id``.
         self._made: dict[int, float] = {}
+        #: Connections in use or being made: at most ``keep``.
+        self._out = 0
         self._closed = False
 
     def get(self) -> Any | None:
@@ -93,27 +95,32 @@ class RawPool:
         are in use (the caller takes a pooled one)."""
         while True:
             with self._lock:
-                if self._idle:
-                    conn, made = self._idle.pop()
-                elif len(self._made) >= self._keep:
-                    return None
-                else:
+                if not self._idle:
+                    if self._out >= self._keep:
+                        return None
+                    self._out += 1  # a place for the one made below
                     break
+                conn, made = self._idle.pop()
                 fresh = self._recycle_s < 0 or self._monotonic() - made < self._recycle_s
                 if fresh:
+                    self._out += 1
                     self._made[id(conn)] = made
-            if fresh:
-                return conn
-            self._close(conn)
-        conn = self._new()
+                    return conn
+            self._close(conn)  # too old: closed outside the lock, and the next looked at
+        try:
+            conn = self._new()
+        except BaseException:
+            with self._lock:
+                self._out -= 1
+            raise
         with self._lock:
             self._made[id(conn)] = self._monotonic()
         return conn
 
     def _new(self) -> Any:
         """A connection of the engine's pool, detached: ours from now on (the pool neither
-        counts nor closes it). With ``ping``, one that does not answer is invalidated (the
-        pool makes a new one in its place) and the next taken."""
+        counts nor closes it). With ``ping``, one that does not answer makes the pool replace
+        it and its older connections, and the next (a new one) is taken."""
         for attempt in range(TRIES):
             fairy = self._engine.raw_connection()
             conn = fairy.driver_connection
@@ -136,16 +143,18 @@ class RawPool:
         """Return ``conn`` after a write that ended its transaction."""
         with self._lock:
             made = self._made.pop(id(conn), None)
-            keep = made is not None and not self._closed
-            if made is not None and keep:
-                self._idle.append((conn, made))
-        if not keep:
-            self._close(conn)
+            if made is not None:
+                self._out -= 1
+                if not self._closed:
+                    self._idle.append((conn, made))
+                    return
+        self._close(conn)
 
     def discard(self, conn: Any) -> None:
         """Close ``conn``, taken out by :meth:`get`, instead of returning it."""
         with self._lock:
-            self._made.pop(id(conn), None)
+            if self._made.pop(id(conn), None) is not None:
+                self._out -= 1
         self._close(conn)
 
     def discard_idle(self) -> None:
@@ -174,8 +183,9 @@ class RawPool:
 
 class DriverConnections:
     """``run(write)``: ``write(driver_connection)`` on one of the fast path's own connections
-    (``raw``) or, without those (or with all ``keep`` of them in use), on a pooled one with no SQLAlchemy ``Connection`` around it
-    (building and closing one cost more than SQLite's whole write). A connection whose write
+    (``raw``) or, without those (or with all ``keep`` of them in use), on a pooled one with no
+    SQLAlchemy ``Connection`` around it (building and closing one cost more than SQLite's whole
+    write). A connection whose write
     raised is closed. One the server dropped raises :class:`Dropped`, after the connections
     likely dropped with it are let go too: the idle own ones, and the pool's older ones (as
     SQLAlchemy does on a ``Connection``). Another error ``is_transient`` says a retry may fix
