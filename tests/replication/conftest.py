@@ -9,6 +9,7 @@ tests skip with the reason, or fail under ``SESSIONKEEPER_REQUIRE_SERVICES=1``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -152,3 +153,63 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 5) -> bool:
             return False
         threading.Event().wait(0.01)
     return True
+
+
+class SlowConnects:
+    """A loopback TCP proxy to ``upstream`` (host, port) that holds each new connection for
+    ``delay_s`` before it connects it through: a NATS server slow to accept, as on a loaded
+    machine. ``url`` is the proxy's ``nats://`` address."""
+
+    def __init__(self, upstream: tuple[str, int], delay_s: float) -> None:
+        import asyncio
+
+        self._upstream, self._delay_s = upstream, delay_s
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+        self.url = f"nats://127.0.0.1:{self._port}"
+
+    def _serve(self) -> None:
+        import asyncio
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(self._delay_s)
+            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        async def main() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self._port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            async with server:
+                await server.serve_forever()
+
+        asyncio.set_event_loop(self._loop)
+        with contextlib.suppress(RuntimeError):  # stopped
+            self._loop.run_until_complete(main())
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def slow_nats(nats: NatsServer) -> Iterator[SlowConnects]:
+    """The private nats-server behind :class:`SlowConnects`, 0.8 s per connection: longer
+    than the 0.5 s ``ack_timeout_s`` a first request used to wait for the cluster."""
+    host, port = nats.url.removeprefix("nats://").rsplit(":", 1)
+    proxy = SlowConnects((host, int(port)), 0.8)
+    yield proxy
+    proxy.close()

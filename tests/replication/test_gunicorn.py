@@ -214,16 +214,20 @@ def test_a_rolling_restart_waiting_on_replication_health_loses_nothing(cluster: 
     assert lost == 0, figures
 
 
+@pytest.mark.parametrize("connects", ["at once", "slowly"])
 def test_the_readme_counter_under_gunicorn_w4_and_time_based_counts_without_a_gap(
-    nats: NatsServer, tmp_path: Path
+    nats: NatsServer, tmp_path: Path, request: pytest.FixtureRequest, connects: str
 ) -> None:
     """No sticky balancer: the kernel hands each connection to any of 4 workers. With the
     channel (``replicas=0``), a worker that gets a session another one served asks it for its
-    unwritten changes (TimeBased(10) has written none of them yet)."""
+    unwritten changes (TimeBased(10) has written none of them yet). ``slowly``: each worker's
+    first connection to NATS takes 0.8 s (:class:`SlowConnects`), longer than the 0.5 s a
+    worker's first request used to wait for it (the counter then read 1, 2, 2, 2, 3, ...)."""
+    nats_url = nats.url if connects == "at once" else request.getfixturevalue("slow_nats").url
     url = f"sqlite:///{tmp_path / 'sessions.db'}"
     SqlStore(url).init_schema()
     port = free_port()
-    env = {**os.environ, "SK_TEST_STORE": url, "SK_TEST_NATS": nats.url}
+    env = {**os.environ, "SK_TEST_STORE": url, "SK_TEST_NATS": nats_url}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-m", "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}",
            "tests.replication.counter_app:application"]  # fmt: skip

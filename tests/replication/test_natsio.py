@@ -14,7 +14,7 @@ import nats as nats_py
 from sessionkeeper.replication.natsio import Sink, no_responders, write_now
 from sessionkeeper.replication.transport import Transport
 
-from .conftest import NatsServer, wait_until
+from .conftest import NatsServer, SlowConnects, wait_until
 
 
 def run(coro: Any) -> Any:
@@ -145,3 +145,18 @@ def test_write_now_declines_a_message_over_the_servers_max_payload(nats: NatsSer
         return declined, refused, connected
 
     assert run(go()) == (True, True, True)
+
+
+def test_a_first_request_waits_for_a_first_connect_still_under_way(
+    slow_nats: SlowConnects,
+) -> None:
+    # The server takes 0.8 s to accept: a process's first request, asking for the cluster
+    # with a 0.5 s bound (ack_timeout_s), waits for the connect under way instead of going on
+    # without the cluster (it would read a stale copy from the store).
+    t = Transport(slow_nats.url, None, lambda: ["x"], lambda _s, _d: None, lambda _up: None,
+                  (60.0, noop))  # fmt: skip
+    t.start()
+    try:
+        assert t.wait_connected(0.5)
+    finally:
+        t.close(graceful=False)

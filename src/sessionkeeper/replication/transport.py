@@ -35,6 +35,12 @@ Reply = bytes | None
 Handler = Callable[[str, bytes], "Reply | Callable[[], Reply]"]
 
 
+#: How long after :meth:`Transport.start` a wait for the first connection may last: nats-py's
+#: first attempt gives up after its ``connect_timeout`` (1 s), and the subscriptions and the
+#: flush follow.
+FIRST_CONNECT_S = 2.0
+
+
 class Transport:
     def __init__(
         self,
@@ -64,6 +70,8 @@ class Transport:
         self.connected = False
         self.down_since: float | None = None  # monotonic; set while started and not connected
         self._up_event = threading.Event()
+        self._started_at: float | None = None  # monotonic, at start()
+        self._ever_up = False  # connected at least once in this process
         self._inbox = ""  # "<inbox>.<token>" is the reply subject of each request
         self._waiting: dict[str, _Waiter] = {}  # by token; the loop pops the one answered
         self._tokens = itertools.count(1)
@@ -77,13 +85,21 @@ class Transport:
             loop = asyncio.new_event_loop()
             self._worker = concurrent.futures.ThreadPoolExecutor(1, "sessionkeeper-repl")
             self._loop = loop
-            self.down_since = time.monotonic()
+            self.down_since = self._started_at = time.monotonic()
         threading.Thread(target=loop.run_forever, name="sessionkeeper-nats", daemon=True).start()
         asyncio.run_coroutine_threadsafe(self._start_run(), loop)
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Wait, at most ``timeout_s``, for the connection (a process's first request may
-        need the cluster before the background connect is done)."""
+        need the cluster before the background connect is done). Before the process's first
+        connection, at least until :data:`FIRST_CONNECT_S` after :meth:`start`: a worker that
+        gave up on a connect still under way would read the store's copy of a session over
+        a live node's unwritten changes (a slow first connect, on a loaded machine, lost
+        counts of the README's counter). Once that has passed, or after the first
+        connection (an outage later), only ``timeout_s``."""
+        started = self._started_at
+        if not self._ever_up and started is not None:
+            timeout_s = max(timeout_s, started + FIRST_CONNECT_S - time.monotonic())
         return self._up_event.wait(timeout_s)
 
     def close(self, *, graceful: bool = True, timeout_s: float = 2.0) -> None:
@@ -156,7 +172,7 @@ class Transport:
             await asyncio.sleep(self._tick_s)
 
     async def _up(self) -> None:
-        self.connected = True
+        self.connected = self._ever_up = True
         self.down_since = None
         self._up_event.set()
         self._submit(lambda: self._on_state(True))
