@@ -118,8 +118,10 @@ def _sentinel(url: str, timeout_s: float) -> Connection:
         raise ConfigurationError(f"redis+sentinel URL {url!r} must end in /service_name[/db]")
     service, db = parts[0], int(parts[1]) if len(parts) == 2 else 0
     timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    sentinel = Sentinel(hosts, sentinel_kwargs=dict(timeouts))  # type: ignore[no-untyped-call]
-    client = sentinel.master_for(  # type: ignore[no-untyped-call]
+    # Any: redis-py types Sentinel from 8.2 on and not before; this reads the same under both.
+    make_sentinel: Any = Sentinel
+    sentinel = make_sentinel(hosts, sentinel_kwargs=dict(timeouts))
+    client = sentinel.master_for(
         service, db=db, password=password, retry=Retry(NoBackoff(), 0), **timeouts
     )
     _pack_bytes_quickly(client.connection_pool)
