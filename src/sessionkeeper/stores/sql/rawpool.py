@@ -185,11 +185,10 @@ class DriverConnections:
     """``run(write)``: ``write(driver_connection)`` on one of the fast path's own connections
     (``raw``) or, without those (or with all ``keep`` of them in use), on a pooled one with no
     SQLAlchemy ``Connection`` around it (building and closing one cost more than SQLite's whole
-    write). A connection whose write
-    raised is closed. One the server dropped raises :class:`Dropped`, after the connections
-    likely dropped with it are let go too: the idle own ones, and the pool's older ones (as
-    SQLAlchemy does on a ``Connection``). Another error ``is_transient`` says a retry may fix
-    raises :class:`TransientSqlError`."""
+    write). A connection whose write raised is closed. One the server dropped raises
+    :class:`Dropped`, after the connections likely dropped with it are let go too: the idle own
+    ones, and the pool's older ones (as SQLAlchemy does on a ``Connection``). Another error
+    ``is_transient`` says a retry may fix raises :class:`TransientSqlError`."""
 
     def __init__(
         self, engine: sa.Engine, is_transient: Callable[[BaseException], bool], raw: RawPool | None
@@ -231,7 +230,7 @@ class DriverConnections:
                 raise Dropped(str(exc)) from exc
             if self._is_transient(exc):
                 fairy.invalidate(exc)
-            self._raise_if_transient(exc)
+                raise TransientSqlError(str(exc)) from exc
             raise
         finally:
             fairy.close()

@@ -108,20 +108,22 @@ class SqlStore(Store):
         # single_row write of some attributes must read the stored blob first.
         multi = self.layout is Layout.MULTI_ROW
         self._fast = fast_save_for(self.tables, self.engine.dialect) if multi else None
+        fast = self._dialect.name if self._fast is not None else None  # the fast path's database
         # SQLite and MySQL: the fast path's connections bypass SQLAlchemy's pool (see .rawpool).
-        kind = self._dialect.name if self._fast is not None and self._owns_engine else None
-        sqlite = self._fast is not None and self._dialect.name == "sqlite"
-        recycle_s = self._dialect.engine_options().get("pool_recycle", -1)
         self._raw = (
-            RawPool(self.engine, recycle_s=recycle_s, ping=kind == "mysql")
-            if kind in ("sqlite", "mysql")
+            RawPool(
+                self.engine,
+                recycle_s=self._dialect.engine_options().get("pool_recycle", -1),
+                ping=fast == "mysql",
+            )
+            if fast in ("sqlite", "mysql") and self._owns_engine
             else None
         )
         self._driver = DriverConnections(self.engine, self._dialect.is_transient, self._raw)
         #: The server's clock, for the fast path's deadline fences (:mod:`..fence`); SQLite
         #: runs in this process (a write cannot outlive its caller's wait): none.
         self.server_clock = (
-            ServerClock(timeout_s * MARGIN_SHARE) if self._fast is not None and not sqlite else None
+            ServerClock(timeout_s * MARGIN_SHARE) if fast not in (None, "sqlite") else None
         )
         self._create_schema = create_schema
         self._ready = False
