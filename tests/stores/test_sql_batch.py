@@ -20,7 +20,7 @@ from sessionkeeper.stores.sql import SqlStore
 from tests.services import unique_name
 
 from .contract import T0, req, tok
-from .test_sql_one_transaction import _session_status
+from .test_sql_one_transaction import _mysql_kill, _session_status
 from .test_sql_one_transaction import pg_sent as _sent
 
 
@@ -129,18 +129,9 @@ def _kill(store: SqlStore) -> None:
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (raw.info.backend_pid,))
     else:
-        import pymysql
-
-        u = store.engine.url
-        admin = pymysql.connect(
-            host=u.host, port=u.port or 3306, user=u.username, database=u.database
-        )
         own = [c for c, _ in store._raw._idle] if store._raw is not None else []
-        try:
-            for conn in [raw, *own]:
-                admin.cursor().execute(f"KILL {int(conn.thread_id())}")
-        finally:
-            admin.close()
+        url = store.engine.url.render_as_string(hide_password=False)
+        _mysql_kill(url, [conn.thread_id() for conn in [raw, *own]])
 
 
 def test_batch_on_a_dead_pooled_connection_runs_once_more_at_once(store: SqlStore) -> None:
