@@ -9,7 +9,6 @@ tests skip with the reason, or fail under ``SESSIONKEEPER_REQUIRE_SERVICES=1``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -192,23 +191,29 @@ class SlowConnects:
         async def main() -> None:
             server = await asyncio.start_server(handle, "127.0.0.1", 0)
             self._port = server.sockets[0].getsockname()[1]
+            self._stopped = asyncio.Event()
             self._ready.set()
-            async with server:
-                await server.serve_forever()
+            await self._stopped.wait()
+            server.close()
+            pipes = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in pipes:  # ended here, on a loop still open
+                task.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            await server.wait_closed()
 
         asyncio.set_event_loop(self._loop)
-        with contextlib.suppress(RuntimeError):  # stopped
-            self._loop.run_until_complete(main())
+        self._loop.run_until_complete(main())
+        self._loop.close()
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(10)
 
 
 @pytest.fixture
 def slow_nats(nats: NatsServer) -> Iterator[SlowConnects]:
     """The private nats-server behind :class:`SlowConnects`, 0.8 s per connection: longer
-    than the 0.5 s ``ack_timeout_s`` a first request used to wait for the cluster."""
+    than ``ack_timeout_s`` (0.5 s), shorter than nats-py's ``connect_timeout`` (2 s)."""
     host, port = nats.url.removeprefix("nats://").rsplit(":", 1)
     proxy = SlowConnects((host, int(port)), 0.8)
     yield proxy

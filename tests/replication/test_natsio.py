@@ -6,11 +6,14 @@ what nats-py queued, a request nobody serves is answered "no responders", and a 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from typing import Any
 
 import nats as nats_py
+import pytest
 
+from sessionkeeper.replication import transport
 from sessionkeeper.replication.natsio import Sink, no_responders, write_now
 from sessionkeeper.replication.transport import Transport
 
@@ -147,16 +150,54 @@ def test_write_now_declines_a_message_over_the_servers_max_payload(nats: NatsSer
     assert run(go()) == (True, True, True)
 
 
-def test_a_first_request_waits_for_a_first_connect_still_under_way(
+def test_the_first_attempt_is_waited_for_while_the_server_is_slow_to_accept(
     slow_nats: SlowConnects,
 ) -> None:
-    # The server takes 0.8 s to accept: a process's first request, asking for the cluster
-    # with a 0.5 s bound (ack_timeout_s), waits for the connect under way instead of going on
-    # without the cluster (it would read a stale copy from the store).
-    t = Transport(slow_nats.url, None, lambda: ["x"], lambda _s, _d: None, lambda _up: None,
-                  (60.0, noop))  # fmt: skip
+    # The server takes 0.8 s to accept (longer than ack_timeout_s, 0.5 s): a process's first
+    # request waits for the connect under way instead of going on without the cluster (it
+    # would serve a session no node can ask it for, or read a stale copy from the store).
+    t = _transport(slow_nats.url)
     t.start()
     try:
-        assert t.wait_connected(0.5)
+        t.wait_first_attempt()
+        assert t.connected
     finally:
         t.close(graceful=False)
+
+
+def test_a_refused_first_attempt_ends_the_wait_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NATS down: the connection is refused and the first request goes on without the cluster,
+    # not after the bound (made 10 minutes here: the waiter would still be waiting).
+    monkeypatch.setattr(transport, "FIRST_CONNECT_S", 600.0)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: refused
+        t = _transport(f"nats://127.0.0.1:{port}")
+        t.start()
+        try:
+            waiter = threading.Thread(target=t.wait_first_attempt)
+            waiter.start()
+            waiter.join(30)
+            assert not waiter.is_alive()
+            assert not t.connected
+        finally:
+            t.close(graceful=False)
+
+
+def test_closing_ends_a_wait_for_the_first_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "FIRST_CONNECT_S", 600.0)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts, never says INFO: the attempt waits CONNECT_TIMEOUT_S
+        t = _transport(f"nats://127.0.0.1:{silent.getsockname()[1]}")
+        t.start()
+        waiter = threading.Thread(target=t.wait_first_attempt)
+        waiter.start()
+        t.close(graceful=False)
+        waiter.join(30)
+        assert not waiter.is_alive()
+
+
+def _transport(url: str) -> Transport:
+    return Transport(url, None, lambda: ["x"], lambda _s, _d: None, lambda _up: None,
+                     (60.0, noop))  # fmt: skip

@@ -38,7 +38,7 @@ class Failover:
                 parked, entry.parked = entry.parked, None
                 return parked
         r.start()
-        r.transport.wait_connected(r.config.ack_timeout_s)  # just started: connecting
+        r.transport.wait_connected(r.config.ack_timeout_s)  # the first attempt, or a reconnect
         # Every node the id names is asked, even with a copy here: this node may have been
         # paused, and its copy may be older than the one a node that took over meanwhile holds.
         # Then every other live member, since a backup replaced after the response's cookie

@@ -201,6 +201,7 @@ class Replicator:
         if self.closed or not s.created:
             return
         self.start()
+        self.transport.wait_first_attempt()  # the response names this node: reachable first
         entry = self._entry(s)
         with self._lock:
             entry.changed(self.rt.clock.monotonic())

@@ -35,10 +35,12 @@ Reply = bytes | None
 Handler = Callable[[str, bytes], "Reply | Callable[[], Reply]"]
 
 
-#: How long after :meth:`Transport.start` a wait for the first connection may last: nats-py's
-#: first attempt gives up after its ``connect_timeout`` (1 s), and the subscriptions and the
-#: flush follow.
-FIRST_CONNECT_S = 2.0
+#: nats-py's own default: each step of a connection attempt (the TCP connect, the server's INFO,
+#: the PONG to the first PING) waits at most this long.
+CONNECT_TIMEOUT_S = 2.0
+#: The longest :meth:`Transport.wait_first_attempt` waits after :meth:`Transport.start`: the
+#: three steps of one attempt at their bound. An attempt that fails ends the wait before.
+FIRST_CONNECT_S = 3 * CONNECT_TIMEOUT_S
 
 
 class Transport:
@@ -71,7 +73,7 @@ class Transport:
         self.down_since: float | None = None  # monotonic; set while started and not connected
         self._up_event = threading.Event()
         self._started_at: float | None = None  # monotonic, at start()
-        self._ever_up = False  # connected at least once in this process
+        self._first_done = threading.Event()  # the first attempt connected, or failed
         self._inbox = ""  # "<inbox>.<token>" is the reply subject of each request
         self._waiting: dict[str, _Waiter] = {}  # by token; the loop pops the one answered
         self._tokens = itertools.count(1)
@@ -89,17 +91,26 @@ class Transport:
         threading.Thread(target=loop.run_forever, name="sessionkeeper-nats", daemon=True).start()
         asyncio.run_coroutine_threadsafe(self._start_run(), loop)
 
-    def wait_connected(self, timeout_s: float) -> bool:
-        """Wait, at most ``timeout_s``, for the connection (a process's first request may
-        need the cluster before the background connect is done). Before the process's first
-        connection, at least until :data:`FIRST_CONNECT_S` after :meth:`start`: a worker that
-        gave up on a connect still under way would read the store's copy of a session over
-        a live node's unwritten changes (a slow first connect, on a loaded machine, lost
-        counts of the README's counter). Once that has passed, or after the first
-        connection (an outage later), only ``timeout_s``."""
+    def wait_first_attempt(self) -> None:
+        """Wait until this process's first connection attempt has connected or failed, at most
+        until :data:`FIRST_CONNECT_S` after :meth:`start`; at once after that (a flag read).
+
+        A worker connects at its first request, and a loaded machine or server can take a while
+        to accept. Until it is connected no other node can reach it: a session it served
+        meanwhile could be taken over from the store's copy, over its unwritten changes, and a
+        takeover it made meanwhile would read that copy itself (the README's counter under
+        ``gunicorn -w 4`` and ``TimeBased(10)`` read 1, 2, 2, 3, ...). NATS down ends the wait
+        at once (the connection is refused); a server that does not answer, after
+        :data:`CONNECT_TIMEOUT_S`."""
         started = self._started_at
-        if not self._ever_up and started is not None:
-            timeout_s = max(timeout_s, started + FIRST_CONNECT_S - time.monotonic())
+        if started is None or self._first_done.is_set():
+            return
+        self._first_done.wait(max(0.0, started + FIRST_CONNECT_S - time.monotonic()))
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait for the first attempt (:meth:`wait_first_attempt`), then, when it did not
+        connect, at most ``timeout_s`` for a connection (a reconnect under way)."""
+        self.wait_first_attempt()
         return self._up_event.wait(timeout_s)
 
     def close(self, *, graceful: bool = True, timeout_s: float = 2.0) -> None:
@@ -108,6 +119,7 @@ class Transport:
         with self._lock:
             loop, closing = self._loop, self._closing
             self._closing = True
+        self._first_done.set()  # a wait for it ends
         if loop is None or closing:
             return
         fut = asyncio.run_coroutine_threadsafe(self._stop(graceful), loop)
@@ -146,13 +158,14 @@ class Transport:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.1,
-                    connect_timeout=1,
+                    connect_timeout=CONNECT_TIMEOUT_S,
                     disconnected_cb=self._down,
                     reconnected_cb=self._up,
                     error_cb=self._error,
                     **self._options,
                 )
             except Exception as exc:
+                self._first_done.set()
                 log.warning("NATS at %s unreachable (%s): retrying", self._url, exc)
                 await asyncio.sleep(wait_s)
                 wait_s = min(wait_s * 2, 2.0)
@@ -172,7 +185,8 @@ class Transport:
             await asyncio.sleep(self._tick_s)
 
     async def _up(self) -> None:
-        self.connected = self._ever_up = True
+        self.connected = True
+        self._first_done.set()
         self.down_since = None
         self._up_event.set()
         self._submit(lambda: self._on_state(True))
@@ -184,6 +198,7 @@ class Transport:
         self._submit(lambda: self._on_state(False))
 
     async def _error(self, exc: Exception) -> None:
+        self._first_done.set()  # before a first connection: that attempt failed
         log.debug("NATS: %s", exc)
 
     def _submit(self, fn: Callable[[], object]) -> concurrent.futures.Future[object] | None:
