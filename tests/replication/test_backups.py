@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ import sessionkeeper as sk
 from sessionkeeper.replication.backups import Backups, Copy, Delta, delta_from_wire
 from sessionkeeper.replication.node import Replicator
 from sessionkeeper.replication.placement import Verdict
-from tests.replication.conftest import MakeNode, wait_members, wait_until
+from tests.replication.conftest import KEY, MakeNode, NatsServer, wait_members, wait_until
 
 
 def copy(
@@ -257,3 +258,48 @@ def test_a_replacement_that_did_not_answer_is_told_to_drop_its_copy_too(
         assert r is not None
         got = r.backups.get(key)
         assert got is None or got.attributes["x"] == b"1", got
+
+
+def test_a_node_just_connected_waits_for_the_members_before_it_finds_no_backup(
+    nats: NatsServer, clock: sk.FakeClock
+) -> None:
+    # The node is connected, but its reaction to that (its joining beat, which asks the
+    # members to answer) runs after it on the transport's worker thread. A changed request in
+    # between, with ack="sync" and no store, must wait for the members, not answer 503 (a
+    # demo node's first login did, one time in ten).
+    def node(name: str) -> sk.SessionManager:
+        replication = sk.Replication(nats.url, cluster="j", key=KEY, heartbeat_s=600,
+                                     ack_timeout_s=2.0)  # fmt: skip
+        return sk.SessionManager(
+            "memory://", node=name, clock=clock, housekeeping=False, replication=replication
+        )
+
+    peer, late = node("peer"), node("late")
+    try:
+        peer.start()
+        assert peer._replicator is not None and late._replicator is not None
+        assert wait_until(lambda: peer._replicator.transport.connected)  # type: ignore[union-attr]
+        transport, members = late._replicator.transport, late._replicator.members
+        react, release = transport._on_state, threading.Event()
+
+        def held(up: bool) -> None:
+            release.wait(30)
+            react(up)
+
+        def wait_for(*args: Any) -> bool:
+            release.set()  # only now may the joining beat go out
+            return original_wait_for(*args)
+
+        transport._on_state = held
+        original_wait_for = members.wait_for
+        members.wait_for = wait_for  # type: ignore[method-assign]
+        late.start()
+        assert wait_until(lambda: transport.connected)
+        with late.request("shop") as s:
+            s["x"] = 1
+        assert late.stats()["replication_snapshots"] == 1
+        assert peer._replicator.backups.get(("shop", s.token)) is not None
+    finally:
+        release.set()
+        late.close(deadline_s=1)
+        peer.close(deadline_s=1)

@@ -94,7 +94,7 @@ class Replicator:
         self._lock = threading.Lock()
         self._sender: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight = 0
-        self._joined_at = 0.0
+        self._joined = False  # connected once: the next connection is a reconnect
         #: Called with each acknowledgement's wait (the metrics' histogram), when set.
         self.observer: Callable[[float], None] | None = None
         self.closed = False
@@ -130,9 +130,9 @@ class Replicator:
 
     def _connection_changed(self, up: bool) -> None:
         if up:
-            if self._joined_at:
+            if self._joined:
                 self.stats.add("replication_reconnects")
-            self._joined_at = time.monotonic()
+            self._joined = True
             self.beat(joining=True)
             with self._lock:
                 for entry in self.owned.values():
@@ -259,10 +259,11 @@ class Replicator:
                 self._acked(entry, seen)
                 return
             if not entry.backups and self.config.replicas:
-                joined_s = time.monotonic() - self._joined_at
-                if not self.transport.connected or joined_s < self.config.dead_after_s:
+                up_since = self.transport.up_since
+                if up_since is None or time.monotonic() - up_since < self.config.dead_after_s:
                     # Just (re)connected: the members' answers to our first beat may be on
-                    # their way. Real time: this is about the network, not the sessions.
+                    # their way, or the beat itself (it goes out on the transport's worker
+                    # thread, after ``connected``). Real time: about the network, not sessions.
                     self.members.wait_for(lambda live: len(live) > 1, self.config.ack_timeout_s)
                 entry.set_backups(self._place(s.token))
             copy = copy_of(s, self.rt.node, entry, blobs, version)

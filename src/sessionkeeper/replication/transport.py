@@ -71,6 +71,7 @@ class Transport:
         self._closing = False
         self.connected = False
         self.down_since: float | None = None  # monotonic; set while started and not connected
+        self.up_since: float | None = None  # monotonic; set while connected, with ``connected``
         self._up_event = threading.Event()
         self._started_at: float | None = None  # monotonic, at start()
         self._first_done = threading.Event()  # the first attempt connected, or failed
@@ -131,7 +132,7 @@ class Transport:
         if self._worker is not None:
             self._worker.shutdown(wait=False, cancel_futures=True)
         self.connected = False
-        self.down_since = None  # closed: no gap to report
+        self.up_since = self.down_since = None  # closed: no gap to report
 
     async def _stop(self, graceful: bool) -> None:
         if self._task is not None:
@@ -185,6 +186,7 @@ class Transport:
             await asyncio.sleep(self._tick_s)
 
     async def _up(self) -> None:
+        self.up_since = time.monotonic()
         self.connected = True
         self._first_done.set()
         self.down_since = None
@@ -193,6 +195,7 @@ class Transport:
 
     async def _down(self) -> None:
         self.connected = False
+        self.up_since = None
         self.down_since = None if self._closing else time.monotonic()
         self._up_event.clear()
         self._submit(lambda: self._on_state(False))
